@@ -1,0 +1,250 @@
+//! The JSON codec: UTF-8 text, frames as objects.
+
+use std::cell::Cell;
+use std::io;
+use std::ops::Range;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{ArgVisitor, Codec};
+use crate::error::{EncodeError, ProtocolError};
+use crate::frame::{Frame, FrameFields, Message, OutFrame, OutKind};
+
+/// The JSON codec.
+///
+/// Binary data has no JSON form: encoding it fails with
+/// [`EncodeError::BinaryInJson`] rather than sending something the peer would
+/// read as a different value. Nesting is limited by serde_json's recursion
+/// limit (128), as [`MAX_DEPTH`](super::MAX_DEPTH) limits MsgPack.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json;
+
+fn undecodable(reason: impl std::fmt::Display) -> ProtocolError {
+    let reason = reason.to_string();
+    if reason.contains("recursion limit exceeded") {
+        return ProtocolError::TooDeep {
+            limit: super::MAX_DEPTH,
+        };
+    }
+    ProtocolError::Undecodable {
+        codec: "json",
+        reason,
+    }
+}
+
+/// The keys of a frame, each left raw so that a wrong type is reported per key.
+#[derive(Deserialize)]
+struct RawFrame<'a> {
+    #[serde(borrow)]
+    i: Option<&'a RawValue>,
+    #[serde(borrow)]
+    e: Option<&'a RawValue>,
+    #[serde(borrow)]
+    a: Option<&'a RawValue>,
+    #[serde(borrow)]
+    c: Option<&'a RawValue>,
+    #[serde(borrow)]
+    t: Option<&'a RawValue>,
+    #[serde(borrow)]
+    r: Option<&'a RawValue>,
+    #[serde(borrow)]
+    f: Option<&'a RawValue>,
+}
+
+fn first_byte(s: &str) -> Option<u8> {
+    s.bytes().find(|b| !b.is_ascii_whitespace())
+}
+
+fn kind_name(s: &str) -> &'static str {
+    match first_byte(s) {
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        _ => "a number",
+    }
+}
+
+fn field<'a, T: Deserialize<'a>>(
+    raw: Option<&'a RawValue>,
+    key: &'static str,
+    expected: &'static str,
+) -> Result<Option<T>, ProtocolError> {
+    raw.map(|v| {
+        serde_json::from_str(v.get()).map_err(|_| ProtocolError::WrongType { key, expected })
+    })
+    .transpose()
+}
+
+fn range_in(message: &str, part: &str) -> Range<usize> {
+    // `part` is a sub-slice of `message`, borrowed by serde_json.
+    let start = part.as_ptr() as usize - message.as_ptr() as usize;
+    start..start + part.len()
+}
+
+fn frame(message: &str, raw: &RawValue) -> Result<Frame, ProtocolError> {
+    if first_byte(raw.get()) != Some(b'{') {
+        return Err(ProtocolError::NotAMessage {
+            found: kind_name(raw.get()),
+        });
+    }
+    let keys: RawFrame<'_> = serde_json::from_str(raw.get()).map_err(|e| {
+        if e.to_string().starts_with("duplicate field") {
+            let key = ["i", "e", "a", "c", "t", "r", "f"]
+                .into_iter()
+                .find(|k| e.to_string().contains(&format!("`{k}`")))
+                .unwrap_or("?");
+            ProtocolError::DuplicateKey { key }
+        } else {
+            undecodable(e)
+        }
+    })?;
+    let data = match keys.a {
+        None => None,
+        Some(a) => {
+            let items: Vec<&RawValue> =
+                serde_json::from_str(a.get()).map_err(|_| ProtocolError::WrongType {
+                    key: "a",
+                    expected: "an array",
+                })?;
+            Some(
+                items
+                    .into_iter()
+                    .map(|v| range_in(message, v.get()))
+                    .collect(),
+            )
+        }
+    };
+    FrameFields {
+        id: field(keys.i, "i", "an unsigned integer")?,
+        event: field(keys.e, "e", "a string")?,
+        data,
+        callbacks: field(keys.c, "c", "an array of unsigned integers")?,
+        timeout: field(keys.t, "t", "a number")?,
+        reply_to: field(keys.r, "r", "an unsigned integer")?,
+        position: field(keys.f, "f", "an unsigned integer")?,
+    }
+    .validate()
+}
+
+/// A compact formatter that refuses byte arrays, so binary data never turns
+/// into an array of numbers on the wire.
+struct NoBinary<'a> {
+    saw_binary: &'a Cell<bool>,
+}
+
+impl serde_json::ser::Formatter for NoBinary<'_> {
+    fn write_byte_array<W: ?Sized + io::Write>(
+        &mut self,
+        _writer: &mut W,
+        _value: &[u8],
+    ) -> io::Result<()> {
+        self.saw_binary.set(true);
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "binary data has no JSON form",
+        ))
+    }
+}
+
+impl Codec for Json {
+    fn name(&self) -> &'static str {
+        "json"
+    }
+
+    fn decode_message(&self, payload: &[u8]) -> Result<Message, ProtocolError> {
+        let text = std::str::from_utf8(payload).map_err(|_| undecodable("payload is not UTF-8"))?;
+        match first_byte(text) {
+            Some(b'{') => {
+                let raw: &RawValue = serde_json::from_str(text).map_err(undecodable)?;
+                Ok(Message::Single(frame(text, raw)))
+            }
+            Some(b'[') => {
+                let items: Vec<&RawValue> = serde_json::from_str(text).map_err(undecodable)?;
+                Ok(Message::Bulk(
+                    items
+                        .into_iter()
+                        .enumerate()
+                        .map(|(index, raw)| {
+                            frame(text, raw).map_err(|e| match e {
+                                ProtocolError::NotAMessage { found } => {
+                                    ProtocolError::NotAFrame { index, found }
+                                }
+                                other => other,
+                            })
+                        })
+                        .collect(),
+                ))
+            }
+            None => Err(undecodable("empty payload")),
+            Some(_) => {
+                // Valid JSON of another kind is a protocol error; anything else is undecodable.
+                let _: &RawValue = serde_json::from_str(text).map_err(undecodable)?;
+                Err(ProtocolError::NotAMessage {
+                    found: kind_name(text),
+                })
+            }
+        }
+    }
+
+    fn deserialize_arg(&self, raw: &[u8], visit: &mut ArgVisitor<'_>) -> Result<(), String> {
+        let mut de = serde_json::Deserializer::from_slice(raw);
+        let mut erased = <dyn erased_serde::Deserializer<'_>>::erase(&mut de);
+        visit(&mut erased).map_err(|e| e.to_string())
+    }
+
+    fn encode_frame(&self, frame: &OutFrame<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        use std::io::Write;
+        // Writes into a Vec cannot fail.
+        let _ = write!(out, "{{\"i\":{}", frame.id);
+        if let OutKind::Event(name) = frame.kind {
+            out.extend_from_slice(b",\"e\":");
+            let _ = serde_json::to_writer(&mut *out, name);
+        }
+        if frame.data_len > 0 {
+            out.extend_from_slice(b",\"a\":");
+            let saw_binary = Cell::new(false);
+            let mut ser = serde_json::Serializer::with_formatter(
+                &mut *out,
+                NoBinary {
+                    saw_binary: &saw_binary,
+                },
+            );
+            let mut erased = <dyn erased_serde::Serializer>::erase(&mut ser);
+            if let Err(e) = frame.data.erased_serialize(&mut erased) {
+                return Err(if saw_binary.get() {
+                    EncodeError::BinaryInJson
+                } else {
+                    EncodeError::Serialize(e.to_string())
+                });
+            }
+        }
+        if !frame.callbacks.is_empty() {
+            out.extend_from_slice(b",\"c\":");
+            let _ = serde_json::to_writer(&mut *out, frame.callbacks);
+        }
+        if let Some(t) = frame.timeout {
+            out.extend_from_slice(b",\"t\":");
+            let _ = serde_json::to_writer(&mut *out, &t);
+        }
+        if let OutKind::Response { to, position } = frame.kind {
+            let _ = write!(out, ",\"r\":{to},\"f\":{position}");
+        }
+        out.push(b'}');
+        Ok(())
+    }
+
+    fn bulk_start(&self, _count: usize, out: &mut Vec<u8>) {
+        out.push(b'[');
+    }
+
+    fn bulk_separator(&self) -> &'static [u8] {
+        b","
+    }
+
+    fn bulk_end(&self, out: &mut Vec<u8>) {
+        out.push(b']');
+    }
+}

@@ -1,0 +1,90 @@
+//! Codecs: how a message's payload is encoded. [`MsgPack`] is the default, [`Json`]
+//! the alternative; implement [`Codec`] to plug in another.
+//!
+//! Both ends of a connection must use the same codec: the protocol has no negotiation.
+
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+
+use crate::error::{EncodeError, ProtocolError};
+use crate::frame::{Message, OutFrame};
+
+mod json;
+mod msgpack;
+
+pub use json::Json;
+pub use msgpack::MsgPack;
+
+/// How deep data may nest in a message, counting the message's own levels
+/// (bulk array, frame map, argument array). Deeper messages are a
+/// [`ProtocolError::TooDeep`]; the limit keeps decoding free of stack overflows.
+pub const MAX_DEPTH: usize = 128;
+
+/// A callback that receives a type-erased deserializer for one argument.
+pub type ArgVisitor<'v> =
+    dyn FnMut(&mut dyn erased_serde::Deserializer<'_>) -> Result<(), erased_serde::Error> + 'v;
+
+/// A message encoding.
+///
+/// A codec parses whole messages into frames ([`Codec::decode_message`]) but leaves
+/// each data argument as a byte range, and deserializes an argument only when a
+/// handler asks for it ([`Codec::deserialize_arg`]). It encodes one frame at a
+/// time; a bulk message is the codec's array form of already encoded frames.
+pub trait Codec: Send + Sync + fmt::Debug + 'static {
+    /// A short name for messages and logs, such as `"msgpack"`.
+    fn name(&self) -> &'static str;
+
+    /// Decodes one message. `Err` means the payload cannot be decoded at all;
+    /// errors of single frames are inside the [`Message`].
+    fn decode_message(&self, payload: &[u8]) -> Result<Message, ProtocolError>;
+
+    /// Gives `visit` a deserializer for the argument encoded in `raw` (a range
+    /// produced by [`Codec::decode_message`]).
+    fn deserialize_arg(&self, raw: &[u8], visit: &mut ArgVisitor<'_>) -> Result<(), String>;
+
+    /// Appends the encoding of `frame` to `out`.
+    fn encode_frame(&self, frame: &OutFrame<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError>;
+
+    /// Appends the start of a bulk message of `count` frames to `out`.
+    fn bulk_start(&self, count: usize, out: &mut Vec<u8>);
+
+    /// The bytes between two frames of a bulk message.
+    fn bulk_separator(&self) -> &'static [u8];
+
+    /// Appends the end of a bulk message to `out`.
+    fn bulk_end(&self, out: &mut Vec<u8>);
+}
+
+/// Deserializes one argument through a codec.
+pub fn decode_arg<T: DeserializeOwned>(codec: &dyn Codec, raw: &[u8]) -> Result<T, String> {
+    let mut out = None;
+    codec.deserialize_arg(raw, &mut |de| {
+        out = Some(erased_serde::deserialize::<T>(de)?);
+        Ok(())
+    })?;
+    out.ok_or_else(|| "codec produced no value".to_owned())
+}
+
+/// Encodes a whole bulk message (no length prefix) from already encoded frames.
+pub fn encode_bulk(codec: &dyn Codec, frames: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    codec.bulk_start(frames.len(), &mut out);
+    for (n, frame) in frames.iter().enumerate() {
+        if n > 0 {
+            out.extend_from_slice(codec.bulk_separator());
+        }
+        out.extend_from_slice(frame);
+    }
+    codec.bulk_end(&mut out);
+    out
+}
+
+/// The data arguments of an outgoing frame as one serializable sequence.
+pub(crate) struct DataSeq<'a, T: serde::Serialize>(pub &'a [T]);
+
+impl<T: serde::Serialize> serde::Serialize for DataSeq<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter())
+    }
+}

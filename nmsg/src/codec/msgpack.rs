@@ -1,0 +1,468 @@
+//! The MsgPack codec: frames are maps keyed by one-letter strings.
+
+use std::ops::Range;
+
+use rmp::Marker;
+
+use super::{ArgVisitor, Codec, MAX_DEPTH};
+use crate::error::{EncodeError, ProtocolError};
+use crate::frame::{Frame, FrameFields, Message, OutFrame, OutKind};
+
+/// The MsgPack codec, the protocol's default.
+///
+/// Structs are encoded as maps with field names (as JavaScript objects are), byte
+/// strings (`serde_bytes`, [`Value::Binary`](crate::Value::Binary)) as MsgPack `bin`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MsgPack;
+
+impl Codec for MsgPack {
+    fn name(&self) -> &'static str {
+        "msgpack"
+    }
+
+    fn decode_message(&self, payload: &[u8]) -> Result<Message, ProtocolError> {
+        let mut r = Reader {
+            buf: payload,
+            pos: 0,
+        };
+        let message = match r.peek()? {
+            Kind::Map(_) => Message::Single(r.frame(1)?),
+            Kind::Array(n) => {
+                r.advance_header()?;
+                let mut frames = Vec::with_capacity((n as usize).min(1024));
+                for index in 0..n as usize {
+                    match r.peek()? {
+                        Kind::Map(_) => frames.push(r.frame(2)?),
+                        other => {
+                            r.skip(2)?;
+                            frames.push(Err(ProtocolError::NotAFrame {
+                                index,
+                                found: other.name(),
+                            }));
+                        }
+                    }
+                }
+                Message::Bulk(frames)
+            }
+            other => {
+                return Err(ProtocolError::NotAMessage {
+                    found: other.name(),
+                })
+            }
+        };
+        if r.pos != payload.len() {
+            return Err(undecodable("trailing bytes after the message"));
+        }
+        Ok(message)
+    }
+
+    fn deserialize_arg(&self, raw: &[u8], visit: &mut ArgVisitor<'_>) -> Result<(), String> {
+        let mut de = rmp_serde::Deserializer::from_read_ref(raw);
+        let mut erased = <dyn erased_serde::Deserializer<'_>>::erase(&mut de);
+        visit(&mut erased).map_err(|e| e.to_string())
+    }
+
+    fn encode_frame(&self, frame: &OutFrame<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        let has_data = frame.data_len > 0;
+        let has_callbacks = !frame.callbacks.is_empty();
+        let len = 1
+            + matches!(frame.kind, OutKind::Event(_)) as u32
+            + has_data as u32
+            + has_callbacks as u32
+            + frame.timeout.is_some() as u32
+            + 2 * matches!(frame.kind, OutKind::Response { .. }) as u32;
+        // Writes into a Vec cannot fail.
+        let _ = rmp::encode::write_map_len(out, len);
+        key(out, b'i');
+        let _ = rmp::encode::write_uint(out, frame.id as u64);
+        if let OutKind::Event(name) = frame.kind {
+            key(out, b'e');
+            let _ = rmp::encode::write_str(out, name);
+        }
+        if has_data {
+            key(out, b'a');
+            let mut ser = rmp_serde::Serializer::new(&mut *out).with_struct_map();
+            let mut erased = <dyn erased_serde::Serializer>::erase(&mut ser);
+            frame
+                .data
+                .erased_serialize(&mut erased)
+                .map_err(|e| EncodeError::Serialize(e.to_string()))?;
+        }
+        if has_callbacks {
+            key(out, b'c');
+            let _ = rmp::encode::write_array_len(out, frame.callbacks.len() as u32);
+            for &p in frame.callbacks {
+                let _ = rmp::encode::write_uint(out, p as u64);
+            }
+        }
+        if let Some(t) = frame.timeout {
+            key(out, b't');
+            if t.fract() == 0.0 && t >= 0.0 && t < u32::MAX as f64 {
+                let _ = rmp::encode::write_uint(out, t as u64);
+            } else {
+                let _ = rmp::encode::write_f64(out, t);
+            }
+        }
+        if let OutKind::Response { to, position } = frame.kind {
+            key(out, b'r');
+            let _ = rmp::encode::write_uint(out, to as u64);
+            key(out, b'f');
+            let _ = rmp::encode::write_uint(out, position as u64);
+        }
+        Ok(())
+    }
+
+    fn bulk_start(&self, count: usize, out: &mut Vec<u8>) {
+        let _ = rmp::encode::write_array_len(out, count as u32);
+    }
+
+    fn bulk_separator(&self) -> &'static [u8] {
+        b""
+    }
+
+    fn bulk_end(&self, _out: &mut Vec<u8>) {}
+}
+
+fn key(out: &mut Vec<u8>, k: u8) {
+    out.extend_from_slice(&[0xa1, k]);
+}
+
+fn undecodable(reason: impl Into<String>) -> ProtocolError {
+    ProtocolError::Undecodable {
+        codec: "msgpack",
+        reason: reason.into(),
+    }
+}
+
+/// The kind of the next value, from its marker.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Nil,
+    Bool,
+    Uint(u64),
+    Int(i64),
+    Float(f64),
+    Str(usize),
+    Bin(usize),
+    Array(u32),
+    Map(u32),
+    Ext(usize),
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Nil => "nil",
+            Kind::Bool => "a boolean",
+            Kind::Uint(_) | Kind::Int(_) => "an integer",
+            Kind::Float(_) => "a float",
+            Kind::Str(_) => "a string",
+            Kind::Bin(_) => "binary data",
+            Kind::Array(_) => "an array",
+            Kind::Map(_) => "a map",
+            Kind::Ext(_) => "an extension value",
+        }
+    }
+}
+
+/// A bounds-checked reader over one message. Never panics on any input.
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn bytes(&self, at: usize, n: usize) -> Result<&'a [u8], ProtocolError> {
+        at.checked_add(n)
+            .and_then(|end| self.buf.get(at..end))
+            .ok_or_else(|| undecodable("message ends in the middle of a value"))
+    }
+
+    fn be(&self, at: usize, n: usize) -> Result<u64, ProtocolError> {
+        Ok(self
+            .bytes(at, n)?
+            .iter()
+            .fold(0u64, |acc, &b| (acc << 8) | b as u64))
+    }
+
+    /// Reads the marker and fixed-size header of the next value without moving;
+    /// returns its kind and the header's length in bytes.
+    fn header(&self) -> Result<(Kind, usize), ProtocolError> {
+        let p = self.pos;
+        let byte = *self
+            .buf
+            .get(p)
+            .ok_or_else(|| undecodable("message ends where a value should start"))?;
+        let h = |n| -> Result<u64, ProtocolError> { self.be(p + 1, n) };
+        Ok(match Marker::from_u8(byte) {
+            Marker::FixPos(v) => (Kind::Uint(v as u64), 1),
+            Marker::FixNeg(v) => (Kind::Int(v as i64), 1),
+            Marker::Null => (Kind::Nil, 1),
+            Marker::True | Marker::False => (Kind::Bool, 1),
+            Marker::U8 => (Kind::Uint(h(1)?), 2),
+            Marker::U16 => (Kind::Uint(h(2)?), 3),
+            Marker::U32 => (Kind::Uint(h(4)?), 5),
+            Marker::U64 => (Kind::Uint(h(8)?), 9),
+            Marker::I8 => (Kind::Int(h(1)? as u8 as i8 as i64), 2),
+            Marker::I16 => (Kind::Int(h(2)? as u16 as i16 as i64), 3),
+            Marker::I32 => (Kind::Int(h(4)? as u32 as i32 as i64), 5),
+            Marker::I64 => (Kind::Int(h(8)? as i64), 9),
+            Marker::F32 => (Kind::Float(f32::from_bits(h(4)? as u32) as f64), 5),
+            Marker::F64 => (Kind::Float(f64::from_bits(h(8)?)), 9),
+            Marker::FixStr(n) => (Kind::Str(n as usize), 1),
+            Marker::Str8 => (Kind::Str(h(1)? as usize), 2),
+            Marker::Str16 => (Kind::Str(h(2)? as usize), 3),
+            Marker::Str32 => (Kind::Str(h(4)? as usize), 5),
+            Marker::Bin8 => (Kind::Bin(h(1)? as usize), 2),
+            Marker::Bin16 => (Kind::Bin(h(2)? as usize), 3),
+            Marker::Bin32 => (Kind::Bin(h(4)? as usize), 5),
+            Marker::FixArray(n) => (Kind::Array(n as u32), 1),
+            Marker::Array16 => (Kind::Array(h(2)? as u32), 3),
+            Marker::Array32 => (Kind::Array(h(4)? as u32), 5),
+            Marker::FixMap(n) => (Kind::Map(n as u32), 1),
+            Marker::Map16 => (Kind::Map(h(2)? as u32), 3),
+            Marker::Map32 => (Kind::Map(h(4)? as u32), 5),
+            // ext: the type byte counts as payload here
+            Marker::FixExt1 => (Kind::Ext(2), 1),
+            Marker::FixExt2 => (Kind::Ext(3), 1),
+            Marker::FixExt4 => (Kind::Ext(5), 1),
+            Marker::FixExt8 => (Kind::Ext(9), 1),
+            Marker::FixExt16 => (Kind::Ext(17), 1),
+            Marker::Ext8 => (Kind::Ext(h(1)? as usize + 1), 2),
+            Marker::Ext16 => (Kind::Ext(h(2)? as usize + 1), 3),
+            Marker::Ext32 => (Kind::Ext(h(4)? as usize + 1), 5),
+            Marker::Reserved => return Err(undecodable("reserved marker 0xc1")),
+        })
+    }
+
+    fn peek(&self) -> Result<Kind, ProtocolError> {
+        Ok(self.header()?.0)
+    }
+
+    /// Moves past the header of the next value (for containers: to their first element).
+    fn advance_header(&mut self) -> Result<Kind, ProtocolError> {
+        let (kind, len) = self.header()?;
+        self.pos += len;
+        Ok(kind)
+    }
+
+    /// Skips one whole value, without recursion. `depth` is the nesting level the
+    /// value stands at; containers deeper than [`MAX_DEPTH`] are an error.
+    fn skip(&mut self, depth: usize) -> Result<(), ProtocolError> {
+        let mut open: Vec<u64> = Vec::new();
+        let mut left: u64 = 1;
+        loop {
+            let kind = self.advance_header()?;
+            left -= 1;
+            let children = match kind {
+                Kind::Str(n) | Kind::Bin(n) | Kind::Ext(n) => {
+                    self.bytes(self.pos, n)?;
+                    self.pos += n;
+                    0
+                }
+                Kind::Array(n) => n as u64,
+                Kind::Map(n) => 2 * n as u64,
+                _ => 0,
+            };
+            if children > 0 {
+                if depth + open.len() > MAX_DEPTH {
+                    return Err(ProtocolError::TooDeep { limit: MAX_DEPTH });
+                }
+                open.push(left);
+                left = children;
+            }
+            while left == 0 {
+                match open.pop() {
+                    Some(l) => left = l,
+                    None => return Ok(()),
+                }
+            }
+        }
+    }
+
+    fn str(&mut self, n: usize) -> Result<&'a str, ProtocolError> {
+        let bytes = self.bytes(self.pos, n)?;
+        self.pos += n;
+        std::str::from_utf8(bytes).map_err(|_| undecodable("string is not UTF-8"))
+    }
+
+    /// Reads a frame map at nesting level `depth`. Structural damage is an
+    /// `Err` for the whole message; a frame whose keys have the wrong types is an
+    /// `Ok(Err(..))`, with the reader past the frame so the next one can be read.
+    fn frame(&mut self, depth: usize) -> Result<Result<Frame, ProtocolError>, ProtocolError> {
+        let n = match self.advance_header()? {
+            Kind::Map(n) => n,
+            other => {
+                return Ok(Err(ProtocolError::NotAMessage {
+                    found: other.name(),
+                }))
+            }
+        };
+        let mut fields = FrameFields::default();
+        let mut error: Option<ProtocolError> = None;
+        for _ in 0..n {
+            let (kind, hlen) = self.header()?;
+            let name = match kind {
+                Kind::Str(len) => {
+                    self.pos += hlen;
+                    self.str(len)?
+                }
+                _ => {
+                    self.skip(depth + 1)?;
+                    self.skip(depth + 1)?;
+                    error.get_or_insert(ProtocolError::WrongType {
+                        key: "(keys)",
+                        expected: "a string",
+                    });
+                    continue;
+                }
+            };
+            let d = depth + 1;
+            let found = match name {
+                "i" => self.uint("i", d)?.and_then(|v| set(&mut fields.id, v, "i")),
+                "r" => self
+                    .uint("r", d)?
+                    .and_then(|v| set(&mut fields.reply_to, v, "r")),
+                "f" => self
+                    .uint("f", d)?
+                    .and_then(|v| set(&mut fields.position, v, "f")),
+                "t" => self
+                    .number("t", d)?
+                    .and_then(|v| set(&mut fields.timeout, v, "t")),
+                "e" => self
+                    .string("e", d)?
+                    .and_then(|v| set(&mut fields.event, v, "e")),
+                "c" => self
+                    .uints(d)?
+                    .and_then(|v| set(&mut fields.callbacks, v, "c")),
+                "a" => self.ranges(d)?.and_then(|v| set(&mut fields.data, v, "a")),
+                // Unknown keys are skipped: a later protocol version may add some.
+                _ => self.skip(d).map(Ok)?,
+            };
+            if let Err(e) = found {
+                error.get_or_insert(e);
+            }
+        }
+        Ok(match error {
+            Some(e) => Err(e),
+            None => fields.validate(),
+        })
+    }
+
+    fn wrong(
+        &mut self,
+        depth: usize,
+        key: &'static str,
+        expected: &'static str,
+    ) -> Result<ProtocolError, ProtocolError> {
+        self.skip(depth)?;
+        Ok(ProtocolError::WrongType { key, expected })
+    }
+
+    fn uint(
+        &mut self,
+        key: &'static str,
+        depth: usize,
+    ) -> Result<Result<u64, ProtocolError>, ProtocolError> {
+        let (kind, hlen) = self.header()?;
+        match kind {
+            Kind::Uint(v) => {
+                self.pos += hlen;
+                Ok(Ok(v))
+            }
+            Kind::Int(v) if v >= 0 => {
+                self.pos += hlen;
+                Ok(Ok(v as u64))
+            }
+            _ => Ok(Err(self.wrong(depth, key, "an unsigned integer")?)),
+        }
+    }
+
+    fn number(
+        &mut self,
+        key: &'static str,
+        depth: usize,
+    ) -> Result<Result<f64, ProtocolError>, ProtocolError> {
+        let (kind, hlen) = self.header()?;
+        let v = match kind {
+            Kind::Uint(v) => v as f64,
+            Kind::Int(v) => v as f64,
+            Kind::Float(v) => v,
+            _ => return Ok(Err(self.wrong(depth, key, "a number")?)),
+        };
+        self.pos += hlen;
+        Ok(Ok(v))
+    }
+
+    fn string(
+        &mut self,
+        key: &'static str,
+        depth: usize,
+    ) -> Result<Result<String, ProtocolError>, ProtocolError> {
+        let (kind, hlen) = self.header()?;
+        match kind {
+            Kind::Str(len) => {
+                self.pos += hlen;
+                Ok(Ok(self.str(len)?.to_owned()))
+            }
+            _ => Ok(Err(self.wrong(depth, key, "a string")?)),
+        }
+    }
+
+    fn uints(&mut self, depth: usize) -> Result<Result<Vec<u64>, ProtocolError>, ProtocolError> {
+        let (kind, hlen) = self.header()?;
+        let Kind::Array(n) = kind else {
+            return Ok(Err(self.wrong(
+                depth,
+                "c",
+                "an array of unsigned integers",
+            )?));
+        };
+        self.pos += hlen;
+        let mut out = Vec::with_capacity((n as usize).min(64));
+        let mut bad = false;
+        for _ in 0..n {
+            match self.uint("c", depth + 1)? {
+                Ok(v) => out.push(v),
+                Err(_) => bad = true,
+            }
+        }
+        Ok(if bad {
+            Err(ProtocolError::WrongType {
+                key: "c",
+                expected: "an array of unsigned integers",
+            })
+        } else {
+            Ok(out)
+        })
+    }
+
+    fn ranges(
+        &mut self,
+        depth: usize,
+    ) -> Result<Result<Vec<Range<usize>>, ProtocolError>, ProtocolError> {
+        let (kind, hlen) = self.header()?;
+        let Kind::Array(n) = kind else {
+            return Ok(Err(self.wrong(depth, "a", "an array")?));
+        };
+        if depth > MAX_DEPTH {
+            return Err(ProtocolError::TooDeep { limit: MAX_DEPTH });
+        }
+        self.pos += hlen;
+        let mut out = Vec::with_capacity((n as usize).min(64));
+        for _ in 0..n {
+            let start = self.pos;
+            self.skip(depth + 1)?;
+            out.push(start..self.pos);
+        }
+        Ok(Ok(out))
+    }
+}
+
+fn set<T>(slot: &mut Option<T>, v: T, key: &'static str) -> Result<(), ProtocolError> {
+    if slot.is_some() {
+        return Err(ProtocolError::DuplicateKey { key });
+    }
+    *slot = Some(v);
+    Ok(())
+}

@@ -1,0 +1,224 @@
+//! Error types, one per layer.
+
+use std::time::Duration;
+
+/// A message or frame that does not follow the wire protocol.
+///
+/// Reported to the router's error hook; the offending frame is skipped and the
+/// router goes on with the next one.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// The payload could not be decoded by the codec at all.
+    #[error("undecodable {codec} payload: {reason}")]
+    Undecodable {
+        /// The codec's name.
+        codec: &'static str,
+        /// What the codec reported.
+        reason: String,
+    },
+    /// The message is neither a frame (a map) nor a bulk (an array of frames).
+    #[error("a message must be a frame (map) or a bulk (array of frames), got {found}")]
+    NotAMessage {
+        /// The kind of value that was found.
+        found: &'static str,
+    },
+    /// An element of a bulk message is not a frame.
+    #[error("bulk element {index} is not a frame (map), got {found}")]
+    NotAFrame {
+        /// Position of the element in the bulk.
+        index: usize,
+        /// The kind of value that was found.
+        found: &'static str,
+    },
+    /// A required key is missing.
+    #[error("frame lacks the required key `{key}`")]
+    MissingKey {
+        /// The one-letter key.
+        key: &'static str,
+    },
+    /// A key holds a value of the wrong type.
+    #[error("frame key `{key}` must be {expected}")]
+    WrongType {
+        /// The one-letter key.
+        key: &'static str,
+        /// What the protocol expects there.
+        expected: &'static str,
+    },
+    /// A key appears twice in one frame.
+    #[error("frame key `{key}` appears twice")]
+    DuplicateKey {
+        /// The one-letter key.
+        key: &'static str,
+    },
+    /// Callback positions are not strictly ascending.
+    #[error("callback positions must be strictly ascending, got {previous} then {next}")]
+    CallbackOrder {
+        /// The earlier position.
+        previous: u64,
+        /// The position that does not exceed it.
+        next: u64,
+    },
+    /// A callback position points past the end of the argument list.
+    #[error("callback position {position} is past the end of the {len} arguments")]
+    CallbackOutOfRange {
+        /// The position.
+        position: u64,
+        /// The length of the full argument list.
+        len: usize,
+    },
+    /// Data nests deeper than the codec allows.
+    #[error("data nests deeper than {limit} levels")]
+    TooDeep {
+        /// The limit.
+        limit: usize,
+    },
+    /// A frame has neither an event name nor a response target.
+    #[error("frame has no `e` (event) and no `r`/`f` (response)")]
+    NeitherEventNorResponse,
+}
+
+/// A failure to encode an outgoing frame.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// The JSON codec was given binary data, which has no JSON form.
+    #[error("binary data has no JSON form: use the MsgPack codec, or encode the bytes (base64, an array of numbers) yourself")]
+    BinaryInJson,
+    /// The value could not be serialized.
+    #[error("cannot serialize argument: {0}")]
+    Serialize(String),
+    /// The encoded message exceeds the maximum message size.
+    #[error("encoded message is {size} bytes, more than the maximum of {max}")]
+    TooLarge {
+        /// Encoded size in bytes.
+        size: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+}
+
+/// A failure of the length-prefixed framing of a stream.
+///
+/// Framing errors close the connection they happen on: the stream is out of sync.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FramingError {
+    /// A length prefix announced more than the maximum message size.
+    #[error("length prefix announces more than the maximum message size of {max} bytes")]
+    TooLarge {
+        /// The configured maximum.
+        max: usize,
+    },
+    /// A length prefix of zero, which the protocol does not allow.
+    #[error("zero-length message")]
+    Empty,
+    /// The stream ended in the middle of a message.
+    #[error("stream ended in the middle of a message")]
+    Truncated,
+    /// An I/O error on the stream.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The error type of nmsg's public API.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A received message or frame broke the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// An outgoing frame could not be encoded; nothing was sent.
+    #[error("encode error: {0}")]
+    Encode(#[from] EncodeError),
+    /// The byte stream's framing broke; the connection was closed.
+    #[error("framing error: {0}")]
+    Framing(#[from] FramingError),
+    /// A received argument is missing or does not have the type asked for.
+    #[error("argument {index}: {reason}")]
+    Argument {
+        /// Position in the full argument list.
+        index: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A callback was invoked a second time; nothing was sent.
+    #[error("callback at position {position} of frame {frame} was already invoked; a callback can be invoked once")]
+    AlreadyInvoked {
+        /// The id of the frame the callback came with.
+        frame: u32,
+        /// Its position in that frame's arguments.
+        position: u32,
+    },
+    /// Too many frames with callbacks are waiting for answers.
+    #[error("{limit} frames with callbacks are already pending; wait for answers or raise `max_pending`")]
+    TooManyPending {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The outgoing queue is full.
+    #[error("outgoing queue is full ({frames} frames, {bytes} bytes queued); wait for the connection or use `emit_wait`")]
+    QueueFull {
+        /// Frames queued.
+        frames: usize,
+        /// Bytes queued.
+        bytes: usize,
+    },
+    /// A callback was not invoked by the peer before its timeout.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The connection that carried the frame dropped before the answer came.
+    #[error("disconnected before the answer came: {0}")]
+    Disconnected(String),
+    /// The router was closed.
+    #[error("the router is closed")]
+    Closed,
+    /// A handler returned an error.
+    #[error("handler for `{event}` failed: {source}")]
+    Handler {
+        /// The event (or `callback`) whose handler failed.
+        event: String,
+        /// The handler's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A handler panicked. The connection goes on.
+    #[error("handler for `{event}` panicked: {message}")]
+    HandlerPanicked {
+        /// The event (or `callback`) whose handler panicked.
+        event: String,
+        /// The panic message, if it was a string.
+        message: String,
+    },
+    /// An event arrived that no handler serves. It was dropped.
+    #[error("no handler for event `{0}`")]
+    Unhandled(String),
+    /// A response arrived for a frame or callback that is unknown, finished or already answered.
+    #[error("response to frame {frame} position {position}, which has no live callback")]
+    StrayResponse {
+        /// The frame id the response names.
+        frame: u32,
+        /// The callback position it names.
+        position: u32,
+    },
+    /// A callback needs a tokio runtime for its timeout, and none is running.
+    #[error("callbacks need a tokio runtime: emit from within one")]
+    NoRuntime,
+}
+
+impl Error {
+    /// True for errors that mean the peer is gone or never answered
+    /// (`Timeout`, `Disconnected`, `Closed`).
+    pub fn is_transport(&self) -> bool {
+        matches!(
+            self,
+            Error::Timeout(_) | Error::Disconnected(_) | Error::Closed
+        )
+    }
+
+    pub(crate) fn argument(index: usize, reason: impl std::fmt::Display) -> Self {
+        Error::Argument {
+            index,
+            reason: reason.to_string(),
+        }
+    }
+}

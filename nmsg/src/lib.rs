@@ -1,0 +1,68 @@
+//! # nmsg: bidirectional event messaging between processes
+//!
+//! A Rust implementation of the Node.js "Node Messenger" (nmsg) protocol: both
+//! sides `emit` events and handle them with `on`; arguments mix data and
+//! callbacks in any position, and a callback invoked on the remote side sends
+//! its arguments back, which may be callbacks again, to any depth.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), nmsg::Error> {
+//! use nmsg::{args, Args, Callback, Router};
+//!
+//! let (client, server, _link) = nmsg::transport::memory::pair();
+//! server.on("ping", |args: Args| -> Result<(), nmsg::Error> {
+//!     // ping(data, done): answer through the callback, with a callback of our own.
+//!     let inner = Callback::new(|(more,): (nmsg::RemoteCallback,)| {
+//!         let _ = more.call(("deeper",));
+//!     });
+//!     args.callback(1)?.call(("pong", inner))
+//! });
+//! let (done, reply) = Callback::<(String, Callback<(Callback<(String,)>,)>)>::once();
+//! client.emit("ping", args![42, done])?;
+//! let (pong, inner) = reply.await?;
+//! assert_eq!(pong, "pong");
+//! let (deeper, last) = Callback::<(String,)>::once();
+//! inner.call((deeper,))?;
+//! assert_eq!(last.await?.0, "deeper");
+//! # Ok(()) }
+//! ```
+//!
+//! ## Layout
+//!
+//! - [`framing`]: length-prefixed messages over a byte stream, with a size limit.
+//! - [`codec`]: the [`Codec`] trait, [`MsgPack`] (default) and [`Json`].
+//! - [`frame`]: the wire model (event, response, bulk) and its validation.
+//! - [`args`](crate::Args) and [`callback`](crate::Callback): argument lists and callbacks.
+//! - [`router`](crate::Router): ids, the callback table with timeouts, routing, buffering.
+//! - [`transport`]: driving a router over a stream; the in-memory pair.
+//! - [`Value`]: the dynamic value type.
+
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+
+mod args;
+mod callback;
+pub mod codec;
+mod error;
+pub mod frame;
+pub mod framing;
+mod handler;
+mod router;
+pub mod transport;
+mod value;
+
+pub use args::{Arg, Args, FromArg, FromArgs, IntoArgs, OutArgs, ToArg};
+pub use callback::{Callback, LocalCallback, RemoteCallback, Reply};
+pub use codec::{Codec, Json, MsgPack};
+pub use error::{EncodeError, Error, FramingError, ProtocolError};
+pub use handler::{AsyncReturn, BoxError, HandlerReturn, SyncReturn};
+pub use router::{
+    Api, Buffering, Flow, Router, RouterBuilder, DEFAULT_LATENCY_ALLOWANCE, DEFAULT_MAX_PENDING,
+    DEFAULT_MAX_QUEUED_BYTES, DEFAULT_MAX_QUEUED_FRAMES, WILDCARD,
+};
+pub use value::{from_value, to_value, Value};

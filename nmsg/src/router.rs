@@ -1,0 +1,1115 @@
+//! The router: ids, the callback table with timeouts, event routing, and the
+//! outgoing queue with optional bulk buffering.
+//!
+//! A router knows nothing of sockets. A transport hands it incoming messages
+//! ([`Router::dispatch`]) and takes outgoing bytes from it
+//! ([`Router::next_outgoing`]), already length-prefixed and ready to write.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::FutureExt;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::args::{Arg, Args, FromArgs, IntoArgs, OutArgs, Received};
+use crate::callback::{Callback, LocalCallback};
+use crate::codec::{Codec, DataSeq, MsgPack};
+use crate::error::Error;
+use crate::frame::{FrameKind, OutFrame, OutKind, DEFAULT_TIMEOUT_SECS, MAX_ID};
+use crate::framing::{check_size, DEFAULT_MAX_MESSAGE_SIZE, PREFIX_LEN};
+use crate::handler::{ErasedHandler, FnHandler, HandlerReturn, Outcome};
+
+/// The wildcard event name: its handler sees every event, with the name first.
+pub const WILDCARD: &str = "*";
+
+/// Default [`RouterBuilder::max_pending`].
+pub const DEFAULT_MAX_PENDING: usize = 65_536;
+/// Default [`RouterBuilder::max_queued_frames`].
+pub const DEFAULT_MAX_QUEUED_FRAMES: usize = 10_000;
+/// Default [`RouterBuilder::max_queued_bytes`].
+pub const DEFAULT_MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
+/// Default [`RouterBuilder::latency_allowance`], as in the original.
+pub const DEFAULT_LATENCY_ALLOWANCE: Duration = Duration::from_millis(500);
+
+/// How a router sends its frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Buffering {
+    /// Every frame is a message of its own (frames queued together still go
+    /// out in one write).
+    #[default]
+    Off,
+    /// Frames are sent as bulk messages: whatever is queued when the writer is
+    /// ready goes out as one bulk. Adds no delay.
+    Idle,
+    /// Frames are collected for a fixed cycle after the first one, then sent
+    /// as one bulk, as the original's buffered router does (10 ms there).
+    Cycle(Duration),
+}
+
+/// What a wiretap tells the router to do with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Route the event as usual.
+    Continue,
+    /// Stop here: no handler sees the event.
+    Stop,
+}
+
+type ErrorHook = Arc<dyn Fn(Error) + Send + Sync>;
+type Wiretap = Arc<dyn Fn(&Args) -> Flow + Send + Sync>;
+
+/// A table of handlers that many routers can share (a server serves every
+/// socket with one). A method in the router's `Api` takes precedence over the
+/// router's own `on` handlers for that event.
+///
+/// ```
+/// let api = nmsg::Api::new();
+/// api.on("ping", |args: nmsg::Args| -> Result<(), nmsg::Error> {
+///     args.callback(0)?.call(("pong",))
+/// });
+/// assert!(api.contains("ping"));
+/// ```
+#[derive(Clone, Default)]
+pub struct Api {
+    table: Arc<RwLock<HashMap<String, Arc<dyn ErasedHandler>>>>,
+}
+
+impl fmt::Debug for Api {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let table = self.table.read().unwrap_or_else(|e| e.into_inner());
+        f.debug_set().entries(table.keys()).finish()
+    }
+}
+
+impl Api {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the method for `event`, replacing any earlier one.
+    pub fn on<F, R, M>(&self, event: impl Into<String>, handler: F) -> &Self
+    where
+        F: Fn(Args) -> R + Send + Sync + 'static,
+        R: HandlerReturn<M>,
+        M: 'static,
+    {
+        let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
+        table.insert(event.into(), Arc::new(FnHandler::new(handler)));
+        self
+    }
+
+    /// Removes the method for `event`; true if there was one.
+    pub fn off(&self, event: &str) -> bool {
+        let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
+        table.remove(event).is_some()
+    }
+
+    /// True if the table has a method for `event`.
+    pub fn contains(&self, event: &str) -> bool {
+        self.get(event).is_some()
+    }
+
+    fn get(&self, event: &str) -> Option<Arc<dyn ErasedHandler>> {
+        let table = self.table.read().unwrap_or_else(|e| e.into_inner());
+        table.get(event).cloned()
+    }
+}
+
+/// Options of a [`Router`]; start with [`Router::builder`].
+#[derive(Debug, Clone)]
+pub struct RouterBuilder {
+    codec: Arc<dyn Codec>,
+    buffering: Buffering,
+    default_timeout: Duration,
+    latency_allowance: Duration,
+    max_pending: usize,
+    max_message_size: usize,
+    max_queued_frames: usize,
+    max_queued_bytes: usize,
+}
+
+impl Default for RouterBuilder {
+    fn default() -> Self {
+        RouterBuilder {
+            codec: Arc::new(MsgPack),
+            buffering: Buffering::Off,
+            default_timeout: Duration::from_secs_f64(DEFAULT_TIMEOUT_SECS),
+            latency_allowance: DEFAULT_LATENCY_ALLOWANCE,
+            max_pending: DEFAULT_MAX_PENDING,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_queued_frames: DEFAULT_MAX_QUEUED_FRAMES,
+            max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
+        }
+    }
+}
+
+impl RouterBuilder {
+    /// The codec (default [`MsgPack`]). Both ends must use the same.
+    pub fn codec(mut self, codec: impl Codec) -> Self {
+        self.codec = Arc::new(codec);
+        self
+    }
+
+    /// The codec, shared.
+    pub fn codec_arc(mut self, codec: Arc<dyn Codec>) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// Bulk buffering of outgoing frames (default [`Buffering::Off`]).
+    pub fn buffering(mut self, buffering: Buffering) -> Self {
+        self.buffering = buffering;
+        self
+    }
+
+    /// How long the callbacks of an outgoing frame stay alive when the call
+    /// does not say (default 15 s, the protocol's default; sent as `t` when it differs).
+    pub fn default_timeout(mut self, timeout: Duration) -> Self {
+        self.default_timeout = timeout;
+        self
+    }
+
+    /// Extra time on top of a frame's timeout before its callbacks are
+    /// dropped, for the answer's travel (default 500 ms, as the original).
+    pub fn latency_allowance(mut self, allowance: Duration) -> Self {
+        self.latency_allowance = allowance;
+        self
+    }
+
+    /// At most this many outgoing frames with callbacks may wait for answers
+    /// (default [`DEFAULT_MAX_PENDING`], 65,536); beyond it, emitting a frame
+    /// with callbacks fails with [`Error::TooManyPending`].
+    pub fn max_pending(mut self, max: usize) -> Self {
+        self.max_pending = max;
+        self
+    }
+
+    /// The largest message this router encodes, and its transports accept
+    /// (default 16 MiB).
+    pub fn max_message_size(mut self, max: usize) -> Self {
+        self.max_message_size = max.min(crate::framing::MAX_MESSAGE_SIZE_LIMIT);
+        self
+    }
+
+    /// At most this many frames wait in the outgoing queue, for example while
+    /// a client is disconnected (default [`DEFAULT_MAX_QUEUED_FRAMES`], 10,000).
+    pub fn max_queued_frames(mut self, max: usize) -> Self {
+        self.max_queued_frames = max;
+        self
+    }
+
+    /// At most this many bytes wait in the outgoing queue (default
+    /// [`DEFAULT_MAX_QUEUED_BYTES`], 64 MiB).
+    pub fn max_queued_bytes(mut self, max: usize) -> Self {
+        self.max_queued_bytes = max;
+        self
+    }
+
+    /// Builds the router.
+    pub fn build(self) -> Router {
+        Router {
+            inner: Arc::new(Inner {
+                opts: self,
+                handlers: RwLock::new(Handlers::default()),
+                api: RwLock::new(None),
+                wiretap: RwLock::new(None),
+                error_hook: RwLock::new(None),
+                next_id: AtomicU32::new(0),
+                epoch: AtomicU64::new(0),
+                state: Mutex::new(State::default()),
+                writer: Notify::new(),
+                space: Notify::new(),
+                timer: Arc::new(Notify::new()),
+            }),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Handlers {
+    by_event: HashMap<String, Arc<dyn ErasedHandler>>,
+    wildcard: Option<Arc<dyn ErasedHandler>>,
+}
+
+/// A frame this side sent with callbacks, waiting for the peer to invoke them.
+struct Pending {
+    callbacks: Vec<(u32, Option<Box<dyn LocalCallback>>)>,
+    left: usize,
+    deadline: Instant,
+    timeout: Duration,
+    /// Outgoing sequence number of the frame, to tell whether a connection took it.
+    seq: u64,
+}
+
+#[derive(Default)]
+struct State {
+    /// Complete length-prefixed messages, ready to write.
+    ready: BytesMut,
+    /// The open bulk (buffered routers): encoded frames with separators.
+    bulk: Vec<u8>,
+    bulk_frames: usize,
+    queued_frames: usize,
+    queued_bytes: usize,
+    /// Frames ever queued, and the sequence number up to which a transport took them.
+    seq: u64,
+    taken: u64,
+    pending: HashMap<u32, Pending>,
+    deadlines: BTreeSet<(Instant, u32)>,
+    timer_running: bool,
+    closed: bool,
+}
+
+struct Inner {
+    opts: RouterBuilder,
+    handlers: RwLock<Handlers>,
+    api: RwLock<Option<Api>>,
+    wiretap: RwLock<Option<Wiretap>>,
+    error_hook: RwLock<Option<ErrorHook>>,
+    next_id: AtomicU32,
+    /// Bumped whenever a connection is lost; callbacks from an older epoch are dead.
+    epoch: AtomicU64,
+    state: Mutex<State>,
+    writer: Notify,
+    space: Notify,
+    timer: Arc<Notify>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Let the timer task see that the router is gone.
+        self.timer.notify_one();
+    }
+}
+
+/// Routes events and callbacks for one connection (or one client across its
+/// reconnections). Cheap to clone; usable from any task.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), nmsg::Error> {
+/// use nmsg::{args, Router};
+/// let (a, b) = (Router::new(), Router::new());
+/// let _link = nmsg::transport::memory::link(&a, &b);
+/// b.on("echo", |args: nmsg::Args| -> Result<(), nmsg::Error> {
+///     let text: String = args.get(0)?;
+///     args.callback(1)?.call((text,))
+/// });
+/// let (reply,): (String,) = a.request("echo", args!["hi"]).await?;
+/// assert_eq!(reply, "hi");
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Router {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Router {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Router")
+            .field("codec", &self.inner.opts.codec.name())
+            .field("buffering", &self.inner.opts.buffering)
+            .field("pending", &self.pending_frames())
+            .field("queued", &self.queued_frames())
+            .finish()
+    }
+}
+
+impl Default for Router {
+    fn default() -> Self {
+        Router::new()
+    }
+}
+
+/// An outgoing frame, encoded, with the callbacks it carries.
+struct Encoded {
+    id: u32,
+    bytes: Vec<u8>,
+    callbacks: Vec<(u32, Option<Box<dyn LocalCallback>>)>,
+    timeout: Duration,
+}
+
+impl Router {
+    /// A router with default options: MsgPack, unbuffered.
+    pub fn new() -> Router {
+        RouterBuilder::default().build()
+    }
+
+    /// Options for a router.
+    pub fn builder() -> RouterBuilder {
+        RouterBuilder::default()
+    }
+
+    /// The router's codec.
+    pub fn codec(&self) -> Arc<dyn Codec> {
+        self.inner.opts.codec.clone()
+    }
+
+    pub(crate) fn codec_ref(&self) -> &Arc<dyn Codec> {
+        &self.inner.opts.codec
+    }
+
+    /// The largest message this router sends or accepts.
+    pub fn max_message_size(&self) -> usize {
+        self.inner.opts.max_message_size
+    }
+
+    /// The router's buffering mode.
+    pub fn buffering(&self) -> Buffering {
+        self.inner.opts.buffering
+    }
+
+    /// True if both handles are the same router.
+    pub fn same(&self, other: &Router) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    // ----- handlers -----
+
+    /// Sets the handler for `event`, replacing any earlier one (as the original
+    /// does). The event `"*"` is the wildcard: its handler runs after the
+    /// event's own handler, for every event, with the event name as the first
+    /// argument.
+    ///
+    /// A handler is a closure taking [`Args`] and returning `()`,
+    /// `Result<(), E>`, or a future of either (spawned on the runtime). Sync
+    /// handlers run on the connection's reader task, so they should not block.
+    /// Errors and panics go to the error hook; the connection goes on.
+    pub fn on<F, R, M>(&self, event: impl Into<String>, handler: F) -> &Self
+    where
+        F: Fn(Args) -> R + Send + Sync + 'static,
+        R: HandlerReturn<M>,
+        M: 'static,
+    {
+        let event = event.into();
+        let handler: Arc<dyn ErasedHandler> = Arc::new(FnHandler::new(handler));
+        let mut h = self
+            .inner
+            .handlers
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if event == WILDCARD {
+            h.wildcard = Some(handler);
+        } else {
+            h.by_event.insert(event, handler);
+        }
+        self
+    }
+
+    /// Removes the handler for `event` (or the wildcard, for `"*"`); true if there was one.
+    pub fn off(&self, event: &str) -> bool {
+        let mut h = self
+            .inner
+            .handlers
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if event == WILDCARD {
+            h.wildcard.take().is_some()
+        } else {
+            h.by_event.remove(event).is_some()
+        }
+    }
+
+    /// Serves this router with a shared [`Api`]: its methods take precedence
+    /// over `on` handlers. `None` removes it.
+    pub fn set_api(&self, api: Option<Api>) {
+        *self.inner.api.write().unwrap_or_else(|e| e.into_inner()) = api;
+    }
+
+    /// Sets a wiretap that sees every incoming event first; returning
+    /// [`Flow::Stop`] ends its routing.
+    pub fn set_wiretap<F>(&self, tap: F)
+    where
+        F: Fn(&Args) -> Flow + Send + Sync + 'static,
+    {
+        *self
+            .inner
+            .wiretap
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(tap));
+    }
+
+    /// Sets the error hook, which receives protocol errors, handler errors and
+    /// panics, unhandled events and stray responses. Without one, they are
+    /// logged with `tracing`.
+    pub fn on_error<F>(&self, hook: F)
+    where
+        F: Fn(Error) + Send + Sync + 'static,
+    {
+        *self
+            .inner
+            .error_hook
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(hook));
+    }
+
+    /// Reports an error to the error hook.
+    pub fn report(&self, error: Error) {
+        let hook = self
+            .inner
+            .error_hook
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match hook {
+            Some(hook) => hook(error),
+            None => match &error {
+                Error::Unhandled(_) | Error::StrayResponse { .. } => {
+                    tracing::debug!(%error, "nmsg")
+                }
+                _ => tracing::warn!(%error, "nmsg"),
+            },
+        }
+    }
+
+    // ----- sending -----
+
+    /// Emits `event` with `args` (data and callbacks in any positions). The
+    /// frame's callbacks stay alive for the router's default timeout.
+    ///
+    /// Returns once the frame is queued; fails at once, with nothing sent, if it
+    /// cannot be encoded, the queue is full, or too many frames with callbacks
+    /// are pending.
+    pub fn emit<'a>(&self, event: &str, args: impl IntoArgs<'a>) -> Result<(), Error> {
+        self.send(OutKind::Event(event), args.into_args(), None)
+    }
+
+    /// [`Router::emit`] with this frame's callback timeout, sent to the peer as `t`.
+    pub fn emit_with_timeout<'a>(
+        &self,
+        event: &str,
+        args: impl IntoArgs<'a>,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        self.send(OutKind::Event(event), args.into_args(), Some(timeout))
+    }
+
+    /// [`Router::emit`], but waits for room when the outgoing queue is full
+    /// instead of failing.
+    pub async fn emit_wait<'a>(&self, event: &str, args: impl IntoArgs<'a>) -> Result<(), Error> {
+        let mut encoded = self.encode(OutKind::Event(event), args.into_args(), None)?;
+        loop {
+            let room = self.inner.space.notified();
+            match self.enqueue(encoded) {
+                Ok(()) => return Ok(()),
+                Err((Error::QueueFull { .. }, back)) => {
+                    encoded = back;
+                    room.await;
+                }
+                Err((e, back)) => {
+                    fail_all(back.callbacks, || Error::Closed);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Emits `event` with `args` plus a trailing callback, and waits for the
+    /// peer to invoke it; gives the callback's arguments as `R` (a tuple, or
+    /// [`Args`]). Ends with an error on timeout, disconnect, close, or when the
+    /// arguments do not convert into `R`.
+    pub async fn request<'a, R>(&self, event: &str, args: impl IntoArgs<'a>) -> Result<R, Error>
+    where
+        R: FromArgs + Send,
+    {
+        let (cb, reply) = Callback::<R>::once();
+        let mut args = args.into_args();
+        args.items.push(Arg::Callback(cb.into_local()));
+        self.send(OutKind::Event(event), args, None)?;
+        reply.await
+    }
+
+    pub(crate) fn send(
+        &self,
+        kind: OutKind<'_>,
+        args: OutArgs<'_>,
+        timeout: Option<Duration>,
+    ) -> Result<(), Error> {
+        let encoded = self.encode(kind, args, timeout)?;
+        self.enqueue(encoded).map_err(|(e, back)| {
+            fail_all(back.callbacks, || Error::Closed);
+            e
+        })
+    }
+
+    fn next_id(&self) -> u32 {
+        let prev = self
+            .inner
+            .next_id
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |id| {
+                Some(if id >= MAX_ID { 1 } else { id + 1 })
+            })
+            .unwrap_or(0);
+        if prev >= MAX_ID {
+            1
+        } else {
+            prev + 1
+        }
+    }
+
+    fn encode(
+        &self,
+        kind: OutKind<'_>,
+        args: OutArgs<'_>,
+        timeout: Option<Duration>,
+    ) -> Result<Encoded, Error> {
+        let opts = &self.inner.opts;
+        let mut data = Vec::with_capacity(args.items.len());
+        let mut positions = Vec::new();
+        let mut callbacks = Vec::new();
+        for (position, arg) in args.items.into_iter().enumerate() {
+            match arg {
+                Arg::Data(d) => data.push(d),
+                Arg::Callback(cb) => {
+                    positions.push(position as u32);
+                    callbacks.push((position as u32, Some(cb)));
+                }
+            }
+        }
+        let timeout = timeout.unwrap_or(opts.default_timeout);
+        let wire_timeout = (!callbacks.is_empty()
+            && timeout != Duration::from_secs_f64(DEFAULT_TIMEOUT_SECS))
+        .then(|| timeout.as_secs_f64());
+        let id = self.next_id();
+        let mut bytes = Vec::with_capacity(64);
+        let frame = OutFrame {
+            id,
+            kind,
+            data: &DataSeq(&data),
+            data_len: data.len(),
+            callbacks: &positions,
+            timeout: wire_timeout,
+        };
+        let result = opts.codec.encode_frame(&frame, &mut bytes).and_then(|()| {
+            // room for a bulk's header when buffered
+            let overhead = if opts.buffering == Buffering::Off {
+                0
+            } else {
+                6
+            };
+            check_size(bytes.len() + overhead, opts.max_message_size)
+        });
+        if let Err(e) = result {
+            fail_all(callbacks, || Error::Encode(e.clone()));
+            return Err(e.into());
+        }
+        Ok(Encoded {
+            id,
+            bytes,
+            callbacks,
+            timeout,
+        })
+    }
+
+    fn enqueue(&self, mut encoded: Encoded) -> Result<(), (Error, Encoded)> {
+        let inner = &*self.inner;
+        let opts = &inner.opts;
+        let mut st = inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.closed {
+            return Err((Error::Closed, encoded));
+        }
+        if st.queued_frames + 1 > opts.max_queued_frames
+            || st.queued_bytes + encoded.bytes.len() > opts.max_queued_bytes
+        {
+            let e = Error::QueueFull {
+                frames: st.queued_frames,
+                bytes: st.queued_bytes,
+            };
+            return Err((e, encoded));
+        }
+        let mut wake_timer = false;
+        if !encoded.callbacks.is_empty() {
+            if st.pending.len() >= opts.max_pending {
+                return Err((
+                    Error::TooManyPending {
+                        limit: opts.max_pending,
+                    },
+                    encoded,
+                ));
+            }
+            if st.pending.contains_key(&encoded.id) {
+                // The counter wrapped onto a frame that is still alive (possible only
+                // with very long timeouts): give this frame the next id. Both of our
+                // codecs write `i` first, so the id is rewritten in place.
+                drop(st);
+                encoded.id = self.next_id();
+                if rewrite_first_id(&mut encoded.bytes, encoded.id).is_none() {
+                    return Err((
+                        Error::TooManyPending {
+                            limit: opts.max_pending,
+                        },
+                        encoded,
+                    ));
+                }
+                return self.enqueue(encoded);
+            }
+            let deadline = Instant::now() + encoded.timeout + opts.latency_allowance;
+            wake_timer = st
+                .deadlines
+                .first()
+                .map_or(true, |(first, _)| deadline < *first);
+            st.deadlines.insert((deadline, encoded.id));
+            let left = encoded.callbacks.len();
+            let seq = st.seq + 1;
+            st.pending.insert(
+                encoded.id,
+                Pending {
+                    callbacks: std::mem::take(&mut encoded.callbacks),
+                    left,
+                    deadline,
+                    timeout: encoded.timeout,
+                    seq,
+                },
+            );
+            if !st.timer_running {
+                match tokio::runtime::Handle::try_current() {
+                    Ok(handle) => {
+                        st.timer_running = true;
+                        handle.spawn(run_timer(Arc::downgrade(&self.inner), inner.timer.clone()));
+                    }
+                    Err(_) => {
+                        let pending = st.pending.remove(&encoded.id).expect("just inserted");
+                        st.deadlines.remove(&(deadline, encoded.id));
+                        encoded.callbacks = pending.callbacks;
+                        return Err((Error::NoRuntime, encoded));
+                    }
+                }
+            }
+        }
+        let s = &mut *st;
+        s.seq += 1;
+        s.queued_frames += 1;
+        s.queued_bytes += encoded.bytes.len();
+        if opts.buffering == Buffering::Off {
+            s.ready.reserve(PREFIX_LEN + encoded.bytes.len());
+            s.ready.put_u32(encoded.bytes.len() as u32);
+            s.ready.put_slice(&encoded.bytes);
+        } else {
+            let sep = opts.codec.bulk_separator();
+            // 5 bytes of array header, 1 of closing bracket: the most a codec of ours adds.
+            if s.bulk_frames > 0
+                && s.bulk.len() + sep.len() + encoded.bytes.len() + 6 > opts.max_message_size
+            {
+                seal_bulk(s, &*opts.codec);
+            }
+            if s.bulk_frames > 0 {
+                s.bulk.extend_from_slice(sep);
+            }
+            s.bulk.extend_from_slice(&encoded.bytes);
+            s.bulk_frames += 1;
+        }
+        drop(st);
+        inner.writer.notify_one();
+        if wake_timer {
+            inner.timer.notify_one();
+        }
+        Ok(())
+    }
+
+    // ----- the transport's side -----
+
+    /// Waits for outgoing bytes and takes all that are queued: complete
+    /// length-prefixed messages, ready to write in one go. `None` once the
+    /// router is closed and everything queued was taken.
+    ///
+    /// One transport at a time should take from a router.
+    pub async fn next_outgoing(&self) -> Option<Bytes> {
+        let inner = &*self.inner;
+        loop {
+            let notified = inner.writer.notified();
+            {
+                let st = inner.state.lock().unwrap_or_else(|e| e.into_inner());
+                if st.queued_frames > 0 {
+                    break;
+                }
+                if st.closed {
+                    return None;
+                }
+            }
+            notified.await;
+        }
+        if let Buffering::Cycle(cycle) = inner.opts.buffering {
+            tokio::time::sleep(cycle).await;
+        }
+        self.take_outgoing()
+    }
+
+    /// Takes what is queued without waiting; `None` if nothing is.
+    pub fn take_outgoing(&self) -> Option<Bytes> {
+        let inner = &*self.inner;
+        let mut st = inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.queued_frames == 0 {
+            return None;
+        }
+        if st.bulk_frames > 0 {
+            seal_bulk(&mut st, &*inner.opts.codec);
+        }
+        st.queued_frames = 0;
+        st.queued_bytes = 0;
+        st.taken = st.seq;
+        let out = st.ready.split().freeze();
+        drop(st);
+        inner.space.notify_waiters();
+        Some(out)
+    }
+
+    /// Routes one incoming message (the payload, without its length prefix).
+    ///
+    /// Malformed messages and frames go to the error hook; the other frames of
+    /// the message are still routed. Sync handlers run before this returns.
+    pub fn dispatch(&self, payload: Bytes) {
+        let message = match self.inner.opts.codec.decode_message(&payload) {
+            Ok(m) => m,
+            Err(e) => return self.report(e.into()),
+        };
+        let epoch = self.epoch();
+        for frame in message.into_frames() {
+            match frame {
+                Ok(frame) => {
+                    let received = Received::new(self.clone(), payload.clone(), frame, epoch);
+                    match received.frame.kind {
+                        FrameKind::Event(_) => self.route_event(Args::new(received)),
+                        FrameKind::Response { to, position } => {
+                            self.route_response(to, position, Args::new(received))
+                        }
+                    }
+                }
+                Err(e) => self.report(e.into()),
+            }
+        }
+    }
+
+    fn route_event(&self, args: Args) {
+        let inner = &*self.inner;
+        let tap = inner
+            .wiretap
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(tap) = tap {
+            if tap(&args) == Flow::Stop {
+                return;
+            }
+        }
+        let event = args.event().unwrap_or_default().to_owned();
+        let api = inner.api.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(method) = api.and_then(|api| api.get(&event)) {
+            return self.run(&event, &*method, args);
+        }
+        let (handler, wildcard) = {
+            let h = inner.handlers.read().unwrap_or_else(|e| e.into_inner());
+            (h.by_event.get(&event).cloned(), h.wildcard.clone())
+        };
+        if handler.is_none() && wildcard.is_none() {
+            return self.report(Error::Unhandled(event));
+        }
+        if let Some(handler) = handler {
+            self.run(&event, &*handler, args.clone());
+        }
+        if let Some(wildcard) = wildcard {
+            self.run(&event, &*wildcard, args.with_event_name());
+        }
+    }
+
+    fn run(&self, event: &str, handler: &dyn ErasedHandler, args: Args) {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(args))) {
+            Ok(Outcome::Done(Ok(()))) => {}
+            Ok(Outcome::Done(Err(e))) => self.report(handler_error(event, e)),
+            Ok(Outcome::Later(future)) => {
+                let router = self.clone();
+                let event = event.to_owned();
+                let task = async move {
+                    match AssertUnwindSafe(future).catch_unwind().await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => router.report(handler_error(&event, e)),
+                        Err(panic) => router.report(Error::HandlerPanicked {
+                            event,
+                            message: panic_message(&*panic),
+                        }),
+                    }
+                };
+                match tokio::runtime::Handle::try_current() {
+                    Ok(handle) => {
+                        handle.spawn(task);
+                    }
+                    Err(_) => self.report(Error::NoRuntime),
+                }
+            }
+            Err(panic) => self.report(Error::HandlerPanicked {
+                event: event.to_owned(),
+                message: panic_message(&*panic),
+            }),
+        }
+    }
+
+    fn route_response(&self, to: u32, position: u32, args: Args) {
+        let callback = {
+            let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+            let st = &mut *st;
+            let found = st.pending.get_mut(&to).and_then(|p| {
+                let cb = p
+                    .callbacks
+                    .iter_mut()
+                    .find(|(pos, _)| *pos == position)?
+                    .1
+                    .take()?;
+                p.left -= 1;
+                Some((cb, p.left == 0, p.deadline))
+            });
+            match found {
+                Some((cb, done, deadline)) => {
+                    if done {
+                        st.pending.remove(&to);
+                        st.deadlines.remove(&(deadline, to));
+                    }
+                    Some(cb)
+                }
+                None => None,
+            }
+        };
+        match callback {
+            Some(cb) => match std::panic::catch_unwind(AssertUnwindSafe(|| cb.invoke(args))) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => self.report(e),
+                Err(panic) => self.report(Error::HandlerPanicked {
+                    event: "callback".into(),
+                    message: panic_message(&*panic),
+                }),
+            },
+            None => self.report(Error::StrayResponse {
+                frame: to,
+                position,
+            }),
+        }
+    }
+
+    pub(crate) fn epoch(&self) -> u64 {
+        self.inner.epoch.load(Ordering::Acquire)
+    }
+
+    /// Tells the router that its connection is gone: frames with callbacks that
+    /// a transport already took fail with [`Error::Disconnected`], and callbacks
+    /// received on that connection can no longer be invoked. What is still queued
+    /// stays queued, for the next connection.
+    pub fn connection_lost(&self, reason: &str) {
+        self.inner.epoch.fetch_add(1, Ordering::AcqRel);
+        let failed = {
+            let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+            let st = &mut *st;
+            let taken = st.taken;
+            let ids: Vec<u32> = st
+                .pending
+                .iter()
+                .filter(|(_, p)| p.seq <= taken)
+                .map(|(id, _)| *id)
+                .collect();
+            let mut failed = Vec::new();
+            for id in ids {
+                if let Some(p) = st.pending.remove(&id) {
+                    st.deadlines.remove(&(p.deadline, id));
+                    failed.extend(p.callbacks);
+                }
+            }
+            failed
+        };
+        fail_all(failed, || Error::Disconnected(reason.to_owned()));
+    }
+
+    /// Closes the router: emitting fails with [`Error::Closed`], pending
+    /// callbacks fail, and [`Router::next_outgoing`] returns what is still queued, then `None`.
+    pub fn close(&self) {
+        let failed = {
+            let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+            st.closed = true;
+            st.deadlines.clear();
+            st.pending
+                .drain()
+                .flat_map(|(_, p)| p.callbacks)
+                .collect::<Vec<_>>()
+        };
+        fail_all(failed, || Error::Closed);
+        self.inner.writer.notify_one();
+        self.inner.space.notify_waiters();
+        self.inner.timer.notify_one();
+    }
+
+    /// True once [`Router::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .closed
+    }
+
+    /// Frames with callbacks that wait for answers.
+    pub fn pending_frames(&self) -> usize {
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pending
+            .len()
+    }
+
+    /// Frames in the outgoing queue.
+    pub fn queued_frames(&self) -> usize {
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .queued_frames
+    }
+}
+
+/// Replaces the id that starts an encoded frame (MsgPack `{"i": n, ..}` or JSON `{"i":n,..}`).
+fn rewrite_first_id(bytes: &mut Vec<u8>, id: u32) -> Option<()> {
+    if bytes.starts_with(b"{\"i\":") {
+        let end = bytes[5..].iter().position(|b| !b.is_ascii_digit())? + 5;
+        bytes.splice(5..end, id.to_string().into_bytes());
+        return Some(());
+    }
+    // MsgPack: map header (1, 3 or 5 bytes), then 0xa1 'i', then a uint.
+    let start = match bytes.first()? {
+        0x80..=0x8f => 1,
+        0xde => 3,
+        0xdf => 5,
+        _ => return None,
+    };
+    if bytes.get(start..start + 2)? != [0xa1, b'i'] {
+        return None;
+    }
+    let at = start + 2;
+    let len = match *bytes.get(at)? {
+        0x00..=0x7f => 1,
+        0xcc => 2,
+        0xcd => 3,
+        0xce => 5,
+        0xcf => 9,
+        _ => return None,
+    };
+    let mut fresh = Vec::new();
+    let _ = rmp::encode::write_uint(&mut fresh, id as u64);
+    bytes.splice(at..at + len, fresh);
+    Some(())
+}
+
+fn seal_bulk(st: &mut State, codec: &dyn Codec) {
+    let mut head = Vec::with_capacity(8);
+    codec.bulk_start(st.bulk_frames, &mut head);
+    let mut tail = Vec::with_capacity(2);
+    codec.bulk_end(&mut tail);
+    let len = head.len() + st.bulk.len() + tail.len();
+    st.ready.reserve(PREFIX_LEN + len);
+    st.ready.put_u32(len as u32);
+    st.ready.put_slice(&head);
+    st.ready.put_slice(&st.bulk);
+    st.ready.put_slice(&tail);
+    st.bulk.clear();
+    st.bulk_frames = 0;
+}
+
+fn fail_all(callbacks: Vec<(u32, Option<Box<dyn LocalCallback>>)>, error: impl Fn() -> Error) {
+    for cb in callbacks.into_iter().filter_map(|(_, cb)| cb) {
+        cb.fail(error());
+    }
+}
+
+fn handler_error(event: &str, source: crate::handler::BoxError) -> Error {
+    Error::Handler {
+        event: event.to_owned(),
+        source,
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(not a string)".to_owned()
+    }
+}
+
+/// Drops pending frames whose deadline passed. One task per router, started
+/// with the first frame that has callbacks; ends when the router is dropped.
+async fn run_timer(router: Weak<Inner>, wake: Arc<Notify>) {
+    loop {
+        let next = {
+            let Some(inner) = router.upgrade() else {
+                return;
+            };
+            let now = Instant::now();
+            let (expired, next) = {
+                let mut st = inner.state.lock().unwrap_or_else(|e| e.into_inner());
+                let st = &mut *st;
+                let mut expired = Vec::new();
+                while let Some(&(deadline, id)) = st.deadlines.first() {
+                    if deadline > now {
+                        break;
+                    }
+                    st.deadlines.pop_first();
+                    if let Some(p) = st.pending.remove(&id) {
+                        expired.push((p.timeout, p.callbacks));
+                    }
+                }
+                (expired, st.deadlines.first().map(|(d, _)| *d))
+            };
+            for (timeout, callbacks) in expired {
+                fail_all(callbacks, || Error::Timeout(timeout));
+            }
+            next
+        };
+        let notified = wake.notified();
+        match next {
+            Some(deadline) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => {}
+                    _ = notified => {}
+                }
+            }
+            None => notified.await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_wrap_after_a_billion_and_skip_zero() {
+        let r = Router::new();
+        r.inner.next_id.store(MAX_ID - 1, Ordering::Relaxed);
+        assert_eq!(r.next_id(), MAX_ID);
+        assert_eq!(r.next_id(), 1);
+        assert_eq!(r.next_id(), 2);
+    }
+
+    #[test]
+    fn rewriting_the_id_of_encoded_frames() {
+        for codec in [&MsgPack as &dyn Codec, &crate::codec::Json] {
+            let mut bytes = Vec::new();
+            let frame = OutFrame {
+                id: 7,
+                kind: OutKind::Event("x"),
+                data: &DataSeq::<u8>(&[]),
+                data_len: 0,
+                callbacks: &[0],
+                timeout: None,
+            };
+            codec.encode_frame(&frame, &mut bytes).unwrap();
+            rewrite_first_id(&mut bytes, 123_456).unwrap();
+            let frames = codec.decode_message(&bytes).unwrap().into_frames();
+            assert_eq!(frames[0].as_ref().unwrap().id, 123_456, "{}", codec.name());
+        }
+    }
+}

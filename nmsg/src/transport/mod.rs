@@ -1,0 +1,150 @@
+//! Transports: how a router's messages move over a byte stream.
+//!
+//! [`Connection::spawn`] drives one router over any `AsyncRead + AsyncWrite`
+//! stream: it reads length-prefixed messages into [`Router::dispatch`] and
+//! writes what [`Router::next_outgoing`] gives. [`memory`] links two routers in
+//! one process.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{watch, Notify};
+use tokio_util::codec::FramedRead;
+
+use crate::error::Error;
+use crate::framing::MessageCodec;
+use crate::router::Router;
+
+pub mod memory;
+
+/// Why a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer closed the stream.
+    PeerClosed,
+    /// [`Connection::close`] or [`Connection::abort`] was called, or the router was closed.
+    Local,
+    /// The stream's framing broke (oversized or zero length prefix, truncated message).
+    Framing(String),
+    /// An I/O error.
+    Io(String),
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseReason::PeerClosed => f.write_str("the peer closed the connection"),
+            CloseReason::Local => f.write_str("closed locally"),
+            CloseReason::Framing(e) => write!(f, "framing error: {e}"),
+            CloseReason::Io(e) => write!(f, "i/o error: {e}"),
+        }
+    }
+}
+
+/// One router driven over one byte stream, by one task.
+#[derive(Debug)]
+pub struct Connection {
+    router: Router,
+    stop: Arc<Notify>,
+    done: watch::Receiver<Option<CloseReason>>,
+}
+
+impl Connection {
+    /// Spawns the task that drives `router` over `stream`. Needs a tokio runtime.
+    ///
+    /// When the stream ends, the router is told ([`Router::connection_lost`]):
+    /// frames sent on it with callbacks fail with a disconnect error.
+    pub fn spawn<S>(stream: S, router: Router) -> Connection
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let stop = Arc::new(Notify::new());
+        let (tx, done) = watch::channel(None);
+        tokio::spawn(drive(stream, router.clone(), stop.clone(), tx));
+        Connection { router, stop, done }
+    }
+
+    /// The router this connection drives.
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// True once the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        self.done.borrow().is_some()
+    }
+
+    /// Waits until the connection ends, and says why.
+    pub async fn closed(&self) -> CloseReason {
+        let mut done = self.done.clone();
+        loop {
+            if let Some(reason) = done.borrow_and_update().clone() {
+                return reason;
+            }
+            if done.changed().await.is_err() {
+                return CloseReason::Local;
+            }
+        }
+    }
+
+    /// Closes gracefully: writes what is queued, shuts the stream down, and
+    /// waits for the task to end.
+    pub async fn close(&self) -> CloseReason {
+        self.stop.notify_one();
+        self.closed().await
+    }
+
+    /// Asks the connection to close without waiting (it still writes what is queued).
+    pub fn abort(&self) {
+        self.stop.notify_one();
+    }
+}
+
+async fn drive<S>(
+    stream: S,
+    router: Router,
+    stop: Arc<Notify>,
+    done: watch::Sender<Option<CloseReason>>,
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (rd, mut wr) = tokio::io::split(stream);
+    let mut frames = FramedRead::new(rd, MessageCodec::new(router.max_message_size()));
+    let reading = async {
+        while let Some(message) = frames.next().await {
+            match message {
+                Ok(payload) => router.dispatch(payload),
+                Err(crate::error::FramingError::Io(e)) => return CloseReason::Io(e.to_string()),
+                Err(e) => {
+                    let reason = CloseReason::Framing(e.to_string());
+                    router.report(Error::Framing(e));
+                    return reason;
+                }
+            }
+        }
+        CloseReason::PeerClosed
+    };
+    let writing = async {
+        while let Some(bytes) = router.next_outgoing().await {
+            if let Err(e) = wr.write_all(&bytes).await {
+                return CloseReason::Io(e.to_string());
+            }
+        }
+        CloseReason::Local
+    };
+    let reason = tokio::select! {
+        reason = reading => reason,
+        reason = writing => reason,
+        _ = stop.notified() => {
+            if let Some(bytes) = router.take_outgoing() {
+                let _ = wr.write_all(&bytes).await;
+            }
+            CloseReason::Local
+        }
+    };
+    let _ = wr.shutdown().await;
+    tracing::debug!(%reason, "nmsg connection closed");
+    router.connection_lost(&reason.to_string());
+    let _ = done.send(Some(reason));
+}

@@ -1,0 +1,1 @@
+//! Carrier package for the workspace-level examples and tests.

@@ -1,0 +1,500 @@
+#!/usr/bin/env node
+'use strict';
+// nmsg conformance peer in JavaScript (see CONFORMANCE.md in the shared folder).
+//
+//   node conformance.js serve   --addr HOST:PORT [--codec msgpack|json] [--buffered]
+//   node conformance.js connect --addr HOST:PORT [--codec msgpack|json] [--buffered]
+//
+// serve:   prints `LISTENING HOST:PORT` (the real port, also for port 0) once it
+//          listens, then serves the conformance events on every connection until killed.
+// connect: runs the scenarios in order, prints `PASS name` / `FAIL name: why` for
+//          each, then `N passed, M failed`; exits 1 if any failed, else 0.
+
+const net = require('node:net');
+const util = require('node:util');
+const { Peer } = require('./nmsg');
+
+const SCENARIO_TIMEOUT_MS = 10000;
+
+// ---------------------------------------------------------------------------
+// Command line
+// ---------------------------------------------------------------------------
+
+const USAGE = 'usage: node conformance.js serve|connect --addr HOST:PORT [--codec msgpack|json] [--buffered]';
+
+function usageError(msg) {
+  process.stderr.write(`${msg}\n${USAGE}\n`);
+  process.exit(2);
+}
+
+function parseArgs(argv) {
+  const opts = { mode: argv[0], addr: undefined, codec: 'msgpack', buffered: false };
+  if (opts.mode !== 'serve' && opts.mode !== 'connect') usageError(`unknown mode ${JSON.stringify(opts.mode)}`);
+  for (let k = 1; k < argv.length; k++) {
+    const arg = argv[k];
+    const [flag, inline] = arg.startsWith('--') && arg.includes('=') ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)] : [arg, undefined];
+    const value = () => {
+      if (inline !== undefined) return inline;
+      if (k + 1 >= argv.length) usageError(`${flag} needs a value`);
+      return argv[++k];
+    };
+    if (flag === '--addr') opts.addr = value();
+    else if (flag === '--codec') opts.codec = value();
+    else if (flag === '--buffered') opts.buffered = true;
+    else if (flag === '--help' || flag === '-h') {
+      process.stdout.write(`${USAGE}\n`);
+      process.exit(0);
+    } else usageError(`unknown argument ${JSON.stringify(arg)}`);
+  }
+  if (!opts.addr) usageError('--addr is required');
+  if (opts.codec !== 'msgpack' && opts.codec !== 'json') usageError(`unknown codec ${JSON.stringify(opts.codec)}`);
+  const { host, port } = parseAddr(opts.addr);
+  return { ...opts, host, port };
+}
+
+/** "127.0.0.1:0", "localhost:9000", "[::1]:9000" -> { host, port } */
+function parseAddr(addr) {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(addr);
+  if (!m) usageError(`bad --addr ${JSON.stringify(addr)}, expected HOST:PORT`);
+  const port = Number(m[3]);
+  if (port > 65535) usageError(`bad port in --addr ${JSON.stringify(addr)}`);
+  return { host: m[1] || m[2], port };
+}
+
+function formatAddr({ address, port }) {
+  return net.isIPv6(address) ? `[${address}]:${port}` : `${address}:${port}`;
+}
+
+function log(msg) {
+  process.stderr.write(`${msg}\n`);
+}
+
+// ---------------------------------------------------------------------------
+// serve
+// ---------------------------------------------------------------------------
+
+/** Registers every conformance event (CONFORMANCE.md) on one connection. */
+function installConformanceHandlers(peer) {
+  // Per-connection wildcard counter for `stats`. The wildcard runs after the
+  // named handler, so a `stats` call does not count itself yet.
+  const stats = { events: 0, last: null };
+  peer.on('*', (name) => {
+    stats.events += 1;
+    stats.last = name;
+  });
+
+  const requireFn = (fn, event, what) => {
+    if (typeof fn !== 'function') throw new TypeError(`${event}: ${what} is not a callback`);
+  };
+
+  peer.on('echo', (value, cb) => {
+    requireFn(cb, 'echo', 'second argument');
+    cb(value);
+  });
+
+  peer.on('add', (a, b, cb) => {
+    requireFn(cb, 'add', 'third argument');
+    if (typeof a === 'number' && typeof b === 'number') cb(a + b);
+    else if ((typeof a === 'number' || typeof a === 'bigint') && (typeof b === 'number' || typeof b === 'bigint')) {
+      // Only reached with integers beyond 2^53 (decoded as BigInt).
+      const sum = BigInt(a) + BigInt(b);
+      cb(Number.isSafeInteger(Number(sum)) ? Number(sum) : sum);
+    } else throw new TypeError(`add: arguments must be numbers, got ${typeof a} and ${typeof b}`);
+  });
+
+  peer.on('ping', (data, err, done) => {
+    requireFn(err, 'ping', 'second argument');
+    requireFn(done, 'ping', 'third argument');
+    err('This is error message');
+    done('pong', (cb2) => {
+      requireFn(cb2, 'ping inner', 'first argument');
+      cb2('You can have as many levels as you want...');
+    });
+  });
+
+  peer.on('pick-hand', (cb) => {
+    requireFn(cb, 'pick-hand', 'first argument');
+    cb(
+      (c) => {
+        requireFn(c, 'pick-hand left', 'first argument');
+        c('white');
+      },
+      (c) => {
+        requireFn(c, 'pick-hand right', 'first argument');
+        c('black');
+      },
+    );
+  });
+
+  const countdown = (n, cb) => {
+    requireFn(cb, 'countdown', 'second argument');
+    if (n === 0) cb('done');
+    else cb(n, (cb2) => countdown(n - 1, cb2));
+  };
+  peer.on('countdown', (n, cb) => {
+    if (!Number.isSafeInteger(n) || n < 0) throw new TypeError(`countdown: n must be a non-negative integer, got ${util.inspect(n)}`);
+    countdown(n, cb);
+  });
+
+  peer.on('multi', (cb0, value, cb2) => {
+    requireFn(cb0, 'multi', 'first argument');
+    requireFn(cb2, 'multi', 'third argument');
+    cb2(value);
+    cb0(value);
+  });
+
+  peer.on('notify', (event, payload, cb) => {
+    requireFn(cb, 'notify', 'third argument');
+    if (typeof event !== 'string' || event === '') throw new TypeError('notify: event must be a non-empty string');
+    peer.emit(event, payload);
+    cb(true);
+  });
+
+  peer.on('stats', (cb) => {
+    requireFn(cb, 'stats', 'first argument');
+    cb({ events: stats.events, last: stats.last });
+  });
+}
+
+function serve(opts) {
+  let connections = 0;
+  const server = net.createServer((socket) => {
+    const label = `conn#${++connections} ${socket.remoteAddress}:${socket.remotePort}`;
+    socket.setNoDelay(true);
+    const peer = new Peer(socket, { codec: opts.codec, buffered: opts.buffered, label, log });
+    installConformanceHandlers(peer);
+    log(`${label}: connected`);
+    peer.onClose(() => log(`${label}: closed`));
+  });
+  server.on('error', (err) => {
+    log(`server error: ${err.message}`);
+    process.exit(1);
+  });
+  server.listen(opts.port, opts.host, () => {
+    // The one line on stdout: a harness reads the real address from it.
+    process.stdout.write(`LISTENING ${formatAddr(server.address())}\n`);
+    log(`serving codec=${opts.codec} buffered=${opts.buffered}`);
+  });
+  for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(0));
+}
+
+// ---------------------------------------------------------------------------
+// connect
+// ---------------------------------------------------------------------------
+
+const inspect = (v) => util.inspect(v, { depth: 6, maxStringLength: 60, maxArrayLength: 10, breakLength: Infinity });
+
+function check(cond, why) {
+  if (!cond) throw new Error(why);
+}
+
+/** Deep, type-strict equality (util.isDeepStrictEqual) with a readable failure. */
+function checkEqual(actual, expected, what) {
+  if (!util.isDeepStrictEqual(actual, expected)) {
+    throw new Error(`${what}: expected ${inspect(expected)}, got ${inspect(actual)}`);
+  }
+}
+
+/**
+ * Scenario context: `emit` counts the events this client sent (for `stats`);
+ * `call` emits with a trailing callback and resolves with that callback's args;
+ * `invoke` calls a received (remote) callback with a fresh callback of ours.
+ */
+function makeContext(peer, opts) {
+  const ctx = {
+    peer,
+    codec: opts.codec,
+    emitted: 0,
+    emit(event, ...args) {
+      ctx.emitted += 1;
+      return peer.emit(event, ...args);
+    },
+    call(event, ...args) {
+      return new Promise((resolve) => ctx.emit(event, ...args, (...got) => resolve(got)));
+    },
+    invoke(remoteFn, ...args) {
+      check(typeof remoteFn === 'function', `expected a callback, got ${inspect(remoteFn)}`);
+      return new Promise((resolve) => remoteFn(...args, (...got) => resolve(got)));
+    },
+    async echo(value, what = `echo(${inspect(value)})`) {
+      const got = await ctx.call('echo', value);
+      check(got.length === 1, `${what}: callback got ${got.length} arguments, expected 1: ${inspect(got)}`);
+      return got[0];
+    },
+  };
+  return ctx;
+}
+
+const SCENARIOS = [
+  {
+    name: 'echo-string',
+    async run(ctx) {
+      checkEqual(await ctx.echo('hello'), 'hello', 'echo("hello")');
+    },
+  },
+  {
+    name: 'echo-unicode',
+    async run(ctx) {
+      const s = 'héllo wörld ✓ 日本語 🚀';
+      checkEqual(await ctx.echo(s), s, 'echo(unicode)');
+    },
+  },
+  {
+    name: 'echo-nested-map',
+    async run(ctx) {
+      const v = { name: 'nmsg', list: [1, 'two', { three: [3] }], nested: { deep: { deeper: true } }, none: null };
+      checkEqual(await ctx.echo(v), v, 'echo(nested map)');
+    },
+  },
+  {
+    name: 'echo-big-int',
+    async run(ctx) {
+      // Both beyond 32 bits; they must come back as the same JS numbers.
+      checkEqual(await ctx.echo(1099511627776), 1099511627776, 'echo(2^40)');
+      checkEqual(await ctx.echo(-5000000000), -5000000000, 'echo(-5000000000)');
+    },
+  },
+  {
+    name: 'echo-float',
+    async run(ctx) {
+      checkEqual(await ctx.echo(3.5), 3.5, 'echo(3.5)');
+      checkEqual(await ctx.echo(-0.125), -0.125, 'echo(-0.125)');
+    },
+  },
+  {
+    name: 'echo-binary',
+    msgpackOnly: true, // JSON has no binary form: skipped and not counted
+    async run(ctx) {
+      const bytes = Buffer.from(Array.from({ length: 256 }, (_, k) => k));
+      const got = await ctx.echo(bytes, 'echo(bytes 0..255)');
+      check(got instanceof Uint8Array, `echo(bytes 0..255): expected binary, got ${inspect(got)}`);
+      check(Buffer.compare(Buffer.from(got.buffer, got.byteOffset, got.byteLength), bytes) === 0, `echo(bytes 0..255): bytes differ: ${inspect(got)}`);
+    },
+  },
+  {
+    name: 'echo-1mib',
+    async run(ctx) {
+      const s = 'x'.repeat(1048576);
+      const got = await ctx.echo(s, 'echo(1 MiB)');
+      check(typeof got === 'string', `echo(1 MiB): expected a string, got ${inspect(got)}`);
+      check(got.length === s.length, `echo(1 MiB): length ${got.length}, expected ${s.length}`);
+      check(got === s, 'echo(1 MiB): content differs');
+    },
+  },
+  {
+    name: 'add',
+    async run(ctx) {
+      checkEqual(await ctx.call('add', 2, 40), [42], 'add(2, 40)');
+      checkEqual(await ctx.call('add', 1.5, 2.25), [3.75], 'add(1.5, 2.25)');
+    },
+  },
+  {
+    name: 'ping',
+    async run(ctx) {
+      const order = [];
+      let gotErr;
+      let gotDone;
+      const errP = new Promise((resolve) => { gotErr = resolve; });
+      const doneP = new Promise((resolve) => { gotDone = resolve; });
+      ctx.emit(
+        'ping',
+        { key: 'value' },
+        (...args) => { order.push('err'); gotErr(args); },
+        (...args) => { order.push('done'); gotDone(args); },
+      );
+      const [errArgs, doneArgs] = await Promise.all([errP, doneP]);
+      checkEqual(errArgs, ['This is error message'], 'err callback');
+      check(doneArgs.length === 2 && doneArgs[0] === 'pong' && typeof doneArgs[1] === 'function',
+        `done callback: expected ("pong", callback), got ${inspect(doneArgs)}`);
+      checkEqual(order, ['err', 'done'], 'callback order (err, then done)');
+      checkEqual(await ctx.invoke(doneArgs[1]), ['You can have as many levels as you want...'], 'inner(cb2)');
+    },
+  },
+  {
+    name: 'pick-hand',
+    async run(ctx) {
+      const got = await ctx.call('pick-hand');
+      check(got.length === 2 && typeof got[0] === 'function' && typeof got[1] === 'function',
+        `expected cb(left, right) with two callbacks, got ${inspect(got)}`);
+      const [left, right] = await Promise.all([ctx.invoke(got[0]), ctx.invoke(got[1])]);
+      checkEqual(left, ['white'], 'left(c)');
+      checkEqual(right, ['black'], 'right(c)');
+    },
+  },
+  {
+    name: 'countdown',
+    async run(ctx) {
+      const N = 50;
+      let got = await ctx.call('countdown', N);
+      for (let n = N; n >= 1; n--) {
+        check(got.length === 2 && got[0] === n && typeof got[1] === 'function',
+          `level ${N - n}: expected cb(${n}, next), got ${inspect(got)}`);
+        got = await ctx.invoke(got[1]);
+      }
+      checkEqual(got, ['done'], 'last level');
+    },
+  },
+  {
+    name: 'multi',
+    async run(ctx) {
+      const order = [];
+      let res0;
+      let res2;
+      const p0 = new Promise((resolve) => { res0 = resolve; });
+      const p2 = new Promise((resolve) => { res2 = resolve; });
+      ctx.emit(
+        'multi',
+        (...args) => { order.push('cb0'); res0(args); },
+        'v',
+        (...args) => { order.push('cb2'); res2(args); },
+      );
+      const [a0, a2] = await Promise.all([p0, p2]);
+      checkEqual(a2, ['v'], 'cb2');
+      checkEqual(a0, ['v'], 'cb0');
+      checkEqual(order, ['cb2', 'cb0'], 'callback order (cb2 first, then cb0)');
+    },
+  },
+  {
+    name: 'notify',
+    async run(ctx) {
+      const payload = { hello: 'from server' };
+      let gotEvent;
+      const eventP = new Promise((resolve) => { gotEvent = resolve; });
+      ctx.peer.on('notified', (...args) => gotEvent(args));
+      try {
+        const cbArgs = await ctx.call('notify', 'notified', payload);
+        checkEqual(cbArgs, [true], 'notify callback');
+        checkEqual(await eventP, [payload], '"notified" handler arguments');
+      } finally {
+        ctx.peer.off('notified');
+      }
+    },
+  },
+  {
+    name: 'inflight-2000',
+    async run(ctx) {
+      const N = 2000;
+      const calls = [];
+      for (let k = 0; k < N; k++) calls.push(ctx.call('echo', k)); // all issued before any answer
+      const answers = await Promise.all(calls);
+      answers.forEach((got, k) => checkEqual(got, [k], `echo(${k})`));
+    },
+  },
+  {
+    name: 'unknown-event',
+    async run(ctx) {
+      ctx.emit('no-such-event', 'some argument', () => {}); // never called: that's fine
+      checkEqual(await ctx.echo('after'), 'after', 'echo("after") following an unknown event');
+    },
+  },
+  {
+    name: 'stats',
+    async run(ctx) {
+      const got = await ctx.call('stats'); // ctx.emitted now includes this call
+      check(got.length === 1, `expected cb(stats), got ${inspect(got)}`);
+      const s = got[0];
+      check(s !== null && typeof s === 'object' && !Array.isArray(s), `expected a map, got ${inspect(s)}`);
+      check(typeof s.events === 'number', `"events" must be a number, got ${inspect(s.events)}`);
+      check(s.events >= ctx.emitted - 1, `"events" is ${s.events}, expected >= ${ctx.emitted - 1} (this client emitted ${ctx.emitted} events)`);
+      check(typeof s.last === 'string', `"last" must be a string, got ${inspect(s.last)}`);
+    },
+  },
+];
+
+/** Connects, retrying with a doubling delay (1 s, 2 s, 4 s) before giving up. */
+async function connectWithRetry(host, port, attempts = 4) {
+  let delay = 1000;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await new Promise((resolve, reject) => {
+        const socket = net.connect({ host, port });
+        socket.once('connect', () => {
+          socket.removeListener('error', reject);
+          resolve(socket);
+        });
+        socket.once('error', reject);
+      });
+    } catch (err) {
+      if (attempt >= attempts) throw err;
+      log(`connect to ${host}:${port} failed (${err.message}); retrying in ${delay} ms`);
+      await new Promise((resolve) => setTimeout(resolve, delay));
+      delay *= 2;
+    }
+  }
+}
+
+/** Runs one scenario against the 10 s timeout and the connection closing. */
+function runScenario(scenario, ctx, closedP) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${SCENARIO_TIMEOUT_MS / 1000} s`)), SCENARIO_TIMEOUT_MS);
+  });
+  return Promise.race([Promise.resolve().then(() => scenario.run(ctx)), timeout, closedP])
+    .finally(() => clearTimeout(timer));
+}
+
+async function connect(opts) {
+  const scenarios = SCENARIOS.filter((s) => {
+    if (s.msgpackOnly && opts.codec !== 'msgpack') {
+      log(`skipping ${s.name}: needs binary data, which the ${opts.codec} codec cannot carry`);
+      return false;
+    }
+    return true;
+  });
+
+  let passed = 0;
+  let failed = 0;
+  const report = (name, err) => {
+    if (err) {
+      failed += 1;
+      const why = String(err && err.message ? err.message : err).replace(/\s*\n\s*/g, ' ');
+      process.stdout.write(`FAIL ${name}: ${why}\n`);
+    } else {
+      passed += 1;
+      process.stdout.write(`PASS ${name}\n`);
+    }
+  };
+
+  let socket;
+  try {
+    socket = await connectWithRetry(opts.host, opts.port);
+  } catch (err) {
+    for (const s of scenarios) report(s.name, new Error(`cannot connect to ${opts.addr}: ${err.message}`));
+    process.stdout.write(`${passed} passed, ${failed} failed\n`);
+    process.exit(1);
+  }
+  socket.setNoDelay(true);
+  const peer = new Peer(socket, { codec: opts.codec, buffered: opts.buffered, label: 'client', log });
+  const closedP = new Promise((_, reject) => peer.onClose(() => reject(new Error('connection closed'))));
+  closedP.catch(() => {}); // observed by each race; never an unhandled rejection
+
+  const ctx = makeContext(peer, opts);
+  for (const s of scenarios) {
+    if (peer.closed) {
+      report(s.name, new Error('connection closed'));
+      continue;
+    }
+    try {
+      await runScenario(s, ctx, closedP);
+      report(s.name);
+    } catch (err) {
+      report(s.name, err);
+    }
+  }
+  process.stdout.write(`${passed} passed, ${failed} failed\n`);
+  peer.close();
+  process.exit(failed > 0 ? 1 : 0);
+}
+
+// ---------------------------------------------------------------------------
+
+if (require.main === module) {
+  const opts = parseArgs(process.argv.slice(2));
+  if (opts.mode === 'serve') serve(opts);
+  else connect(opts).catch((err) => {
+    log(`conformance client crashed: ${err && err.stack ? err.stack : err}`);
+    process.exit(1);
+  });
+}
+
+module.exports = { SCENARIOS, installConformanceHandlers, parseAddr };

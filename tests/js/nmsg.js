@@ -1,0 +1,644 @@
+'use strict';
+// A small, self-contained implementation of the nmsg wire protocol
+// (see PROTOCOL.md in the shared folder) used by conformance.js.
+//
+// Layers, bottom up:
+//   FrameReader   - 4-byte big-endian length-prefixed stream framing
+//   codecs        - MsgPack (@msgpack/msgpack) and JSON payload codecs
+//   Peer          - the nmsg router on one connection: frame ids, callbacks,
+//                   pending table, event routing, bulk (buffered) sending.
+
+const { Encoder, Decoder } = require('@msgpack/msgpack');
+
+const DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024; // 16 MiB
+const DEFAULT_TIMEOUT_SECONDS = 15; // a frame's callbacks live this long when `t` is absent
+const LATENCY_ALLOWANCE_MS = 500; // added to `t`, as in the original
+const MAX_FRAME_ID = 1000000000; // ids run 1..1e9 and wrap back to 1 (never 0)
+
+/** A violation of the wire contract by the remote side. */
+class ProtocolError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = 'ProtocolError';
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Stream framing
+// ---------------------------------------------------------------------------
+
+/**
+ * Splits a byte stream into messages of `u32 BE length` + `length` bytes.
+ *
+ * Unlike the original JS decoder (which checked `buffered > length`), this one
+ * waits until all 4 + length bytes have arrived. Chunks are kept in a list and
+ * only concatenated once a whole message is there, so a 1 MiB message arriving
+ * in 64 KiB pieces costs one copy, not one per piece.
+ */
+class FrameReader {
+  constructor(maxMessageSize = DEFAULT_MAX_MESSAGE_SIZE) {
+    this.maxMessageSize = maxMessageSize;
+    this.chunks = [];
+    this.buffered = 0;
+  }
+
+  /** Flattens the first `n` buffered bytes into chunks[0] (n <= buffered). */
+  _gather(n) {
+    if (this.chunks[0].length >= n) return this.chunks[0];
+    const all = Buffer.concat(this.chunks, this.buffered);
+    this.chunks = [all];
+    return all;
+  }
+
+  /**
+   * Feeds a chunk; returns the complete message payloads it finished (possibly
+   * none). Throws ProtocolError for a zero or oversized length prefix: the
+   * caller must then close the connection (the stream cannot be resynchronised).
+   */
+  push(chunk) {
+    if (chunk.length > 0) {
+      this.chunks.push(chunk);
+      this.buffered += chunk.length;
+    }
+    const out = [];
+    while (this.buffered >= 4) {
+      const head = this._gather(4);
+      const length = head.readUInt32BE(0);
+      if (length === 0) throw new ProtocolError('zero-length message');
+      if (length > this.maxMessageSize) {
+        throw new ProtocolError(`message length ${length} exceeds the maximum ${this.maxMessageSize}`);
+      }
+      if (this.buffered < 4 + length) break; // wait for the rest
+      const buf = this._gather(4 + length);
+      out.push(buf.subarray(4, 4 + length));
+      const rest = buf.subarray(4 + length);
+      this.chunks = rest.length ? [rest, ...this.chunks.slice(1)] : this.chunks.slice(1);
+      this.buffered -= 4 + length;
+    }
+    return out;
+  }
+}
+
+/** Returns the 4-byte big-endian length prefix for a payload. */
+function lengthPrefix(length) {
+  const head = Buffer.allocUnsafe(4);
+  head.writeUInt32BE(length, 0);
+  return head;
+}
+
+// ---------------------------------------------------------------------------
+// Codecs
+// ---------------------------------------------------------------------------
+//
+// A codec has:
+//   name
+//   encode(value) -> Buffer          (throws a clear Error for data it cannot represent)
+//   encodeBulk(encodedFrames) -> Buffer   (an array message built from already encoded frames)
+//   decode(Buffer) -> value          (throws when the payload is not exactly one value)
+
+const INT64_MIN = -(2n ** 63n);
+const UINT64_MAX = 2n ** 64n - 1n;
+
+/**
+ * Integer handling in @msgpack/msgpack 3.x:
+ *  - with `useBigInt64: false` the encoder writes every safe integer with the
+ *    smallest int format (uint64/int64 beyond 32 bits), which is what we want
+ *    for numbers, but it cannot write a BigInt at all;
+ *  - with `useBigInt64: true` it writes BigInts as int64/uint64 but safe
+ *    integers beyond 32 bits as float64, which would break integer round-trip.
+ * So we keep `useBigInt64: false` and route BigInt values (only produced by
+ * decoding 64-bit integers outside the safe range) to encodeBigInt64 ourselves.
+ */
+class NmsgMsgPackEncoder extends Encoder {
+  constructor() {
+    super({ useBigInt64: false, maxDepth: 1000 });
+  }
+
+  clone() {
+    return new NmsgMsgPackEncoder();
+  }
+
+  doEncode(object, depth) {
+    if (typeof object === 'bigint') {
+      if (object < INT64_MIN || object > UINT64_MAX) {
+        // DataView.setBig(U)Int64 would silently wrap, so refuse here.
+        throw new RangeError(`MsgPack cannot represent the integer ${object} (outside int64/uint64)`);
+      }
+      this.encodeBigInt64(object);
+      return;
+    }
+    super.doEncode(object, depth);
+  }
+}
+
+/**
+ * Post-processes a decoded MsgPack value in place:
+ *  - int64/uint64 values arrive as BigInt (useBigInt64: true); they become
+ *    plain numbers when Number.isSafeInteger, and stay BigInt otherwise so that
+ *    no precision is lost silently;
+ *  - bin values arrive as Uint8Array views; they become Buffer views (no copy).
+ */
+function normalizeDecoded(value) {
+  if (typeof value === 'bigint') {
+    const n = Number(value);
+    return Number.isSafeInteger(n) && BigInt(n) === value ? n : value;
+  }
+  if (value === null || typeof value !== 'object') return value;
+  if (value instanceof Uint8Array) {
+    return Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+  }
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) value[i] = normalizeDecoded(value[i]);
+    return value;
+  }
+  if (Object.getPrototypeOf(value) === Object.prototype) {
+    for (const key of Object.keys(value)) value[key] = normalizeDecoded(value[key]);
+  }
+  return value; // e.g. ExtData / Date from extension types: left as the library made them
+}
+
+function msgpackArrayHeader(n) {
+  if (n < 16) return Buffer.from([0x90 | n]);
+  if (n < 0x10000) {
+    const b = Buffer.allocUnsafe(3);
+    b[0] = 0xdc;
+    b.writeUInt16BE(n, 1);
+    return b;
+  }
+  const b = Buffer.allocUnsafe(5);
+  b[0] = 0xdd;
+  b.writeUInt32BE(n, 1);
+  return b;
+}
+
+function createMsgPackCodec() {
+  const encoder = new NmsgMsgPackEncoder();
+  const decoder = new Decoder({ useBigInt64: true });
+  return {
+    name: 'msgpack',
+    encode(value) {
+      const u8 = encoder.encode(value); // a fresh copy, safe to keep
+      return Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength);
+    },
+    // A MsgPack array is its header followed by its elements' encodings, so a
+    // bulk is built by concatenation, without re-encoding the frames.
+    encodeBulk(encodedFrames) {
+      return Buffer.concat([msgpackArrayHeader(encodedFrames.length), ...encodedFrames]);
+    },
+    decode(buf) {
+      return normalizeDecoded(decoder.decode(buf)); // throws on trailing bytes too
+    },
+  };
+}
+
+function createJsonCodec() {
+  const utf8 = new TextDecoder('utf-8', { fatal: true });
+  // JSON.stringify calls toJSON (Buffer has one) before the replacer, so the
+  // replacer looks at the original value, holder[key], to spot binary data.
+  function replacer(key, value) {
+    const original = this[key];
+    if (ArrayBuffer.isView(original) || original instanceof ArrayBuffer) {
+      throw new TypeError('the JSON codec cannot encode binary data (Buffer/Uint8Array); use the MsgPack codec');
+    }
+    if (typeof value === 'bigint') {
+      throw new TypeError(`the JSON codec cannot encode the BigInt ${value} exactly`);
+    }
+    if (typeof value === 'number' && !Number.isFinite(value)) {
+      throw new TypeError(`the JSON codec cannot encode the number ${value}`);
+    }
+    return value;
+  }
+  const OPEN = Buffer.from('[');
+  const COMMA = Buffer.from(',');
+  const CLOSE = Buffer.from(']');
+  return {
+    name: 'json',
+    encode(value) {
+      return Buffer.from(JSON.stringify(value, replacer), 'utf8');
+    },
+    encodeBulk(encodedFrames) {
+      const parts = [OPEN];
+      encodedFrames.forEach((f, idx) => {
+        if (idx > 0) parts.push(COMMA);
+        parts.push(f);
+      });
+      parts.push(CLOSE);
+      return Buffer.concat(parts);
+    },
+    decode(buf) {
+      return JSON.parse(utf8.decode(buf)); // invalid UTF-8 is a decode error
+    },
+  };
+}
+
+function createCodec(name) {
+  if (name === 'msgpack') return createMsgPackCodec();
+  if (name === 'json') return createJsonCodec();
+  throw new Error(`unknown codec "${name}" (expected msgpack or json)`);
+}
+
+// ---------------------------------------------------------------------------
+// Frame validation helpers
+// ---------------------------------------------------------------------------
+
+function isPlainMap(v) {
+  return v !== null && typeof v === 'object' && !Array.isArray(v) && !(v instanceof Uint8Array);
+}
+
+function isUint(v) {
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+}
+
+/**
+ * Reads an optional key. Like the original (`data.a && ...`), a nil/null value
+ * counts as absent, so an encoder that writes `"a": nil` for "no args" is accepted.
+ */
+function optional(frame, key) {
+  const v = frame[key];
+  return v === null || v === undefined ? undefined : v;
+}
+
+function describe(v) {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'array';
+  if (Buffer.isBuffer(v)) return 'binary';
+  return typeof v;
+}
+
+// ---------------------------------------------------------------------------
+// Peer: the nmsg router on one connection
+// ---------------------------------------------------------------------------
+
+/**
+ * One end of an nmsg connection.
+ *
+ *   const peer = new Peer(socket, { codec: 'msgpack', buffered: false });
+ *   peer.on('echo', (value, cb) => cb(value));
+ *   peer.on('*', (name, ...args) => {});      // wildcard, runs after the named handler
+ *   peer.emit('echo', 'hi', (v) => {});       // functions anywhere in the args are callbacks
+ *
+ * Local errors (unencodable data, a callback invoked twice, sending on a
+ * closed connection) throw. Remote errors (malformed frames, responses to
+ * unknown frames) are reported through `log` and skipped. Framing and decoding
+ * errors close this connection only.
+ */
+class Peer {
+  constructor(socket, options = {}) {
+    this.socket = socket;
+    this.codec = typeof options.codec === 'object' ? options.codec : createCodec(options.codec || 'msgpack');
+    this.buffered = !!options.buffered;
+    this.maxMessageSize = options.maxMessageSize || DEFAULT_MAX_MESSAGE_SIZE;
+    this.timeoutSeconds = options.timeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS;
+    this.log = options.log || ((msg) => process.stderr.write(`nmsg: ${msg}\n`));
+    this.label = options.label || 'peer';
+
+    this.lastId = 0; // outgoing id counter; the other direction has its own
+    this.pending = new Map(); // our frame id -> { fns: Map(position -> function), timer }
+    this.handlers = new Map(); // event name -> handler (one per name, as in the original)
+    this.queue = []; // buffered mode: encoded frames waiting for the next flush
+    this.flushScheduled = false;
+    this.closed = false;
+    this.closeListeners = [];
+
+    this.reader = new FrameReader(this.maxMessageSize);
+    socket.on('data', (chunk) => this._onData(chunk));
+    socket.on('error', (err) => this.log(`${this.label}: socket error: ${err.message}`));
+    socket.on('close', () => this._onClose());
+  }
+
+  // --- public API ----------------------------------------------------------
+
+  /** Registers the handler for `event` (replacing any previous one). '*' is the wildcard. */
+  on(event, fn) {
+    this.handlers.set(event, fn);
+    return this;
+  }
+
+  /** Removes the handler for `event`. */
+  off(event) {
+    this.handlers.delete(event);
+    return this;
+  }
+
+  /** Sends an event. Functions among `args` become callbacks the peer can invoke. */
+  emit(event, ...args) {
+    if (typeof event !== 'string' || event === '') {
+      throw new TypeError('event name must be a non-empty string');
+    }
+    const id = this._nextId();
+    const { frame, fns } = this._buildFrame(args);
+    // Key order as the original writes it: i, e, a, (t), c.
+    const ordered = { i: id, e: event, ...frame };
+    this._send(ordered, fns);
+    return this;
+  }
+
+  /** Calls `fn` once the connection has closed. */
+  onClose(fn) {
+    if (this.closed) fn();
+    else this.closeListeners.push(fn);
+  }
+
+  close() {
+    this.socket.destroy();
+    this._onClose();
+  }
+
+  // --- outgoing ------------------------------------------------------------
+
+  /** Next frame id: 1, 2, ... 1e9, 1, ...; ids still pending are skipped so they stay unique. */
+  _nextId() {
+    for (;;) {
+      this.lastId = (this.lastId % MAX_FRAME_ID) + 1;
+      if (!this.pending.has(this.lastId)) return this.lastId;
+    }
+  }
+
+  /**
+   * Splits a full argument list into data (`a`) and callback positions (`c`).
+   * As in the original, `a` is written whenever there are arguments at all
+   * (so `f(cb)` sends `a: []`, `c: [0]`) and left out when there are none.
+   */
+  _buildFrame(args) {
+    const frame = {};
+    const fns = new Map();
+    if (args.length > 0) {
+      const a = [];
+      const c = [];
+      args.forEach((arg, pos) => {
+        if (typeof arg === 'function') {
+          c.push(pos);
+          fns.set(pos, arg);
+        } else {
+          a.push(arg);
+        }
+      });
+      frame.a = a;
+      if (fns.size > 0 && this.timeoutSeconds !== DEFAULT_TIMEOUT_SECONDS) frame.t = this.timeoutSeconds;
+      if (c.length > 0) frame.c = c;
+    }
+    return { frame, fns };
+  }
+
+  /** Sends the response frame for callback `pos` of the peer's frame `requestId`. */
+  _respond(requestId, pos, args) {
+    const id = this._nextId();
+    const { frame, fns } = this._buildFrame(args);
+    // Key order as in the original: i, a, (t), c, r, f.
+    this._send({ i: id, ...frame, r: requestId, f: pos }, fns);
+  }
+
+  /**
+   * Encodes and sends (or queues) one frame. Encoding happens first, so data
+   * the codec cannot represent throws here and nothing is registered or sent;
+   * sending on a closed connection throws as well.
+   */
+  _send(frame, fns) {
+    const payload = this.codec.encode(frame);
+    if (payload.length > this.maxMessageSize) {
+      throw new RangeError(`frame of ${payload.length} bytes exceeds the maximum message size ${this.maxMessageSize}`);
+    }
+    if (this.closed) throw new Error('the connection is closed; nothing was sent');
+    if (fns.size > 0) this._keepPending(frame.i, fns);
+    if (this.buffered) {
+      this.queue.push(payload);
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        // Everything queued during this event-loop turn leaves as one bulk.
+        setImmediate(() => this._flush());
+      }
+    } else {
+      this._writeMessage(payload);
+    }
+  }
+
+  /** Remembers the callbacks of our frame `id` until all are invoked or `t` + 500 ms passes. */
+  _keepPending(id, fns) {
+    const timer = setTimeout(() => {
+      this.pending.delete(id);
+    }, this.timeoutSeconds * 1000 + LATENCY_ALLOWANCE_MS);
+    timer.unref(); // a forgotten callback must not keep the process alive
+    this.pending.set(id, { fns, timer });
+  }
+
+  /**
+   * Buffered mode: sends the queued frames as bulk (array) messages. Normally
+   * that is exactly one message; frames are split over several bulks only if
+   * one bulk would exceed the maximum message size.
+   */
+  _flush() {
+    this.flushScheduled = false;
+    const frames = this.queue;
+    this.queue = [];
+    if (this.closed || frames.length === 0) return;
+    const BULK_OVERHEAD = 8; // array header / brackets
+    let batch = [];
+    let size = BULK_OVERHEAD;
+    for (const f of frames) {
+      if (batch.length > 0 && size + f.length + 1 > this.maxMessageSize) {
+        this._writeMessage(this.codec.encodeBulk(batch));
+        batch = [];
+        size = BULK_OVERHEAD;
+      }
+      batch.push(f);
+      size += f.length + 1; // +1 for a JSON comma
+    }
+    this._writeMessage(this.codec.encodeBulk(batch));
+  }
+
+  _writeMessage(payload) {
+    if (this.closed || this.socket.destroyed) return;
+    this.socket.write(lengthPrefix(payload.length));
+    this.socket.write(payload);
+  }
+
+  // --- incoming ------------------------------------------------------------
+
+  _onData(chunk) {
+    if (this.closed) return;
+    let payloads;
+    try {
+      payloads = this.reader.push(chunk);
+    } catch (err) {
+      this.log(`${this.label}: framing error, closing connection: ${err.message}`);
+      this.close();
+      return;
+    }
+    for (const payload of payloads) {
+      if (this.closed) return;
+      let message;
+      try {
+        message = this.codec.decode(payload);
+      } catch (err) {
+        this.log(`${this.label}: cannot decode a ${payload.length}-byte ${this.codec.name} message, closing connection: ${err.message}`);
+        this.close();
+        return;
+      }
+      this._onMessage(message);
+    }
+  }
+
+  /** A message is one frame (map) or a bulk (array of frames, handled in order). */
+  _onMessage(message) {
+    if (Array.isArray(message)) {
+      message.forEach((frame, idx) => {
+        if (this.closed) return;
+        this._onFrame(frame, `bulk element ${idx}`);
+      });
+    } else if (isPlainMap(message)) {
+      this._onFrame(message, 'frame');
+    } else {
+      this.log(`${this.label}: protocol error: message is neither a frame (map) nor a bulk (array), got ${describe(message)}; skipped`);
+    }
+  }
+
+  /** Validates and dispatches one frame; a malformed one is reported and skipped. */
+  _onFrame(raw, where) {
+    let parsed;
+    try {
+      parsed = this._parseFrame(raw);
+    } catch (err) {
+      // Only ProtocolError is expected here; anything else is reported the same way.
+      this.log(`${this.label}: malformed ${where} skipped: ${err.message}: ${safeInspect(raw)}`);
+      return;
+    }
+    try {
+      if (parsed.event !== undefined) this._route(parsed.event, parsed.args);
+      else this._onResponse(parsed);
+    } catch (err) {
+      // A throwing handler or callback must not take the connection down.
+      this.log(`${this.label}: error in handler for ${parsed.event !== undefined ? `event "${parsed.event}"` : `response to frame ${parsed.r}`}: ${err && err.stack ? err.stack : err}`);
+    }
+  }
+
+  /**
+   * Checks a frame against the contract and rebuilds its full argument list.
+   * Throws ProtocolError when it is malformed.
+   */
+  _parseFrame(raw) {
+    if (!isPlainMap(raw)) throw new ProtocolError(`frame must be a map, got ${describe(raw)}`);
+    const i = raw.i;
+    if (!isUint(i) || i === 0) throw new ProtocolError(`"i" must be a positive integer, got ${safeInspect(i)}`);
+
+    const a = optional(raw, 'a') ?? [];
+    if (!Array.isArray(a)) throw new ProtocolError(`"a" must be an array, got ${describe(a)}`);
+    const c = optional(raw, 'c') ?? [];
+    if (!Array.isArray(c)) throw new ProtocolError(`"c" must be an array, got ${describe(c)}`);
+    const total = a.length + c.length;
+    for (let k = 0; k < c.length; k++) {
+      if (!isUint(c[k])) throw new ProtocolError(`"c" must hold unsigned integers, got ${safeInspect(c[k])}`);
+      if (k > 0 && c[k] <= c[k - 1]) throw new ProtocolError(`"c" is not strictly ascending: ${safeInspect(c)}`);
+      if (c[k] >= total) throw new ProtocolError(`"c" position ${c[k]} is past the end of ${total} arguments`);
+    }
+    const t = optional(raw, 't');
+    if (t !== undefined && !(typeof t === 'number' && Number.isFinite(t) && t >= 0)) {
+      throw new ProtocolError(`"t" must be a non-negative number of seconds, got ${safeInspect(t)}`);
+    }
+
+    const e = optional(raw, 'e');
+    let r;
+    let f;
+    if (e !== undefined) {
+      if (typeof e !== 'string') throw new ProtocolError(`"e" must be a string, got ${describe(e)}`);
+    } else {
+      r = raw.r;
+      f = raw.f;
+      if (!isUint(r) || r === 0) throw new ProtocolError(`frame has no "e", so it is a response and needs a positive integer "r", got ${safeInspect(r)}`);
+      if (!isUint(f)) throw new ProtocolError(`response needs an unsigned integer "f", got ${safeInspect(f)}`);
+    }
+
+    // Rebuild: walk positions 0..total-1; a position listed in `c` gets a
+    // callback handle, every other position the next element of `a`.
+    const args = new Array(total);
+    let ia = 0;
+    let ic = 0;
+    for (let pos = 0; pos < total; pos++) {
+      if (ic < c.length && c[ic] === pos) {
+        args[pos] = this._remoteCallback(i, pos);
+        ic++;
+      } else {
+        args[pos] = a[ia++];
+      }
+    }
+    return { i, event: e, args, r, f };
+  }
+
+  /**
+   * A function standing for callback `pos` of the peer's frame `frameId`.
+   * Invoking it sends a response frame; it may be invoked at most once.
+   */
+  _remoteCallback(frameId, pos) {
+    let invoked = false;
+    return (...args) => {
+      if (invoked) throw new Error(`callback at position ${pos} of frame ${frameId} was already invoked`);
+      // Marked only after _respond returns: if the arguments cannot be encoded,
+      // nothing was sent and the callback is still usable.
+      this._respond(frameId, pos, args);
+      invoked = true;
+    };
+  }
+
+  /** Routing: the named handler, then the wildcard with the name prepended. */
+  _route(event, args) {
+    const handler = this.handlers.get(event);
+    const wildcard = this.handlers.get('*');
+    if (!handler && !wildcard) {
+      this.log(`${this.label}: no handler for event "${event}"; dropped`);
+      return;
+    }
+    if (handler) {
+      try {
+        handler(...args);
+      } catch (err) {
+        this.log(`${this.label}: handler for "${event}" threw: ${err && err.stack ? err.stack : err}`);
+      }
+    }
+    if (wildcard) wildcard(event, ...args);
+  }
+
+  /** A response invokes one of our pending callbacks (each at most once). */
+  _onResponse({ r, f, args }) {
+    const entry = this.pending.get(r);
+    if (!entry) {
+      this.log(`${this.label}: response to unknown or expired frame ${r} (position ${f}); ignored`);
+      return;
+    }
+    const fn = entry.fns.get(f);
+    if (!fn) {
+      this.log(`${this.label}: response to frame ${r} position ${f}, which is not a callback or was already invoked; ignored`);
+      return;
+    }
+    entry.fns.delete(f);
+    if (entry.fns.size === 0) {
+      clearTimeout(entry.timer);
+      this.pending.delete(r);
+    }
+    fn(...args);
+  }
+
+  _onClose() {
+    if (this.closed) return;
+    this.closed = true;
+    for (const { timer } of this.pending.values()) clearTimeout(timer);
+    this.pending.clear();
+    this.queue = [];
+    const listeners = this.closeListeners;
+    this.closeListeners = [];
+    for (const fn of listeners) fn();
+  }
+}
+
+function safeInspect(v) {
+  return require('node:util').inspect(v, { depth: 4, maxStringLength: 80, maxArrayLength: 20, breakLength: Infinity });
+}
+
+module.exports = {
+  Peer,
+  FrameReader,
+  ProtocolError,
+  createCodec,
+  lengthPrefix,
+  DEFAULT_MAX_MESSAGE_SIZE,
+  DEFAULT_TIMEOUT_SECONDS,
+  MAX_FRAME_ID,
+};
