@@ -374,7 +374,7 @@ impl fmt::Debug for Args {
             match self.slot(i) {
                 Slot::Callback(_) => list.entry(&format_args!("<callback>")),
                 _ => match self.value(i) {
-                    Ok(v) => list.entry(&v),
+                    Ok(v) => list.entry(&format_args!("{v}")),
                     Err(_) => list.entry(&format_args!("<undecodable>")),
                 },
             };

@@ -36,6 +36,10 @@ pub const PREFIX_LEN: usize = 4;
 pub struct MessageCodec {
     inner: LengthDelimitedCodec,
     max: usize,
+    /// True once the inner codec has taken a length prefix whose payload has
+    /// not fully arrived: the prefix is gone from the buffer then, so an empty
+    /// buffer at end of stream does not mean a clean end.
+    mid_message: bool,
 }
 
 impl MessageCodec {
@@ -48,7 +52,11 @@ impl MessageCodec {
             .big_endian()
             .max_frame_length(max)
             .new_codec();
-        MessageCodec { inner, max }
+        MessageCodec {
+            inner,
+            max,
+            mid_message: false,
+        }
     }
 
     /// The maximum message size this codec accepts.
@@ -68,10 +76,20 @@ impl Decoder for MessageCodec {
     type Error = FramingError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FramingError> {
+        let before = src.len();
         match self.inner.decode(src) {
-            Ok(Some(msg)) if msg.is_empty() => Err(FramingError::Empty),
-            Ok(Some(msg)) => Ok(Some(msg.freeze())),
-            Ok(None) => Ok(None),
+            Ok(Some(msg)) => {
+                self.mid_message = false;
+                if msg.is_empty() {
+                    return Err(FramingError::Empty);
+                }
+                Ok(Some(msg.freeze()))
+            }
+            Ok(None) => {
+                // The inner codec consumed a length prefix and now waits for its payload.
+                self.mid_message |= src.len() < before;
+                Ok(None)
+            }
             Err(e)
                 if e.get_ref().map_or(false, |inner| {
                     inner.is::<tokio_util::codec::LengthDelimitedCodecError>()
@@ -86,7 +104,7 @@ impl Decoder for MessageCodec {
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FramingError> {
         match self.decode(src)? {
             Some(msg) => Ok(Some(msg)),
-            None if src.is_empty() => Ok(None),
+            None if src.is_empty() && !self.mid_message => Ok(None),
             None => Err(FramingError::Truncated),
         }
     }
@@ -119,5 +137,233 @@ pub(crate) fn check_size(size: usize, max: usize) -> Result<(), EncodeError> {
         Err(EncodeError::TooLarge { size, max })
     } else {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::collections::VecDeque;
+    use std::io;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use futures_util::StreamExt;
+    use tokio::io::{AsyncRead, ReadBuf};
+    use tokio_util::codec::FramedRead;
+
+    /// A scripted reader: hands out one chunk per read, each preceded by a
+    /// `Pending` (with an immediate wake-up), so the decoder meets every
+    /// partial state a socket can produce; then end of stream.
+    struct Script {
+        chunks: VecDeque<Vec<u8>>,
+        ready: bool,
+    }
+
+    impl Script {
+        fn chunks(chunks: &[&[u8]]) -> Self {
+            Script {
+                // An empty read would mean end of stream: leave empty chunks out.
+                chunks: chunks
+                    .iter()
+                    .filter(|c| !c.is_empty())
+                    .map(|c| c.to_vec())
+                    .collect(),
+                ready: false,
+            }
+        }
+
+        fn bytewise(data: &[u8]) -> Self {
+            Script {
+                chunks: data.iter().map(|&b| vec![b]).collect(),
+                ready: false,
+            }
+        }
+    }
+
+    impl AsyncRead for Script {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            if !self.ready {
+                self.ready = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            self.ready = false;
+            if let Some(chunk) = self.chunks.pop_front() {
+                buf.put_slice(&chunk);
+            }
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Reads messages until the end of the stream or the first error.
+    async fn read_all(script: Script, codec: MessageCodec) -> (Vec<Bytes>, Option<FramingError>) {
+        let mut frames = FramedRead::new(script, codec);
+        let mut out = Vec::new();
+        while let Some(item) = frames.next().await {
+            match item {
+                Ok(msg) => out.push(msg),
+                Err(e) => return (out, Some(e)),
+            }
+        }
+        (out, None)
+    }
+
+    fn stream_of(payloads: &[&[u8]]) -> Vec<u8> {
+        let mut buf = BytesMut::new();
+        for p in payloads {
+            put_message(&mut buf, p, DEFAULT_MAX_MESSAGE_SIZE).unwrap();
+        }
+        buf.to_vec()
+    }
+
+    #[tokio::test]
+    async fn messages_arriving_one_byte_at_a_time_are_reassembled() {
+        let data = stream_of(&[b"abc", b"hello", b"x"]);
+        let (msgs, err) = read_all(Script::bytewise(&data), MessageCodec::default()).await;
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(msgs, vec![&b"abc"[..], b"hello", b"x"]);
+    }
+
+    #[tokio::test]
+    async fn a_stream_split_at_every_possible_point_gives_the_same_messages() {
+        let data = stream_of(&[b"first", b"second message"]);
+        for at in 0..=data.len() {
+            let script = Script::chunks(&[&data[..at], &data[at..]]);
+            let (msgs, err) = read_all(script, MessageCodec::default()).await;
+            assert!(err.is_none(), "split at {at}: {err:?}");
+            assert_eq!(
+                msgs,
+                vec![&b"first"[..], b"second message"],
+                "split at {at}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn several_messages_in_one_read_are_all_delivered() {
+        let data = stream_of(&[b"a", b"bb", b"ccc"]);
+        let (msgs, err) = read_all(Script::chunks(&[&data]), MessageCodec::default()).await;
+        assert!(err.is_none());
+        assert_eq!(msgs, vec![&b"a"[..], b"bb", b"ccc"]);
+    }
+
+    #[test]
+    fn incomplete_input_waits_instead_of_failing() {
+        let data = stream_of(&[b"abc"]);
+        let mut codec = MessageCodec::default();
+        let mut buf = BytesMut::new();
+        for &b in &data[..data.len() - 1] {
+            buf.extend_from_slice(&[b]);
+            assert!(codec.decode(&mut buf).unwrap().is_none());
+        }
+        buf.extend_from_slice(&data[data.len() - 1..]);
+        assert_eq!(&codec.decode(&mut buf).unwrap().unwrap()[..], b"abc");
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn a_length_prefix_claiming_2_gib_fails_before_allocating() {
+        let mut codec = MessageCodec::default();
+        let mut buf = BytesMut::from(&[0x7f, 0xff, 0xff, 0xff, b'x'][..]);
+        let err = codec.decode(&mut buf).unwrap_err();
+        assert!(
+            matches!(err, FramingError::TooLarge { max } if max == DEFAULT_MAX_MESSAGE_SIZE),
+            "{err:?}"
+        );
+        assert!(buf.capacity() < 1024, "reserved {} bytes", buf.capacity());
+    }
+
+    #[test]
+    fn a_length_prefix_one_past_the_maximum_is_refused_and_the_maximum_itself_accepted() {
+        let mut codec = MessageCodec::new(16);
+        let mut over = BytesMut::from(&[0, 0, 0, 17][..]);
+        assert!(matches!(
+            codec.decode(&mut over),
+            Err(FramingError::TooLarge { max: 16 })
+        ));
+        let mut codec = MessageCodec::new(16);
+        let mut at = BytesMut::from(&stream_of(&[&[7u8; 16]])[..]);
+        assert_eq!(codec.decode(&mut at).unwrap().unwrap().len(), 16);
+    }
+
+    #[test]
+    fn the_configurable_maximum_is_clamped_to_what_a_signed_prefix_can_say() {
+        assert_eq!(
+            MessageCodec::new(usize::MAX).max_message_size(),
+            MAX_MESSAGE_SIZE_LIMIT
+        );
+        assert_eq!(
+            MessageCodec::default().max_message_size(),
+            DEFAULT_MAX_MESSAGE_SIZE
+        );
+    }
+
+    #[test]
+    fn a_zero_length_prefix_is_an_error() {
+        let mut codec = MessageCodec::default();
+        let mut buf = BytesMut::from(&[0, 0, 0, 0, 0, 0, 0, 1, b'a'][..]);
+        assert!(matches!(codec.decode(&mut buf), Err(FramingError::Empty)));
+    }
+
+    #[tokio::test]
+    async fn end_of_stream_right_after_a_length_prefix_is_truncated() {
+        // The prefix leaves the buffer when it is read, so the buffer is empty
+        // at end of stream although a message was announced.
+        let (msgs, err) = read_all(Script::bytewise(&[0, 0, 0, 5]), MessageCodec::default()).await;
+        assert!(msgs.is_empty());
+        assert!(matches!(err, Some(FramingError::Truncated)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn end_of_stream_inside_a_payload_is_truncated() {
+        let mut data = stream_of(&[b"whole", b"half a message"]);
+        data.truncate(data.len() - 7);
+        let (msgs, err) = read_all(Script::bytewise(&data), MessageCodec::default()).await;
+        assert_eq!(msgs, vec![&b"whole"[..]]);
+        assert!(matches!(err, Some(FramingError::Truncated)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn end_of_stream_inside_a_length_prefix_is_truncated() {
+        let (msgs, err) = read_all(Script::bytewise(&[0, 0]), MessageCodec::default()).await;
+        assert!(msgs.is_empty());
+        assert!(matches!(err, Some(FramingError::Truncated)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn end_of_stream_between_messages_is_a_clean_end() {
+        let data = stream_of(&[b"one", b"two"]);
+        let (msgs, err) = read_all(Script::bytewise(&data), MessageCodec::default()).await;
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(msgs.len(), 2);
+        let (msgs, err) = read_all(Script::chunks(&[]), MessageCodec::default()).await;
+        assert!(msgs.is_empty() && err.is_none());
+    }
+
+    #[test]
+    fn encoding_writes_a_big_endian_prefix_and_enforces_the_limits() {
+        let mut codec = MessageCodec::new(16);
+        let mut out = BytesMut::new();
+        codec.encode(Bytes::from_static(b"abc"), &mut out).unwrap();
+        assert_eq!(&out[..], b"\x00\x00\x00\x03abc");
+        assert!(matches!(
+            codec.encode(Bytes::from(vec![0u8; 17]), &mut out),
+            Err(FramingError::TooLarge { max: 16 })
+        ));
+        assert!(matches!(
+            codec.encode(Bytes::new(), &mut out),
+            Err(FramingError::Empty)
+        ));
+        assert_eq!(out.len(), 7, "a refused message writes nothing");
+        assert_eq!(
+            put_message(&mut out, &[0u8; 17], 16),
+            Err(EncodeError::TooLarge { size: 17, max: 16 })
+        );
     }
 }

@@ -35,7 +35,8 @@
 //! - [`frame`]: the wire model (event, response, bulk) and its validation.
 //! - [`args`](crate::Args) and [`callback`](crate::Callback): argument lists and callbacks.
 //! - [`router`](crate::Router): ids, the callback table with timeouts, routing, buffering.
-//! - [`transport`]: driving a router over a stream; the in-memory pair.
+//! - [`transport`]: driving a router over a stream; TCP, Unix sockets, in-memory.
+//! - [`Client`] and [`Server`]: connection lifecycle, backoff, the offline queue.
 //! - [`Value`]: the dynamic value type.
 
 #![warn(
@@ -46,18 +47,23 @@
 )]
 
 mod args;
+mod backoff;
 mod callback;
+mod client;
 pub mod codec;
 mod error;
 pub mod frame;
 pub mod framing;
 mod handler;
 mod router;
+mod server;
 pub mod transport;
 mod value;
 
 pub use args::{Arg, Args, FromArg, FromArgs, IntoArgs, OutArgs, ToArg};
+pub use backoff::Backoff;
 pub use callback::{Callback, LocalCallback, RemoteCallback, Reply};
+pub use client::{Client, ClientBuilder, ClientEvent, DEFAULT_STOP_TIMEOUT};
 pub use codec::{Codec, Json, MsgPack};
 pub use error::{EncodeError, Error, FramingError, ProtocolError};
 pub use handler::{AsyncReturn, BoxError, HandlerReturn, SyncReturn};
@@ -65,4 +71,5 @@ pub use router::{
     Api, Buffering, Flow, Router, RouterBuilder, DEFAULT_LATENCY_ALLOWANCE, DEFAULT_MAX_PENDING,
     DEFAULT_MAX_QUEUED_BYTES, DEFAULT_MAX_QUEUED_FRAMES, WILDCARD,
 };
+pub use server::{Server, ServerBuilder, ServerEvent, Socket, DEFAULT_MAX_CONNECTIONS};
 pub use value::{from_value, to_value, Value};

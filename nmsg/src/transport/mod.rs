@@ -3,7 +3,9 @@
 //! [`Connection::spawn`] drives one router over any `AsyncRead + AsyncWrite`
 //! stream: it reads length-prefixed messages into [`Router::dispatch`] and
 //! writes what [`Router::next_outgoing`] gives. [`memory`] links two routers in
-//! one process.
+//! one process. [`Connector`], [`Binder`] and [`Acceptor`] are the traits a
+//! client and a server open streams with; [`Tcp`], [`Unix`] and
+//! [`memory::Network`] implement them, and so can a user's own transport.
 
 use std::sync::Arc;
 
@@ -17,6 +19,9 @@ use crate::framing::MessageCodec;
 use crate::router::Router;
 
 pub mod memory;
+mod net;
+
+pub use net::{Acceptor, Address, Binder, BoxFuture, BoxStream, Connector, Stream, Tcp, Unix};
 
 /// Why a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +53,7 @@ pub struct Connection {
     router: Router,
     stop: Arc<Notify>,
     done: watch::Receiver<Option<CloseReason>>,
+    task: tokio::task::AbortHandle,
 }
 
 impl Connection {
@@ -61,8 +67,13 @@ impl Connection {
     {
         let stop = Arc::new(Notify::new());
         let (tx, done) = watch::channel(None);
-        tokio::spawn(drive(stream, router.clone(), stop.clone(), tx));
-        Connection { router, stop, done }
+        let task = tokio::spawn(drive(stream, router.clone(), stop.clone(), tx)).abort_handle();
+        Connection {
+            router,
+            stop,
+            done,
+            task,
+        }
     }
 
     /// The router this connection drives.
@@ -95,9 +106,33 @@ impl Connection {
         self.closed().await
     }
 
-    /// Asks the connection to close without waiting (it still writes what is queued).
-    pub fn abort(&self) {
+    /// Closes gracefully, as [`Connection::close`], but if writing what is queued
+    /// takes longer than `bound`, drops the connection there.
+    pub async fn close_within(&self, bound: std::time::Duration) -> CloseReason {
         self.stop.notify_one();
+        match tokio::time::timeout(bound, self.closed()).await {
+            Ok(reason) => reason,
+            Err(_) => {
+                self.task.abort();
+                let reason =
+                    CloseReason::Io(format!("could not write what was queued within {bound:?}"));
+                self.router.connection_lost(&reason.to_string());
+                reason
+            }
+        }
+    }
+
+    /// Asks the connection to close without waiting (it still writes what is queued).
+    pub fn shutdown(&self) {
+        self.stop.notify_one();
+    }
+
+    /// Drops the connection at once, without writing what is queued.
+    pub fn abort(&self) {
+        self.task.abort();
+        if !self.is_closed() {
+            self.router.connection_lost(&CloseReason::Local.to_string());
+        }
     }
 }
 
@@ -126,22 +161,27 @@ async fn drive<S>(
         CloseReason::PeerClosed
     };
     let writing = async {
-        while let Some(bytes) = router.next_outgoing().await {
-            if let Err(e) = wr.write_all(&bytes).await {
-                return CloseReason::Io(e.to_string());
+        loop {
+            // A write, once started, is never cancelled: a stop request is
+            // looked at only between writes, so the peer never sees half a message.
+            let (bytes, stopping) = tokio::select! {
+                bytes = router.next_outgoing() => (bytes, false),
+                _ = stop.notified() => (router.take_outgoing(), true),
+            };
+            let closed = bytes.is_none();
+            if let Some(bytes) = bytes {
+                if let Err(e) = wr.write_all(&bytes).await {
+                    return CloseReason::Io(e.to_string());
+                }
+            }
+            if stopping || closed {
+                return CloseReason::Local;
             }
         }
-        CloseReason::Local
     };
     let reason = tokio::select! {
         reason = reading => reason,
         reason = writing => reason,
-        _ = stop.notified() => {
-            if let Some(bytes) = router.take_outgoing() {
-                let _ = wr.write_all(&bytes).await;
-            }
-            CloseReason::Local
-        }
     };
     let _ = wr.shutdown().await;
     tracing::debug!(%reason, "nmsg connection closed");

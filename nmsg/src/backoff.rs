@@ -1,0 +1,105 @@
+//! Exponential backoff, for the client's connect and the server's bind.
+
+use std::time::Duration;
+
+/// An exponential backoff schedule: `initial`, then each delay `factor` times
+/// the last, capped at `max`, with optional random jitter.
+///
+/// The default is the original's: 1 s, 2 s, 4 s, … up to one hour, no jitter.
+///
+/// ```
+/// use std::time::Duration;
+/// let b = nmsg::Backoff::default();
+/// assert_eq!(b.delay(0), Duration::from_secs(1));
+/// assert_eq!(b.delay(3), Duration::from_secs(8));
+/// assert_eq!(b.delay(40), Duration::from_secs(3600));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backoff {
+    /// The first delay (default 1 s).
+    pub initial: Duration,
+    /// Each delay is the previous one times this (default 2).
+    pub factor: f64,
+    /// The longest delay (default 1 hour).
+    pub max: Duration,
+    /// Each delay is shortened by a random part of up to this fraction of
+    /// itself (default 0: none; 0.5 spreads delays over `[d/2, d]`), so that
+    /// many clients do not retry in lockstep.
+    pub jitter: f64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_secs(1),
+            factor: 2.0,
+            max: Duration::from_secs(3600),
+            jitter: 0.0,
+        }
+    }
+}
+
+impl Backoff {
+    /// A schedule starting at `initial`, doubling, up to `max`, without jitter.
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        Backoff {
+            initial,
+            max,
+            ..Backoff::default()
+        }
+    }
+
+    /// Sets the factor.
+    pub fn factor(mut self, factor: f64) -> Self {
+        self.factor = factor;
+        self
+    }
+
+    /// Sets the jitter fraction, clamped to `0.0..=1.0`.
+    pub fn jitter(mut self, jitter: f64) -> Self {
+        self.jitter = jitter.clamp(0.0, 1.0);
+        self
+    }
+
+    /// The delay before retry number `attempt + 1` (attempt 0 is the first retry).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let max = self.max.as_secs_f64();
+        let grown =
+            self.initial.as_secs_f64() * self.factor.max(1.0).powi(attempt.min(1_000) as i32);
+        let base = if grown.is_finite() {
+            grown.min(max)
+        } else {
+            max
+        };
+        let jittered = if self.jitter > 0.0 {
+            base * (1.0 - self.jitter.clamp(0.0, 1.0) * fastrand::f64())
+        } else {
+            base
+        };
+        Duration::from_secs_f64(jittered.max(0.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_grow_by_the_factor_up_to_the_maximum() {
+        let b = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000)).factor(3.0);
+        let ms: Vec<u128> = (0..5).map(|a| b.delay(a).as_millis()).collect();
+        assert_eq!(ms, [100, 300, 900, 1000, 1000]);
+    }
+
+    #[test]
+    fn jitter_stays_within_its_fraction() {
+        let b = Backoff::new(Duration::from_secs(1), Duration::from_secs(1)).jitter(0.5);
+        for _ in 0..100 {
+            let d = b.delay(0);
+            assert!(
+                d >= Duration::from_millis(500) && d <= Duration::from_secs(1),
+                "{d:?}"
+            );
+        }
+    }
+}

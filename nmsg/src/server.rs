@@ -1,0 +1,546 @@
+//! The server: binds with exponential backoff, gives every accepted
+//! connection a socket with its own router, and serves them all with a shared
+//! [`Api`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, watch, Notify};
+
+use crate::backoff::Backoff;
+use crate::codec::Codec;
+use crate::error::Error;
+use crate::handler::HandlerReturn;
+use crate::router::{Api, Buffering, Router, RouterBuilder};
+use crate::transport::{Acceptor, Address, Binder, CloseReason, Connection, Tcp, Unix};
+use crate::Args;
+
+/// Default [`ServerBuilder::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// Something that happened to a server.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ServerEvent {
+    /// The server is bound and accepting.
+    Started {
+        /// The address it listens on (with the real port when bound to port 0).
+        address: Address,
+    },
+    /// Binding failed (for example, the address is taken); the next attempt comes after `delay`.
+    BindFailed {
+        /// How many attempts failed in a row.
+        attempt: u32,
+        /// The wait before the next attempt.
+        delay: Duration,
+        /// Why the last attempt failed.
+        error: String,
+    },
+    /// A connection was accepted.
+    Connected {
+        /// The socket's id.
+        socket: u64,
+        /// The peer's address.
+        peer: Address,
+    },
+    /// A connection was refused because the server has `max_connections` already.
+    Refused {
+        /// The peer's address.
+        peer: Address,
+    },
+    /// A connection ended.
+    Disconnected {
+        /// The socket's id.
+        socket: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The server stopped.
+    Stopped,
+}
+
+type SocketHook = Arc<dyn Fn(Socket) + Send + Sync>;
+
+/// Options of a [`Server`]; [`Server::tcp`], [`Server::unix`] or [`Server::builder`].
+#[must_use = "a ServerBuilder does nothing until `start` is called"]
+pub struct ServerBuilder {
+    binder: Arc<dyn Binder>,
+    router: RouterBuilder,
+    backoff: Backoff,
+    max_connections: usize,
+    api: Api,
+    stop_timeout: Duration,
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("address", &self.binder.address())
+            .field("router", &self.router)
+            .field("backoff", &self.backoff)
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+impl ServerBuilder {
+    /// The codec (default MsgPack). Clients must use the same.
+    pub fn codec(mut self, codec: impl Codec) -> Self {
+        self.router = self.router.codec(codec);
+        self
+    }
+
+    /// Bulk buffering of each socket's outgoing frames (default
+    /// [`Buffering::Idle`]: bulk messages, as the original's TCP server sends, without its 10 ms delay).
+    pub fn buffering(mut self, buffering: Buffering) -> Self {
+        self.router = self.router.buffering(buffering);
+        self
+    }
+
+    /// The bind retry schedule (default [`Backoff::default`]).
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// At most this many connections at once (default
+    /// [`DEFAULT_MAX_CONNECTIONS`], 10,000); further ones are closed at once
+    /// and reported as [`ServerEvent::Refused`].
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max;
+        self
+    }
+
+    /// The largest message a socket sends or accepts (default 16 MiB); a peer
+    /// that announces a larger one is disconnected.
+    pub fn max_message_size(mut self, max: usize) -> Self {
+        self.router = self.router.max_message_size(max);
+        self
+    }
+
+    /// The shared handler table that serves every socket (default: an empty
+    /// one, reachable with [`Server::api`]).
+    pub fn api(mut self, api: Api) -> Self {
+        self.api = api;
+        self
+    }
+
+    /// How long [`Server::stop`] may spend writing what each socket has queued (default 5 s).
+    pub fn stop_timeout(mut self, timeout: Duration) -> Self {
+        self.stop_timeout = timeout;
+        self
+    }
+
+    /// Any other option of the sockets' routers; replaces codec, buffering and
+    /// message size set before.
+    pub fn router_options(mut self, router: RouterBuilder) -> Self {
+        self.router = router;
+        self
+    }
+
+    /// Starts the server and returns at once: it binds in the background,
+    /// retrying with backoff. Needs a tokio runtime.
+    pub fn start(self) -> Server {
+        let (status_tx, status) = watch::channel(ServerStatus::Binding);
+        let (events, _) = broadcast::channel(1024);
+        let inner = Arc::new(ServerInner {
+            api: self.api,
+            router: self.router,
+            max_connections: self.max_connections,
+            stop_timeout: self.stop_timeout,
+            sockets: Mutex::new(Sockets::default()),
+            stop: Notify::new(),
+            status,
+            events,
+            next_id: AtomicU64::new(1),
+            task: Mutex::new(None),
+        });
+        let task = tokio::spawn(run(self.binder, self.backoff, inner.clone(), status_tx));
+        *inner.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+        Server { inner }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum ServerStatus {
+    Binding,
+    Listening(Address),
+    Stopped,
+}
+
+#[derive(Default)]
+struct Sockets {
+    live: HashMap<u64, Socket>,
+    hook: Option<SocketHook>,
+}
+
+struct ServerInner {
+    api: Api,
+    router: RouterBuilder,
+    max_connections: usize,
+    stop_timeout: Duration,
+    sockets: Mutex<Sockets>,
+    stop: Notify,
+    status: watch::Receiver<ServerStatus>,
+    events: broadcast::Sender<ServerEvent>,
+    next_id: AtomicU64,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// One accepted connection: its router, its peer, its id.
+#[derive(Clone)]
+pub struct Socket {
+    id: u64,
+    peer: Address,
+    conn: Arc<Connection>,
+}
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket")
+            .field("id", &self.id)
+            .field("peer", &self.peer)
+            .finish()
+    }
+}
+
+impl Socket {
+    /// The socket's id, unique within its server.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The peer's address.
+    pub fn peer(&self) -> &Address {
+        &self.peer
+    }
+
+    /// The socket's router: `emit` to this peer, `on` for this peer only.
+    pub fn router(&self) -> &Router {
+        self.conn.router()
+    }
+
+    /// True once the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        self.conn.is_closed()
+    }
+
+    /// Waits until the connection ends, and says why.
+    pub async fn closed(&self) -> CloseReason {
+        self.conn.closed().await
+    }
+
+    /// Closes the connection after writing what is queued.
+    pub async fn close(&self) -> CloseReason {
+        self.conn.close().await
+    }
+}
+
+/// A server: accepts connections and serves each with its own router.
+///
+/// ```no_run
+/// # #[tokio::main]
+/// # async fn main() {
+/// let server = nmsg::Server::tcp("127.0.0.1:8081").start();
+/// server.on("ping", |_args: nmsg::Args| println!("Ping received!"));
+/// server.on_socket(|socket| {
+///     let _ = socket.router().emit("welcome", ("hello",));
+/// });
+/// # server.stop().await;
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Server {
+    inner: Arc<ServerInner>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("status", &*self.inner.status.borrow())
+            .field("sockets", &self.socket_count())
+            .finish()
+    }
+}
+
+impl Server {
+    /// A TCP server on `addr` (`host:port`; port 0 picks a free port, see [`Server::started`]).
+    pub fn tcp(addr: impl Into<String>) -> ServerBuilder {
+        Server::builder(Tcp::new(addr))
+    }
+
+    /// A Unix domain socket server on `path`.
+    pub fn unix(path: impl Into<std::path::PathBuf>) -> ServerBuilder {
+        Server::builder(Unix::new(path))
+    }
+
+    /// A server over any transport.
+    pub fn builder(binder: impl Binder) -> ServerBuilder {
+        ServerBuilder {
+            binder: Arc::new(binder),
+            router: RouterBuilder::default().buffering(Buffering::Idle),
+            backoff: Backoff::default(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            api: Api::new(),
+            stop_timeout: crate::client::DEFAULT_STOP_TIMEOUT,
+        }
+    }
+
+    /// The shared handler table that serves every socket.
+    pub fn api(&self) -> &Api {
+        &self.inner.api
+    }
+
+    /// Sets the handler for `event` in the shared [`Api`], for every socket.
+    pub fn on<F, R, M>(&self, event: impl Into<String>, handler: F) -> &Self
+    where
+        F: Fn(Args) -> R + Send + Sync + 'static,
+        R: HandlerReturn<M>,
+        M: 'static,
+    {
+        self.inner.api.on(event, handler);
+        self
+    }
+
+    /// Calls `hook` with every socket: the ones already connected now, and each
+    /// new one as it is accepted. Replaces an earlier hook.
+    pub fn on_socket<F>(&self, hook: F)
+    where
+        F: Fn(Socket) + Send + Sync + 'static,
+    {
+        let hook: SocketHook = Arc::new(hook);
+        let existing: Vec<Socket> = {
+            let mut sockets = self.inner.sockets.lock().unwrap_or_else(|e| e.into_inner());
+            sockets.hook = Some(hook.clone());
+            sockets.live.values().cloned().collect()
+        };
+        for socket in existing {
+            hook(socket);
+        }
+    }
+
+    /// The sockets connected now.
+    pub fn sockets(&self) -> Vec<Socket> {
+        let sockets = self.inner.sockets.lock().unwrap_or_else(|e| e.into_inner());
+        sockets.live.values().cloned().collect()
+    }
+
+    /// The number of sockets connected now.
+    pub fn socket_count(&self) -> usize {
+        self.inner
+            .sockets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .live
+            .len()
+    }
+
+    /// Emits `event` to every connected socket; returns how many it was queued for.
+    pub fn broadcast<A>(&self, event: &str, args: A) -> usize
+    where
+        A: Clone + for<'a> crate::IntoArgs<'a>,
+    {
+        self.sockets()
+            .iter()
+            .filter(|s| s.router().emit(event, args.clone()).is_ok())
+            .count()
+    }
+
+    /// Lifecycle events from now on (started, bind failures, connections, stopped).
+    pub fn events(&self) -> broadcast::Receiver<ServerEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Waits until the server listens, and gives its address; `None` if it
+    /// stopped first.
+    pub async fn started(&self) -> Option<Address> {
+        let mut status = self.inner.status.clone();
+        let status = status
+            .wait_for(|s| *s != ServerStatus::Binding)
+            .await
+            .ok()?;
+        match &*status {
+            ServerStatus::Listening(a) => Some(a.clone()),
+            _ => None,
+        }
+    }
+
+    /// The address it listens on, if it is listening.
+    pub fn local_addr(&self) -> Option<Address> {
+        match &*self.inner.status.borrow() {
+            ServerStatus::Listening(a) => Some(a.clone()),
+            _ => None,
+        }
+    }
+
+    /// Stops: no more connections are accepted, every socket writes what it
+    /// has queued (within the stop timeout) and closes. Idempotent.
+    pub async fn stop(&self) {
+        self.inner.stop.notify_one();
+        let task = self
+            .inner
+            .task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(task) = task {
+            let _ = task.await;
+        } else {
+            let mut status = self.inner.status.clone();
+            let _ = status.wait_for(|s| *s == ServerStatus::Stopped).await;
+        }
+    }
+}
+
+async fn run(
+    binder: Arc<dyn Binder>,
+    backoff: Backoff,
+    inner: Arc<ServerInner>,
+    status: watch::Sender<ServerStatus>,
+) {
+    let emit = |e: ServerEvent| {
+        let _ = inner.events.send(e);
+    };
+    let mut failures = 0u32;
+    let mut acceptor: Box<dyn Acceptor> = loop {
+        let attempt = tokio::select! {
+            r = binder.bind() => r,
+            _ = inner.stop.notified() => return finish(&inner, &status, None).await,
+        };
+        match attempt {
+            Ok(acceptor) => break acceptor,
+            Err(error) => {
+                let delay = backoff.delay(failures);
+                failures = failures.saturating_add(1);
+                tracing::debug!(%error, ?delay, address = %binder.address(), "nmsg server cannot bind");
+                emit(ServerEvent::BindFailed {
+                    attempt: failures,
+                    delay,
+                    error: error.to_string(),
+                });
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = inner.stop.notified() => return finish(&inner, &status, None).await,
+                }
+            }
+        }
+    };
+    let address = acceptor.local_addr();
+    tracing::debug!(%address, "nmsg server listening");
+    let _ = status.send(ServerStatus::Listening(address.clone()));
+    emit(ServerEvent::Started { address });
+    let mut accept_failures = 0u32;
+    loop {
+        let accepted = tokio::select! {
+            r = acceptor.accept() => r,
+            _ = inner.stop.notified() => break,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                accept_failures = 0;
+                let full = inner
+                    .sockets
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .live
+                    .len()
+                    >= inner.max_connections;
+                if full {
+                    tracing::warn!(%peer, limit = inner.max_connections, "nmsg server refused a connection: at its limit");
+                    drop(stream);
+                    emit(ServerEvent::Refused { peer });
+                    continue;
+                }
+                accept(&inner, stream, peer);
+            }
+            Err(error) => {
+                // Accept errors (such as running out of file descriptors) are
+                // usually passing: wait a little, growing, and go on.
+                let delay = Backoff::new(Duration::from_millis(10), Duration::from_secs(1))
+                    .delay(accept_failures);
+                accept_failures = accept_failures.saturating_add(1);
+                tracing::warn!(%error, "nmsg server accept failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = inner.stop.notified() => break,
+                }
+            }
+        }
+    }
+    finish(&inner, &status, Some(acceptor)).await;
+}
+
+fn accept(inner: &Arc<ServerInner>, stream: crate::transport::BoxStream, peer: Address) {
+    let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+    let router = inner.router.clone().build();
+    router.set_api(Some(inner.api.clone()));
+    let conn = Arc::new(Connection::spawn(stream, router));
+    let socket = Socket {
+        id,
+        peer: peer.clone(),
+        conn: conn.clone(),
+    };
+    let hook = {
+        let mut sockets = inner.sockets.lock().unwrap_or_else(|e| e.into_inner());
+        sockets.live.insert(id, socket.clone());
+        sockets.hook.clone()
+    };
+    let _ = inner
+        .events
+        .send(ServerEvent::Connected { socket: id, peer });
+    let watcher = Arc::downgrade(inner);
+    tokio::spawn(async move {
+        let reason = conn.closed().await;
+        conn.router().close();
+        if let Some(inner) = watcher.upgrade() {
+            inner
+                .sockets
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .live
+                .remove(&id);
+            let _ = inner.events.send(ServerEvent::Disconnected {
+                socket: id,
+                reason: reason.to_string(),
+            });
+        }
+    });
+    if let Some(hook) = hook {
+        if let Err(panic) =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(socket.clone())))
+        {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            socket.router().report(Error::HandlerPanicked {
+                event: "on_socket".into(),
+                message,
+            });
+        }
+    }
+}
+
+async fn finish(
+    inner: &Arc<ServerInner>,
+    status: &watch::Sender<ServerStatus>,
+    acceptor: Option<Box<dyn Acceptor>>,
+) {
+    if let Some(mut acceptor) = acceptor {
+        acceptor.close();
+    }
+    let sockets: Vec<Socket> = {
+        let mut s = inner.sockets.lock().unwrap_or_else(|e| e.into_inner());
+        s.live.drain().map(|(_, s)| s).collect()
+    };
+    let bound = inner.stop_timeout;
+    futures_util::future::join_all(sockets.iter().map(|s| s.conn.close_within(bound))).await;
+    for s in &sockets {
+        s.router().close();
+    }
+    let _ = status.send(ServerStatus::Stopped);
+    let _ = inner.events.send(ServerEvent::Stopped);
+}
