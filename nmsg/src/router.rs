@@ -492,20 +492,29 @@ impl Router {
     }
 
     /// [`Router::emit`], but waits for room when the outgoing queue is full
-    /// instead of failing.
-    pub async fn emit_wait<'a>(&self, event: &str, args: impl IntoArgs<'a>) -> Result<(), Error> {
-        let mut encoded = self.encode(OutKind::Event(event), args.into_args(), None)?;
-        loop {
-            let room = self.inner.space.notified();
-            match self.enqueue(encoded) {
-                Ok(()) => return Ok(()),
-                Err((Error::QueueFull { .. }, back)) => {
-                    encoded = back;
-                    room.await;
-                }
-                Err((e, back)) => {
-                    fail_all(back.callbacks, || Error::Closed);
-                    return Err(e);
+    /// instead of failing. The frame is encoded at once; the future (which is
+    /// `Send` and `'static`) only waits for room.
+    pub fn emit_wait<'a>(
+        &self,
+        event: &str,
+        args: impl IntoArgs<'a>,
+    ) -> impl std::future::Future<Output = Result<(), Error>> + Send + 'static {
+        let router = self.clone();
+        let encoded = self.encode(OutKind::Event(event), args.into_args(), None);
+        async move {
+            let mut encoded = encoded?;
+            loop {
+                let room = router.inner.space.notified();
+                match router.enqueue(encoded) {
+                    Ok(()) => return Ok(()),
+                    Err((Error::QueueFull { .. }, back)) => {
+                        encoded = back;
+                        room.await;
+                    }
+                    Err((e, back)) => {
+                        fail_all(back.callbacks, || Error::Closed);
+                        return Err(e);
+                    }
                 }
             }
         }
@@ -515,15 +524,25 @@ impl Router {
     /// peer to invoke it; gives the callback's arguments as `R` (a tuple, or
     /// [`Args`]). Ends with an error on timeout, disconnect, close, or when the
     /// arguments do not convert into `R`.
-    pub async fn request<'a, R>(&self, event: &str, args: impl IntoArgs<'a>) -> Result<R, Error>
+    ///
+    /// The frame is queued at once, when `request` is called; the future
+    /// (`Send` and `'static`) waits for the answer.
+    pub fn request<'a, R>(
+        &self,
+        event: &str,
+        args: impl IntoArgs<'a>,
+    ) -> impl std::future::Future<Output = Result<R, Error>> + Send + 'static
     where
         R: FromArgs + Send,
     {
         let (cb, reply) = Callback::<R>::once();
         let mut args = args.into_args();
         args.items.push(Arg::Callback(cb.into_local()));
-        self.send(OutKind::Event(event), args, None)?;
-        reply.await
+        let sent = self.send(OutKind::Event(event), args, None);
+        async move {
+            sent?;
+            reply.await
+        }
     }
 
     pub(crate) fn send(

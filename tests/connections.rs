@@ -1,0 +1,473 @@
+//! Client and server over real sockets (127.0.0.1, port 0, and a temporary
+//! Unix socket), and over the in-memory network where time is paused.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use nmsg::transport::memory::Network;
+use nmsg::transport::Address;
+use nmsg::{args, Args, Backoff, Client, ClientEvent, Error, RemoteCallback, Server, ServerEvent};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn fast() -> Backoff {
+    Backoff::new(Duration::from_millis(10), Duration::from_millis(200))
+}
+
+async fn tcp_addr(server: &Server) -> SocketAddr {
+    match server.started().await {
+        Some(Address::Tcp(a)) => a,
+        other => panic!("server did not start on TCP: {other:?}"),
+    }
+}
+
+/// An echo server on 127.0.0.1 with a random port.
+async fn echo_server() -> (Server, SocketAddr) {
+    let server = Server::tcp("127.0.0.1:0").start();
+    server.on("echo", |args: Args| -> Result<(), Error> {
+        let (value, reply): (nmsg::Value, RemoteCallback) = args.parse()?;
+        reply.call((value,))
+    });
+    let addr = tcp_addr(&server).await;
+    (server, addr)
+}
+
+/// A server handler that forwards every `n` event's number into a channel.
+fn collect_numbers(server: &Server) -> mpsc::UnboundedReceiver<u64> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    server.on("n", move |args: Args| -> Result<(), Error> {
+        let _ = tx.send(args.get::<u64>(0)?);
+        Ok(())
+    });
+    rx
+}
+
+async fn expect_numbers(
+    rx: &mut mpsc::UnboundedReceiver<u64>,
+    range: std::ops::RangeInclusive<u64>,
+) {
+    for want in range {
+        let got = tokio::time::timeout(LIMIT, rx.recv())
+            .await
+            .expect("numbers stopped arriving");
+        assert_eq!(got, Some(want));
+    }
+}
+
+#[tokio::test]
+async fn emit_before_the_server_exists_is_delivered_once_it_starts() {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let client = Client::tcp(addr.to_string()).backoff(fast()).start();
+    for n in 1..=3u64 {
+        client.router().emit("n", args![n]).unwrap();
+    }
+    assert!(!client.is_connected());
+    let server = Server::tcp(addr.to_string()).start();
+    let mut rx = collect_numbers(&server);
+    expect_numbers(&mut rx, 1..=3).await;
+    client.stop().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn server_restart_mid_stream_loses_nothing_queued_or_sent_after() {
+    let server = Server::tcp("127.0.0.1:0").start();
+    let mut rx = collect_numbers(&server);
+    let addr = tcp_addr(&server).await;
+    let client = Client::tcp(addr.to_string()).backoff(fast()).start();
+    let mut events = client.events();
+    for n in 1..=100u64 {
+        client.router().emit("n", args![n]).unwrap();
+    }
+    expect_numbers(&mut rx, 1..=100).await;
+
+    server.stop().await;
+    loop {
+        match tokio::time::timeout(LIMIT, events.recv())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            ClientEvent::Disconnected { .. } => break,
+            _ => continue,
+        }
+    }
+    for n in 101..=200u64 {
+        client.router().emit("n", args![n]).unwrap(); // queued while the server is down
+    }
+    let restarted = Server::tcp(addr.to_string()).start();
+    let mut rx = collect_numbers(&restarted);
+    tcp_addr(&restarted).await;
+    for n in 201..=300u64 {
+        client.router().emit("n", args![n]).unwrap(); // after the restart
+    }
+    expect_numbers(&mut rx, 101..=300).await;
+    client.stop().await;
+    restarted.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn reconnect_attempts_follow_the_backoff_schedule() {
+    let net = Network::new();
+    let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(8));
+    let client = Client::builder(net.connector("nowhere"))
+        .backoff(backoff)
+        .start();
+    let mut events = client.events();
+    let start = tokio::time::Instant::now();
+    let mut seen = Vec::new();
+    while seen.len() < 6 {
+        if let ClientEvent::Reconnecting { attempt, delay, .. } = events.recv().await.unwrap() {
+            seen.push((attempt, delay.as_secs(), start.elapsed().as_secs()));
+        }
+    }
+    // attempt n fails at the sum of the delays before it; the delay doubles up to 8 s
+    assert_eq!(
+        seen,
+        [
+            (1, 1, 0),
+            (2, 2, 1),
+            (3, 4, 3),
+            (4, 8, 7),
+            (5, 8, 15),
+            (6, 8, 23)
+        ]
+    );
+
+    // a server appearing ends the retries, and a later loss starts the schedule over
+    let server = Server::builder(net.binder("nowhere")).start();
+    client.connected().await;
+    assert!(client.is_connected());
+    client.stop().await;
+    server.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn server_retries_binding_while_the_address_is_taken() {
+    let net = Network::new();
+    let first = Server::builder(net.binder("svc")).start();
+    first.started().await.unwrap();
+    let second = Server::builder(net.binder("svc"))
+        .backoff(Backoff::new(
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+        ))
+        .start();
+    let mut events = second.events();
+    for want in [1u64, 2, 4] {
+        match events.recv().await.unwrap() {
+            ServerEvent::BindFailed { delay, .. } => assert_eq!(delay.as_secs(), want),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    first.stop().await;
+    assert!(second.started().await.is_some());
+    second.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_offline_queue_gives_the_documented_error_and_emit_wait_waits() {
+    let net = Network::new();
+    let client = Client::builder(net.connector("later"))
+        .backoff(fast())
+        .max_queued_frames(5)
+        .start();
+    for n in 0..5u64 {
+        client.router().emit("n", args![n]).unwrap();
+    }
+    match client.router().emit("n", args![5u64]) {
+        Err(Error::QueueFull { frames: 5, .. }) => {}
+        other => panic!("expected QueueFull, got {other:?}"),
+    }
+    // with backpressure the caller waits until the queue drains
+    let router = client.router().clone();
+    let waiting = tokio::spawn(async move { router.emit_wait("n", args![5u64]).await });
+    let server = Server::builder(net.binder("later")).start();
+    let mut rx = collect_numbers(&server);
+    waiting.await.unwrap().unwrap();
+    expect_numbers(&mut rx, 0..=5).await;
+    client.stop().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_dropped_connection_fails_pending_replies_within_a_second() {
+    let server = Server::tcp("127.0.0.1:0").start();
+    let (asked_tx, mut asked) = mpsc::unbounded_channel();
+    server.on("never", move |args: Args| {
+        // keep the callback, never answer
+        let _ = asked_tx.send(args.callback(0));
+    });
+    let addr = tcp_addr(&server).await;
+    let client = Client::tcp(addr.to_string()).backoff(fast()).start();
+    let router = client.router().clone();
+    let reply = tokio::spawn(async move { router.request::<()>("never", ()).await });
+    asked.recv().await.unwrap().unwrap();
+    let started = tokio::time::Instant::now();
+    server.stop().await;
+    let result = tokio::time::timeout(Duration::from_secs(1), reply)
+        .await
+        .expect("reply did not fail within 1 s");
+    assert!(matches!(result.unwrap(), Err(Error::Disconnected(_))));
+    assert!(started.elapsed() < Duration::from_secs(1));
+    client.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_clients_each_do_a_hundred_echo_round_trips() {
+    let (server, addr) = echo_server().await;
+    let mut tasks = Vec::new();
+    for c in 0..200u64 {
+        tasks.push(tokio::spawn(async move {
+            let client = Client::tcp(addr.to_string()).backoff(fast()).start();
+            for i in 0..100u64 {
+                let value = format!("client {c} call {i}");
+                let (back,): (String,) = client
+                    .router()
+                    .request("echo", args![&value])
+                    .await
+                    .unwrap();
+                assert_eq!(back, value);
+            }
+            client.stop().await;
+        }));
+    }
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(120), t)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    server.stop().await;
+}
+
+async fn echo_once(client: &Client, text: &str) {
+    let (back,): (String,) =
+        tokio::time::timeout(LIMIT, client.router().request("echo", args![text]))
+            .await
+            .expect("echo timed out")
+            .expect("echo failed");
+    assert_eq!(back, text);
+}
+
+async fn assert_dropped(mut raw: tokio::net::TcpStream) {
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(LIMIT, raw.read(&mut buf))
+        .await
+        .expect("server kept the bad connection open");
+    assert!(
+        matches!(n, Ok(0) | Err(_)),
+        "expected the server to close, read {n:?}"
+    );
+}
+
+#[tokio::test]
+async fn bad_framing_drops_that_connection_and_others_keep_being_served() {
+    let (server, addr) = echo_server().await;
+    let good = Client::tcp(addr.to_string()).backoff(fast()).start();
+    echo_once(&good, "before").await;
+
+    // garbage: an HTTP request reads as a length prefix of about 1.2 GB
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    raw.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_dropped(raw).await;
+    echo_once(&good, "after garbage").await;
+
+    // a length prefix of 0x7fffffff: refused on the prefix, nothing allocated
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    raw.write_all(&[0x7f, 0xff, 0xff, 0xff, 1, 2, 3])
+        .await
+        .unwrap();
+    assert_dropped(raw).await;
+    echo_once(&good, "after oversized").await;
+
+    // half a frame, then the peer closes
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    raw.write_all(&[0, 0, 0, 20, 0x82, 0xa1]).await.unwrap();
+    raw.shutdown().await.unwrap();
+    drop(raw);
+    echo_once(&good, "after half a frame").await;
+
+    // a zero-length message
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    raw.write_all(&[0, 0, 0, 0]).await.unwrap();
+    assert_dropped(raw).await;
+    echo_once(&good, "after zero length").await;
+
+    good.stop().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_payloads_are_skipped_and_the_same_connection_goes_on() {
+    let (server, addr) = echo_server().await;
+    let (errors_tx, mut errors) = mpsc::unbounded_channel();
+    server.on_socket(move |socket| {
+        let errors = errors_tx.clone();
+        socket.router().on_error(move |e| {
+            let _ = errors.send(e.to_string());
+        });
+    });
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // a frame whose `e` is a number, then a valid echo on the same connection
+    let bad: &[u8] = &[0x82, 0xa1, b'i', 1, 0xa1, b'e', 7];
+    let echo: &[u8] = &[
+        0x84, 0xa1, b'i', 2, 0xa1, b'e', 0xa4, b'e', b'c', b'h', b'o', 0xa1, b'a', 0x91, 0xa2,
+        b'h', b'i', 0xa1, b'c', 0x91, 1,
+    ];
+    for payload in [bad, echo] {
+        raw.write_all(&(payload.len() as u32).to_be_bytes())
+            .await
+            .unwrap();
+        raw.write_all(payload).await.unwrap();
+    }
+    let error = tokio::time::timeout(LIMIT, errors.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(error.contains("`e`"), "{error}");
+    // the echo's answer comes back on the same connection: a bulk with one response frame
+    let mut len = [0u8; 4];
+    tokio::time::timeout(LIMIT, raw.read_exact(&mut len))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut payload = vec![0u8; u32::from_be_bytes(len) as usize];
+    raw.read_exact(&mut payload).await.unwrap();
+    let frames = nmsg::Codec::decode_message(&nmsg::MsgPack, &payload)
+        .unwrap()
+        .into_frames();
+    let frame = frames[0].as_ref().unwrap();
+    assert_eq!(
+        frame.kind,
+        nmsg::frame::FrameKind::Response { to: 2, position: 1 }
+    );
+    let text: String =
+        nmsg::codec::decode_arg(&nmsg::MsgPack, &payload[frame.data[0].clone()]).unwrap();
+    assert_eq!(text, "hi");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_refused_and_the_others_are_served() {
+    let server = Server::tcp("127.0.0.1:0").max_connections(2).start();
+    server.on("echo", |args: Args| -> Result<(), Error> {
+        let (v, cb): (String, RemoteCallback) = args.parse()?;
+        cb.call((v,))
+    });
+    let addr = tcp_addr(&server).await;
+    let mut events = server.events();
+    let a = Client::tcp(addr.to_string()).backoff(fast()).start();
+    let b = Client::tcp(addr.to_string()).backoff(fast()).start();
+    echo_once(&a, "a").await;
+    echo_once(&b, "b").await;
+    let raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    loop {
+        match tokio::time::timeout(LIMIT, events.recv())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            ServerEvent::Refused { .. } => break,
+            _ => continue,
+        }
+    }
+    assert_dropped(raw).await;
+    echo_once(&a, "a again").await;
+    a.stop().await;
+    b.stop().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_server_emits_to_a_socket_and_the_client_answers() {
+    let server = Server::tcp("127.0.0.1:0").start();
+    let (sockets_tx, mut sockets) = mpsc::unbounded_channel();
+    server.on_socket(move |socket| {
+        let _ = sockets_tx.send(socket);
+    });
+    let addr = tcp_addr(&server).await;
+    let client = Client::tcp(addr.to_string()).start();
+    client
+        .router()
+        .on("question", |args: Args| -> Result<(), Error> {
+            let (q, answer): (String, RemoteCallback) = args.parse()?;
+            answer.call((format!("answer to {q}"),))
+        });
+    let socket = sockets.recv().await.unwrap();
+    let (reply,): (String,) = socket
+        .router()
+        .request("question", args!["life"])
+        .await
+        .unwrap();
+    assert_eq!(reply, "answer to life");
+    assert_eq!(server.broadcast("hello", ("all",)), 1);
+    client.stop().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn stop_flushes_what_is_queued_and_reports_lifecycle_events() {
+    let server = Server::tcp("127.0.0.1:0").start();
+    let mut rx = collect_numbers(&server);
+    let addr = tcp_addr(&server).await;
+    let client = Client::tcp(addr.to_string()).backoff(fast()).start();
+    let mut events = client.events();
+    client.connected().await;
+    for n in 1..=500u64 {
+        client.router().emit("n", args![n]).unwrap();
+    }
+    client.stop().await;
+    expect_numbers(&mut rx, 1..=500).await;
+    assert!(matches!(
+        client.router().emit("n", args![0u64]),
+        Err(Error::Closed)
+    ));
+    let mut seen = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        seen.push(e);
+    }
+    assert!(
+        matches!(seen.last(), Some(ClientEvent::Stopped { unsent: 0 })),
+        "{seen:?}"
+    );
+    server.stop().await;
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn echo_over_a_unix_socket() {
+    let dir = std::env::temp_dir().join(format!(
+        "nmsg-test-{}-{}",
+        std::process::id(),
+        fastrand_suffix()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("s.sock");
+    let server = Server::unix(&path).start();
+    server.on("echo", |args: Args| -> Result<(), Error> {
+        let (v, cb): (String, RemoteCallback) = args.parse()?;
+        cb.call((v,))
+    });
+    assert_eq!(server.started().await, Some(Address::Unix(path.clone())));
+    let client = Client::unix(&path).backoff(fast()).start();
+    echo_once(&client, "over unix").await;
+    client.stop().await;
+    server.stop().await;
+    assert!(!path.exists(), "the server removes its socket file");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn fastrand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
