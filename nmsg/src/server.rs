@@ -476,7 +476,10 @@ fn accept(inner: &Arc<ServerInner>, stream: crate::transport::BoxStream, peer: A
     let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
     let router = inner.router.clone().build();
     router.set_api(Some(inner.api.clone()));
-    let conn = Arc::new(Connection::spawn(stream, router));
+    // Held until the on_socket hook has set its handlers, so that no message
+    // from this peer is routed before them.
+    let (conn, start) = Connection::spawn_held(stream, router);
+    let conn = Arc::new(conn);
     let socket = Socket {
         id,
         peer: peer.clone(),
@@ -522,6 +525,7 @@ fn accept(inner: &Arc<ServerInner>, stream: crate::transport::BoxStream, peer: A
             });
         }
     }
+    start.start();
 }
 
 async fn finish(

@@ -65,15 +65,34 @@ impl Connection {
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
+        let (conn, start) = Connection::spawn_held(stream, router);
+        start.start();
+        conn
+    }
+
+    /// Like [`Connection::spawn`], but the connection reads and writes nothing
+    /// until [`Start::start`] is called (or the `Start` is dropped), so handlers
+    /// can be set on its router before the first message is routed.
+    pub fn spawn_held<S>(stream: S, router: Router) -> (Connection, Start)
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
         let stop = Arc::new(Notify::new());
         let (tx, done) = watch::channel(None);
-        let task = tokio::spawn(drive(stream, router.clone(), stop.clone(), tx)).abort_handle();
-        Connection {
+        let (go, held) = tokio::sync::oneshot::channel::<()>();
+        let driver = drive(stream, router.clone(), stop.clone(), tx);
+        let task = tokio::spawn(async move {
+            let _ = held.await;
+            driver.await
+        })
+        .abort_handle();
+        let conn = Connection {
             router,
             stop,
             done,
             task,
-        }
+        };
+        (conn, Start(go))
     }
 
     /// The router this connection drives.
@@ -133,6 +152,17 @@ impl Connection {
         if !self.is_closed() {
             self.router.connection_lost(&CloseReason::Local.to_string());
         }
+    }
+}
+
+/// Lets a connection made with [`Connection::spawn_held`] begin.
+#[derive(Debug)]
+pub struct Start(tokio::sync::oneshot::Sender<()>);
+
+impl Start {
+    /// Begins reading and writing.
+    pub fn start(self) {
+        let _ = self.0.send(());
     }
 }
 

@@ -1,0 +1,492 @@
+//! The conformance peer of CONFORMANCE.md, in Rust: one binary, two modes.
+//!
+//! ```text
+//! cargo run --example conformance -- serve   --addr 127.0.0.1:0    [--codec msgpack|json] [--buffered]
+//! cargo run --example conformance -- connect --addr 127.0.0.1:7000 [--codec msgpack|json] [--buffered]
+//! ```
+//!
+//! `serve` prints `LISTENING HOST:PORT` (the real port, also for port 0), then
+//! serves every conformance event on every connection until killed. `connect`
+//! runs the scenarios against a server, prints `PASS name` or `FAIL name: why`
+//! for each, then `N passed, M failed`, and exits non-zero if any failed. The
+//! scenarios and their names are the same as the JavaScript peer's in `tests/js`.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nmsg::transport::Address;
+use nmsg::{
+    args, Args, Buffering, Callback, Client, Error, RemoteCallback, Router, Server, Socket, Value,
+};
+
+const SCENARIO_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Options {
+    serve: bool,
+    addr: String,
+    json: bool,
+    buffered: bool,
+}
+
+fn usage(problem: &str) -> ! {
+    eprintln!("{problem}\nusage: conformance serve|connect --addr HOST:PORT [--codec msgpack|json] [--buffered]");
+    std::process::exit(2);
+}
+
+fn options() -> Options {
+    let mut args = std::env::args().skip(1);
+    let serve = match args.next().as_deref() {
+        Some("serve") => true,
+        Some("connect") => false,
+        other => usage(&format!("unknown mode {other:?}")),
+    };
+    let (mut addr, mut json, mut buffered) = (None, false, false);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--addr" => addr = args.next(),
+            "--codec" => match args.next().as_deref() {
+                Some("msgpack") => json = false,
+                Some("json") => json = true,
+                other => usage(&format!("unknown codec {other:?}")),
+            },
+            "--buffered" => buffered = true,
+            other => usage(&format!("unknown argument {other:?}")),
+        }
+    }
+    let addr = addr.unwrap_or_else(|| usage("--addr is required"));
+    Options {
+        serve,
+        addr,
+        json,
+        buffered,
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let opts = options();
+    let code = if opts.serve {
+        serve(opts).await
+    } else {
+        connect(opts).await
+    };
+    std::process::exit(code);
+}
+
+// ---------------------------------------------------------------------------
+// serve
+// ---------------------------------------------------------------------------
+
+async fn serve(opts: Options) -> i32 {
+    let mut builder = Server::tcp(&opts.addr).buffering(if opts.buffered {
+        Buffering::Idle
+    } else {
+        Buffering::Off
+    });
+    if opts.json {
+        builder = builder.codec(nmsg::Json);
+    }
+    let server = builder.start();
+    server.on_socket(install_handlers);
+    match server.started().await {
+        Some(Address::Tcp(addr)) => println!("LISTENING {addr}"),
+        other => {
+            eprintln!("could not listen: {other:?}");
+            return 1;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    server.stop().await;
+    0
+}
+
+/// Every conformance event, on one connection's router. They are registered
+/// per socket (not in the shared `Api`) because the wildcard, which counts
+/// events for `stats`, runs only for events routed to `on` handlers.
+fn install_handlers(socket: Socket) {
+    let router = socket.router();
+    router.on_error(|e| match e {
+        Error::Unhandled(_) => {}
+        other => eprintln!("conformance server: {other}"),
+    });
+    router.on("echo", |args: Args| -> Result<(), Error> {
+        let (value, cb): (Value, RemoteCallback) = args.parse()?;
+        cb.call((value,))
+    });
+    router.on("add", |args: Args| -> Result<(), Error> {
+        let (a, b, cb): (Value, Value, RemoteCallback) = args.parse()?;
+        match (a.as_i64(), b.as_i64()) {
+            (Some(a), Some(b)) if a.checked_add(b).is_some() => cb.call((a + b,)),
+            _ => match (
+                a.as_f64().or(a.as_i64().map(|v| v as f64)),
+                b.as_f64().or(b.as_i64().map(|v| v as f64)),
+            ) {
+                (Some(a), Some(b)) => cb.call((a + b,)),
+                _ => Err(Error::Argument {
+                    index: 0,
+                    reason: "add takes two numbers".into(),
+                }),
+            },
+        }
+    });
+    router.on("ping", |args: Args| -> Result<(), Error> {
+        let (_data, err, done): (Value, RemoteCallback, RemoteCallback) = args.parse()?;
+        err.call(("This is error message",))?;
+        let inner = Callback::new(|(cb2,): (RemoteCallback,)| {
+            let _ = cb2.call(("You can have as many levels as you want...",));
+        });
+        done.call(("pong", inner))
+    });
+    router.on("pick-hand", |args: Args| -> Result<(), Error> {
+        let (cb,): (RemoteCallback,) = args.parse()?;
+        let left = Callback::new(|(c,): (RemoteCallback,)| {
+            let _ = c.call(("white",));
+        });
+        let right = Callback::new(|(c,): (RemoteCallback,)| {
+            let _ = c.call(("black",));
+        });
+        cb.call((left, right))
+    });
+    router.on("countdown", |args: Args| -> Result<(), Error> {
+        let (n, cb): (u64, RemoteCallback) = args.parse()?;
+        countdown(n, cb)
+    });
+    router.on("multi", |args: Args| -> Result<(), Error> {
+        let (cb0, value, cb2): (RemoteCallback, Value, RemoteCallback) = args.parse()?;
+        cb2.call((value.clone(),))?;
+        cb0.call((value,))
+    });
+    router.on("notify", |args: Args| -> Result<(), Error> {
+        let (event, payload, cb): (String, Value, RemoteCallback) = args.parse()?;
+        args.peer().emit(&event, (payload,))?;
+        cb.call((true,))
+    });
+    let stats = Arc::new(Mutex::new((0u64, Value::Nil)));
+    let counted = stats.clone();
+    router.on("*", move |args: Args| -> Result<(), Error> {
+        let name: String = args.get(0)?;
+        let mut s = counted.lock().unwrap();
+        s.0 += 1;
+        s.1 = Value::from(name);
+        Ok(())
+    });
+    router.on("stats", move |args: Args| -> Result<(), Error> {
+        let (cb,): (RemoteCallback,) = args.parse()?;
+        let (events, last) = stats.lock().unwrap().clone();
+        let map = Value::Map(vec![
+            (Value::from("events"), Value::from(events)),
+            (Value::from("last"), last),
+        ]);
+        cb.call((map,))
+    });
+}
+
+fn countdown(n: u64, cb: RemoteCallback) -> Result<(), Error> {
+    if n == 0 {
+        return cb.call(("done",));
+    }
+    let next = Callback::new(move |(cb2,): (RemoteCallback,)| {
+        let _ = countdown(n - 1, cb2);
+    });
+    cb.call((n, next))
+}
+
+// ---------------------------------------------------------------------------
+// connect
+// ---------------------------------------------------------------------------
+
+type Outcome = Result<(), String>;
+
+async fn connect(opts: Options) -> i32 {
+    let mut builder = Client::tcp(&opts.addr).buffering(if opts.buffered {
+        Buffering::Idle
+    } else {
+        Buffering::Off
+    });
+    if opts.json {
+        builder = builder.codec(nmsg::Json);
+    }
+    let client = builder.start();
+    let router = client.router().clone();
+    router.on_error(|e| eprintln!("conformance client: {e}"));
+    if tokio::time::timeout(SCENARIO_TIMEOUT, client.connected())
+        .await
+        .is_err()
+    {
+        eprintln!("could not connect to {}", opts.addr);
+    }
+
+    let mut results: Vec<(&str, Outcome)> = Vec::new();
+    macro_rules! scenario {
+        ($name:expr, $body:expr) => {{
+            let outcome = run($body).await;
+            match &outcome {
+                Ok(()) => println!("PASS {}", $name),
+                Err(why) => println!("FAIL {}: {}", $name, why),
+            }
+            results.push(($name, outcome));
+        }};
+    }
+    let r = &router;
+    scenario!("echo-string", echo_same(r, Value::from("hello")));
+    scenario!(
+        "echo-unicode",
+        echo_same(r, Value::from("héllo wörld ✓ 日本語 🚀"))
+    );
+    scenario!("echo-nested-map", echo_same(r, nested_map()));
+    scenario!("echo-big-int", async move {
+        echo_same(r, Value::from(1_099_511_627_776u64)).await?;
+        echo_same(r, Value::from(-5_000_000_000i64)).await
+    });
+    scenario!("echo-float", async move {
+        echo_same(r, Value::from(3.5f64)).await?;
+        echo_same(r, Value::from(-0.125f64)).await
+    });
+    if !opts.json {
+        scenario!(
+            "echo-binary",
+            echo_same(r, Value::Binary((0..=255u8).collect()))
+        );
+    }
+    scenario!("echo-1mib", echo_same(r, Value::from("x".repeat(1 << 20))));
+    scenario!("add", async move {
+        let (sum,): (f64,) = r
+            .request("add", args![2, 40])
+            .await
+            .map_err(|e| e.to_string())?;
+        expect(sum == 42.0, format!("add(2, 40) gave {sum}"))?;
+        let (sum,): (f64,) = r
+            .request("add", args![1.5, 2.25])
+            .await
+            .map_err(|e| e.to_string())?;
+        expect(sum == 3.75, format!("add(1.5, 2.25) gave {sum}"))
+    });
+    scenario!("ping", ping(r));
+    scenario!("pick-hand", pick_hand(r));
+    scenario!("countdown", countdown_scenario(r, 50));
+    scenario!("multi", multi(r));
+    scenario!("notify", notify(r));
+    scenario!("inflight-2000", inflight(r, 2000));
+    scenario!("unknown-event", async move {
+        r.emit("no-such-event", args![1, Callback::new(|_: Args| {})])
+            .map_err(|e| e.to_string())?;
+        echo_same(r, Value::from("after")).await
+    });
+    // Events this client emitted before `stats` (callback invocations are not
+    // events): one per echo, two each for echo-big-int, echo-float, add and
+    // unknown-event, one for each other scenario, and 2,000 in inflight-2000.
+    let emitted_so_far = 2000 + if opts.json { 17 } else { 18 };
+    scenario!("stats", async move {
+        let (stats,): (Value,) = r.request("stats", ()).await.map_err(|e| e.to_string())?;
+        let events = stats["events"]
+            .as_u64()
+            .ok_or(format!("no events count in {stats}"))?;
+        expect(
+            stats["last"].is_str(),
+            format!("no last event name in {stats}"),
+        )?;
+        // `stats` itself is counted or not, depending on when the server's wildcard runs
+        expect(
+            events >= emitted_so_far,
+            format!("{events} events counted, expected at least {emitted_so_far}"),
+        )
+    });
+
+    let failed = results.iter().filter(|(_, o)| o.is_err()).count();
+    println!("{} passed, {} failed", results.len() - failed, failed);
+    client.stop().await;
+    if failed > 0 {
+        1
+    } else {
+        0
+    }
+}
+
+async fn run(body: impl Future<Output = Outcome>) -> Outcome {
+    match tokio::time::timeout(SCENARIO_TIMEOUT, body).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(format!("no answer within {SCENARIO_TIMEOUT:?}")),
+    }
+}
+
+fn expect(ok: bool, why: String) -> Outcome {
+    if ok {
+        Ok(())
+    } else {
+        Err(why)
+    }
+}
+
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.len() > 80 {
+        format!(
+            "{}… ({} chars)",
+            &s[..s.char_indices().nth(60).map_or(s.len(), |(i, _)| i)],
+            s.len()
+        )
+    } else {
+        s
+    }
+}
+
+async fn echo_same(r: &Router, value: Value) -> Outcome {
+    let (back,): (Value,) = r
+        .request("echo", args![&value])
+        .await
+        .map_err(|e| e.to_string())?;
+    expect(
+        back == value,
+        format!("sent {}, got {}", short(&value), short(&back)),
+    )
+}
+
+fn nested_map() -> Value {
+    nmsg::to_value(&serde_json::json!({
+        "name": "nmsg",
+        "list": [1, "two", {"three": [3]}],
+        "nested": {"deep": {"deeper": true}},
+        "none": null
+    }))
+    .expect("a JSON value converts")
+}
+
+async fn ping(r: &Router) -> Outcome {
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let (err, err_reply) = Callback::<(String,)>::once();
+    let (done, done_reply) = Callback::<(String, Callback<(Callback<(String,)>,)>)>::once();
+    r.emit(
+        "ping",
+        args![
+            nmsg::to_value(&serde_json::json!({"key": "value"})).unwrap(),
+            err,
+            done
+        ],
+    )
+    .map_err(|e| e.to_string())?;
+    let (message,) = err_reply.await.map_err(|e| format!("err: {e}"))?;
+    order.lock().unwrap().push("err");
+    expect(
+        message == "This is error message",
+        format!("err got {message:?}"),
+    )?;
+    let (pong, inner) = done_reply.await.map_err(|e| format!("done: {e}"))?;
+    expect(pong == "pong", format!("done got {pong:?}"))?;
+    let (cb2, deepest) = Callback::<(String,)>::once();
+    inner.call((cb2,)).map_err(|e| e.to_string())?;
+    let (text,) = deepest.await.map_err(|e| format!("cb2: {e}"))?;
+    expect(
+        text == "You can have as many levels as you want...",
+        format!("cb2 got {text:?}"),
+    )
+}
+
+async fn pick_hand(r: &Router) -> Outcome {
+    type Hand = Callback<(Callback<(String,)>,)>;
+    let (left, right): (Hand, Hand) = r
+        .request("pick-hand", ())
+        .await
+        .map_err(|e| e.to_string())?;
+    let (c, white) = Callback::<(String,)>::once();
+    left.call((c,)).map_err(|e| e.to_string())?;
+    let (c, black) = Callback::<(String,)>::once();
+    right.call((c,)).map_err(|e| e.to_string())?;
+    let (white,) = white.await.map_err(|e| e.to_string())?;
+    let (black,) = black.await.map_err(|e| e.to_string())?;
+    expect(
+        white == "white" && black == "black",
+        format!("left gave {white:?}, right gave {black:?}"),
+    )
+}
+
+async fn countdown_scenario(r: &Router, from: u64) -> Outcome {
+    let (first, mut reply) = Callback::<Args>::once();
+    r.emit("countdown", args![from, first])
+        .map_err(|e| e.to_string())?;
+    for want in (1..=from).rev() {
+        let args = reply.await.map_err(|e| format!("level {want}: {e}"))?;
+        let n: u64 = args.get(0).map_err(|e| format!("level {want}: {e}"))?;
+        expect(n == want, format!("expected {want}, got {n}"))?;
+        let next = args.callback(1).map_err(|e| format!("level {want}: {e}"))?;
+        let (cb, r2) = Callback::<Args>::once();
+        next.call((cb,)).map_err(|e| e.to_string())?;
+        reply = r2;
+    }
+    let last = reply.await.map_err(|e| e.to_string())?;
+    let done: String = last.get(0).map_err(|e| e.to_string())?;
+    expect(done == "done", format!("the last level gave {done:?}"))
+}
+
+async fn multi(r: &Router) -> Outcome {
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let (o0, o2) = (order.clone(), order.clone());
+    let (cb0, first) = Callback::<(String,)>::once();
+    let (cb2, last) = Callback::<(String,)>::once();
+    r.emit("multi", args![cb0, "v", cb2])
+        .map_err(|e| e.to_string())?;
+    let (a, b) = tokio::join!(
+        async move {
+            let v = first.await;
+            o0.lock().unwrap().push("cb0");
+            v
+        },
+        async move {
+            let v = last.await;
+            o2.lock().unwrap().push("cb2");
+            v
+        }
+    );
+    let ((v0,), (v2,)) = (a.map_err(|e| e.to_string())?, b.map_err(|e| e.to_string())?);
+    expect(
+        v0 == "v" && v2 == "v",
+        format!("cb0 got {v0:?}, cb2 got {v2:?}"),
+    )?;
+    let order = order.lock().unwrap().clone();
+    expect(
+        order == ["cb2", "cb0"],
+        format!("callbacks ran in order {order:?}, expected cb2 then cb0"),
+    )
+}
+
+async fn notify(r: &Router) -> Outcome {
+    let payload = nmsg::to_value(&serde_json::json!({"hello": "from server"})).unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let tx = Mutex::new(Some(tx));
+    r.on("notified", move |args: Args| {
+        if let Some(tx) = tx.lock().unwrap().take() {
+            let _ = tx.send(args.value(0));
+        }
+    });
+    let (ok,): (bool,) = r
+        .request("notify", args!["notified", &payload])
+        .await
+        .map_err(|e| e.to_string())?;
+    expect(ok, "notify answered false".into())?;
+    let got = rx
+        .await
+        .map_err(|_| "the notified event never came".to_string())?
+        .map_err(|e| e.to_string())?;
+    r.off("notified");
+    expect(
+        got == payload,
+        format!("notified with {got}, expected {payload}"),
+    )
+}
+
+async fn inflight(r: &Router, n: u64) -> Outcome {
+    let calls: Vec<_> = (0..n)
+        .map(|i| r.request::<(u64,)>("echo", args![i]))
+        .collect();
+    let answers = futures_util::future::join_all(calls).await;
+    for (i, answer) in answers.into_iter().enumerate() {
+        let (v,) = answer.map_err(|e| format!("call {i}: {e}"))?;
+        expect(v == i as u64, format!("call {i} answered {v}"))?;
+    }
+    Ok(())
+}
+
+#[allow(dead_code)]
+fn _assert_socket_is_send(s: Socket) -> impl Send {
+    s
+}
