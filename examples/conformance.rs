@@ -353,28 +353,31 @@ fn nested_map() -> Value {
 }
 
 async fn ping(r: &Router) -> Outcome {
-    let order = Arc::new(Mutex::new(Vec::new()));
-    let (err, err_reply) = Callback::<(String,)>::once();
-    let (done, done_reply) = Callback::<(String, Callback<(Callback<(String,)>,)>)>::once();
-    r.emit(
-        "ping",
-        args![
-            nmsg::to_value(&serde_json::json!({"key": "value"})).unwrap(),
-            err,
-            done
-        ],
-    )
-    .map_err(|e| e.to_string())?;
-    let (message,) = err_reply.await.map_err(|e| format!("err: {e}"))?;
-    order.lock().unwrap().push("err");
+    type Inner = Callback<(Callback<(String,)>,)>;
+    // err must run before done: record the order in which they run.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Option<Inner>)>();
+    let tx2 = tx.clone();
+    let err = Callback::new(move |(message,): (String,)| {
+        let _ = tx.send((format!("err({message})"), None));
+    });
+    let done = Callback::new(move |(pong, inner): (String, Inner)| {
+        let _ = tx2.send((format!("done({pong})"), Some(inner)));
+    });
+    let data = nmsg::to_value(&serde_json::json!({"key": "value"})).unwrap();
+    r.emit("ping", args![data, err, done])
+        .map_err(|e| e.to_string())?;
+    let (first, _) = rx.recv().await.ok_or("err was never called")?;
     expect(
-        message == "This is error message",
-        format!("err got {message:?}"),
+        first == "err(This is error message)",
+        format!("first call was {first}"),
     )?;
-    let (pong, inner) = done_reply.await.map_err(|e| format!("done: {e}"))?;
-    expect(pong == "pong", format!("done got {pong:?}"))?;
+    let (second, inner) = rx.recv().await.ok_or("done was never called")?;
+    expect(second == "done(pong)", format!("second call was {second}"))?;
     let (cb2, deepest) = Callback::<(String,)>::once();
-    inner.call((cb2,)).map_err(|e| e.to_string())?;
+    inner
+        .expect("done carries inner")
+        .call((cb2,))
+        .map_err(|e| e.to_string())?;
     let (text,) = deepest.await.map_err(|e| format!("cb2: {e}"))?;
     expect(
         text == "You can have as many levels as you want...",
@@ -419,33 +422,31 @@ async fn countdown_scenario(r: &Router, from: u64) -> Outcome {
 }
 
 async fn multi(r: &Router) -> Outcome {
-    let order = Arc::new(Mutex::new(Vec::new()));
-    let (o0, o2) = (order.clone(), order.clone());
-    let (cb0, first) = Callback::<(String,)>::once();
-    let (cb2, last) = Callback::<(String,)>::once();
+    // The order is recorded when each callback runs (in arrival order), not
+    // when a future is polled.
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(&'static str, String)>();
+    let tx2 = tx.clone();
+    let cb0 = Callback::new(move |(v,): (String,)| {
+        let _ = tx.send(("cb0", v));
+    });
+    let cb2 = Callback::new(move |(v,): (String,)| {
+        let _ = tx2.send(("cb2", v));
+    });
     r.emit("multi", args![cb0, "v", cb2])
         .map_err(|e| e.to_string())?;
-    let (a, b) = tokio::join!(
-        async move {
-            let v = first.await;
-            o0.lock().unwrap().push("cb0");
-            v
-        },
-        async move {
-            let v = last.await;
-            o2.lock().unwrap().push("cb2");
-            v
-        }
-    );
-    let ((v0,), (v2,)) = (a.map_err(|e| e.to_string())?, b.map_err(|e| e.to_string())?);
+    let mut rx = rx;
+    let mut calls = Vec::new();
+    while calls.len() < 2 {
+        calls.push(
+            rx.recv()
+                .await
+                .ok_or("a callback was dropped without being called")?,
+        );
+    }
+    let want = [("cb2", "v".to_owned()), ("cb0", "v".to_owned())];
     expect(
-        v0 == "v" && v2 == "v",
-        format!("cb0 got {v0:?}, cb2 got {v2:?}"),
-    )?;
-    let order = order.lock().unwrap().clone();
-    expect(
-        order == ["cb2", "cb0"],
-        format!("callbacks ran in order {order:?}, expected cb2 then cb0"),
+        calls == want,
+        format!("callbacks ran as {calls:?}, expected cb2(\"v\") then cb0(\"v\")"),
     )
 }
 
