@@ -512,7 +512,7 @@ impl Router {
                         room.await;
                     }
                     Err((e, back)) => {
-                        fail_all(back.callbacks, || Error::Closed);
+                        fail_all(back.callbacks, || refusal(&e));
                         return Err(e);
                     }
                 }
@@ -553,7 +553,7 @@ impl Router {
     ) -> Result<(), Error> {
         let encoded = self.encode(kind, args, timeout)?;
         self.enqueue(encoded).map_err(|(e, back)| {
-            fail_all(back.callbacks, || Error::Closed);
+            fail_all(back.callbacks, || refusal(&e));
             e
         })
     }
@@ -812,12 +812,22 @@ impl Router {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        let event = args.event().unwrap_or_default().to_owned();
         if let Some(tap) = tap {
-            if tap(&args) == Flow::Stop {
-                return;
+            // A panicking wiretap is reported like a panicking handler, and the
+            // event goes no further; unwinding would end the connection's task
+            // without telling the router.
+            match std::panic::catch_unwind(AssertUnwindSafe(|| tap(&args))) {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Stop) => return,
+                Err(panic) => {
+                    return self.report(Error::HandlerPanicked {
+                        event,
+                        message: format!("wiretap: {}", panic_message(&*panic)),
+                    })
+                }
             }
         }
-        let event = args.event().unwrap_or_default().to_owned();
         let api = inner.api.read().unwrap_or_else(|e| e.into_inner()).clone();
         if let Some(method) = api.and_then(|api| api.get(&event)) {
             return self.run(&event, &*method, args);
@@ -1033,6 +1043,21 @@ fn seal_bulk(st: &mut State, codec: &dyn Codec) {
     st.ready.put_slice(&tail);
     st.bulk.clear();
     st.bulk_frames = 0;
+}
+
+/// The error the callbacks of a frame that could not be queued end with: the
+/// same one `emit` returned (a `Reply` saying "closed" for a full queue would
+/// send its reader after the wrong cause).
+fn refusal(e: &Error) -> Error {
+    match e {
+        Error::TooManyPending { limit } => Error::TooManyPending { limit: *limit },
+        Error::QueueFull { frames, bytes } => Error::QueueFull {
+            frames: *frames,
+            bytes: *bytes,
+        },
+        Error::NoRuntime => Error::NoRuntime,
+        _ => Error::Closed,
+    }
 }
 
 fn fail_all(callbacks: Vec<(u32, Option<Box<dyn LocalCallback>>)>, error: impl Fn() -> Error) {

@@ -7,7 +7,7 @@ use std::ops::Range;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{ArgVisitor, Codec};
+use super::{ArgVisitor, Codec, MAX_DEPTH};
 use crate::error::{EncodeError, ProtocolError};
 use crate::frame::{Frame, FrameFields, Message, OutFrame, OutKind};
 
@@ -15,8 +15,9 @@ use crate::frame::{Frame, FrameFields, Message, OutFrame, OutKind};
 ///
 /// Binary data has no JSON form: encoding it fails with
 /// [`EncodeError::BinaryInJson`] rather than sending something the peer would
-/// read as a different value. Nesting is limited by serde_json's recursion
-/// limit (128), as [`MAX_DEPTH`](super::MAX_DEPTH) limits MsgPack.
+/// read as a different value. Nesting is limited to
+/// [`MAX_DEPTH`](super::MAX_DEPTH) levels, as in MsgPack; a deeper frame is a
+/// [`ProtocolError::TooDeep`] of that frame alone.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json;
 
@@ -84,12 +85,51 @@ fn range_in(message: &str, part: &str) -> Range<usize> {
     start..start + part.len()
 }
 
-fn frame(message: &str, raw: &RawValue) -> Result<Frame, ProtocolError> {
+/// Fails when containers in `text` nest deeper than [`MAX_DEPTH`] levels,
+/// counting `enclosing` levels around it. `text` is valid JSON.
+///
+/// serde_json's recursion limit does not guard [`RawValue`]: it skips values
+/// iteratively, at any depth. Without this check a data argument nested
+/// 200,000 levels deep would reach a handler, and the depth limit would only
+/// show up as an argument error there (or not at all, for a deserializer
+/// without a limit).
+fn check_depth(text: &str, enclosing: usize) -> Result<(), ProtocolError> {
+    let mut depth = enclosing;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in text.as_bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(ProtocolError::TooDeep { limit: MAX_DEPTH });
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Parses one frame; `enclosing` is 1 for a frame inside a bulk.
+fn frame(message: &str, raw: &RawValue, enclosing: usize) -> Result<Frame, ProtocolError> {
     if first_byte(raw.get()) != Some(b'{') {
         return Err(ProtocolError::NotAMessage {
             found: kind_name(raw.get()),
         });
     }
+    check_depth(raw.get(), enclosing)?;
     let keys: RawFrame<'_> = serde_json::from_str(raw.get()).map_err(|e| {
         if e.to_string().starts_with("duplicate field") {
             let key = ["i", "e", "a", "c", "t", "r", "f"]
@@ -159,7 +199,7 @@ impl Codec for Json {
         match first_byte(text) {
             Some(b'{') => {
                 let raw: &RawValue = serde_json::from_str(text).map_err(undecodable)?;
-                Ok(Message::Single(frame(text, raw)))
+                Ok(Message::Single(frame(text, raw, 0)))
             }
             Some(b'[') => {
                 let items: Vec<&RawValue> = serde_json::from_str(text).map_err(undecodable)?;
@@ -168,7 +208,7 @@ impl Codec for Json {
                         .into_iter()
                         .enumerate()
                         .map(|(index, raw)| {
-                            frame(text, raw).map_err(|e| match e {
+                            frame(text, raw, 1).map_err(|e| match e {
                                 ProtocolError::NotAMessage { found } => {
                                     ProtocolError::NotAFrame { index, found }
                                 }

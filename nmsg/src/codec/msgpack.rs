@@ -264,10 +264,11 @@ impl<'a> Reader<'a> {
                 Kind::Map(n) => 2 * n as u64,
                 _ => 0,
             };
+            // An empty container counts as a level too, as it does for JSON.
+            if matches!(kind, Kind::Array(_) | Kind::Map(_)) && depth + open.len() > MAX_DEPTH {
+                return Err(ProtocolError::TooDeep { limit: MAX_DEPTH });
+            }
             if children > 0 {
-                if depth + open.len() > MAX_DEPTH {
-                    return Err(ProtocolError::TooDeep { limit: MAX_DEPTH });
-                }
                 open.push(left);
                 left = children;
             }
@@ -280,10 +281,13 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn str(&mut self, n: usize) -> Result<&'a str, ProtocolError> {
+    /// Reads the `n` bytes of a string; `Ok(None)` if they are not UTF-8. The
+    /// reader is past them either way: a bad string spoils its frame, not the
+    /// frames after it.
+    fn str(&mut self, n: usize) -> Result<Option<&'a str>, ProtocolError> {
         let bytes = self.bytes(self.pos, n)?;
         self.pos += n;
-        std::str::from_utf8(bytes).map_err(|_| undecodable("string is not UTF-8"))
+        Ok(std::str::from_utf8(bytes).ok())
     }
 
     /// Reads a frame map at nesting level `depth`. Structural damage is an
@@ -305,7 +309,17 @@ impl<'a> Reader<'a> {
             let name = match kind {
                 Kind::Str(len) => {
                     self.pos += hlen;
-                    self.str(len)?
+                    match self.str(len)? {
+                        Some(name) => name,
+                        None => {
+                            self.skip(depth + 1)?;
+                            error.get_or_insert(ProtocolError::WrongType {
+                                key: "(keys)",
+                                expected: "a UTF-8 string",
+                            });
+                            continue;
+                        }
+                    }
                 }
                 _ => {
                     self.skip(depth + 1)?;
@@ -318,6 +332,14 @@ impl<'a> Reader<'a> {
                 }
             };
             let d = depth + 1;
+            // As in the original (`data.a && ...`) and the JSON codec, a key
+            // whose value is nil counts as absent.
+            if matches!(self.peek()?, Kind::Nil)
+                && matches!(name, "i" | "e" | "a" | "c" | "t" | "r" | "f")
+            {
+                self.pos += 1;
+                continue;
+            }
             let found = match name {
                 "i" => self.uint("i", d)?.and_then(|v| set(&mut fields.id, v, "i")),
                 "r" => self
@@ -403,7 +425,13 @@ impl<'a> Reader<'a> {
         match kind {
             Kind::Str(len) => {
                 self.pos += hlen;
-                Ok(Ok(self.str(len)?.to_owned()))
+                Ok(self
+                    .str(len)?
+                    .map(str::to_owned)
+                    .ok_or(ProtocolError::WrongType {
+                        key,
+                        expected: "a UTF-8 string",
+                    }))
             }
             _ => Ok(Err(self.wrong(depth, key, "a string")?)),
         }

@@ -1,0 +1,398 @@
+//! The messages of the original JavaScript implementation (`tests/data/wire.json`,
+//! a copy of the shared vectors): each decodes, with both codecs, to the meaning
+//! its name states; what our encoder makes of that meaning decodes back to it.
+
+use bytes::BytesMut;
+use nmsg::codec::{decode_arg, encode_bulk};
+use nmsg::frame::{Frame, FrameKind, Message, OutFrame, OutKind};
+use nmsg::framing::MessageCodec;
+use nmsg::{Codec, Json, MsgPack, Value};
+use serde_json::json;
+use tokio_util::codec::{Decoder, Encoder};
+
+// ----- the meaning of a message, independent of its encoding -----
+
+#[derive(Debug, Clone, PartialEq)]
+enum Kind {
+    Event(String),
+    Response { to: u32, position: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Arg {
+    Data(Value),
+    Callback,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct FrameMeaning {
+    id: u32,
+    kind: Kind,
+    /// The full argument list, callbacks in their positions.
+    args: Vec<Arg>,
+    timeout: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Meaning {
+    Single(FrameMeaning),
+    Bulk(Vec<FrameMeaning>),
+}
+
+fn data(v: serde_json::Value) -> Arg {
+    Arg::Data(nmsg::to_value(&v).unwrap())
+}
+
+fn event(id: u32, name: &str, args: Vec<Arg>) -> FrameMeaning {
+    FrameMeaning {
+        id,
+        kind: Kind::Event(name.into()),
+        args,
+        timeout: None,
+    }
+}
+
+fn response(id: u32, to: u32, position: u32, args: Vec<Arg>) -> FrameMeaning {
+    FrameMeaning {
+        id,
+        kind: Kind::Response { to, position },
+        args,
+        timeout: None,
+    }
+}
+
+/// What each vector's name says, written out by hand.
+fn expected(name: &str) -> Meaning {
+    use Arg::Callback as Cb;
+    match name {
+        "emit without args" => Meaning::Single(event(1, "ping", vec![])),
+        "emit with data" => Meaning::Single(event(
+            2,
+            "message",
+            vec![
+                data(json!("hello")),
+                data(json!(42)),
+                data(json!(true)),
+                data(json!(null)),
+                data(json!({"key": "value"})),
+                data(json!([1, 2.5, "x"])),
+            ],
+        )),
+        "emit with trailing callback" => {
+            Meaning::Single(event(3, "echo", vec![data(json!("hello")), Cb]))
+        }
+        "emit with callbacks in several positions" => Meaning::Single(event(
+            4,
+            "ping",
+            vec![Cb, data(json!({"key": "value"})), Cb, Cb],
+        )),
+        "response: err('This is error message') to frame 7, callback position 1" => {
+            Meaning::Single(response(
+                5,
+                7,
+                1,
+                vec![data(json!("This is error message"))],
+            ))
+        }
+        "response: done('pong', cb) to frame 7, callback position 2; carries its own callback" => {
+            Meaning::Single(response(6, 7, 2, vec![data(json!("pong")), Cb]))
+        }
+        "bulk message of two frames, as a buffering router sends it" => Meaning::Bulk(vec![
+            event(7, "a", vec![data(json!(1))]),
+            event(8, "b", vec![data(json!("two")), Cb]),
+        ]),
+        other => panic!("vector {other:?} has no stated meaning in this test: add one"),
+    }
+}
+
+// ----- decoding and encoding through the public API -----
+
+fn frame_meaning(codec: &dyn Codec, payload: &[u8], frame: &Frame) -> FrameMeaning {
+    let mut data = frame.data.iter();
+    let args = (0..frame.arg_count())
+        .map(|pos| {
+            if frame.callbacks.contains(&(pos as u32)) {
+                Arg::Callback
+            } else {
+                let range = data.next().expect("as many data ranges as data positions");
+                Arg::Data(decode_arg::<Value>(codec, &payload[range.clone()]).unwrap())
+            }
+        })
+        .collect();
+    FrameMeaning {
+        id: frame.id,
+        kind: match &frame.kind {
+            FrameKind::Event(name) => Kind::Event(name.clone()),
+            FrameKind::Response { to, position } => Kind::Response {
+                to: *to,
+                position: *position,
+            },
+        },
+        args,
+        timeout: frame.timeout,
+    }
+}
+
+fn decode(codec: &dyn Codec, payload: &[u8]) -> Meaning {
+    let one = |f: &Result<Frame, nmsg::ProtocolError>| {
+        let f = f
+            .as_ref()
+            .unwrap_or_else(|e| panic!("{}: {e}", codec.name()));
+        frame_meaning(codec, payload, f)
+    };
+    match codec.decode_message(payload).unwrap() {
+        Message::Single(f) => Meaning::Single(one(&f)),
+        Message::Bulk(fs) => Meaning::Bulk(fs.iter().map(one).collect()),
+    }
+}
+
+fn encode_frame(codec: &dyn Codec, m: &FrameMeaning) -> Vec<u8> {
+    let values: Vec<Value> = m
+        .args
+        .iter()
+        .filter_map(|a| match a {
+            Arg::Data(v) => Some(v.clone()),
+            Arg::Callback => None,
+        })
+        .collect();
+    let callbacks: Vec<u32> = (0..m.args.len() as u32)
+        .filter(|&p| m.args[p as usize] == Arg::Callback)
+        .collect();
+    let kind = match &m.kind {
+        Kind::Event(name) => OutKind::Event(name),
+        Kind::Response { to, position } => OutKind::Response {
+            to: *to,
+            position: *position,
+        },
+    };
+    let frame = OutFrame {
+        id: m.id,
+        kind,
+        data: &values as &dyn erased_serde::Serialize,
+        data_len: values.len(),
+        callbacks: &callbacks,
+        timeout: m.timeout,
+    };
+    let mut out = Vec::new();
+    codec.encode_frame(&frame, &mut out).unwrap();
+    out
+}
+
+fn encode(codec: &dyn Codec, m: &Meaning) -> Vec<u8> {
+    match m {
+        Meaning::Single(f) => encode_frame(codec, f),
+        Meaning::Bulk(fs) => {
+            let frames: Vec<Vec<u8>> = fs.iter().map(|f| encode_frame(codec, f)).collect();
+            let refs: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
+            encode_bulk(codec, &refs)
+        }
+    }
+}
+
+// ----- the vectors -----
+
+struct Vector {
+    name: String,
+    json: Option<String>,
+    msgpack: Option<Vec<u8>>,
+    stream: Option<Vec<u8>>,
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    assert_eq!(s.len() % 2, 0, "odd hex length");
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn vectors() -> Vec<Vector> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/wire.json");
+    let text = std::fs::read_to_string(path).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    doc["vectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| Vector {
+            name: v["name"].as_str().unwrap().to_owned(),
+            json: v["json"].as_str().map(str::to_owned),
+            msgpack: v["msgpack_hex"].as_str().map(hex),
+            stream: v["stream_hex"].as_str().map(hex),
+        })
+        .collect()
+}
+
+fn message_vectors() -> Vec<Vector> {
+    vectors()
+        .into_iter()
+        .filter(|v| v.stream.is_none())
+        .collect()
+}
+
+#[test]
+fn the_copy_of_the_vectors_has_every_kind_of_message() {
+    let all = vectors();
+    assert_eq!(all.len(), 8);
+    assert_eq!(all.iter().filter(|v| v.stream.is_some()).count(), 1);
+    for v in all.iter().filter(|v| v.stream.is_none()) {
+        assert!(v.json.is_some() && v.msgpack.is_some(), "{}", v.name);
+    }
+}
+
+#[test]
+fn every_msgpack_vector_decodes_to_the_meaning_its_name_states() {
+    for v in message_vectors() {
+        let got = decode(&MsgPack, v.msgpack.as_ref().unwrap());
+        assert_eq!(got, expected(&v.name), "msgpack: {}", v.name);
+    }
+}
+
+#[test]
+fn every_json_vector_decodes_to_the_meaning_its_name_states() {
+    for v in message_vectors() {
+        let got = decode(&Json, v.json.as_ref().unwrap().as_bytes());
+        assert_eq!(got, expected(&v.name), "json: {}", v.name);
+    }
+}
+
+#[test]
+fn data_arguments_of_the_vectors_decode_into_typed_values() {
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    struct Keyed {
+        key: String,
+    }
+    for (codec, payload) in [
+        (&MsgPack as &dyn Codec, hex("83a16902a165a76d657373616765a16196a568656c6c6f2ac3c081a36b6579a576616c75659301cb4004000000000000a178")),
+        (&Json, br#"{"i":2,"e":"message","a":["hello",42,true,null,{"key":"value"},[1,2.5,"x"]]}"#.to_vec()),
+    ] {
+        let Message::Single(Ok(frame)) = codec.decode_message(&payload).unwrap() else {
+            panic!("{}: not a valid single frame", codec.name());
+        };
+        let arg = |n: usize| &payload[frame.data[n].clone()];
+        assert_eq!(decode_arg::<String>(codec, arg(0)).unwrap(), "hello");
+        assert_eq!(decode_arg::<u8>(codec, arg(1)).unwrap(), 42);
+        assert!(decode_arg::<bool>(codec, arg(2)).unwrap());
+        assert_eq!(decode_arg::<Option<u8>>(codec, arg(3)).unwrap(), None);
+        assert_eq!(
+            decode_arg::<Keyed>(codec, arg(4)).unwrap(),
+            Keyed { key: "value".into() }
+        );
+        assert_eq!(
+            decode_arg::<(u8, f64, String)>(codec, arg(5)).unwrap(),
+            (1, 2.5, "x".to_owned())
+        );
+        assert!(decode_arg::<String>(codec, arg(1)).is_err(), "42 is no string");
+    }
+}
+
+#[test]
+fn what_we_encode_from_each_meaning_decodes_back_to_it_with_both_codecs() {
+    for v in message_vectors() {
+        let meaning = expected(&v.name);
+        for codec in [&MsgPack as &dyn Codec, &Json] {
+            let bytes = encode(codec, &meaning);
+            assert_eq!(
+                decode(codec, &bytes),
+                meaning,
+                "{}: {}",
+                codec.name(),
+                v.name
+            );
+        }
+    }
+}
+
+#[test]
+fn re_encoding_a_decoded_vector_reproduces_the_originals_bytes() {
+    // Our encoder writes the keys in the original's order and numbers in
+    // their smallest form, so the JavaScript bytes come back exactly.
+    for v in message_vectors() {
+        let msgpack = v.msgpack.as_ref().unwrap();
+        let json = v.json.as_ref().unwrap().as_bytes();
+        assert_eq!(
+            &encode(&MsgPack, &decode(&MsgPack, msgpack)),
+            msgpack,
+            "msgpack: {}",
+            v.name
+        );
+        assert_eq!(
+            encode(&Json, &decode(&Json, json)),
+            json,
+            "json: {}",
+            v.name
+        );
+    }
+}
+
+#[test]
+fn a_vector_with_its_keys_in_another_order_has_the_same_meaning() {
+    for v in message_vectors() {
+        // serde_json's map sorts keys (a, c, e, f, i, r): not the original's order.
+        let parsed: serde_json::Value = serde_json::from_str(v.json.as_ref().unwrap()).unwrap();
+        let resorted = serde_json::to_vec(&parsed).unwrap();
+        assert_eq!(
+            decode(&Json, &resorted),
+            expected(&v.name),
+            "json: {}",
+            v.name
+        );
+
+        let mut value = rmpv::decode::read_value(&mut &v.msgpack.as_ref().unwrap()[..]).unwrap();
+        let reverse = |m: &mut Value| {
+            if let Value::Map(entries) = m {
+                entries.reverse();
+            }
+        };
+        match &mut value {
+            Value::Array(frames) => frames.iter_mut().for_each(reverse),
+            m => reverse(m),
+        }
+        let mut reversed = Vec::new();
+        rmpv::encode::write_value(&mut reversed, &value).unwrap();
+        assert_eq!(
+            decode(&MsgPack, &reversed),
+            expected(&v.name),
+            "msgpack: {}",
+            v.name
+        );
+    }
+}
+
+#[test]
+fn the_stream_vector_frames_the_payload_abc() {
+    let v = vectors().into_iter().find(|v| v.stream.is_some()).unwrap();
+    let stream = v.stream.unwrap();
+    let mut codec = MessageCodec::default();
+    let mut buf = BytesMut::from(&stream[..]);
+    let msg = codec.decode(&mut buf).unwrap().unwrap();
+    assert_eq!(&msg[..], b"abc");
+    assert!(buf.is_empty());
+    assert!(codec.decode_eof(&mut buf).unwrap().is_none());
+
+    let mut out = BytesMut::new();
+    codec.encode(msg, &mut out).unwrap();
+    assert_eq!(&out[..], &stream[..]);
+}
+
+#[test]
+fn the_vectors_travel_through_the_framing_one_after_another() {
+    // Every MsgPack vector, length-prefixed back to back, comes out of the
+    // framing whole and in order.
+    let payloads: Vec<Vec<u8>> = message_vectors()
+        .into_iter()
+        .map(|v| v.msgpack.unwrap())
+        .collect();
+    let mut codec = MessageCodec::default();
+    let mut stream = BytesMut::new();
+    for p in &payloads {
+        codec
+            .encode(bytes::Bytes::from(p.clone()), &mut stream)
+            .unwrap();
+    }
+    for p in &payloads {
+        let msg = codec.decode(&mut stream).unwrap().unwrap();
+        assert_eq!(&msg[..], &p[..]);
+    }
+    assert!(stream.is_empty());
+}
