@@ -286,3 +286,55 @@ fn rust_server_survives_malformed_messages_and_broken_framing() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// The README's "Talking to Node.js" example, as written there: a JavaScript
+/// server whose `greet` handler answers with a callback of its own, and a Rust
+/// client that calls it and then calls that callback.
+#[test]
+fn readme_node_example_works() {
+    if !js_ready() {
+        return;
+    }
+    let script = format!(
+        r#"
+const net = require('node:net');
+const {{ Peer }} = require({module:?});
+const server = net.createServer((socket) => {{
+  const peer = new Peer(socket, {{ codec: 'msgpack' }});
+  peer.on('greet', (name, reply) => {{
+    reply(`hello, ${{name}}`, (thanks) => {{ console.log('Rust says:', thanks); process.exit(0); }});
+  }});
+}}).listen(0, '127.0.0.1', () => console.log('LISTENING 127.0.0.1:' + server.address().port));
+"#,
+        module = js_dir().join("nmsg.js").display().to_string()
+    );
+    let mut child = Command::new("node")
+        .args(["-e", &script])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start node");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let addr = first
+        .strip_prefix("LISTENING ")
+        .expect("node printed its address")
+        .to_owned();
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let greeting = runtime.block_on(async move {
+        use nmsg::{args, Client, RemoteCallback};
+        let client = Client::tcp(addr).start();
+        let (greeting, answer): (String, RemoteCallback) = client
+            .router()
+            .request("greet", args!["Ann"])
+            .await
+            .unwrap();
+        answer.call(("thank you",)).unwrap();
+        client.stop().await;
+        greeting
+    });
+    assert_eq!(greeting, "hello, Ann");
+    let said = lines.next().unwrap().unwrap();
+    assert_eq!(said, "Rust says: thank you");
+    assert!(child.wait().unwrap().success());
+}
