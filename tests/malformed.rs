@@ -1027,4 +1027,3 @@ async fn a_clean_end_between_messages_is_the_peer_closing() {
     assert_eq!(served.recv().await, Some(5));
     assert!(errors.try_recv().is_err());
 }
-

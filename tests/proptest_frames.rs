@@ -192,7 +192,10 @@ fn decode_everything(codec: &dyn Codec, payload: &[u8]) {
             .fold(0..0, |acc, r| acc.start.min(r.start)..acc.end.max(r.end));
         assert!(start <= end && end <= payload.len());
         assert!(frame.callbacks.windows(2).all(|w| w[0] < w[1]));
-        assert!(frame.callbacks.iter().all(|&c| (c as usize) < frame.arg_count()));
+        assert!(frame
+            .callbacks
+            .iter()
+            .all(|&c| (c as usize) < frame.arg_count()));
         for r in &frame.data {
             let raw = &payload[r.clone()];
             let _ = decode_arg::<Value>(codec, raw);

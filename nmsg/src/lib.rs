@@ -38,6 +38,7 @@
 //! - [`transport`]: driving a router over a stream; TCP, Unix sockets, in-memory.
 //! - [`Client`] and [`Server`]: connection lifecycle, backoff, the offline queue.
 //! - [`Value`]: the dynamic value type.
+//! - [`typed`] and [`events`]: the typed layer, `#[nmsg::events]` traits over the router.
 
 #![warn(
     missing_docs,
@@ -58,6 +59,7 @@ mod handler;
 mod router;
 mod server;
 pub mod transport;
+pub mod typed;
 mod value;
 
 pub use args::{Arg, Args, FromArg, FromArgs, IntoArgs, OutArgs, ToArg};
@@ -73,3 +75,4 @@ pub use router::{
 };
 pub use server::{Server, ServerBuilder, ServerEvent, Socket, DEFAULT_MAX_CONNECTIONS};
 pub use value::{from_value, to_value, Value};
+pub use {nmsg_macros::events, typed::Peer, typed::Response};

@@ -121,9 +121,10 @@ impl ServerBuilder {
     }
 
     /// The shared handler table that serves every socket (default: an empty
-    /// one, reachable with [`Server::api`]).
-    pub fn api(mut self, api: Api) -> Self {
-        self.api = api;
+    /// one, reachable with [`Server::api`]). Takes an [`Api`] or anything that
+    /// converts into one, such as the `<Trait>Api` that `#[nmsg::events]` generates.
+    pub fn api(mut self, api: impl Into<Api>) -> Self {
+        self.api = api.into();
         self
     }
 

@@ -1,0 +1,345 @@
+//! The typed layer against itself and against the dynamic API: both lower to
+//! the same frames, so every mix works. See `typed_support` for the transport.
+
+mod typed_support;
+
+use std::time::Duration;
+
+use nmsg::{args, Args, Callback, Peer, RemoteCallback, Value};
+use typed_support::*;
+
+async fn typed_client_against_typed_service_over(transport: Transport) -> Result<(), nmsg::Error> {
+    let link = connect_with(transport, None).await;
+    let greeter = GreeterApi::new(MyGreeter::default());
+    greeter.serve(&link.server);
+    let client = GreeterClient::new(&link.client);
+
+    client.hello("Ann".into())?;
+    client.hello("Bob".into())?;
+    // Frames keep their order, so both names are in before `count` is answered.
+    assert_eq!(client.count().await?, 2);
+    assert_eq!(*greeter.service().names.lock().unwrap(), ["Ann", "Bob"]);
+    assert_eq!(client.ping().await?, "pong");
+    assert_eq!(client.div(6.0, 3.0).await?, Ok(2.0));
+    assert_eq!(
+        client.div(1.0, 0.0).await?,
+        Err("division by zero".to_string())
+    );
+    assert_eq!(client.check(true).await?, Ok(()));
+    assert_eq!(client.check(false).await?, Err("not ok".to_string()));
+    link.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn typed_client_against_typed_service_over_tcp() -> Result<(), nmsg::Error> {
+    typed_client_against_typed_service_over(Transport::Tcp).await
+}
+
+#[tokio::test]
+async fn typed_client_against_typed_service_in_memory() -> Result<(), nmsg::Error> {
+    typed_client_against_typed_service_over(Transport::Memory).await
+}
+
+#[tokio::test]
+async fn typed_client_against_dynamic_handlers() -> Result<(), nmsg::Error> {
+    let link = connect().await;
+    let (hello_tx, hello_rx) = tokio::sync::oneshot::channel();
+    let hello_tx = std::sync::Mutex::new(Some(hello_tx));
+    link.server
+        .on("hello", move |args: Args| -> Result<(), nmsg::Error> {
+            let name: String = args.get(0)?;
+            hello_tx.lock().unwrap().take().unwrap().send(name).unwrap();
+            Ok(())
+        });
+    link.server
+        .on("count", |args: Args| -> Result<(), nmsg::Error> {
+            args.callback(0)?.call((7,))
+        });
+    link.server
+        .on("ping", |args: Args| -> Result<(), nmsg::Error> {
+            args.callback(0)?.call(("pong",))
+        });
+    // Written as a JavaScript handler would: `cb(null, a / b)` or `cb(err)`.
+    link.server
+        .on("div", |args: Args| -> Result<(), nmsg::Error> {
+            let (a, b, cb): (f64, f64, RemoteCallback) = args.parse()?;
+            if b == 0.0 {
+                cb.call(("division by zero",))
+            } else {
+                cb.call((Value::Nil, a / b))
+            }
+        });
+    link.server
+        .on("check", |args: Args| -> Result<(), nmsg::Error> {
+            let (ok, cb): (bool, RemoteCallback) = args.parse()?;
+            if ok {
+                cb.call((Value::Nil,))
+            } else {
+                cb.call(("not ok",))
+            }
+        });
+    link.server
+        .on("pick-hand", |args: Args| -> Result<(), nmsg::Error> {
+            args.callback(0)?.call((hand("white"), hand("black")))
+        });
+    let client = GreeterClient::new(&link.client);
+
+    client.hello("Ann".into())?;
+    assert_eq!(hello_rx.await.unwrap(), "Ann");
+    assert_eq!(client.count().await?, 7);
+    assert_eq!(client.ping().await?, "pong");
+    assert_eq!(client.div(6.0, 3.0).await?, Ok(2.0));
+    assert_eq!(
+        client.div(1.0, 0.0).await?,
+        Err("division by zero".to_string())
+    );
+    assert_eq!(client.check(true).await?, Ok(()));
+    assert_eq!(client.check(false).await?, Err("not ok".to_string()));
+    let (hands, picked) = Callback::once();
+    client.pick_hand(hands)?;
+    let (left, right) = picked.await?;
+    assert_eq!(open(left).await?, "white");
+    assert_eq!(open(right).await?, "black");
+    Ok(())
+}
+
+#[tokio::test]
+async fn dynamic_emit_against_typed_service() -> Result<(), nmsg::Error> {
+    let link = connect().await;
+    let greeter = GreeterApi::new(MyGreeter::default());
+    greeter.serve(&link.server);
+    let client = &link.client;
+
+    client.emit("hello", ("Ann",))?;
+    let (count,): (u64,) = client.request("count", ()).await?;
+    assert_eq!(count, 1);
+    let (pong,): (String,) = client.request("ping", ()).await?;
+    assert_eq!(pong, "pong");
+    // Error-first on the wire: `(null, value)`, `(err)`, and `(null)` for `Ok(())`.
+    let answer: Args = client.request("div", (6.0, 3.0)).await?;
+    assert_eq!(answer.len(), 2);
+    assert_eq!(answer.value(0)?, Value::Nil);
+    assert_eq!(answer.get::<f64>(1)?, 2.0);
+    let answer: Args = client.request("div", (1.0, 0.0)).await?;
+    assert_eq!(answer.len(), 1);
+    assert_eq!(answer.get::<String>(0)?, "division by zero");
+    let answer: Args = client.request("check", (true,)).await?;
+    assert_eq!(answer.len(), 1);
+    assert_eq!(answer.value(0)?, Value::Nil);
+    // Callbacks in the first and the last position.
+    let (first, first_reply) = Callback::<(String,)>::once();
+    let (last, last_reply) = Callback::<(String,)>::once();
+    client.emit("multi", args![first, "x", last])?;
+    assert_eq!(last_reply.await?.0, "last x");
+    assert_eq!(first_reply.await?.0, "first x");
+    Ok(())
+}
+
+/// `done` of the original's nested example: "pong", and a callback whose
+/// argument is a callback again.
+type Done = Callback<(String, Callback<(Callback<(String,)>,)>)>;
+
+/// The original's nested example: `ping(data, err, done)`.
+#[nmsg::events]
+trait Nested {
+    fn ping(&self, data: Value, err: Callback<(String,)>, done: Done);
+}
+
+struct NestedService;
+
+impl Nested for NestedService {
+    fn ping(&self, _data: Value, err: Callback<(String,)>, done: Done) {
+        let _ = err.call(("This is error message".into(),));
+        let inner = Callback::new(|(cb2,): (Callback<(String,)>,)| {
+            let _ = cb2.call(("You can have as many levels as you want...".into(),));
+        });
+        let _ = done.call(("pong".into(), inner));
+    }
+}
+
+#[tokio::test]
+async fn original_nested_example_as_a_typed_trait() -> Result<(), nmsg::Error> {
+    let link = connect().await;
+    NestedApi::new(NestedService).serve(&link.server);
+    let client = NestedClient::new(&link.client);
+    let (err, err_reply) = Callback::once();
+    let (done, done_reply) = Callback::once();
+    client.ping(Value::from("some data"), err, done)?;
+    assert_eq!(err_reply.await?.0, "This is error message");
+    let (pong, inner) = done_reply.await?;
+    assert_eq!(pong, "pong");
+    let (cb2, deepest) = Callback::once();
+    inner.call((cb2,))?;
+    assert_eq!(
+        deepest.await?.0,
+        "You can have as many levels as you want..."
+    );
+
+    // The same frames from a dynamic peer, as the original's client sends them.
+    let (err, err_reply) = Callback::<(String,)>::once();
+    let (done, done_reply) = Done::once();
+    link.client.emit("ping", args![Value::Nil, err, done])?;
+    assert_eq!(err_reply.await?.0, "This is error message");
+    let (_, inner) = done_reply.await?;
+    let (cb2, deepest) = Callback::once();
+    inner.call((cb2,))?;
+    assert_eq!(
+        deepest.await?.0,
+        "You can have as many levels as you want..."
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn pick_hand_as_a_typed_trait() -> Result<(), nmsg::Error> {
+    let link = connect().await;
+    GreeterApi::new(MyGreeter::default()).serve(&link.server);
+    let client = GreeterClient::new(&link.client);
+    let (hands, picked) = Callback::once();
+    client.pick_hand(hands)?;
+    let (left, right) = picked.await?;
+    assert_eq!(open(left).await?, "white");
+    assert_eq!(open(right).await?, "black");
+
+    // A closure instead of a one-shot: the hands are opened inside it.
+    let (colours_tx, mut colours) = tokio::sync::mpsc::unbounded_channel();
+    client.pick_hand(Callback::new(move |(left, right): (Hand, Hand)| {
+        for hand in [left, right] {
+            let tx = colours_tx.clone();
+            let _ = hand.call((Callback::new(move |(colour,): (String,)| {
+                let _ = tx.send(colour);
+            }),));
+        }
+    }))?;
+    let mut seen = vec![colours.recv().await.unwrap(), colours.recv().await.unwrap()];
+    seen.sort();
+    assert_eq!(seen, ["black", "white"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn server_calls_the_client_back_on_the_same_connection() -> Result<(), nmsg::Error> {
+    let link = connect().await;
+    LobbyApi::new(MyLobby).serve(&link.server);
+    GuestApi::new(MyGuest).serve(&link.client);
+    let lobby = LobbyClient::new(&link.client);
+    let answer = lobby.join("Ann".into()).await?;
+    assert_eq!(answer, Ok("thanks for the \"welcome, Ann\"".to_string()));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_shared_api_serves_every_socket_of_a_server() -> Result<(), nmsg::Error> {
+    let greeter = GreeterApi::new(MyGreeter::default());
+    let link = connect_with(Transport::Tcp, Some(greeter.clone().into())).await;
+    let second = link.another_client().await;
+    for router in [&link.client, second.router()] {
+        let client = GreeterClient::new(router);
+        client.hello("someone".into())?;
+        assert_eq!(client.ping().await?, "pong");
+    }
+    // One service behind both sockets.
+    assert_eq!(GreeterClient::new(&link.client).count().await?, 2);
+    for event in GreeterClient::EVENTS {
+        assert!(link.server_handle().api().contains(event), "{event}");
+    }
+    second.stop().await;
+    link.stop().await;
+    Ok(())
+}
+
+#[nmsg::events(rename_all = "camelCase")]
+trait Renamed {
+    fn get_name(&self) -> String;
+    #[nmsg(event = "explicit_wins")]
+    fn set_name(&self, name: String);
+}
+
+#[nmsg::events(rename_all = "kebab-case")]
+trait Kebab {
+    fn get_name(&self) -> String;
+}
+
+struct Names;
+
+impl Renamed for Names {
+    fn get_name(&self) -> String {
+        "camel".into()
+    }
+    fn set_name(&self, _name: String) {}
+}
+
+impl Kebab for Names {
+    fn get_name(&self) -> String {
+        "kebab".into()
+    }
+}
+
+#[tokio::test]
+async fn renamed_events_are_what_the_wire_sees() -> Result<(), nmsg::Error> {
+    assert_eq!(RenamedClient::EVENTS, ["getName", "explicit_wins"]);
+    assert_eq!(KebabClient::EVENTS, ["get-name"]);
+    let link = connect().await;
+    RenamedApi::new(Names).serve(&link.server);
+    KebabApi::new(Names).serve(&link.server);
+    let (camel,): (String,) = link.client.request("getName", ()).await?;
+    let (kebab,): (String,) = link.client.request("get-name", ()).await?;
+    assert_eq!((camel.as_str(), kebab.as_str()), ("camel", "kebab"));
+    assert_eq!(RenamedClient::new(&link.client).get_name().await?, "camel");
+    Ok(())
+}
+
+/// Default bodies, sync and async, and a `Peer` that is not the last parameter.
+#[nmsg::events]
+trait Defaults {
+    fn twice(&self, n: u32) -> u32 {
+        n * 2
+    }
+    async fn later(&self, n: u32) -> u32 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        n + 1
+    }
+    fn whoami(&self, peer: Peer, tag: String) -> String {
+        let _ = peer.router();
+        format!("{tag}: served")
+    }
+}
+
+struct UsesDefaults;
+impl Defaults for UsesDefaults {}
+
+#[tokio::test]
+async fn default_method_bodies_serve_too() -> Result<(), nmsg::Error> {
+    let link = connect().await;
+    DefaultsApi::new(UsesDefaults).serve(&link.server);
+    let client = DefaultsClient::new(&link.client);
+    assert_eq!(client.twice(21).await?, 42);
+    assert_eq!(client.later(41).await?, 42);
+    assert_eq!(client.whoami("me".into()).await?, "me: served");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_reply_can_be_a_callback() -> Result<(), nmsg::Error> {
+    #[nmsg::events]
+    trait Factory {
+        /// Replies with a callback the caller invokes later.
+        fn adder(&self, base: i64) -> Callback<(i64, Callback<(i64,)>)>;
+    }
+    struct F;
+    impl Factory for F {
+        fn adder(&self, base: i64) -> Callback<(i64, Callback<(i64,)>)> {
+            Callback::new(move |(n, reply): (i64, Callback<(i64,)>)| {
+                let _ = reply.call((base + n,));
+            })
+        }
+    }
+    let link = connect().await;
+    FactoryApi::new(F).serve(&link.server);
+    let add = FactoryClient::new(&link.client).adder(40).await?;
+    let (reply, sum) = Callback::once();
+    add.call((2, reply))?;
+    assert_eq!(sum.await?.0, 42);
+    Ok(())
+}

@@ -1,0 +1,8 @@
+use nmsg::Callback;
+
+#[nmsg::events]
+trait Service {
+    fn ask(&self, reply: Callback<(String)>);
+}
+
+fn main() {}

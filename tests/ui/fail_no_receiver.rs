@@ -1,0 +1,6 @@
+#[nmsg::events]
+trait Service {
+    fn make(name: String) -> u32;
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[nmsg::events]
+struct Service {
+    name: String,
+}
+
+fn main() {}

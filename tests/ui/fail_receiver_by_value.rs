@@ -1,0 +1,6 @@
+#[nmsg::events]
+trait Service {
+    fn consume(self, text: String);
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[nmsg::events]
+trait Service {
+    fn bump(&mut self) -> u32;
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[nmsg::events]
+trait Service {
+    async fn done(&self) -> ();
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[nmsg::events(rename_all = "kebab_case")]
+trait Service {
+    fn ping(&self) -> String;
+}
+
+fn main() {}
