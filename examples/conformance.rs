@@ -15,6 +15,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use nmsg::Peer;
+
 use nmsg::transport::Address;
 use nmsg::{
     args, Args, Buffering, Callback, Client, Error, RemoteCallback, Router, Server, Socket, Value,
@@ -101,66 +103,106 @@ async fn serve(opts: Options) -> i32 {
     0
 }
 
+/// The conformance events whose shapes a trait can state. `add` (integers or
+/// floats, refused otherwise), `countdown` (whose callback gets either
+/// `("done")` or `(n, next)`) and `stats` (per-connection state kept by the
+/// wildcard) stay dynamic.
+#[nmsg::events]
+pub trait Conformance {
+    /// `cb(value)`.
+    fn echo(&self, value: Value) -> Value;
+    /// `err(..)`, then `done("pong", inner)`; `inner(cb2)` calls `cb2(..)`.
+    fn ping(
+        &self,
+        data: Value,
+        err: Callback<(String,)>,
+        done: Callback<(String, Callback<(Callback<(String,)>,)>)>,
+    );
+    /// `cb(left, right)`; `left(c)` calls `c("white")`, `right(c)` calls `c("black")`.
+    #[nmsg(event = "pick-hand")]
+    fn pick_hand(&self, cb: Callback<(Hand, Hand)>);
+    /// `cb2(value)`, then `cb0(value)`.
+    fn multi(&self, cb0: Callback<(Value,)>, value: Value, cb2: Callback<(Value,)>);
+    /// Emits `event(payload)` back on this connection, then `cb(true)`.
+    fn notify(&self, event: String, payload: Value, cb: Callback<(bool,)>, peer: Peer);
+}
+
+/// A hand of `pick-hand`: called with a callback that gets the colour.
+type Hand = Callback<(Callback<(String,)>,)>;
+
+struct Conformer;
+
+impl Conformance for Conformer {
+    fn echo(&self, value: Value) -> Value {
+        value
+    }
+
+    fn ping(
+        &self,
+        _data: Value,
+        err: Callback<(String,)>,
+        done: Callback<(String, Callback<(Callback<(String,)>,)>)>,
+    ) {
+        let _ = err.call(("This is error message".to_owned(),));
+        let inner = Callback::new(|(cb2,): (Callback<(String,)>,)| {
+            let _ = cb2.call(("You can have as many levels as you want...".to_owned(),));
+        });
+        let _ = done.call(("pong".to_owned(), inner));
+    }
+
+    fn pick_hand(&self, cb: Callback<(Hand, Hand)>) {
+        let hand = |colour: &'static str| -> Hand {
+            Callback::new(move |(c,): (Callback<(String,)>,)| {
+                let _ = c.call((colour.to_owned(),));
+            })
+        };
+        let _ = cb.call((hand("white"), hand("black")));
+    }
+
+    fn multi(&self, cb0: Callback<(Value,)>, value: Value, cb2: Callback<(Value,)>) {
+        let _ = cb2.call((value.clone(),));
+        let _ = cb0.call((value,));
+    }
+
+    fn notify(&self, event: String, payload: Value, cb: Callback<(bool,)>, peer: Peer) {
+        if peer.router().emit(&event, (payload,)).is_ok() {
+            let _ = cb.call((true,));
+        }
+    }
+}
+
+fn as_f64(v: &Value) -> Option<f64> {
+    v.as_f64()
+        .or_else(|| v.as_i64().map(|i| i as f64))
+        .or_else(|| v.as_u64().map(|u| u as f64))
+}
+
 /// Every conformance event, on one connection's router. They are registered
-/// per socket (not in the shared `Api`) because the wildcard, which counts
-/// events for `stats`, runs only for events routed to `on` handlers.
+/// as that router's `on` handlers (not in the server's shared `Api`) because the
+/// wildcard, which counts events for `stats`, runs only after `on` handlers.
 fn install_handlers(socket: Socket) {
     let router = socket.router();
     router.on_error(|e| match e {
         Error::Unhandled(_) => {}
         other => eprintln!("conformance server: {other}"),
     });
-    router.on("echo", |args: Args| -> Result<(), Error> {
-        let (value, cb): (Value, RemoteCallback) = args.parse()?;
-        cb.call((value,))
-    });
+    ConformanceApi::new(Conformer).serve(router);
     router.on("add", |args: Args| -> Result<(), Error> {
         let (a, b, cb): (Value, Value, RemoteCallback) = args.parse()?;
         match (a.as_i64(), b.as_i64()) {
-            (Some(a), Some(b)) if a.checked_add(b).is_some() => cb.call((a + b,)),
-            _ => match (
-                a.as_f64().or(a.as_i64().map(|v| v as f64)),
-                b.as_f64().or(b.as_i64().map(|v| v as f64)),
-            ) {
-                (Some(a), Some(b)) => cb.call((a + b,)),
+            (Some(x), Some(y)) if x.checked_add(y).is_some() => cb.call((x + y,)),
+            _ => match (as_f64(&a), as_f64(&b)) {
+                (Some(x), Some(y)) => cb.call((x + y,)),
                 _ => Err(Error::Argument {
                     index: 0,
-                    reason: "add takes two numbers".into(),
+                    reason: format!("add takes two numbers, got {a} and {b}"),
                 }),
             },
         }
     });
-    router.on("ping", |args: Args| -> Result<(), Error> {
-        let (_data, err, done): (Value, RemoteCallback, RemoteCallback) = args.parse()?;
-        err.call(("This is error message",))?;
-        let inner = Callback::new(|(cb2,): (RemoteCallback,)| {
-            let _ = cb2.call(("You can have as many levels as you want...",));
-        });
-        done.call(("pong", inner))
-    });
-    router.on("pick-hand", |args: Args| -> Result<(), Error> {
-        let (cb,): (RemoteCallback,) = args.parse()?;
-        let left = Callback::new(|(c,): (RemoteCallback,)| {
-            let _ = c.call(("white",));
-        });
-        let right = Callback::new(|(c,): (RemoteCallback,)| {
-            let _ = c.call(("black",));
-        });
-        cb.call((left, right))
-    });
     router.on("countdown", |args: Args| -> Result<(), Error> {
         let (n, cb): (u64, RemoteCallback) = args.parse()?;
         countdown(n, cb)
-    });
-    router.on("multi", |args: Args| -> Result<(), Error> {
-        let (cb0, value, cb2): (RemoteCallback, Value, RemoteCallback) = args.parse()?;
-        cb2.call((value.clone(),))?;
-        cb0.call((value,))
-    });
-    router.on("notify", |args: Args| -> Result<(), Error> {
-        let (event, payload, cb): (String, Value, RemoteCallback) = args.parse()?;
-        args.peer().emit(&event, (payload,))?;
-        cb.call((true,))
     });
     let stats = Arc::new(Mutex::new((0u64, Value::Nil)));
     let counted = stats.clone();
