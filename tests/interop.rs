@@ -6,7 +6,7 @@
 //! missing. Without `node`, the tests fail with the reason (set
 //! `NMSG_SKIP_JS=1` to skip the runs that need it, outside CI).
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Once;
@@ -168,7 +168,9 @@ fn interop(server: Peer, client: Peer, codec: &str, buffered: bool) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let last = stdout.lines().last().unwrap_or_default();
     let label = format!("{client:?} client -> {server:?} server, {codec}, buffered={buffered}");
-    println!("{label}: {last}");
+    // Written to the stderr handle itself, not with eprintln!, so that the
+    // count of scenarios shows in the test output even when the test passes.
+    let _ = writeln!(std::io::stderr(), "interop: {label}: {last}");
     let (passed, failed) = parse_summary(last)
         .unwrap_or_else(|| panic!("{label}: no summary line\n{stdout}\n{stderr}"));
     let expected = if codec == "json" { 15 } else { 16 };
