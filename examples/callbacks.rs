@@ -8,6 +8,10 @@ use std::time::Duration;
 
 use nmsg::{args, Args, Callback, Client, RemoteCallback, Server};
 
+/// The server's `inner` callback: called with `cb2`, which gets a text and a
+/// callback of the server's again.
+type Inner = Callback<(Callback<(String, Callback<(String,)>)>,)>;
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = Server::tcp("127.0.0.1:0").start();
@@ -38,17 +42,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (finished, all_done) = Callback::<()>::once();
     let err =
         Callback::new(|(message,): (String,)| println!("client: err called with {message:?}"));
-    let done = Callback::new(
-        move |(reply, inner): (String, Callback<(Callback<(String, Callback<(String,)>)>,)>)| {
-            println!("client: done called with {reply:?}; calling inner(cb2)");
-            let cb2 = Callback::new(move |(text, deepest): (String, Callback<(String,)>)| {
-                println!("client: cb2 called with {text:?}; answering the deepest callback");
-                let _ = deepest.call(("from the client, three levels down".to_owned(),));
-                let _ = finished.call(());
-            });
-            let _ = inner.call((cb2,));
-        },
-    );
+    let done = Callback::new(move |(reply, inner): (String, Inner)| {
+        println!("client: done called with {reply:?}; calling inner(cb2)");
+        let cb2 = Callback::new(move |(text, deepest): (String, Callback<(String,)>)| {
+            println!("client: cb2 called with {text:?}; answering the deepest callback");
+            let _ = deepest.call(("from the client, three levels down".to_owned(),));
+            let _ = finished.call(());
+        });
+        let _ = inner.call((cb2,));
+    });
     println!("client: emitting ping({{\"key\": \"value\"}}, err, done)");
     client.router().emit(
         "ping",

@@ -112,12 +112,7 @@ pub trait Conformance {
     /// `cb(value)`.
     fn echo(&self, value: Value) -> Value;
     /// `err(..)`, then `done("pong", inner)`; `inner(cb2)` calls `cb2(..)`.
-    fn ping(
-        &self,
-        data: Value,
-        err: Callback<(String,)>,
-        done: Callback<(String, Callback<(Callback<(String,)>,)>)>,
-    );
+    fn ping(&self, data: Value, err: Callback<(String,)>, done: Done);
     /// `cb(left, right)`; `left(c)` calls `c("white")`, `right(c)` calls `c("black")`.
     #[nmsg(event = "pick-hand")]
     fn pick_hand(&self, cb: Callback<(Hand, Hand)>);
@@ -130,6 +125,9 @@ pub trait Conformance {
 /// A hand of `pick-hand`: called with a callback that gets the colour.
 type Hand = Callback<(Callback<(String,)>,)>;
 
+/// `ping`'s `done`: gets "pong" and `inner`, which is called with a callback for the last text.
+type Done = Callback<(String, Callback<(Callback<(String,)>,)>)>;
+
 struct Conformer;
 
 impl Conformance for Conformer {
@@ -137,12 +135,7 @@ impl Conformance for Conformer {
         value
     }
 
-    fn ping(
-        &self,
-        _data: Value,
-        err: Callback<(String,)>,
-        done: Callback<(String, Callback<(Callback<(String,)>,)>)>,
-    ) {
+    fn ping(&self, _data: Value, err: Callback<(String,)>, done: Done) {
         let _ = err.call(("This is error message".to_owned(),));
         let inner = Callback::new(|(cb2,): (Callback<(String,)>,)| {
             let _ = cb2.call(("You can have as many levels as you want...".to_owned(),));

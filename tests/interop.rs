@@ -157,10 +157,8 @@ fn run_client(peer: Peer, addr: &str, codec: &str, buffered: bool) -> Output {
 
 /// Runs one interop combination and checks that every scenario passed.
 fn interop(server: Peer, client: Peer, codec: &str, buffered: bool) {
-    if matches!(server, Peer::Js) || matches!(client, Peer::Js) {
-        if !js_ready() {
-            return;
-        }
+    if (matches!(server, Peer::Js) || matches!(client, Peer::Js)) && !js_ready() {
+        return;
     }
     let srv = start_server(server, codec, buffered);
     let out = run_client(client, &srv.addr, codec, buffered);

@@ -91,7 +91,7 @@ impl Decoder for MessageCodec {
                 Ok(None)
             }
             Err(e)
-                if e.get_ref().map_or(false, |inner| {
+                if e.get_ref().is_some_and(|inner| {
                     inner.is::<tokio_util::codec::LengthDelimitedCodecError>()
                 }) =>
             {

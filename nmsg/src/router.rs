@@ -595,7 +595,7 @@ impl Router {
         let timeout = timeout.unwrap_or(opts.default_timeout);
         let wire_timeout = (!callbacks.is_empty()
             && timeout != Duration::from_secs_f64(DEFAULT_TIMEOUT_SECS))
-        .then(|| timeout.as_secs_f64());
+        .then_some(timeout.as_secs_f64());
         let id = self.next_id();
         let mut bytes = Vec::with_capacity(64);
         let frame = OutFrame {
@@ -673,7 +673,7 @@ impl Router {
             wake_timer = st
                 .deadlines
                 .first()
-                .map_or(true, |(first, _)| deadline < *first);
+                .is_none_or(|(first, _)| deadline < *first);
             st.deadlines.insert((deadline, encoded.id));
             let left = encoded.callbacks.len();
             let seq = st.seq + 1;
