@@ -5,7 +5,7 @@
 //! it with a type, so it is deserialized once, straight into that type.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -192,34 +192,52 @@ pub(crate) struct Received {
     pub(crate) router: Router,
     pub(crate) payload: Bytes,
     pub(crate) frame: Frame,
-    pub(crate) invoked: Box<[AtomicBool]>,
+    /// "Invoked" flags of the first 64 callbacks, one bit each: no allocation
+    /// per frame for them.
+    invoked: AtomicU64,
+    /// Flags of callbacks past the 64th (empty, so unallocated, for nearly every frame).
+    invoked_more: Box<[AtomicBool]>,
     pub(crate) epoch: u64,
 }
 
 impl Received {
     pub(crate) fn new(router: Router, payload: Bytes, frame: Frame, epoch: u64) -> Arc<Self> {
-        let invoked = frame
-            .callbacks
-            .iter()
+        let invoked_more = (64..frame.callbacks.len())
             .map(|_| AtomicBool::new(false))
             .collect();
         Arc::new(Received {
             router,
             payload,
             frame,
-            invoked,
+            invoked: AtomicU64::new(0),
+            invoked_more,
             epoch,
         })
     }
 
     pub(crate) fn claim(&self, slot: usize) -> bool {
-        self.invoked[slot]
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+        match slot.checked_sub(64) {
+            None => self.invoked.fetch_or(1 << slot, Ordering::AcqRel) & (1 << slot) == 0,
+            Some(i) => self.invoked_more[i]
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok(),
+        }
     }
 
     pub(crate) fn release(&self, slot: usize) {
-        self.invoked[slot].store(false, Ordering::Release);
+        match slot.checked_sub(64) {
+            None => {
+                self.invoked.fetch_and(!(1 << slot), Ordering::Release);
+            }
+            Some(i) => self.invoked_more[i].store(false, Ordering::Release),
+        }
+    }
+
+    pub(crate) fn is_invoked(&self, slot: usize) -> bool {
+        match slot.checked_sub(64) {
+            None => self.invoked.load(Ordering::Acquire) & (1 << slot) != 0,
+            Some(i) => self.invoked_more[i].load(Ordering::Acquire),
+        }
     }
 }
 
@@ -428,5 +446,33 @@ impl FromArg for RemoteCallback {
 impl<A: FromArgs> FromArg for Callback<A> {
     fn from_arg(args: &Args, index: usize) -> Result<Self, Error> {
         args.callback(index).map(Callback::remote)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_of_seventy_callbacks_is_claimed_once_on_both_sides_of_the_64th() {
+        let frame = Frame {
+            id: 1,
+            kind: FrameKind::Event("many".into()),
+            data: Vec::new(),
+            callbacks: (0..70).collect(),
+            timeout: None,
+        };
+        let received = Received::new(Router::new(), Bytes::new(), frame, 0);
+        for slot in [0, 1, 63, 64, 69] {
+            assert!(!received.is_invoked(slot));
+            assert!(received.claim(slot), "slot {slot}");
+            assert!(!received.claim(slot), "slot {slot} claimed twice");
+            assert!(received.is_invoked(slot));
+        }
+        assert!(!received.is_invoked(2) && !received.is_invoked(65));
+        received.release(64);
+        received.release(1);
+        assert!(received.claim(64) && received.claim(1));
+        assert!(received.is_invoked(0) && received.is_invoked(63));
     }
 }

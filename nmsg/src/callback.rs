@@ -241,7 +241,7 @@ impl RemoteCallback {
 
     /// True once the callback has been invoked (by this handle or a clone).
     pub fn is_invoked(&self) -> bool {
-        self.received.invoked[self.slot].load(std::sync::atomic::Ordering::Acquire)
+        self.received.is_invoked(self.slot)
     }
 
     /// Invokes the callback with `args`, which may contain callbacks again.

@@ -256,14 +256,23 @@ struct State {
     /// The open bulk (buffered routers): encoded frames with separators.
     bulk: Vec<u8>,
     bulk_frames: usize,
+    /// Scratch space for a bulk's head and tail, kept between bulks.
+    bulk_ends: Vec<u8>,
     queued_frames: usize,
     queued_bytes: usize,
     /// Frames ever queued, and the sequence number up to which a transport took them.
     seq: u64,
     taken: u64,
-    pending: HashMap<u32, Pending>,
+    pending: HashMap<u32, Pending, std::hash::BuildHasherDefault<IdHasher>>,
     deadlines: BTreeSet<(Instant, u32)>,
     timer_running: bool,
+    /// The deadline the timer task sleeps until; `None` while it sleeps without
+    /// one. A new frame wakes the timer only when its deadline comes earlier,
+    /// not once per frame: a wake per call cost a cross-thread wake-up per call.
+    timer_armed: Option<Instant>,
+    /// The connection task waiting for outgoing bytes ([`Router::poll_queued`]);
+    /// cleared while it runs ([`Router::writer_running`]).
+    writer_waker: Option<std::task::Waker>,
     closed: bool,
 }
 
@@ -670,10 +679,7 @@ impl Router {
                 return self.enqueue(encoded);
             }
             let deadline = Instant::now() + encoded.timeout + opts.latency_allowance;
-            wake_timer = st
-                .deadlines
-                .first()
-                .is_none_or(|(first, _)| deadline < *first);
+            wake_timer = st.timer_armed.is_none_or(|armed| deadline < armed);
             st.deadlines.insert((deadline, encoded.id));
             let left = encoded.callbacks.len();
             let seq = st.seq + 1;
@@ -724,7 +730,11 @@ impl Router {
             s.bulk.extend_from_slice(&encoded.bytes);
             s.bulk_frames += 1;
         }
+        let waiting_writer = s.writer_waker.take();
         drop(st);
+        if let Some(waker) = waiting_writer {
+            waker.wake();
+        }
         inner.writer.notify_one();
         if wake_timer {
             inner.timer.notify_one();
@@ -760,6 +770,34 @@ impl Router {
         self.take_outgoing()
     }
 
+    /// For a connection task that polls [`Router::poll_queued`]: it is running,
+    /// so frames queued from now on (by the handlers it runs) need not wake it;
+    /// it takes them before it waits again. A task woken while it runs is
+    /// rescheduled as if it yielded, which wakes an idle worker thread: once
+    /// per call, that cross-thread wake-up cost more than the call itself.
+    pub(crate) fn writer_running(&self) {
+        let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.writer_waker = None;
+    }
+
+    /// Ready with `true` when outgoing bytes are queued, `false` when the
+    /// router is closed and nothing is; otherwise the task is woken by the
+    /// next frame queued.
+    pub(crate) fn poll_queued(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<bool> {
+        let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.queued_frames > 0 {
+            return std::task::Poll::Ready(true);
+        }
+        if st.closed {
+            return std::task::Poll::Ready(false);
+        }
+        match &mut st.writer_waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        std::task::Poll::Pending
+    }
+
     /// Takes what is queued without waiting; `None` if nothing is.
     pub fn take_outgoing(&self) -> Option<Bytes> {
         let inner = &*self.inner;
@@ -789,19 +827,34 @@ impl Router {
             Err(e) => return self.report(e.into()),
         };
         let epoch = self.epoch();
-        for frame in message.into_frames() {
-            match frame {
-                Ok(frame) => {
-                    let received = Received::new(self.clone(), payload.clone(), frame, epoch);
-                    match received.frame.kind {
-                        FrameKind::Event(_) => self.route_event(Args::new(received)),
-                        FrameKind::Response { to, position } => {
-                            self.route_response(to, position, Args::new(received))
-                        }
+        // A single frame (the common case) takes the payload without a list around it.
+        match message {
+            crate::frame::Message::Single(frame) => self.route_frame(payload, frame, epoch),
+            crate::frame::Message::Bulk(frames) => {
+                for frame in frames {
+                    self.route_frame(payload.clone(), frame, epoch);
+                }
+            }
+        }
+    }
+
+    fn route_frame(
+        &self,
+        payload: Bytes,
+        frame: Result<crate::frame::Frame, crate::error::ProtocolError>,
+        epoch: u64,
+    ) {
+        match frame {
+            Ok(frame) => {
+                let received = Received::new(self.clone(), payload, frame, epoch);
+                match received.frame.kind {
+                    FrameKind::Event(_) => self.route_event(Args::new(received)),
+                    FrameKind::Response { to, position } => {
+                        self.route_response(to, position, Args::new(received))
                     }
                 }
-                Err(e) => self.report(e.into()),
             }
+            Err(e) => self.report(e.into()),
         }
     }
 
@@ -812,7 +865,12 @@ impl Router {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let event = args.event().unwrap_or_default().to_owned();
+        // The name is borrowed from the frame (kept alive here), not copied per event.
+        let received = args.received.clone();
+        let event = match &received.frame.kind {
+            FrameKind::Event(name) => name.as_str(),
+            FrameKind::Response { .. } => "",
+        };
         if let Some(tap) = tap {
             // A panicking wiretap is reported like a panicking handler, and the
             // event goes no further; unwinding would end the connection's task
@@ -822,28 +880,28 @@ impl Router {
                 Ok(Flow::Stop) => return,
                 Err(panic) => {
                     return self.report(Error::HandlerPanicked {
-                        event,
+                        event: event.to_owned(),
                         message: format!("wiretap: {}", panic_message(&*panic)),
                     })
                 }
             }
         }
         let api = inner.api.read().unwrap_or_else(|e| e.into_inner()).clone();
-        if let Some(method) = api.and_then(|api| api.get(&event)) {
-            return self.run(&event, &*method, args);
+        if let Some(method) = api.and_then(|api| api.get(event)) {
+            return self.run(event, &*method, args);
         }
         let (handler, wildcard) = {
             let h = inner.handlers.read().unwrap_or_else(|e| e.into_inner());
-            (h.by_event.get(&event).cloned(), h.wildcard.clone())
+            (h.by_event.get(event).cloned(), h.wildcard.clone())
         };
         if handler.is_none() && wildcard.is_none() {
-            return self.report(Error::Unhandled(event));
+            return self.report(Error::Unhandled(event.to_owned()));
         }
         if let Some(handler) = handler {
-            self.run(&event, &*handler, args.clone());
+            self.run(event, &*handler, args.clone());
         }
         if let Some(wildcard) = wildcard {
-            self.run(&event, &*wildcard, args.with_event_name());
+            self.run(event, &*wildcard, args.with_event_name());
         }
     }
 
@@ -954,16 +1012,21 @@ impl Router {
     /// Closes the router: emitting fails with [`Error::Closed`], pending
     /// callbacks fail, and [`Router::next_outgoing`] returns what is still queued, then `None`.
     pub fn close(&self) {
-        let failed = {
+        let (failed, waiting_writer) = {
             let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
             st.closed = true;
             st.deadlines.clear();
-            st.pending
+            let failed = st
+                .pending
                 .drain()
                 .flat_map(|(_, p)| p.callbacks)
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>();
+            (failed, st.writer_waker.take())
         };
         fail_all(failed, || Error::Closed);
+        if let Some(waker) = waiting_writer {
+            waker.wake();
+        }
         self.inner.writer.notify_one();
         self.inner.space.notify_waiters();
         self.inner.timer.notify_one();
@@ -1030,19 +1093,45 @@ fn rewrite_first_id(bytes: &mut Vec<u8>, id: u32) -> Option<()> {
     Some(())
 }
 
+/// Hashes frame ids with one multiplication. The ids are this side's own
+/// counter (a peer can look ids up but never add any), so SipHash's defence
+/// against chosen keys buys nothing here, and it cost more than the lookup.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u32(&mut self, id: u32) {
+        self.0 = (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 fn seal_bulk(st: &mut State, codec: &dyn Codec) {
-    let mut head = Vec::with_capacity(8);
-    codec.bulk_start(st.bulk_frames, &mut head);
-    let mut tail = Vec::with_capacity(2);
-    codec.bulk_end(&mut tail);
-    let len = head.len() + st.bulk.len() + tail.len();
+    // The bulk's head and tail are built in one reused buffer: two small
+    // allocations per message on a buffered router (a server's default) otherwise.
+    let mut ends = std::mem::take(&mut st.bulk_ends);
+    ends.clear();
+    codec.bulk_start(st.bulk_frames, &mut ends);
+    let head = ends.len();
+    codec.bulk_end(&mut ends);
+    let len = ends.len() + st.bulk.len();
     st.ready.reserve(PREFIX_LEN + len);
     st.ready.put_u32(len as u32);
-    st.ready.put_slice(&head);
+    st.ready.put_slice(&ends[..head]);
     st.ready.put_slice(&st.bulk);
-    st.ready.put_slice(&tail);
+    st.ready.put_slice(&ends[head..]);
     st.bulk.clear();
     st.bulk_frames = 0;
+    st.bulk_ends = ends;
 }
 
 /// The error the callbacks of a frame that could not be queued end with: the
@@ -1105,7 +1194,9 @@ async fn run_timer(router: Weak<Inner>, wake: Arc<Notify>) {
                         expired.push((p.timeout, p.callbacks));
                     }
                 }
-                (expired, st.deadlines.first().map(|(d, _)| *d))
+                let next = st.deadlines.first().map(|(d, _)| *d);
+                st.timer_armed = next;
+                (expired, next)
             };
             for (timeout, callbacks) in expired {
                 fail_all(callbacks, || Error::Timeout(timeout));

@@ -2,21 +2,26 @@
 //!
 //! [`Connection::spawn`] drives one router over any `AsyncRead + AsyncWrite`
 //! stream: it reads length-prefixed messages into [`Router::dispatch`] and
-//! writes what [`Router::next_outgoing`] gives. [`memory`] links two routers in
+//! writes what the router queues ([`Router::take_outgoing`]; a transport of
+//! one's own can wait with [`Router::next_outgoing`]). [`memory`] links two routers in
 //! one process. [`Connector`], [`Binder`] and [`Acceptor`] are the traits a
 //! client and a server open streams with; [`Tcp`], [`Unix`] and
 //! [`memory::Network`] implement them, and so can a user's own transport.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
+use bytes::{Buf, Bytes};
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{watch, Notify};
 use tokio_util::codec::FramedRead;
 
-use crate::error::Error;
-use crate::framing::MessageCodec;
-use crate::router::Router;
+use crate::error::{Error, FramingError};
+use crate::framing::{MessageCodec, PREFIX_LEN};
+use crate::router::{Buffering, Router};
 
 pub mod memory;
 mod net;
@@ -174,47 +179,139 @@ async fn drive<S>(
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (rd, mut wr) = tokio::io::split(stream);
-    let mut frames = FramedRead::new(rd, MessageCodec::new(router.max_message_size()));
-    let reading = async {
-        while let Some(message) = frames.next().await {
-            match message {
-                Ok(payload) => router.dispatch(payload),
-                Err(crate::error::FramingError::Io(e)) => return CloseReason::Io(e.to_string()),
-                Err(e) => {
-                    let reason = CloseReason::Framing(e.to_string());
-                    router.report(Error::Framing(e));
-                    return reason;
-                }
-            }
-        }
-        CloseReason::PeerClosed
+    // One task reads and writes the unsplit stream. After it dispatches the
+    // messages that have arrived, it writes what their handlers queued in the
+    // same turn: an answer costs no wake-up of its own, and answers to a batch
+    // of requests go out in one write. Reading goes on while a write waits for
+    // room, so two peers that both send much never block each other.
+    let mut frames = FramedRead::new(
+        Box::pin(stream),
+        MessageCodec::new(router.max_message_size()),
+    );
+    let cycle = match router.buffering() {
+        Buffering::Cycle(cycle) => Some(cycle),
+        _ => None,
     };
-    let writing = async {
+    let mut cycle_timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    let mut out = Bytes::new();
+    // A write, once started, is never cancelled. After a stop request nothing
+    // more is read; what was queued at the request is written last.
+    let mut stopping = false;
+    let mut tail: Option<Bytes> = None;
+    let mut stop_requested = std::pin::pin!(stop.notified());
+    let reason = std::future::poll_fn(|cx| {
+        router.writer_running();
         loop {
-            // A write, once started, is never cancelled: a stop request is
-            // looked at only between writes, so the peer never sees half a message.
-            let (bytes, stopping) = tokio::select! {
-                bytes = router.next_outgoing() => (bytes, false),
-                _ = stop.notified() => (router.take_outgoing(), true),
-            };
-            let closed = bytes.is_none();
-            if let Some(bytes) = bytes {
-                if let Err(e) = wr.write_all(&bytes).await {
-                    return CloseReason::Io(e.to_string());
+            let mut progress = false;
+            if !stopping && stop_requested.as_mut().poll(cx).is_ready() {
+                stopping = true;
+                tail = router.take_outgoing();
+            }
+            // Read and dispatch what has arrived; nothing more after a stop request.
+            if !stopping {
+                loop {
+                    if frames.read_buffer().capacity() == 0 {
+                        frames.read_buffer_mut().reserve(READ_BUFFER);
+                    }
+                    let polled = frames.poll_next_unpin(cx);
+                    if polled.is_pending() && frames.read_buffer().is_empty() {
+                        // Idle: give the read buffer back; an idle connection holds none.
+                        *frames.read_buffer_mut() = bytes::BytesMut::new();
+                    }
+                    match polled {
+                        Poll::Ready(Some(Ok(payload))) => {
+                            router.dispatch(payload);
+                            progress = true;
+                            if !holds_message(frames.read_buffer()) {
+                                break;
+                            }
+                        }
+                        Poll::Ready(Some(Err(FramingError::Io(e)))) => {
+                            return Poll::Ready(CloseReason::Io(e.to_string()))
+                        }
+                        Poll::Ready(Some(Err(e))) => {
+                            let reason = CloseReason::Framing(e.to_string());
+                            router.report(Error::Framing(e));
+                            return Poll::Ready(reason);
+                        }
+                        Poll::Ready(None) => return Poll::Ready(CloseReason::PeerClosed),
+                        Poll::Pending => break,
+                    }
                 }
             }
-            if stopping || closed {
-                return CloseReason::Local;
+            loop {
+                if out.is_empty() {
+                    let next = if stopping {
+                        tail.take()
+                    } else if let Some(cycle) = cycle {
+                        // Buffering::Cycle: the first frame queued starts the
+                        // cycle; what is queued when it ends goes out together.
+                        if cycle_timer.is_none() && router.queued_frames() > 0 {
+                            cycle_timer = Some(Box::pin(tokio::time::sleep(cycle)));
+                        }
+                        match cycle_timer.as_mut().map(|t| t.as_mut().poll(cx)) {
+                            Some(Poll::Ready(())) => {
+                                cycle_timer = None;
+                                router.take_outgoing()
+                            }
+                            _ => None,
+                        }
+                    } else {
+                        router.take_outgoing()
+                    };
+                    match next {
+                        Some(bytes) => out = bytes,
+                        None => break,
+                    }
+                }
+                match frames.get_mut().as_mut().poll_write(cx, &out) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(CloseReason::Io("the stream took no bytes".into()))
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        out.advance(n);
+                        progress = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(CloseReason::Io(e.to_string())),
+                    Poll::Pending => break,
+                }
             }
+            if stopping && out.is_empty() && tail.is_none() {
+                return Poll::Ready(CloseReason::Local);
+            }
+            if progress {
+                continue;
+            }
+            // Nothing moved: wait for bytes to read, room to write, a frame to
+            // send, the cycle's end or a stop request (all registered above).
+            if out.is_empty() && !stopping && cycle_timer.is_none() {
+                match router.poll_queued(cx) {
+                    Poll::Ready(true) => continue,
+                    Poll::Ready(false) => return Poll::Ready(CloseReason::Local),
+                    Poll::Pending => {}
+                }
+            }
+            return Poll::Pending;
         }
-    };
-    let reason = tokio::select! {
-        reason = reading => reason,
-        reason = writing => reason,
-    };
-    let _ = wr.shutdown().await;
+    })
+    .await;
+    let _ = frames.get_mut().shutdown().await;
     tracing::debug!(%reason, "nmsg connection closed");
     router.connection_lost(&reason.to_string());
     let _ = done.send(Some(reason));
+}
+
+/// The read buffer a connection takes when bytes arrive (and gives back when idle).
+const READ_BUFFER: usize = 8 * 1024;
+
+/// True when `buf` starts with a whole length-prefixed message (a cheap check
+/// that may say no when the codec is mid-message; then the next read decides).
+fn holds_message(buf: &[u8]) -> bool {
+    match buf.get(..PREFIX_LEN) {
+        Some(prefix) => {
+            let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+            buf.len() - PREFIX_LEN >= len
+        }
+        None => false,
+    }
 }
