@@ -11,6 +11,9 @@ use crate::codec::Codec;
 use crate::router::{Buffering, Router, RouterBuilder};
 use crate::transport::{Address, Connection, Connector, Tcp, Unix};
 
+/// How many lifecycle events a slow [`Client::events`] receiver may fall behind.
+const EVENT_CAPACITY: usize = 256;
+
 /// Default bound on how long [`Client::stop`] spends writing what is queued.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -117,12 +120,11 @@ impl ClientBuilder {
     pub fn start(self) -> Client {
         let router = self.router.build();
         let (status_tx, status) = watch::channel(Status::Connecting);
-        let (events, _) = broadcast::channel(256);
         let inner = Arc::new(ClientInner {
             router: router.clone(),
             stop: Notify::new(),
             status,
-            events: events.clone(),
+            events: Mutex::new(None),
             task: Mutex::new(None),
         });
         let task = tokio::spawn(run(
@@ -149,7 +151,10 @@ struct ClientInner {
     router: Router,
     stop: Notify,
     status: watch::Receiver<Status>,
-    events: broadcast::Sender<ClientEvent>,
+    /// Created by the first [`Client::events`] call: a broadcast channel
+    /// allocates all its slots up front, about 18 KB per client, which an
+    /// application with thousands of clients that never listen should not pay.
+    events: Mutex<Option<broadcast::Sender<ClientEvent>>>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -206,7 +211,10 @@ impl Client {
     /// Lifecycle events from now on. A receiver that falls more than 256
     /// events behind loses the oldest (tokio's broadcast semantics).
     pub fn events(&self) -> broadcast::Receiver<ClientEvent> {
-        self.inner.events.subscribe()
+        let mut events = self.inner.events.lock().unwrap_or_else(|e| e.into_inner());
+        events
+            .get_or_insert_with(|| broadcast::channel(EVENT_CAPACITY).0)
+            .subscribe()
     }
 
     /// True while a connection is up.
@@ -249,9 +257,10 @@ async fn run(
     inner: Arc<ClientInner>,
     status: watch::Sender<Status>,
 ) {
-    let events = inner.events.clone();
     let emit = |e: ClientEvent| {
-        let _ = events.send(e);
+        if let Some(events) = &*inner.events.lock().unwrap_or_else(|e| e.into_inner()) {
+            let _ = events.send(e);
+        }
     };
     let mut failures: u32 = 0;
     loop {

@@ -477,9 +477,27 @@ fn accept(inner: &Arc<ServerInner>, stream: crate::transport::BoxStream, peer: A
     let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
     let router = inner.router.clone().build();
     router.set_api(Some(inner.api.clone()));
+    // Bookkeeping when the connection ends runs on its own task.
+    let watcher = Arc::downgrade(inner);
+    let closing = router.clone();
+    let on_close: crate::transport::OnClose = Box::new(move |reason| {
+        closing.close();
+        if let Some(inner) = watcher.upgrade() {
+            inner
+                .sockets
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .live
+                .remove(&id);
+            let _ = inner.events.send(ServerEvent::Disconnected {
+                socket: id,
+                reason: reason.to_string(),
+            });
+        }
+    });
     // Held until the on_socket hook has set its handlers, so that no message
     // from this peer is routed before them.
-    let (conn, start) = Connection::spawn_held(stream, router);
+    let (conn, start) = Connection::spawn_held_then(stream, router, Some(on_close));
     let conn = Arc::new(conn);
     let socket = Socket {
         id,
@@ -494,23 +512,6 @@ fn accept(inner: &Arc<ServerInner>, stream: crate::transport::BoxStream, peer: A
     let _ = inner
         .events
         .send(ServerEvent::Connected { socket: id, peer });
-    let watcher = Arc::downgrade(inner);
-    tokio::spawn(async move {
-        let reason = conn.closed().await;
-        conn.router().close();
-        if let Some(inner) = watcher.upgrade() {
-            inner
-                .sockets
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .live
-                .remove(&id);
-            let _ = inner.events.send(ServerEvent::Disconnected {
-                socket: id,
-                reason: reason.to_string(),
-            });
-        }
-    });
     if let Some(hook) = hook {
         if let Err(panic) =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(socket.clone())))

@@ -82,10 +82,24 @@ impl Connection {
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
+        Connection::spawn_held_then(stream, router, None)
+    }
+
+    /// [`Connection::spawn_held`], and `on_close` runs on the connection's task
+    /// once it has ended (a server's bookkeeping, without a task of its own
+    /// per connection to wait for the end).
+    pub(crate) fn spawn_held_then<S>(
+        stream: S,
+        router: Router,
+        on_close: Option<OnClose>,
+    ) -> (Connection, Start)
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
         let stop = Arc::new(Notify::new());
         let (tx, done) = watch::channel(None);
         let (go, held) = tokio::sync::oneshot::channel::<()>();
-        let driver = drive(stream, router.clone(), stop.clone(), tx);
+        let driver = drive(stream, router.clone(), stop.clone(), tx, on_close);
         let task = tokio::spawn(async move {
             let _ = held.await;
             driver.await
@@ -171,11 +185,15 @@ impl Start {
     }
 }
 
+/// What runs when a connection has ended, with the reason.
+pub(crate) type OnClose = Box<dyn FnOnce(&CloseReason) + Send>;
+
 async fn drive<S>(
     stream: S,
     router: Router,
     stop: Arc<Notify>,
     done: watch::Sender<Option<CloseReason>>,
+    on_close: Option<OnClose>,
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -298,6 +316,9 @@ async fn drive<S>(
     let _ = frames.get_mut().shutdown().await;
     tracing::debug!(%reason, "nmsg connection closed");
     router.connection_lost(&reason.to_string());
+    if let Some(on_close) = on_close {
+        on_close(&reason);
+    }
     let _ = done.send(Some(reason));
 }
 
