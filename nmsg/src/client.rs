@@ -9,7 +9,7 @@ use tokio::sync::{broadcast, watch, Notify};
 use crate::backoff::Backoff;
 use crate::codec::Codec;
 use crate::router::{Buffering, Router, RouterBuilder};
-use crate::transport::{Address, Connection, Connector, Tcp, Unix};
+use crate::transport::{run_stream, Address, Connector, Tcp, Unix};
 
 /// How many lifecycle events a slow [`Client::events`] receiver may fall behind.
 const EVENT_CAPACITY: usize = 256;
@@ -272,11 +272,13 @@ async fn run(
             Ok((stream, address)) => {
                 tracing::debug!(%address, "nmsg client connected");
                 let since = tokio::time::Instant::now();
-                let conn = Connection::spawn(stream, router.clone());
                 let _ = status.send(Status::Connected);
                 emit(ClientEvent::Connected { address });
+                // The connection runs on this task: a client holds one task, not two.
+                let closing = Notify::new();
+                let mut connection = std::pin::pin!(run_stream(stream, &router, &closing));
                 tokio::select! {
-                    reason = conn.closed() => {
+                    reason = &mut connection => {
                         let _ = status.send(Status::Connecting);
                         emit(ClientEvent::Disconnected { reason: reason.to_string() });
                         // A connection that lived a while resets the schedule and is retried
@@ -295,7 +297,11 @@ async fn run(
                         }
                     }
                     _ = inner.stop.notified() => {
-                        conn.close_within(stop_timeout).await;
+                        // Write what is queued, within the bound, then close.
+                        closing.notify_one();
+                        if tokio::time::timeout(stop_timeout, &mut connection).await.is_err() {
+                            router.connection_lost(&format!("could not write what was queued within {stop_timeout:?}"));
+                        }
                         break;
                     }
                 }

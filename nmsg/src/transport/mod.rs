@@ -197,6 +197,21 @@ async fn drive<S>(
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
+    let reason = run_stream(stream, &router, &stop).await;
+    if let Some(on_close) = on_close {
+        on_close(&reason);
+    }
+    let _ = done.send(Some(reason));
+}
+
+/// Drives `router` over `stream` until the stream ends or `stop` is notified
+/// (then it writes what is queued and shuts the stream down), tells the router
+/// the connection is lost, and says why it ended. A client runs this on its own
+/// task; [`Connection`] runs it on a task of its own.
+pub(crate) async fn run_stream<S>(stream: S, router: &Router, stop: &Notify) -> CloseReason
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
     // One task reads and writes the unsplit stream. After it dispatches the
     // messages that have arrived, it writes what their handlers queued in the
     // same turn: an answer costs no wake-up of its own, and answers to a batch
@@ -316,10 +331,7 @@ async fn drive<S>(
     let _ = frames.get_mut().shutdown().await;
     tracing::debug!(%reason, "nmsg connection closed");
     router.connection_lost(&reason.to_string());
-    if let Some(on_close) = on_close {
-        on_close(&reason);
-    }
-    let _ = done.send(Some(reason));
+    reason
 }
 
 /// The read buffer a connection takes when bytes arrive (and gives back when idle).
