@@ -160,6 +160,9 @@ struct ClientInner {
 
 /// A client: one router that lives across reconnections.
 ///
+/// The client runs (and reconnects) until [`Client::stop`] is called; dropping
+/// its handles does not stop it, as a started Node.js client keeps running.
+///
 /// ```no_run
 /// # #[tokio::main]
 /// # async fn main() -> Result<(), nmsg::Error> {

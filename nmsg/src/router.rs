@@ -820,7 +820,8 @@ impl Router {
     /// Routes one incoming message (the payload, without its length prefix).
     ///
     /// Malformed messages and frames go to the error hook; the other frames of
-    /// the message are still routed. Sync handlers run before this returns.
+    /// the message are still routed, and so are later messages. Sync handlers
+    /// run before this returns.
     pub fn dispatch(&self, payload: Bytes) {
         let message = match self.inner.opts.codec.decode_message(&payload) {
             Ok(m) => m,

@@ -241,6 +241,8 @@ impl Socket {
 
 /// A server: accepts connections and serves each with its own router.
 ///
+/// It runs until [`Server::stop`] is called; dropping its handles does not stop it.
+///
 /// ```no_run
 /// # #[tokio::main]
 /// # async fn main() {

@@ -7,6 +7,14 @@
 //! one process. [`Connector`], [`Binder`] and [`Acceptor`] are the traits a
 //! client and a server open streams with; [`Tcp`], [`Unix`] and
 //! [`memory::Network`] implement them, and so can a user's own transport.
+//!
+//! What closes a connection: broken framing (a zero or oversized length prefix,
+//! the stream ending inside a message) and I/O errors. A payload that is not a
+//! valid message, even one the codec cannot decode at all, is reported to the
+//! router's error hook and skipped: the length prefix keeps the stream in step,
+//! so the next message is read as usual. (PROTOCOL.md allows closing the
+//! connection for an undecodable payload; nmsg keeps it, so that one bad message
+//! costs the peer nothing else.)
 
 use std::future::Future;
 use std::pin::Pin;
