@@ -27,29 +27,13 @@ pub(crate) fn service(service: &Service, errors: &mut Errors) {
         check_reserved_name(method, errors);
         check_single_peer(method, errors);
         check_output(method, errors);
-        for ty in wire_types(method) {
+        for ty in method.wire_types() {
             check_owned(ty, errors);
             check_no_self(ty, errors);
             check_callback_tuples(ty, errors);
         }
     }
     check_event_names(service, errors);
-}
-
-/// Every type that travels: wire parameters and the reply.
-fn wire_types(method: &Method) -> Vec<&Type> {
-    let mut types: Vec<&Type> = method
-        .params
-        .iter()
-        .filter(|p| p.kind != ParamKind::Peer)
-        .map(|p| &p.ty)
-        .collect();
-    match &method.output {
-        Output::None => {}
-        Output::Value(ty) => types.push(ty),
-        Output::ErrorFirst { ok, err } => types.extend([ok, err]),
-    }
-    types
 }
 
 /// The trait has no generics: its emitter and handlers are concrete.

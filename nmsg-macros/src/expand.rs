@@ -474,19 +474,8 @@ impl<'a> Generator<'a> {
         let mut checks = Vec::new();
         for method in &self.service.methods {
             let cfgs: Vec<&Attribute> = cfgs(&method.attrs).collect();
-            let mut types: Vec<&Type> = method
-                .params
-                .iter()
-                .filter(|p| p.kind != ParamKind::Peer)
-                .map(|p| &p.ty)
-                .collect();
-            match &method.output {
-                Output::None => {}
-                Output::Value(ty) => types.push(ty),
-                Output::ErrorFirst { ok, err } => types.extend([ok, err]),
-            }
             let mut with_nested = Vec::new();
-            for ty in types {
+            for ty in method.wire_types() {
                 callback_args(ty, &mut with_nested);
                 with_nested.push(ty);
             }

@@ -71,6 +71,24 @@ pub(crate) struct Method {
     pub(crate) output: Output,
 }
 
+impl Method {
+    /// Every type that travels: the wire parameters' and the reply's.
+    pub(crate) fn wire_types(&self) -> Vec<&Type> {
+        let mut types: Vec<&Type> = self
+            .params
+            .iter()
+            .filter(|p| p.kind != ParamKind::Peer)
+            .map(|p| &p.ty)
+            .collect();
+        match &self.output {
+            Output::None => {}
+            Output::Value(ty) => types.push(ty),
+            Output::ErrorFirst { ok, err } => types.extend([ok, err]),
+        }
+        types
+    }
+}
+
 /// The name a method has on the wire.
 pub(crate) struct EventName {
     pub(crate) value: String,
