@@ -458,7 +458,7 @@ mod tests {
         let frame = Frame {
             id: 1,
             kind: FrameKind::Event("many".into()),
-            data: Vec::new(),
+            data: Default::default(),
             callbacks: (0..70).collect(),
             timeout: None,
         };

@@ -589,8 +589,10 @@ impl Router {
         timeout: Option<Duration>,
     ) -> Result<Encoded, Error> {
         let opts = &self.inner.opts;
-        let mut data = Vec::with_capacity(args.items.len());
-        let mut positions = Vec::new();
+        // Inline up to 4: the frame's data and positions live only while it is
+        // encoded, and nearly every frame has fewer (no allocation for them).
+        let mut data = smallvec::SmallVec::<[_; 4]>::new();
+        let mut positions = smallvec::SmallVec::<[u32; 4]>::new();
         let mut callbacks = Vec::new();
         for (position, arg) in args.items.into_iter().enumerate() {
             match arg {
@@ -887,8 +889,16 @@ impl Router {
                 }
             }
         }
-        let api = inner.api.read().unwrap_or_else(|e| e.into_inner()).clone();
-        if let Some(method) = api.and_then(|api| api.get(event)) {
+        // Looked up under the router's lock, without cloning the `Api`: its
+        // table is shared by every socket of a server, and a clone per event
+        // was a write to that shared counter from every connection's thread.
+        let method = inner
+            .api
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(|api| api.get(event));
+        if let Some(method) = method {
             return self.run(event, &*method, args);
         }
         let (handler, wildcard) = {

@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 
 use super::{ArgVisitor, Codec, MAX_DEPTH};
 use crate::error::{EncodeError, ProtocolError};
-use crate::frame::{Frame, FrameFields, Message, OutFrame, OutKind};
+use crate::frame::{Frame, FrameFields, Message, OutFrame, OutKind, SmallVec};
 
 /// The JSON codec.
 ///
@@ -161,7 +161,8 @@ fn frame(message: &str, raw: &RawValue, enclosing: usize) -> Result<Frame, Proto
         id: field(keys.i, "i", "an unsigned integer")?,
         event: field(keys.e, "e", "a string")?,
         data,
-        callbacks: field(keys.c, "c", "an array of unsigned integers")?,
+        callbacks: field::<Vec<u64>>(keys.c, "c", "an array of unsigned integers")?
+            .map(SmallVec::from_vec),
         timeout: field(keys.t, "t", "a number")?,
         reply_to: field(keys.r, "r", "an unsigned integer")?,
         position: field(keys.f, "f", "an unsigned integer")?,
@@ -286,5 +287,9 @@ impl Codec for Json {
 
     fn bulk_end(&self, out: &mut Vec<u8>) {
         out.push(b']');
+    }
+
+    fn builtin(&self) -> Option<super::Builtin> {
+        Some(super::Builtin(super::BuiltinKind::Json))
     }
 }

@@ -54,10 +54,44 @@ pub trait Codec: Send + Sync + fmt::Debug + 'static {
 
     /// Appends the end of a bulk message to `out`.
     fn bulk_end(&self, out: &mut Vec<u8>);
+
+    /// Which of nmsg's own codecs this is; `None` (the default) for any other.
+    /// Only nmsg can make a [`Builtin`], so other codecs always take the
+    /// general path through [`Codec::deserialize_arg`].
+    #[doc(hidden)]
+    fn builtin(&self) -> Option<Builtin> {
+        None
+    }
+}
+
+/// Names one of nmsg's own codecs ([`Codec::builtin`]); cannot be made outside nmsg.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct Builtin(BuiltinKind);
+
+#[derive(Debug, Clone, Copy)]
+enum BuiltinKind {
+    MsgPack,
+    Json,
 }
 
 /// Deserializes one argument through a codec.
 pub fn decode_arg<T: DeserializeOwned>(codec: &dyn Codec, raw: &[u8]) -> Result<T, String> {
+    // The built-in codecs deserialize straight into `T`, with the deserializer
+    // their `deserialize_arg` would erase (same configuration, same errors, no
+    // check for trailing bytes either): `erased_serde` boxes every value it
+    // hands back and dispatches every step through a vtable.
+    match codec.builtin() {
+        Some(Builtin(BuiltinKind::MsgPack)) => {
+            let mut de = rmp_serde::Deserializer::from_read_ref(raw);
+            return T::deserialize(&mut de).map_err(|e| e.to_string());
+        }
+        Some(Builtin(BuiltinKind::Json)) => {
+            let mut de = serde_json::Deserializer::from_slice(raw);
+            return T::deserialize(&mut de).map_err(|e| e.to_string());
+        }
+        None => {}
+    }
     let mut out = None;
     codec.deserialize_arg(raw, &mut |de| {
         out = Some(erased_serde::deserialize::<T>(de)?);

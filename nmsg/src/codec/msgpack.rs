@@ -1,12 +1,10 @@
 //! The MsgPack codec: frames are maps keyed by one-letter strings.
 
-use std::ops::Range;
-
 use rmp::Marker;
 
 use super::{ArgVisitor, Codec, MAX_DEPTH};
 use crate::error::{EncodeError, ProtocolError};
-use crate::frame::{Frame, FrameFields, Message, OutFrame, OutKind};
+use crate::frame::{DataRanges, Frame, FrameFields, Message, OutFrame, OutKind, RawPositions};
 
 /// The MsgPack codec, the protocol's default.
 ///
@@ -121,6 +119,10 @@ impl Codec for MsgPack {
     }
 
     fn bulk_end(&self, _out: &mut Vec<u8>) {}
+
+    fn builtin(&self) -> Option<super::Builtin> {
+        Some(super::Builtin(super::BuiltinKind::MsgPack))
+    }
 }
 
 fn key(out: &mut Vec<u8>, k: u8) {
@@ -437,7 +439,10 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn uints(&mut self, depth: usize) -> Result<Result<Vec<u64>, ProtocolError>, ProtocolError> {
+    fn uints(
+        &mut self,
+        depth: usize,
+    ) -> Result<Result<RawPositions, ProtocolError>, ProtocolError> {
         let (kind, hlen) = self.header()?;
         let Kind::Array(n) = kind else {
             return Ok(Err(self.wrong(
@@ -447,7 +452,7 @@ impl<'a> Reader<'a> {
             )?));
         };
         self.pos += hlen;
-        let mut out = Vec::with_capacity((n as usize).min(64));
+        let mut out = RawPositions::with_capacity((n as usize).min(64));
         let mut bad = false;
         for _ in 0..n {
             match self.uint("c", depth + 1)? {
@@ -465,10 +470,7 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn ranges(
-        &mut self,
-        depth: usize,
-    ) -> Result<Result<Vec<Range<usize>>, ProtocolError>, ProtocolError> {
+    fn ranges(&mut self, depth: usize) -> Result<Result<DataRanges, ProtocolError>, ProtocolError> {
         let (kind, hlen) = self.header()?;
         let Kind::Array(n) = kind else {
             return Ok(Err(self.wrong(depth, "a", "an array")?));
@@ -477,7 +479,7 @@ impl<'a> Reader<'a> {
             return Err(ProtocolError::TooDeep { limit: MAX_DEPTH });
         }
         self.pos += hlen;
-        let mut out = Vec::with_capacity((n as usize).min(64));
+        let mut out = DataRanges::with_capacity((n as usize).min(64));
         for _ in 0..n {
             let start = self.pos;
             self.skip(depth + 1)?;
