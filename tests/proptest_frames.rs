@@ -5,89 +5,15 @@ use std::ops::Range;
 
 use bytes::Bytes;
 use nmsg::codec::{decode_arg, encode_bulk};
-use nmsg::frame::{Frame, FrameKind, Message, OutFrame, OutKind};
+use nmsg::frame::Message;
 use nmsg::{Args, Codec, Json, MsgPack, Router, Value};
 use proptest::prelude::*;
 
 // ----- the meaning of a frame -----
 
-#[derive(Debug, Clone, PartialEq)]
-enum Kind {
-    Event(String),
-    Response { to: u32, position: u32 },
-}
+mod meaning;
 
-#[derive(Debug, Clone, PartialEq)]
-enum Arg {
-    Data(Value),
-    Callback,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-struct Spec {
-    id: u32,
-    kind: Kind,
-    args: Vec<Arg>,
-    timeout: Option<f64>,
-}
-
-fn encode_frame(codec: &dyn Codec, spec: &Spec) -> Vec<u8> {
-    let values: Vec<&Value> = spec
-        .args
-        .iter()
-        .filter_map(|a| match a {
-            Arg::Data(v) => Some(v),
-            Arg::Callback => None,
-        })
-        .collect();
-    let callbacks: Vec<u32> = (0..spec.args.len())
-        .filter(|&p| spec.args[p] == Arg::Callback)
-        .map(|p| p as u32)
-        .collect();
-    let frame = OutFrame {
-        id: spec.id,
-        kind: match &spec.kind {
-            Kind::Event(name) => OutKind::Event(name),
-            Kind::Response { to, position } => OutKind::Response {
-                to: *to,
-                position: *position,
-            },
-        },
-        data: &values as &dyn erased_serde::Serialize,
-        data_len: values.len(),
-        callbacks: &callbacks,
-        timeout: spec.timeout,
-    };
-    let mut out = Vec::new();
-    codec.encode_frame(&frame, &mut out).unwrap();
-    out
-}
-
-fn meaning(codec: &dyn Codec, payload: &[u8], frame: &Frame) -> Spec {
-    let mut data = frame.data.iter();
-    let args = (0..frame.arg_count())
-        .map(|p| {
-            if frame.callbacks.binary_search(&(p as u32)).is_ok() {
-                Arg::Callback
-            } else {
-                let r = data.next().unwrap();
-                Arg::Data(decode_arg(codec, &payload[r.clone()]).unwrap())
-            }
-        })
-        .collect();
-    Spec {
-        id: frame.id,
-        kind: match &frame.kind {
-            FrameKind::Event(n) => Kind::Event(n.clone()),
-            FrameKind::Response { to, position } => Kind::Response {
-                to: *to,
-                position: *position,
-            },
-        },
-        args,
-        timeout: frame.timeout,
-    }
-}
+use meaning::{encode_frame, frame_meaning as meaning, Arg, FrameMeaning as Spec, Kind};
 
 fn decode_all(codec: &dyn Codec, payload: &[u8]) -> (bool, Vec<Spec>) {
     let message = codec.decode_message(payload).unwrap();

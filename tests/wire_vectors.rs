@@ -4,7 +4,7 @@
 
 use bytes::BytesMut;
 use nmsg::codec::{decode_arg, encode_bulk};
-use nmsg::frame::{Frame, FrameKind, Message, OutFrame, OutKind};
+use nmsg::frame::{Frame, Message};
 use nmsg::framing::MessageCodec;
 use nmsg::{Codec, Json, MsgPack, Value};
 use serde_json::json;
@@ -12,26 +12,9 @@ use tokio_util::codec::{Decoder, Encoder};
 
 // ----- the meaning of a message, independent of its encoding -----
 
-#[derive(Debug, Clone, PartialEq)]
-enum Kind {
-    Event(String),
-    Response { to: u32, position: u32 },
-}
+mod meaning;
 
-#[derive(Debug, Clone, PartialEq)]
-enum Arg {
-    Data(Value),
-    Callback,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-struct FrameMeaning {
-    id: u32,
-    kind: Kind,
-    /// The full argument list, callbacks in their positions.
-    args: Vec<Arg>,
-    timeout: Option<f64>,
-}
+use meaning::{encode_frame, frame_meaning, Arg, FrameMeaning, Kind};
 
 #[derive(Debug, Clone, PartialEq)]
 enum Meaning {
@@ -107,32 +90,6 @@ fn expected(name: &str) -> Meaning {
 
 // ----- decoding and encoding through the public API -----
 
-fn frame_meaning(codec: &dyn Codec, payload: &[u8], frame: &Frame) -> FrameMeaning {
-    let mut data = frame.data.iter();
-    let args = (0..frame.arg_count())
-        .map(|pos| {
-            if frame.callbacks.contains(&(pos as u32)) {
-                Arg::Callback
-            } else {
-                let range = data.next().expect("as many data ranges as data positions");
-                Arg::Data(decode_arg::<Value>(codec, &payload[range.clone()]).unwrap())
-            }
-        })
-        .collect();
-    FrameMeaning {
-        id: frame.id,
-        kind: match &frame.kind {
-            FrameKind::Event(name) => Kind::Event(name.clone()),
-            FrameKind::Response { to, position } => Kind::Response {
-                to: *to,
-                position: *position,
-            },
-        },
-        args,
-        timeout: frame.timeout,
-    }
-}
-
 fn decode(codec: &dyn Codec, payload: &[u8]) -> Meaning {
     let one = |f: &Result<Frame, nmsg::ProtocolError>| {
         let f = f
@@ -144,38 +101,6 @@ fn decode(codec: &dyn Codec, payload: &[u8]) -> Meaning {
         Message::Single(f) => Meaning::Single(one(&f)),
         Message::Bulk(fs) => Meaning::Bulk(fs.iter().map(one).collect()),
     }
-}
-
-fn encode_frame(codec: &dyn Codec, m: &FrameMeaning) -> Vec<u8> {
-    let values: Vec<Value> = m
-        .args
-        .iter()
-        .filter_map(|a| match a {
-            Arg::Data(v) => Some(v.clone()),
-            Arg::Callback => None,
-        })
-        .collect();
-    let callbacks: Vec<u32> = (0..m.args.len() as u32)
-        .filter(|&p| m.args[p as usize] == Arg::Callback)
-        .collect();
-    let kind = match &m.kind {
-        Kind::Event(name) => OutKind::Event(name),
-        Kind::Response { to, position } => OutKind::Response {
-            to: *to,
-            position: *position,
-        },
-    };
-    let frame = OutFrame {
-        id: m.id,
-        kind,
-        data: &values as &dyn erased_serde::Serialize,
-        data_len: values.len(),
-        callbacks: &callbacks,
-        timeout: m.timeout,
-    };
-    let mut out = Vec::new();
-    codec.encode_frame(&frame, &mut out).unwrap();
-    out
 }
 
 fn encode(codec: &dyn Codec, m: &Meaning) -> Vec<u8> {
