@@ -572,7 +572,7 @@ async fn emit_with_timeout_sends_t_in_seconds_and_keeps_the_callback_that_long()
     let (client, server, _link) = pair();
     let (held_tx, mut held) = mpsc::unbounded_channel();
     server.on("ignore", move |args: Args| -> Result<(), Error> {
-        let _ = held_tx.send(args.callback(0)?);
+        let _ = held_tx.send((args.timeout(), args.callback(0)?));
         Ok(())
     });
     let (cb, reply) = Callback::<()>::once();
@@ -580,7 +580,9 @@ async fn emit_with_timeout_sends_t_in_seconds_and_keeps_the_callback_that_long()
     client
         .emit_with_timeout("ignore", args![cb], Duration::from_secs(3))
         .unwrap();
-    let _held = held.recv().await.unwrap();
+    // the receiving side sees the sender's `t`
+    let (seen, _held) = held.recv().await.unwrap();
+    assert_eq!(seen, Some(Duration::from_secs(3)));
     let err = reply.await.unwrap_err();
     assert!(
         matches!(err, Error::Timeout(t) if t == Duration::from_secs(3)),
@@ -997,4 +999,21 @@ async fn a_panicking_handler_is_reported_and_the_next_event_is_still_served() {
     );
     barrier(&client).await;
     no_errors(&mut errors);
+}
+
+#[tokio::test]
+async fn a_timeout_too_large_for_a_duration_reads_as_none_and_panics_nothing() {
+    let router = Router::builder().codec(nmsg::Json).build();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    router.on("x", move |args: Args| {
+        let _ = tx.send(args.timeout());
+    });
+    router.dispatch(bytes::Bytes::from_static(
+        br#"{"i":1,"e":"x","c":[0],"t":1e300}"#,
+    ));
+    router.dispatch(bytes::Bytes::from_static(
+        br#"{"i":2,"e":"x","c":[0],"t":0.25}"#,
+    ));
+    assert_eq!(rx.recv().await.unwrap(), None);
+    assert_eq!(rx.recv().await.unwrap(), Some(Duration::from_millis(250)));
 }

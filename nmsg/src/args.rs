@@ -300,6 +300,15 @@ impl Args {
         self.frame().id
     }
 
+    /// How long the peer keeps this frame's callbacks alive, as it said with `t`;
+    /// `None` when it did not say (the protocol's default is 15 s). A callback
+    /// invoked later than this reaches a peer that has forgotten it.
+    pub fn timeout(&self) -> Option<std::time::Duration> {
+        self.frame()
+            .timeout
+            .and_then(|t| std::time::Duration::try_from_secs_f64(t).ok())
+    }
+
     /// The router this frame arrived on: emit on it to answer the same peer.
     pub fn peer(&self) -> &Router {
         &self.received.router
