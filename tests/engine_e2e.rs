@@ -1017,3 +1017,17 @@ async fn a_timeout_too_large_for_a_duration_reads_as_none_and_panics_nothing() {
     assert_eq!(rx.recv().await.unwrap(), None);
     assert_eq!(rx.recv().await.unwrap(), Some(Duration::from_millis(250)));
 }
+
+#[tokio::test]
+async fn a_timeout_of_duration_max_keeps_the_callback_and_panics_nothing() {
+    let (client, server, _link) = pair();
+    server.on("later", |args: Args| -> Result<(), Error> {
+        args.callback(0)?.call(("done",))
+    });
+    let (cb, reply) = Callback::<(String,)>::once();
+    client
+        .emit_with_timeout("later", args![cb], Duration::MAX)
+        .unwrap();
+    assert_eq!(reply.await.unwrap().0, "done");
+    assert_eq!(client.pending_frames(), 0);
+}

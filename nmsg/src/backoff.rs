@@ -76,7 +76,8 @@ impl Backoff {
         } else {
             base
         };
-        Duration::from_secs_f64(jittered.max(0.0))
+        // A maximum near Duration::MAX does not survive the round trip through f64.
+        Duration::try_from_secs_f64(jittered.max(0.0)).unwrap_or(self.max)
     }
 }
 
@@ -89,6 +90,13 @@ mod tests {
         let b = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000)).factor(3.0);
         let ms: Vec<u128> = (0..5).map(|a| b.delay(a).as_millis()).collect();
         assert_eq!(ms, [100, 300, 900, 1000, 1000]);
+    }
+
+    #[test]
+    fn an_unbounded_maximum_panics_nothing() {
+        let b = Backoff::new(Duration::from_secs(1), Duration::MAX);
+        assert_eq!(b.delay(0), Duration::from_secs(1));
+        assert_eq!(b.delay(1_000), Duration::MAX);
     }
 
     #[test]

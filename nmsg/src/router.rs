@@ -680,7 +680,7 @@ impl Router {
                 }
                 return self.enqueue(encoded);
             }
-            let deadline = Instant::now() + encoded.timeout + opts.latency_allowance;
+            let deadline = deadline_after(encoded.timeout.saturating_add(opts.latency_allowance));
             wake_timer = st.timer_armed.is_none_or(|armed| deadline < armed);
             st.deadlines.insert((deadline, encoded.id));
             let left = encoded.callbacks.len();
@@ -1070,6 +1070,14 @@ impl Router {
             .unwrap_or_else(|e| e.into_inner())
             .queued_frames
     }
+}
+
+/// The instant `after` from now. A timeout too long for the clock (such as
+/// `Duration::MAX`, meaning "keep it") is held for 30 years instead of panicking.
+fn deadline_after(after: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+    let now = Instant::now();
+    now.checked_add(after.min(FAR)).unwrap_or(now)
 }
 
 /// Replaces the id that starts an encoded frame (MsgPack `{"i": n, ..}` or JSON `{"i":n,..}`).
