@@ -8,6 +8,21 @@ use std::time::Duration;
 use nmsg::{args, Args, Callback, Peer, RemoteCallback, Value};
 use typed_support::*;
 
+/// The replies every `Greeter` server of these tests gives, typed or dynamic:
+/// a plain value, error-first with a value and with an error, and error-first
+/// with `()`.
+async fn expect_greeter_replies(client: &GreeterClient) -> Result<(), nmsg::Error> {
+    assert_eq!(client.ping().await?, "pong");
+    assert_eq!(client.div(6.0, 3.0).await?, Ok(2.0));
+    assert_eq!(
+        client.div(1.0, 0.0).await?,
+        Err("division by zero".to_string())
+    );
+    assert_eq!(client.check(true).await?, Ok(()));
+    assert_eq!(client.check(false).await?, Err("not ok".to_string()));
+    Ok(())
+}
+
 async fn typed_client_against_typed_service_over(transport: Transport) -> Result<(), nmsg::Error> {
     let link = connect_with(transport, None).await;
     let greeter = GreeterApi::new(MyGreeter::default());
@@ -19,14 +34,7 @@ async fn typed_client_against_typed_service_over(transport: Transport) -> Result
     // Frames keep their order, so both names are in before `count` is answered.
     assert_eq!(client.count().await?, 2);
     assert_eq!(*greeter.service().names.lock().unwrap(), ["Ann", "Bob"]);
-    assert_eq!(client.ping().await?, "pong");
-    assert_eq!(client.div(6.0, 3.0).await?, Ok(2.0));
-    assert_eq!(
-        client.div(1.0, 0.0).await?,
-        Err("division by zero".to_string())
-    );
-    assert_eq!(client.check(true).await?, Ok(()));
-    assert_eq!(client.check(false).await?, Err("not ok".to_string()));
+    expect_greeter_replies(&client).await?;
     link.stop().await;
     Ok(())
 }
@@ -88,14 +96,7 @@ async fn typed_client_against_dynamic_handlers() -> Result<(), nmsg::Error> {
     client.hello("Ann".into())?;
     assert_eq!(hello_rx.await.unwrap(), "Ann");
     assert_eq!(client.count().await?, 7);
-    assert_eq!(client.ping().await?, "pong");
-    assert_eq!(client.div(6.0, 3.0).await?, Ok(2.0));
-    assert_eq!(
-        client.div(1.0, 0.0).await?,
-        Err("division by zero".to_string())
-    );
-    assert_eq!(client.check(true).await?, Ok(()));
-    assert_eq!(client.check(false).await?, Err("not ok".to_string()));
+    expect_greeter_replies(&client).await?;
     let (hands, picked) = Callback::once();
     client.pick_hand(hands)?;
     let (left, right) = picked.await?;
