@@ -471,3 +471,71 @@ fn fastrand_suffix() -> u128 {
         .unwrap()
         .as_nanos()
 }
+
+/// Reads length-prefixed MsgPack messages until the answers (`r`) to frames
+/// `1..=n` have all arrived; adds every `r` read to `seen`.
+async fn answers_up_to(stream: &mut tokio::net::TcpStream, seen: &mut Vec<u64>, n: u64) {
+    while !(1..=n).all(|id| seen.contains(&id)) {
+        let len = stream.read_u32().await.unwrap() as usize;
+        let mut payload = vec![0; len];
+        stream.read_exact(&mut payload).await.unwrap();
+        let message = rmpv::decode::read_value(&mut &payload[..]).unwrap();
+        let frames = match message {
+            rmpv::Value::Array(frames) => frames,
+            single => vec![single],
+        };
+        for frame in frames {
+            let r = frame
+                .as_map()
+                .and_then(|m| m.iter().find(|(k, _)| k.as_str() == Some("r")))
+                .and_then(|(_, v)| v.as_u64())
+                .expect("an answer frame");
+            seen.push(r);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_answers_of_a_large_batch_go_out_before_the_rest_is_handled() {
+    // Twenty requests arrive in one write; the handler of the twelfth blocks its
+    // connection until the test has read the answers to the first eight. A
+    // connection that handled the whole batch before writing would never send them.
+    let server = Server::tcp("127.0.0.1:0").start();
+    let (release, blocked) = std::sync::mpsc::channel::<()>();
+    let blocked = std::sync::Mutex::new(blocked);
+    server.on("n", move |args: Args| -> Result<(), Error> {
+        let (n, reply): (u64, RemoteCallback) = args.parse()?;
+        if n == 12 {
+            let _ = blocked.lock().unwrap().recv_timeout(LIMIT);
+        }
+        reply.call((n,))
+    });
+    let addr = tcp_addr(&server).await;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut batch = Vec::new();
+    for id in 1..=20u64 {
+        let frame = rmpv::Value::Map(vec![
+            ("i".into(), id.into()),
+            ("e".into(), "n".into()),
+            ("a".into(), rmpv::Value::Array(vec![id.into()])),
+            ("c".into(), rmpv::Value::Array(vec![1.into()])),
+        ]);
+        let mut bytes = Vec::new();
+        rmpv::encode::write_value(&mut bytes, &frame).unwrap();
+        batch.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        batch.extend_from_slice(&bytes);
+    }
+    stream.write_all(&batch).await.unwrap();
+    let mut seen = Vec::new();
+    tokio::time::timeout(LIMIT, answers_up_to(&mut stream, &mut seen, 8))
+        .await
+        .expect("the first answers arrive while a later request is still being handled");
+    assert!(seen.iter().all(|&r| r < 12), "{seen:?}");
+    release.send(()).unwrap();
+    tokio::time::timeout(LIMIT, answers_up_to(&mut stream, &mut seen, 20))
+        .await
+        .expect("the rest of the answers");
+    seen.sort();
+    assert_eq!(seen, (1..=20).collect::<Vec<u64>>());
+    server.stop().await;
+}

@@ -36,16 +36,22 @@ impl fmt::Debug for Arg<'_> {
     }
 }
 
+/// The items of an [`OutArgs`]: inline up to four, which nearly every frame
+/// fits (with a request's trailing callback), so building one allocates no list.
+pub(crate) type ArgList<'a> = smallvec::SmallVec<[Arg<'a>; 4]>;
+
 /// An outgoing argument list, usually built with [`args!`](crate::args!).
 #[derive(Debug, Default)]
 pub struct OutArgs<'a> {
-    pub(crate) items: Vec<Arg<'a>>,
+    pub(crate) items: ArgList<'a>,
 }
 
 impl<'a> OutArgs<'a> {
     /// An empty argument list.
     pub fn new() -> Self {
-        OutArgs { items: Vec::new() }
+        OutArgs {
+            items: ArgList::new(),
+        }
     }
 
     /// Appends data.
@@ -78,7 +84,17 @@ impl<'a> OutArgs<'a> {
 
     #[doc(hidden)]
     pub fn from_vec(items: Vec<Arg<'a>>) -> Self {
-        OutArgs { items }
+        OutArgs {
+            items: ArgList::from_vec(items),
+        }
+    }
+
+    /// For [`args!`](crate::args!): the list without a heap allocation when it fits inline.
+    #[doc(hidden)]
+    pub fn from_array<const N: usize>(items: [Arg<'a>; N]) -> Self {
+        OutArgs {
+            items: items.into_iter().collect(),
+        }
     }
 }
 
@@ -125,7 +141,7 @@ impl<'a> IntoArgs<'a> for OutArgs<'a> {
 
 impl<'a> IntoArgs<'a> for Vec<Arg<'a>> {
     fn into_args(self) -> OutArgs<'a> {
-        OutArgs { items: self }
+        OutArgs::from_vec(self)
     }
 }
 
@@ -141,7 +157,7 @@ macro_rules! tuple_args {
             #[allow(non_snake_case)]
             fn into_args(self) -> OutArgs<'a> {
                 let ($($name,)+) = self;
-                OutArgs { items: vec![$($name.to_arg()),+] }
+                OutArgs::from_array([$($name.to_arg()),+])
             }
         }
 
@@ -183,7 +199,7 @@ tuple_args!(A1 A2 A3 A4 A5 A6 A7 A8 A9 A10 A11 A12);
 macro_rules! args {
     () => { $crate::OutArgs::new() };
     ($($arg:expr),+ $(,)?) => {
-        $crate::OutArgs::from_vec(::std::vec![$($crate::ToArg::to_arg($arg)),+])
+        $crate::OutArgs::from_array([$($crate::ToArg::to_arg($arg)),+])
     };
 }
 

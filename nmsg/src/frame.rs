@@ -8,6 +8,7 @@
 
 use std::ops::Range;
 
+pub use compact_str::CompactString;
 pub use smallvec::SmallVec;
 
 use crate::error::ProtocolError;
@@ -40,7 +41,7 @@ pub struct FrameFields {
     /// `i`: the frame id.
     pub id: Option<u64>,
     /// `e`: the event name.
-    pub event: Option<String>,
+    pub event: Option<CompactString>,
     /// `a`: byte ranges of the data arguments within the message.
     pub data: Option<DataRanges>,
     /// `c`: callback positions.
@@ -56,8 +57,9 @@ pub struct FrameFields {
 /// What a frame is: an event, or a response that invokes a callback.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FrameKind {
-    /// An event frame, with its name.
-    Event(String),
+    /// An event frame, with its name (held inline up to 24 bytes, so a
+    /// received event takes no allocation for it).
+    Event(CompactString),
     /// A response: invokes the callback at `position` of the frame `to`.
     Response {
         /// The id of the frame whose callback is invoked (`r`).

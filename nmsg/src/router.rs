@@ -241,7 +241,7 @@ struct Handlers {
 
 /// A frame this side sent with callbacks, waiting for the peer to invoke them.
 struct Pending {
-    callbacks: Vec<(u32, Option<Box<dyn LocalCallback>>)>,
+    callbacks: LocalCallbacks,
     left: usize,
     deadline: Instant,
     timeout: Duration,
@@ -338,10 +338,14 @@ impl Default for Router {
 }
 
 /// An outgoing frame, encoded, with the callbacks it carries.
+/// A frame's local callbacks by position; `None` once invoked. Inline for one,
+/// as a request has: no allocation for the list.
+type LocalCallbacks = smallvec::SmallVec<[(u32, Option<Box<dyn LocalCallback>>); 1]>;
+
 struct Encoded {
     id: u32,
     bytes: Vec<u8>,
-    callbacks: Vec<(u32, Option<Box<dyn LocalCallback>>)>,
+    callbacks: LocalCallbacks,
     timeout: Duration,
 }
 
@@ -514,7 +518,7 @@ impl Router {
             let mut encoded = encoded?;
             loop {
                 let room = router.inner.space.notified();
-                match router.enqueue(encoded) {
+                match router.enqueue(encoded).map_err(|refused| *refused) {
                     Ok(()) => return Ok(()),
                     Err((Error::QueueFull { .. }, back)) => {
                         encoded = back;
@@ -561,7 +565,8 @@ impl Router {
         timeout: Option<Duration>,
     ) -> Result<(), Error> {
         let encoded = self.encode(kind, args, timeout)?;
-        self.enqueue(encoded).map_err(|(e, back)| {
+        self.enqueue(encoded).map_err(|refused| {
+            let (e, back) = *refused;
             fail_all(back.callbacks, || refusal(&e));
             e
         })
@@ -593,7 +598,7 @@ impl Router {
         // encoded, and nearly every frame has fewer (no allocation for them).
         let mut data = smallvec::SmallVec::<[_; 4]>::new();
         let mut positions = smallvec::SmallVec::<[u32; 4]>::new();
-        let mut callbacks = Vec::new();
+        let mut callbacks = LocalCallbacks::new();
         for (position, arg) in args.items.into_iter().enumerate() {
             match arg {
                 Arg::Data(d) => data.push(d),
@@ -638,12 +643,14 @@ impl Router {
         })
     }
 
-    fn enqueue(&self, mut encoded: Encoded) -> Result<(), (Error, Encoded)> {
+    /// Queues an encoded frame; on refusal gives it back with the reason (boxed:
+    /// the refusal is rare and the frame large).
+    fn enqueue(&self, mut encoded: Encoded) -> Result<(), Box<(Error, Encoded)>> {
         let inner = &*self.inner;
         let opts = &inner.opts;
         let mut st = inner.state.lock().unwrap_or_else(|e| e.into_inner());
         if st.closed {
-            return Err((Error::Closed, encoded));
+            return Err(Box::new((Error::Closed, encoded)));
         }
         if st.queued_frames + 1 > opts.max_queued_frames
             || st.queued_bytes + encoded.bytes.len() > opts.max_queued_bytes
@@ -652,17 +659,17 @@ impl Router {
                 frames: st.queued_frames,
                 bytes: st.queued_bytes,
             };
-            return Err((e, encoded));
+            return Err(Box::new((e, encoded)));
         }
         let mut wake_timer = false;
         if !encoded.callbacks.is_empty() {
             if st.pending.len() >= opts.max_pending {
-                return Err((
+                return Err(Box::new((
                     Error::TooManyPending {
                         limit: opts.max_pending,
                     },
                     encoded,
-                ));
+                )));
             }
             if st.pending.contains_key(&encoded.id) {
                 // The counter wrapped onto a frame that is still alive (possible only
@@ -671,12 +678,12 @@ impl Router {
                 drop(st);
                 encoded.id = self.next_id();
                 if rewrite_first_id(&mut encoded.bytes, encoded.id).is_none() {
-                    return Err((
+                    return Err(Box::new((
                         Error::TooManyPending {
                             limit: opts.max_pending,
                         },
                         encoded,
-                    ));
+                    )));
                 }
                 return self.enqueue(encoded);
             }
@@ -705,7 +712,7 @@ impl Router {
                         let pending = st.pending.remove(&encoded.id).expect("just inserted");
                         st.deadlines.remove(&(deadline, encoded.id));
                         encoded.callbacks = pending.callbacks;
-                        return Err((Error::NoRuntime, encoded));
+                        return Err(Box::new((Error::NoRuntime, encoded)));
                     }
                 }
             }
@@ -1168,7 +1175,10 @@ fn refusal(e: &Error) -> Error {
     }
 }
 
-fn fail_all(callbacks: Vec<(u32, Option<Box<dyn LocalCallback>>)>, error: impl Fn() -> Error) {
+fn fail_all(
+    callbacks: impl IntoIterator<Item = (u32, Option<Box<dyn LocalCallback>>)>,
+    error: impl Fn() -> Error,
+) {
     for cb in callbacks.into_iter().filter_map(|(_, cb)| cb) {
         cb.fail(error());
     }

@@ -46,7 +46,7 @@ pub fn frame_meaning(codec: &dyn Codec, payload: &[u8], frame: &Frame) -> FrameM
     FrameMeaning {
         id: frame.id,
         kind: match &frame.kind {
-            FrameKind::Event(name) => Kind::Event(name.clone()),
+            FrameKind::Event(name) => Kind::Event(name.to_string()),
             FrameKind::Response { to, position } => Kind::Response {
                 to: *to,
                 position: *position,

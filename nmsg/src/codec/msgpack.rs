@@ -4,7 +4,7 @@ use rmp::Marker;
 
 use super::{ArgVisitor, Codec, MAX_DEPTH};
 use crate::error::{EncodeError, ProtocolError};
-use crate::frame::{DataRanges, Frame, FrameFields, Message, OutFrame, OutKind, RawPositions};
+use crate::frame::{CompactString, DataRanges, Frame, FrameFields, Message, OutFrame, OutKind, RawPositions};
 
 /// The MsgPack codec, the protocol's default.
 ///
@@ -422,14 +422,14 @@ impl<'a> Reader<'a> {
         &mut self,
         key: &'static str,
         depth: usize,
-    ) -> Result<Result<String, ProtocolError>, ProtocolError> {
+    ) -> Result<Result<CompactString, ProtocolError>, ProtocolError> {
         let (kind, hlen) = self.header()?;
         match kind {
             Kind::Str(len) => {
                 self.pos += hlen;
                 Ok(self
                     .str(len)?
-                    .map(str::to_owned)
+                    .map(CompactString::from)
                     .ok_or(ProtocolError::WrongType {
                         key,
                         expected: "a UTF-8 string",

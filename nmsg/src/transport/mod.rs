@@ -221,10 +221,11 @@ where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     // One task reads and writes the unsplit stream. After it dispatches the
-    // messages that have arrived, it writes what their handlers queued in the
-    // same turn: an answer costs no wake-up of its own, and answers to a batch
-    // of requests go out in one write. Reading goes on while a write waits for
-    // room, so two peers that both send much never block each other.
+    // messages that have arrived (at most DISPATCH_BURST at a time), it writes
+    // what their handlers queued in the same turn: an answer costs no wake-up
+    // of its own, and the answers to a batch of requests go out together.
+    // Reading goes on while a write waits for room, so two peers that both
+    // send much never block each other.
     let mut frames = FramedRead::new(
         Box::pin(stream),
         MessageCodec::new(router.max_message_size()),
@@ -250,6 +251,8 @@ where
             }
             // Read and dispatch what has arrived; nothing more after a stop request.
             if !stopping {
+                // Messages dispatched since the last write (see DISPATCH_BURST).
+                let mut burst = 0;
                 loop {
                     if frames.read_buffer().capacity() == 0 {
                         frames.read_buffer_mut().reserve(READ_BUFFER);
@@ -263,7 +266,8 @@ where
                         Poll::Ready(Some(Ok(payload))) => {
                             router.dispatch(payload);
                             progress = true;
-                            if !holds_message(frames.read_buffer()) {
+                            burst += 1;
+                            if burst == DISPATCH_BURST || !holds_message(frames.read_buffer()) {
                                 break;
                             }
                         }
@@ -341,6 +345,16 @@ where
     router.connection_lost(&reason.to_string());
     reason
 }
+
+/// Messages a connection dispatches before it writes what their handlers
+/// queued, even when more have arrived. A peer that sends many requests at
+/// once gets the first answers while the rest are still being handled, so on
+/// a machine with more than one CPU both ends work at the same time instead of
+/// taking turns: with 64 calls in flight on one connection, two CPUs, this
+/// took the rate from about 510,000 to 880,000 calls per second. The cost is
+/// more write system calls: on a single CPU, where nothing runs in parallel,
+/// the same load is about a quarter slower than with no limit.
+const DISPATCH_BURST: usize = 8;
 
 /// The read buffer a connection takes when bytes arrive (and gives back when idle).
 const READ_BUFFER: usize = 8 * 1024;
