@@ -24,7 +24,10 @@
 //!   otherwise the clients run in a child process (this binary with
 //!   `--idle-clients`) and its growth is added. `BENCH_VERBOSE=1` prints the sides apart.
 //!
-//! Each throughput figure is the median of several timed windows after a warm-up.
+//! Each throughput figure is the median of the timed windows of several rounds;
+//! a round runs every implementation in turn, each on a fresh server and
+//! connection, with a warm-up (so where the scheduler happens to place one
+//! connection's tasks does not decide an implementation's figure).
 //! `--json` prints one line per measurement on stdout (the table goes to stderr).
 //! BENCHMARKS.md has the results, the method and what limits each figure.
 
@@ -116,7 +119,10 @@ struct Config {
     impls: Vec<Impl>,
     warmup: Duration,
     window: Duration,
+    /// Windows per round.
     windows: usize,
+    /// Rounds of each throughput scenario.
+    rounds: usize,
     idle_conns: usize,
     idle_rounds: usize,
     /// Whether the idle clients can live in this process (the open-file limit
@@ -165,13 +171,20 @@ impl Config {
                 other => return Err(format!("unknown option {other:?} (try --help)")),
             }
         }
-        let (warmup, window, windows, idle_rounds) = if quick {
-            (Duration::from_millis(400), Duration::from_millis(300), 5, 1)
+        let (warmup, window, windows, rounds, idle_rounds) = if quick {
+            (
+                Duration::from_millis(300),
+                Duration::from_millis(300),
+                3,
+                2,
+                1,
+            )
         } else {
             (
-                Duration::from_millis(1500),
                 Duration::from_millis(1000),
-                9,
+                Duration::from_millis(1000),
+                3,
+                3,
                 3,
             )
         };
@@ -183,6 +196,7 @@ impl Config {
             warmup,
             window,
             windows,
+            rounds,
             idle_conns: 10_000,
             idle_rounds,
             idle_same_process: true,
@@ -1288,48 +1302,70 @@ fn main() {
         let mut order = cfg.scenarios.clone();
         order.sort_by_key(|s| (*s != Scenario::Idle10k) as u8);
         for &scenario in &order {
-            for &imp in &cfg.impls {
-                if scenario == Scenario::Idle10k && imp == Impl::Typed {
-                    // The typed layer adds nothing per connection: same client, same server.
-                    continue;
-                }
-                let t = Instant::now();
-                match run(&cfg, scenario, imp).await {
-                    Ok(mut rates) => {
-                        let (min, max) = rates
-                            .iter()
-                            .fold((f64::MAX, f64::MIN), |(a, b), &r| (a.min(r), b.max(r)));
-                        let m = median(&mut rates);
-                        let unit = if scenario == Scenario::Idle10k {
-                            "bytes_per_conn"
-                        } else {
-                            "ops_per_sec"
-                        };
-                        if cfg.json {
-                            println!(
-                                "{{\"scenario\": \"{}\", \"impl\": \"{}\", \"{unit}\": {:.1}}}",
-                                scenario.name(),
-                                imp.name(),
-                                m
-                            );
+            let impls: Vec<Impl> = cfg
+                .impls
+                .iter()
+                .copied()
+                // The typed layer adds nothing per connection: same client, same server.
+                .filter(|&imp| !(scenario == Scenario::Idle10k && imp == Impl::Typed))
+                .collect();
+            // idle10k has rounds of its own (run_idle).
+            let rounds = if scenario == Scenario::Idle10k {
+                1
+            } else {
+                cfg.rounds
+            };
+            let mut samples: Vec<(Impl, Option<Vec<f64>>, f64)> = impls
+                .iter()
+                .map(|&imp| (imp, Some(Vec::new()), 0.0))
+                .collect();
+            for _ in 0..rounds {
+                for (imp, rates, secs) in &mut samples {
+                    let Some(all) = rates else { continue };
+                    let t = Instant::now();
+                    match run(&cfg, scenario, *imp).await {
+                        Ok(r) => all.extend(r),
+                        Err(e) => {
+                            eprintln!("{:<10} {:<10} FAILED: {e}", scenario.name(), imp.name());
+                            *rates = None;
                         }
-                        eprintln!(
-                            "{:<10} {:<10} {:>12} {unit}  ({:.1} s)",
-                            scenario.name(),
-                            imp.name(),
-                            fmt_rate(m),
-                            t.elapsed().as_secs_f64()
-                        );
-                        figures.push(Figure {
-                            scenario,
-                            imp,
-                            median: m,
-                            min,
-                            max,
-                        });
                     }
-                    Err(e) => eprintln!("{:<10} {:<10} FAILED: {e}", scenario.name(), imp.name()),
+                    *secs += t.elapsed().as_secs_f64();
                 }
+            }
+            for (imp, rates, secs) in samples {
+                let Some(mut rates) = rates else { continue };
+                let (min, max) = rates
+                    .iter()
+                    .fold((f64::MAX, f64::MIN), |(a, b), &r| (a.min(r), b.max(r)));
+                let m = median(&mut rates);
+                let unit = if scenario == Scenario::Idle10k {
+                    "bytes_per_conn"
+                } else {
+                    "ops_per_sec"
+                };
+                if cfg.json {
+                    println!(
+                        "{{\"scenario\": \"{}\", \"impl\": \"{}\", \"{unit}\": {:.1}}}",
+                        scenario.name(),
+                        imp.name(),
+                        m
+                    );
+                }
+                eprintln!(
+                    "{:<10} {:<10} {:>12} {unit}  ({:.1} s)",
+                    scenario.name(),
+                    imp.name(),
+                    fmt_rate(m),
+                    secs
+                );
+                figures.push(Figure {
+                    scenario,
+                    imp,
+                    median: m,
+                    min,
+                    max,
+                });
             }
         }
         figures

@@ -465,6 +465,57 @@ async fn off_removes_a_handler_and_the_next_event_is_reported_unhandled() {
 }
 
 #[tokio::test]
+async fn a_handler_may_replace_the_routes_while_it_runs() {
+    // "first" answers once, then replaces itself with "second" and sets a
+    // wildcard and an Api, all from inside the handler: the next frames route
+    // by the new table, and nothing waits on the snapshot being routed.
+    let (client, server, _link) = pair();
+    serve_echo(&server);
+    let mut errors = errors_of(&server);
+    let seen = shared(Vec::<String>::new());
+    let s = seen.clone();
+    server.on("first", move |args: Args| {
+        let peer = args.peer();
+        s.lock().unwrap().push("first".into());
+        assert!(peer.off("first"));
+        let s2 = s.clone();
+        peer.on("second", move |_args: Args| {
+            s2.lock().unwrap().push("second".into());
+        });
+        let s3 = s.clone();
+        peer.on("*", move |args: Args| {
+            let name: String = args.get(0).unwrap();
+            s3.lock().unwrap().push(format!("* {name}"));
+        });
+        let api = Api::new();
+        let s4 = s.clone();
+        api.on("third", move |_args: Args| {
+            s4.lock().unwrap().push("api third".into());
+        });
+        peer.set_api(Some(api));
+    });
+    client.emit("first", ()).unwrap();
+    client.emit("second", ()).unwrap();
+    client.emit("third", ()).unwrap();
+    client.emit("first", ()).unwrap();
+    barrier(&client).await;
+    no_errors(&mut errors);
+    // An Api method takes precedence and the wildcard does not see it; the
+    // second "first" has no handler of its own now, only the wildcard.
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            "first",
+            "second",
+            "* second",
+            "api third",
+            "* first",
+            "* echo"
+        ]
+    );
+}
+
+#[tokio::test]
 async fn a_second_on_replaces_the_first_handler() {
     let (client, server, _link) = pair();
     server.on("who", |args: Args| -> Result<(), Error> {

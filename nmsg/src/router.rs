@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::FutureExt;
 use tokio::sync::Notify;
@@ -78,13 +79,16 @@ type Wiretap = Arc<dyn Fn(&Args) -> Flow + Send + Sync>;
 /// ```
 #[derive(Clone, Default)]
 pub struct Api {
-    table: Arc<RwLock<HashMap<String, Arc<dyn ErasedHandler>>>>,
+    /// Replaced whole when a method is set or removed (copy on write), so the
+    /// routers that share it look methods up without a lock or a shared write.
+    table: Arc<ArcSwap<HandlerMap>>,
 }
+
+type HandlerMap = HashMap<String, Arc<dyn ErasedHandler>>;
 
 impl fmt::Debug for Api {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let table = self.table.read().unwrap_or_else(|e| e.into_inner());
-        f.debug_set().entries(table.keys()).finish()
+        f.debug_set().entries(self.table.load().keys()).finish()
     }
 }
 
@@ -101,15 +105,25 @@ impl Api {
         R: HandlerReturn<M>,
         M: 'static,
     {
-        let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
-        table.insert(event.into(), Arc::new(FnHandler::new(handler)));
+        let event = event.into();
+        let handler: Arc<dyn ErasedHandler> = Arc::new(FnHandler::new(handler));
+        self.table.rcu(|table| {
+            let mut table = HandlerMap::clone(table);
+            table.insert(event.clone(), handler.clone());
+            table
+        });
         self
     }
 
     /// Removes the method for `event`; true if there was one.
     pub fn off(&self, event: &str) -> bool {
-        let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
-        table.remove(event).is_some()
+        let mut removed = false;
+        self.table.rcu(|table| {
+            let mut table = HandlerMap::clone(table);
+            removed = table.remove(event).is_some();
+            table
+        });
+        removed
     }
 
     /// True if the table has a method for `event`.
@@ -118,8 +132,7 @@ impl Api {
     }
 
     fn get(&self, event: &str) -> Option<Arc<dyn ErasedHandler>> {
-        let table = self.table.read().unwrap_or_else(|e| e.into_inner());
-        table.get(event).cloned()
+        self.table.load().get(event).cloned()
     }
 }
 
@@ -218,9 +231,7 @@ impl RouterBuilder {
         Router {
             inner: Arc::new(Inner {
                 opts: self,
-                handlers: RwLock::new(Handlers::default()),
-                api: RwLock::new(None),
-                wiretap: RwLock::new(None),
+                routes: ArcSwap::from_pointee(Routes::default()),
                 error_hook: RwLock::new(None),
                 next_id: AtomicU32::new(0),
                 epoch: AtomicU64::new(0),
@@ -233,10 +244,16 @@ impl RouterBuilder {
     }
 }
 
-#[derive(Default)]
-struct Handlers {
-    by_event: HashMap<String, Arc<dyn ErasedHandler>>,
+/// What routes an incoming event. Replaced whole (copy on write) when a
+/// handler, the [`Api`] or the wiretap changes, which is rare: routing an event
+/// takes no lock and clones no handler, and a handler may change the routes
+/// while it runs.
+#[derive(Clone, Default)]
+struct Routes {
+    by_event: HandlerMap,
     wildcard: Option<Arc<dyn ErasedHandler>>,
+    api: Option<Api>,
+    wiretap: Option<Wiretap>,
 }
 
 /// A frame this side sent with callbacks, waiting for the peer to invoke them.
@@ -278,9 +295,7 @@ struct State {
 
 struct Inner {
     opts: RouterBuilder,
-    handlers: RwLock<Handlers>,
-    api: RwLock<Option<Api>>,
-    wiretap: RwLock<Option<Wiretap>>,
+    routes: ArcSwap<Routes>,
     error_hook: RwLock<Option<ErrorHook>>,
     next_id: AtomicU32,
     /// Bumped whenever a connection is lost; callbacks from an older epoch are dead.
@@ -403,37 +418,43 @@ impl Router {
     {
         let event = event.into();
         let handler: Arc<dyn ErasedHandler> = Arc::new(FnHandler::new(handler));
-        let mut h = self
-            .inner
-            .handlers
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
-        if event == WILDCARD {
-            h.wildcard = Some(handler);
-        } else {
-            h.by_event.insert(event, handler);
-        }
+        self.change_routes(|r| {
+            if event == WILDCARD {
+                r.wildcard = Some(handler.clone());
+            } else {
+                r.by_event.insert(event.clone(), handler.clone());
+            }
+        });
         self
     }
 
     /// Removes the handler for `event` (or the wildcard, for `"*"`); true if there was one.
     pub fn off(&self, event: &str) -> bool {
-        let mut h = self
-            .inner
-            .handlers
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
-        if event == WILDCARD {
-            h.wildcard.take().is_some()
-        } else {
-            h.by_event.remove(event).is_some()
-        }
+        let mut removed = false;
+        self.change_routes(|r| {
+            removed = if event == WILDCARD {
+                r.wildcard.take().is_some()
+            } else {
+                r.by_event.remove(event).is_some()
+            };
+        });
+        removed
+    }
+
+    /// Applies `change` to a copy of the routes and puts the copy in place
+    /// (`change` runs again if another thread changed them meanwhile).
+    fn change_routes(&self, mut change: impl FnMut(&mut Routes)) {
+        self.inner.routes.rcu(|routes| {
+            let mut routes = Routes::clone(routes);
+            change(&mut routes);
+            routes
+        });
     }
 
     /// Serves this router with a shared [`Api`]: its methods take precedence
     /// over `on` handlers. `None` removes it.
     pub fn set_api(&self, api: Option<Api>) {
-        *self.inner.api.write().unwrap_or_else(|e| e.into_inner()) = api;
+        self.change_routes(|r| r.api = api.clone());
     }
 
     /// Sets a wiretap that sees every incoming event first; returning
@@ -442,11 +463,8 @@ impl Router {
     where
         F: Fn(&Args) -> Flow + Send + Sync + 'static,
     {
-        *self
-            .inner
-            .wiretap
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(tap));
+        let tap: Wiretap = Arc::new(tap);
+        self.change_routes(|r| r.wiretap = Some(tap.clone()));
     }
 
     /// Sets the error hook, which receives protocol errors, handler errors and
@@ -869,19 +887,16 @@ impl Router {
     }
 
     fn route_event(&self, args: Args) {
-        let inner = &*self.inner;
-        let tap = inner
-            .wiretap
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        // The name is borrowed from the frame (kept alive here), not copied per event.
-        let received = args.received.clone();
-        let event = match &received.frame.kind {
-            FrameKind::Event(name) => name.as_str(),
-            FrameKind::Response { .. } => "",
+        // Held while the handlers run: a handler that changes the routes
+        // replaces them without waiting for this snapshot to go.
+        let routes = self.inner.routes.load();
+        // The name is copied (inline up to 24 bytes), not shared: `args` goes
+        // to the handler, and the name is needed after it for error reports.
+        let event = match &args.received.frame.kind {
+            FrameKind::Event(name) => name.clone(),
+            FrameKind::Response { .. } => Default::default(),
         };
-        if let Some(tap) = tap {
+        if let Some(tap) = &routes.wiretap {
             // A panicking wiretap is reported like a panicking handler, and the
             // event goes no further; unwinding would end the connection's task
             // without telling the router.
@@ -890,36 +905,27 @@ impl Router {
                 Ok(Flow::Stop) => return,
                 Err(panic) => {
                     return self.report(Error::HandlerPanicked {
-                        event: event.to_owned(),
+                        event: event.into(),
                         message: format!("wiretap: {}", panic_message(&*panic)),
                     })
                 }
             }
         }
-        // Looked up under the router's lock, without cloning the `Api`: its
-        // table is shared by every socket of a server, and a clone per event
-        // was a write to that shared counter from every connection's thread.
-        let method = inner
-            .api
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .and_then(|api| api.get(event));
-        if let Some(method) = method {
-            return self.run(event, &*method, args);
+        if let Some(api) = &routes.api {
+            if let Some(method) = api.table.load().get(event.as_str()) {
+                return self.run(&event, &**method, args);
+            }
         }
-        let (handler, wildcard) = {
-            let h = inner.handlers.read().unwrap_or_else(|e| e.into_inner());
-            (h.by_event.get(event).cloned(), h.wildcard.clone())
-        };
-        if handler.is_none() && wildcard.is_none() {
-            return self.report(Error::Unhandled(event.to_owned()));
-        }
-        if let Some(handler) = handler {
-            self.run(event, &*handler, args.clone());
-        }
-        if let Some(wildcard) = wildcard {
-            self.run(event, &*wildcard, args.with_event_name());
+        let handler = routes.by_event.get(event.as_str());
+        match (handler, &routes.wildcard) {
+            (None, None) => self.report(Error::Unhandled(event.into())),
+            (Some(handler), None) => self.run(&event, &**handler, args),
+            (handler, Some(wildcard)) => {
+                if let Some(handler) = handler {
+                    self.run(&event, &**handler, args.clone());
+                }
+                self.run(&event, &**wildcard, args.with_event_name());
+            }
         }
     }
 

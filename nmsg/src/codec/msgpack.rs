@@ -4,7 +4,9 @@ use rmp::Marker;
 
 use super::{ArgVisitor, Codec, MAX_DEPTH};
 use crate::error::{EncodeError, ProtocolError};
-use crate::frame::{CompactString, DataRanges, Frame, FrameFields, Message, OutFrame, OutKind, RawPositions};
+use crate::frame::{
+    CompactString, DataRanges, Frame, FrameFields, Message, OutFrame, OutKind, RawPositions,
+};
 
 /// The MsgPack codec, the protocol's default.
 ///
