@@ -350,10 +350,10 @@ where
 /// queued, even when more have arrived. A peer that sends many requests at
 /// once gets the first answers while the rest are still being handled, so on
 /// a machine with more than one CPU both ends work at the same time instead of
-/// taking turns: with 64 calls in flight on one connection, two CPUs, this
-/// took the rate from about 510,000 to 880,000 calls per second. The cost is
-/// more write system calls: on a single CPU, where nothing runs in parallel,
-/// the same load is about a quarter slower than with no limit.
+/// taking turns. Measured with 64 calls in flight on one connection, client and
+/// server in one process: on two CPUs about 1.7 times the calls per second of
+/// no limit; on a single CPU, where nothing runs in parallel and the extra
+/// writes are pure cost, about 0.77 times. 16 gave 1.5 and 0.9.
 const DISPATCH_BURST: usize = 8;
 
 /// The read buffer a connection takes when bytes arrive (and gives back when idle).
