@@ -1,15 +1,21 @@
 //! The client: connects in the background with exponential backoff, reconnects
 //! after any disconnect, and queues what is emitted while disconnected.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::sync::{broadcast, watch, Notify};
+use tokio::sync::{broadcast, Notify};
 
 use crate::backoff::Backoff;
 use crate::codec::Codec;
 use crate::router::{Buffering, Router, RouterBuilder};
-use crate::transport::{run_stream, Address, Connector, Tcp, Unix};
+use crate::transport::{
+    Address, BoxStream, CloseReason, Connector, Driver, Signal, Tcp, Unix, STOP,
+};
 
 /// How many lifecycle events a slow [`Client::events`] receiver may fall behind.
 const EVENT_CAPACITY: usize = 256;
@@ -118,24 +124,8 @@ impl ClientBuilder {
     /// Its router is usable now; what is emitted before the connection is up
     /// is queued. Needs a tokio runtime.
     pub fn start(self) -> Client {
-        let router = self.router.build();
-        let (status_tx, status) = watch::channel(Status::Connecting);
-        let inner = Arc::new(ClientInner {
-            router: router.clone(),
-            stop: Notify::new(),
-            status,
-            events: Mutex::new(None),
-            task: Mutex::new(None),
-        });
-        let task = tokio::spawn(run(
-            self.connector,
-            router,
-            self.backoff,
-            self.stop_timeout,
-            inner.clone(),
-            status_tx,
-        ));
-        *inner.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+        let inner = Arc::new(ClientInner::new(self));
+        tokio::spawn(run(StoppedOnDrop(inner.clone())));
         Client { inner }
     }
 }
@@ -147,15 +137,69 @@ enum Status {
     Stopped,
 }
 
+/// What a client's handles and its task share. The connection itself lives
+/// on the task.
 struct ClientInner {
     router: Router,
-    stop: Notify,
-    status: watch::Receiver<Status>,
+    connector: Arc<dyn Connector>,
+    backoff: Backoff,
+    stop_timeout: Duration,
+    /// Raised by [`Client::stop`].
+    stop: Signal,
+    /// A [`Status`].
+    status: AtomicU8,
+    /// Wakes the callers of [`Client::connected`] and [`Client::stop`] when
+    /// `status` changes.
+    status_changed: Notify,
     /// Created by the first [`Client::events`] call: a broadcast channel
     /// allocates all its slots up front, about 18 KB per client, which an
     /// application with thousands of clients that never listen should not pay.
     events: Mutex<Option<broadcast::Sender<ClientEvent>>>,
-    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl ClientInner {
+    fn new(builder: ClientBuilder) -> Self {
+        ClientInner {
+            router: builder.router.build(),
+            connector: builder.connector,
+            backoff: builder.backoff,
+            stop_timeout: builder.stop_timeout,
+            stop: Signal::default(),
+            status: AtomicU8::new(Status::Connecting as u8),
+            status_changed: Notify::new(),
+            events: Mutex::new(None),
+        }
+    }
+
+    fn status(&self) -> Status {
+        match self.status.load(Ordering::Acquire) {
+            0 => Status::Connecting,
+            1 => Status::Connected,
+            _ => Status::Stopped,
+        }
+    }
+
+    fn set_status(&self, status: Status) {
+        self.status.store(status as u8, Ordering::Release);
+        self.status_changed.notify_waiters();
+    }
+
+    /// Waits until `done` holds for the status.
+    async fn wait_for(&self, done: impl Fn(Status) -> bool) {
+        loop {
+            let changed = self.status_changed.notified();
+            if done(self.status()) {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    fn emit(&self, event: ClientEvent) {
+        if let Some(events) = &*self.events.lock().unwrap_or_else(|e| e.into_inner()) {
+            let _ = events.send(event);
+        }
+    }
 }
 
 /// A client: one router that lives across reconnections.
@@ -179,7 +223,7 @@ pub struct Client {
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("status", &*self.inner.status.borrow())
+            .field("status", &self.inner.status())
             .field("router", &self.inner.router)
             .finish()
     }
@@ -222,111 +266,183 @@ impl Client {
 
     /// True while a connection is up.
     pub fn is_connected(&self) -> bool {
-        *self.inner.status.borrow() == Status::Connected
+        self.inner.status() == Status::Connected
     }
 
     /// Waits until a connection is up. Returns at once if one is; returns when
     /// the client stops otherwise.
     pub async fn connected(&self) {
-        let mut status = self.inner.status.clone();
-        let _ = status.wait_for(|s| *s != Status::Connecting).await;
+        self.inner.wait_for(|s| s != Status::Connecting).await;
     }
 
     /// Stops: writes what is queued if connected (within the stop timeout),
     /// closes the connection cleanly, and closes the router, so later emits
     /// fail with [`Error::Closed`](crate::Error::Closed). Idempotent.
     pub async fn stop(&self) {
-        self.inner.stop.notify_one();
-        let task = self
-            .inner
-            .task
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(task) = task {
-            let _ = task.await;
-        } else {
-            let mut status = self.inner.status.clone();
-            let _ = status.wait_for(|s| *s == Status::Stopped).await;
+        self.inner.stop.raise(STOP);
+        // The task says it has stopped as the last thing it does.
+        self.inner.wait_for(|s| s == Status::Stopped).await;
+    }
+}
+
+/// The client's task holds it, and drops it last: the status says stopped
+/// once the task has done everything else, however it ends (a stop, a panic,
+/// the runtime shutting down). [`Client::stop`] waits for that.
+struct StoppedOnDrop(Arc<ClientInner>);
+
+impl Drop for StoppedOnDrop {
+    fn drop(&mut self) {
+        self.0.set_status(Status::Stopped);
+    }
+}
+
+/// The client's task: connects, runs the connection, reconnects, until stopped.
+async fn run(task: StoppedOnDrop) {
+    let inner = &*task.0;
+    let mut failures: u32 = 0;
+    loop {
+        // The task's future is as large as its largest state: the connection
+        // is awaited in place (through `&mut`), and nothing else that is large
+        // is held across that await.
+        let mut connection = match connect_unless_stopped(inner).await {
+            None => break,
+            Some(Ok((stream, address))) => {
+                tracing::debug!(%address, "nmsg client connected");
+                inner.set_status(Status::Connected);
+                inner.emit(ClientEvent::Connected { address });
+                // The connection runs on this task: a client holds one task, not two.
+                Ok(Connected::new(inner, stream))
+            }
+            Some(Err(error)) => {
+                tracing::debug!(%error, delay = ?inner.backoff.delay(failures), address = %inner.connector.address(), "nmsg client cannot connect");
+                Err(error.to_string())
+            }
+        };
+        let error = match &mut connection {
+            Err(error) => std::mem::take(error),
+            Ok(connected) => {
+                let Some(reason) = (&mut *connected).await else {
+                    break;
+                };
+                let reason = reason.to_string();
+                inner.set_status(Status::Connecting);
+                inner.emit(ClientEvent::Disconnected {
+                    reason: reason.clone(),
+                });
+                // A connection that lived a while resets the schedule and is retried
+                // at once; one the server dropped right away counts as a failed
+                // attempt, so a server that accepts and closes is not hammered.
+                if connected.since.elapsed() >= inner.backoff.initial {
+                    failures = 0;
+                    continue;
+                }
+                reason
+            }
+        };
+        // Not held across the wait: the task's future would need room for both.
+        drop(connection);
+        let delay = inner.backoff.delay(failures);
+        failures = failures.saturating_add(1);
+        inner.emit(ClientEvent::Reconnecting {
+            attempt: failures,
+            delay,
+            error,
+        });
+        if sleep_unless_stopped(inner, delay).await {
+            break;
+        }
+    }
+    let unsent = inner.router.queued_frames();
+    inner.router.close();
+    inner.emit(ClientEvent::Stopped { unsent });
+    // The guard's drop sets the status to stopped, with everything else done.
+}
+
+/// One connection of a client, until it ends (with the reason) or the client
+/// is stopped (`None`): then it writes what is queued, within the stop
+/// timeout, and closes.
+struct Connected<'a> {
+    inner: &'a ClientInner,
+    /// When it connected.
+    since: tokio::time::Instant,
+    driver: Driver<BoxStream>,
+    /// Set at the stop request; boxed, as it is rarely needed.
+    bound: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<'a> Connected<'a> {
+    fn new(inner: &'a ClientInner, stream: BoxStream) -> Self {
+        Connected {
+            inner,
+            since: tokio::time::Instant::now(),
+            driver: Driver::new(stream, inner.router.clone()),
+            bound: None,
         }
     }
 }
 
-async fn run(
-    connector: Arc<dyn Connector>,
-    router: Router,
-    backoff: Backoff,
-    stop_timeout: Duration,
-    inner: Arc<ClientInner>,
-    status: watch::Sender<Status>,
-) {
-    let emit = |e: ClientEvent| {
-        if let Some(events) = &*inner.events.lock().unwrap_or_else(|e| e.into_inner()) {
-            let _ = events.send(e);
+impl Future for Connected<'_> {
+    type Output = Option<CloseReason>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<CloseReason>> {
+        let this = self.get_mut();
+        let inner = this.inner;
+        if this.bound.is_none() && inner.stop.poll_raised(STOP, cx) {
+            this.driver.stop();
+            this.bound = Some(Box::pin(tokio::time::sleep(inner.stop_timeout)));
         }
-    };
-    let mut failures: u32 = 0;
-    loop {
-        let attempt = tokio::select! {
-            r = connector.connect() => r,
-            _ = inner.stop.notified() => break,
-        };
-        match attempt {
-            Ok((stream, address)) => {
-                tracing::debug!(%address, "nmsg client connected");
-                let since = tokio::time::Instant::now();
-                let _ = status.send(Status::Connected);
-                emit(ClientEvent::Connected { address });
-                // The connection runs on this task: a client holds one task, not two.
-                let closing = Notify::new();
-                let mut connection = std::pin::pin!(run_stream(stream, &router, &closing));
-                tokio::select! {
-                    reason = &mut connection => {
-                        let _ = status.send(Status::Connecting);
-                        emit(ClientEvent::Disconnected { reason: reason.to_string() });
-                        // A connection that lived a while resets the schedule and is retried
-                        // at once; one the server dropped right away counts as a failed
-                        // attempt, so a server that accepts and closes is not hammered.
-                        if since.elapsed() >= backoff.initial {
-                            failures = 0;
-                            continue;
-                        }
-                        let delay = backoff.delay(failures);
-                        failures = failures.saturating_add(1);
-                        emit(ClientEvent::Reconnecting { attempt: failures, delay, error: reason.to_string() });
-                        tokio::select! {
-                            _ = tokio::time::sleep(delay) => {}
-                            _ = inner.stop.notified() => break,
-                        }
-                    }
-                    _ = inner.stop.notified() => {
-                        // Write what is queued, within the bound, then close.
-                        closing.notify_one();
-                        if tokio::time::timeout(stop_timeout, &mut connection).await.is_err() {
-                            router.connection_lost(&format!("could not write what was queued within {stop_timeout:?}"));
-                        }
-                        break;
-                    }
-                }
+        if let Poll::Ready(reason) = this.driver.poll_run(cx) {
+            return Poll::Ready(this.bound.is_none().then_some(reason));
+        }
+        match this.bound.as_mut().map(|b| b.as_mut().poll(cx)) {
+            Some(Poll::Ready(())) => {
+                inner.router.connection_lost(&format!(
+                    "could not write what was queued within {:?}",
+                    inner.stop_timeout
+                ));
+                Poll::Ready(None)
             }
-            Err(error) => {
-                let delay = backoff.delay(failures);
-                failures = failures.saturating_add(1);
-                tracing::debug!(%error, ?delay, address = %connector.address(), "nmsg client cannot connect");
-                emit(ClientEvent::Reconnecting {
-                    attempt: failures,
-                    delay,
-                    error: error.to_string(),
-                });
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = inner.stop.notified() => break,
-                }
-            }
+            _ => Poll::Pending,
         }
     }
-    let unsent = router.queued_frames();
-    router.close();
-    let _ = status.send(Status::Stopped);
-    emit(ClientEvent::Stopped { unsent });
+}
+
+/// Opens a connection; `None` if the client was stopped first.
+async fn connect_unless_stopped(
+    inner: &ClientInner,
+) -> Option<std::io::Result<(BoxStream, Address)>> {
+    let mut connect = inner.connector.connect();
+    std::future::poll_fn(|cx| match inner.stop.poll_raised(STOP, cx) {
+        true => Poll::Ready(None),
+        false => connect.as_mut().poll(cx).map(Some),
+    })
+    .await
+}
+
+/// Waits for `delay`; true if the client was stopped first.
+async fn sleep_unless_stopped(inner: &ClientInner, delay: Duration) -> bool {
+    // Boxed: the task's future is as large as its largest state, and this one
+    // would be larger than a connection's.
+    let mut sleep = Box::pin(tokio::time::sleep(delay));
+    std::future::poll_fn(|cx| match inner.stop.poll_raised(STOP, cx) {
+        true => Poll::Ready(true),
+        false => sleep.as_mut().poll(cx).map(|()| false),
+    })
+    .await
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    /// tokio keeps a task's whole future in the task's allocation, with 96
+    /// bytes of its own, rounded up to a multiple of 128 on x86-64: a client's
+    /// task future of at most 280 bytes takes 384, one byte more takes 512.
+    /// Every client holds one (`idle10k` in BENCHMARKS.md).
+    #[test]
+    fn the_task_of_a_client_stays_small() {
+        let inner = Arc::new(ClientInner::new(Client::tcp("127.0.0.1:1")));
+        let size = std::mem::size_of_val(&run(StoppedOnDrop(inner)));
+        assert!(size <= 280, "a client's task future takes {size} bytes");
+    }
 }

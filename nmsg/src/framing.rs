@@ -1,11 +1,11 @@
 //! Length-prefixed framing: a 4-byte big-endian length, then the payload.
 //!
-//! Decoding uses tokio-util's length-delimited codec, which checks the length
-//! prefix against the maximum before it allocates anything and treats an
-//! incomplete message as "wait for more bytes", not as an error.
+//! Decoding checks the length prefix against the maximum before it allocates
+//! anything, and treats an incomplete message as "wait for more bytes", not as
+//! an error.
 
-use bytes::{BufMut, Bytes, BytesMut};
-use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
 
 use crate::error::{EncodeError, FramingError};
 
@@ -34,34 +34,28 @@ pub const PREFIX_LEN: usize = 4;
 /// ```
 #[derive(Debug)]
 pub struct MessageCodec {
-    inner: LengthDelimitedCodec,
-    max: usize,
-    /// True once the inner codec has taken a length prefix whose payload has
-    /// not fully arrived: the prefix is gone from the buffer then, so an empty
-    /// buffer at end of stream does not mean a clean end.
-    mid_message: bool,
+    /// At most [`MAX_MESSAGE_SIZE_LIMIT`], so it fits.
+    max: u32,
+    /// The length of the message whose prefix was taken from the buffer and
+    /// whose payload has not all arrived yet. The prefix is gone from the
+    /// buffer then, so an empty buffer at end of stream is not a clean end.
+    /// (Small on purpose: every connection holds a codec.)
+    awaiting: Option<u32>,
 }
 
 impl MessageCodec {
     /// A codec that refuses messages larger than `max` bytes (clamped to
     /// [`MAX_MESSAGE_SIZE_LIMIT`]).
     pub fn new(max: usize) -> Self {
-        let max = max.min(MAX_MESSAGE_SIZE_LIMIT);
-        let inner = LengthDelimitedCodec::builder()
-            .length_field_length(PREFIX_LEN)
-            .big_endian()
-            .max_frame_length(max)
-            .new_codec();
         MessageCodec {
-            inner,
-            max,
-            mid_message: false,
+            max: max.min(MAX_MESSAGE_SIZE_LIMIT) as u32,
+            awaiting: None,
         }
     }
 
     /// The maximum message size this codec accepts.
     pub fn max_message_size(&self) -> usize {
-        self.max
+        self.max as usize
     }
 }
 
@@ -76,35 +70,39 @@ impl Decoder for MessageCodec {
     type Error = FramingError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FramingError> {
-        let before = src.len();
-        match self.inner.decode(src) {
-            Ok(Some(msg)) => {
-                self.mid_message = false;
-                if msg.is_empty() {
+        let len = match self.awaiting {
+            Some(len) => len,
+            None => {
+                let Some(prefix) = src.get(..PREFIX_LEN) else {
+                    return Ok(None);
+                };
+                let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
+                if len > self.max {
+                    return Err(FramingError::TooLarge {
+                        max: self.max_message_size(),
+                    });
+                }
+                src.advance(PREFIX_LEN);
+                if len == 0 {
                     return Err(FramingError::Empty);
                 }
-                Ok(Some(msg.freeze()))
+                // Room for the whole payload; the check above bounds it.
+                src.reserve((len as usize).saturating_sub(src.len()));
+                len
             }
-            Ok(None) => {
-                // The inner codec consumed a length prefix and now waits for its payload.
-                self.mid_message |= src.len() < before;
-                Ok(None)
-            }
-            Err(e)
-                if e.get_ref().is_some_and(|inner| {
-                    inner.is::<tokio_util::codec::LengthDelimitedCodecError>()
-                }) =>
-            {
-                Err(FramingError::TooLarge { max: self.max })
-            }
-            Err(e) => Err(FramingError::Io(e)),
+        };
+        if src.len() < len as usize {
+            self.awaiting = Some(len);
+            return Ok(None);
         }
+        self.awaiting = None;
+        Ok(Some(src.split_to(len as usize).freeze()))
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FramingError> {
         match self.decode(src)? {
             Some(msg) => Ok(Some(msg)),
-            None if src.is_empty() && !self.mid_message => Ok(None),
+            None if src.is_empty() && self.awaiting.is_none() => Ok(None),
             None => Err(FramingError::Truncated),
         }
     }
@@ -117,7 +115,8 @@ impl Encoder<Bytes> for MessageCodec {
         if item.is_empty() {
             return Err(FramingError::Empty);
         }
-        put_message(dst, &item, self.max).map_err(|_| FramingError::TooLarge { max: self.max })
+        let max = self.max_message_size();
+        put_message(dst, &item, max).map_err(|_| FramingError::TooLarge { max })
     }
 }
 

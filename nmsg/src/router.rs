@@ -5,11 +5,16 @@
 //! ([`Router::dispatch`]) and takes outgoing bytes from it
 //! ([`Router::next_outgoing`]), already length-prefixed and ready to write.
 
+use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
+use std::future::Future;
+use std::hash::BuildHasherDefault;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -84,7 +89,10 @@ pub struct Api {
     table: Arc<ArcSwap<HandlerMap>>,
 }
 
-type HandlerMap = HashMap<String, Arc<dyn ErasedHandler>>;
+/// Handlers by event name. Hashed with fixed keys: only this side adds names,
+/// so a peer cannot fill a bucket (and a `RandomState` would take 16 bytes in
+/// every table).
+type HandlerMap = HashMap<String, Arc<dyn ErasedHandler>, BuildHasherDefault<DefaultHasher>>;
 
 impl fmt::Debug for Api {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -137,8 +145,17 @@ impl Api {
 }
 
 /// Options of a [`Router`]; start with [`Router::builder`].
-#[derive(Debug, Clone)]
+///
+/// The routers built from one builder share one copy of its options (a
+/// server's sockets all do, and so do all routers left at the defaults); a
+/// setter called on a shared copy makes the builder a copy of its own.
+#[derive(Clone)]
 pub struct RouterBuilder {
+    opts: Arc<Options>,
+}
+
+#[derive(Clone)]
+struct Options {
     codec: Arc<dyn Codec>,
     buffering: Buffering,
     default_timeout: Duration,
@@ -149,51 +166,71 @@ pub struct RouterBuilder {
     max_queued_bytes: usize,
 }
 
+impl fmt::Debug for RouterBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let o = &*self.opts;
+        f.debug_struct("RouterBuilder")
+            .field("codec", &o.codec)
+            .field("buffering", &o.buffering)
+            .field("default_timeout", &o.default_timeout)
+            .field("latency_allowance", &o.latency_allowance)
+            .field("max_pending", &o.max_pending)
+            .field("max_message_size", &o.max_message_size)
+            .field("max_queued_frames", &o.max_queued_frames)
+            .field("max_queued_bytes", &o.max_queued_bytes)
+            .finish()
+    }
+}
+
 impl Default for RouterBuilder {
     fn default() -> Self {
-        RouterBuilder {
-            codec: Arc::new(MsgPack),
-            buffering: Buffering::Off,
-            default_timeout: Duration::from_secs_f64(DEFAULT_TIMEOUT_SECS),
-            latency_allowance: DEFAULT_LATENCY_ALLOWANCE,
-            max_pending: DEFAULT_MAX_PENDING,
-            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
-            max_queued_frames: DEFAULT_MAX_QUEUED_FRAMES,
-            max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
-        }
+        static DEFAULT: std::sync::OnceLock<Arc<Options>> = std::sync::OnceLock::new();
+        let opts = DEFAULT.get_or_init(|| {
+            Arc::new(Options {
+                codec: Arc::new(MsgPack),
+                buffering: Buffering::Off,
+                default_timeout: Duration::from_secs_f64(DEFAULT_TIMEOUT_SECS),
+                latency_allowance: DEFAULT_LATENCY_ALLOWANCE,
+                max_pending: DEFAULT_MAX_PENDING,
+                max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+                max_queued_frames: DEFAULT_MAX_QUEUED_FRAMES,
+                max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
+            })
+        });
+        RouterBuilder { opts: opts.clone() }
     }
 }
 
 impl RouterBuilder {
     /// The codec (default [`MsgPack`]). Both ends must use the same.
     pub fn codec(mut self, codec: impl Codec) -> Self {
-        self.codec = Arc::new(codec);
+        Arc::make_mut(&mut self.opts).codec = Arc::new(codec);
         self
     }
 
     /// The codec, shared.
     pub fn codec_arc(mut self, codec: Arc<dyn Codec>) -> Self {
-        self.codec = codec;
+        Arc::make_mut(&mut self.opts).codec = codec;
         self
     }
 
     /// Bulk buffering of outgoing frames (default [`Buffering::Off`]).
     pub fn buffering(mut self, buffering: Buffering) -> Self {
-        self.buffering = buffering;
+        Arc::make_mut(&mut self.opts).buffering = buffering;
         self
     }
 
     /// How long the callbacks of an outgoing frame stay alive when the call
     /// does not say (default 15 s, the protocol's default; sent as `t` when it differs).
     pub fn default_timeout(mut self, timeout: Duration) -> Self {
-        self.default_timeout = timeout;
+        Arc::make_mut(&mut self.opts).default_timeout = timeout;
         self
     }
 
     /// Extra time on top of a frame's timeout before its callbacks are
     /// dropped, for the answer's travel (default 500 ms, as the original).
     pub fn latency_allowance(mut self, allowance: Duration) -> Self {
-        self.latency_allowance = allowance;
+        Arc::make_mut(&mut self.opts).latency_allowance = allowance;
         self
     }
 
@@ -201,28 +238,29 @@ impl RouterBuilder {
     /// (default [`DEFAULT_MAX_PENDING`], 65,536); beyond it, emitting a frame
     /// with callbacks fails with [`Error::TooManyPending`].
     pub fn max_pending(mut self, max: usize) -> Self {
-        self.max_pending = max;
+        Arc::make_mut(&mut self.opts).max_pending = max;
         self
     }
 
     /// The largest message this router encodes, and its transports accept
     /// (default 16 MiB).
     pub fn max_message_size(mut self, max: usize) -> Self {
-        self.max_message_size = max.min(crate::framing::MAX_MESSAGE_SIZE_LIMIT);
+        Arc::make_mut(&mut self.opts).max_message_size =
+            max.min(crate::framing::MAX_MESSAGE_SIZE_LIMIT);
         self
     }
 
     /// At most this many frames wait in the outgoing queue, for example while
     /// a client is disconnected (default [`DEFAULT_MAX_QUEUED_FRAMES`], 10,000).
     pub fn max_queued_frames(mut self, max: usize) -> Self {
-        self.max_queued_frames = max;
+        Arc::make_mut(&mut self.opts).max_queued_frames = max;
         self
     }
 
     /// At most this many bytes wait in the outgoing queue (default
     /// [`DEFAULT_MAX_QUEUED_BYTES`], 64 MiB).
     pub fn max_queued_bytes(mut self, max: usize) -> Self {
-        self.max_queued_bytes = max;
+        Arc::make_mut(&mut self.opts).max_queued_bytes = max;
         self
     }
 
@@ -230,30 +268,50 @@ impl RouterBuilder {
     pub fn build(self) -> Router {
         Router {
             inner: Arc::new(Inner {
-                opts: self,
-                routes: ArcSwap::from_pointee(Routes::default()),
-                error_hook: RwLock::new(None),
+                opts: self.opts,
+                routes: ArcSwap::new(Routes::empty()),
                 next_id: AtomicU32::new(0),
                 epoch: AtomicU64::new(0),
                 state: Mutex::new(State::default()),
-                writer: Notify::new(),
                 space: Notify::new(),
-                timer: Arc::new(Notify::new()),
             }),
         }
     }
 }
 
-/// What routes an incoming event. Replaced whole (copy on write) when a
-/// handler, the [`Api`] or the wiretap changes, which is rare: routing an event
-/// takes no lock and clones no handler, and a handler may change the routes
-/// while it runs.
+/// What routes an incoming event, and the error hook. Replaced whole (copy
+/// on write) when one of them changes, which is rare: routing an event takes
+/// no lock and clones no handler, and a handler may change the routes while it
+/// runs. Routers with none share one empty table.
 #[derive(Clone, Default)]
 struct Routes {
     by_event: HandlerMap,
-    wildcard: Option<Arc<dyn ErasedHandler>>,
     api: Option<Api>,
+    /// Boxed, and made when one of them is set: most routers have none.
+    rare: Option<Box<RareRoutes>>,
+}
+
+#[derive(Clone, Default)]
+struct RareRoutes {
+    wildcard: Option<Arc<dyn ErasedHandler>>,
     wiretap: Option<Wiretap>,
+    error_hook: Option<ErrorHook>,
+}
+
+impl Routes {
+    /// The empty table, shared.
+    fn empty() -> Arc<Routes> {
+        static EMPTY: std::sync::OnceLock<Arc<Routes>> = std::sync::OnceLock::new();
+        EMPTY.get_or_init(|| Arc::new(Routes::default())).clone()
+    }
+
+    fn rare(&self) -> Option<&RareRoutes> {
+        self.rare.as_deref()
+    }
+
+    fn rare_mut(&mut self) -> &mut RareRoutes {
+        self.rare.get_or_insert_with(Box::default)
+    }
 }
 
 /// A frame this side sent with callbacks, waiting for the peer to invoke them.
@@ -273,43 +331,54 @@ struct State {
     /// The open bulk (buffered routers): encoded frames with separators.
     bulk: Vec<u8>,
     bulk_frames: usize,
-    /// Scratch space for a bulk's head and tail, kept between bulks.
-    bulk_ends: Vec<u8>,
     queued_frames: usize,
     queued_bytes: usize,
     /// Frames ever queued, and the sequence number up to which a transport took them.
     seq: u64,
     taken: u64,
-    pending: HashMap<u32, Pending, std::hash::BuildHasherDefault<IdHasher>>,
+    /// Made with the first frame that has callbacks.
+    calls: Option<Box<Calls>>,
+    /// The transport waiting for outgoing bytes ([`Router::poll_queued`]);
+    /// cleared while a connection task runs ([`Router::writer_running`]).
+    writer_waker: Option<Waker>,
+    closed: bool,
+}
+
+/// The frames this side sent with callbacks that wait for answers, their
+/// deadlines, and the timer task that enforces them. Boxed, and made with the
+/// first such frame: a router that never sends a callback (many a server's
+/// socket) holds none of it.
+#[derive(Default)]
+struct Calls {
+    pending: HashMap<u32, Pending, BuildHasherDefault<IdHasher>>,
     deadlines: BTreeSet<(Instant, u32)>,
     timer_running: bool,
     /// The deadline the timer task sleeps until; `None` while it sleeps without
     /// one. A new frame wakes the timer only when its deadline comes earlier,
     /// not once per frame: a wake per call cost a cross-thread wake-up per call.
     timer_armed: Option<Instant>,
-    /// The connection task waiting for outgoing bytes ([`Router::poll_queued`]);
-    /// cleared while it runs ([`Router::writer_running`]).
-    writer_waker: Option<std::task::Waker>,
-    closed: bool,
+    /// The timer task, while it sleeps.
+    timer: Option<Waker>,
 }
 
 struct Inner {
-    opts: RouterBuilder,
+    opts: Arc<Options>,
     routes: ArcSwap<Routes>,
-    error_hook: RwLock<Option<ErrorHook>>,
     next_id: AtomicU32,
     /// Bumped whenever a connection is lost; callbacks from an older epoch are dead.
     epoch: AtomicU64,
     state: Mutex<State>,
-    writer: Notify,
+    /// Wakes the callers of [`Router::emit_wait`] when the queue was taken.
     space: Notify,
-    timer: Arc<Notify>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         // Let the timer task see that the router is gone.
-        self.timer.notify_one();
+        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(timer) = st.calls.as_mut().and_then(|calls| calls.timer.take()) {
+            timer.wake();
+        }
     }
 }
 
@@ -420,7 +489,7 @@ impl Router {
         let handler: Arc<dyn ErasedHandler> = Arc::new(FnHandler::new(handler));
         self.change_routes(|r| {
             if event == WILDCARD {
-                r.wildcard = Some(handler.clone());
+                r.rare_mut().wildcard = Some(handler.clone());
             } else {
                 r.by_event.insert(event.clone(), handler.clone());
             }
@@ -433,7 +502,7 @@ impl Router {
         let mut removed = false;
         self.change_routes(|r| {
             removed = if event == WILDCARD {
-                r.wildcard.take().is_some()
+                r.rare.as_mut().and_then(|r| r.wildcard.take()).is_some()
             } else {
                 r.by_event.remove(event).is_some()
             };
@@ -464,7 +533,7 @@ impl Router {
         F: Fn(&Args) -> Flow + Send + Sync + 'static,
     {
         let tap: Wiretap = Arc::new(tap);
-        self.change_routes(|r| r.wiretap = Some(tap.clone()));
+        self.change_routes(|r| r.rare_mut().wiretap = Some(tap.clone()));
     }
 
     /// Sets the error hook, which receives protocol errors, handler errors and
@@ -474,21 +543,18 @@ impl Router {
     where
         F: Fn(Error) + Send + Sync + 'static,
     {
-        *self
-            .inner
-            .error_hook
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(hook));
+        let hook: ErrorHook = Arc::new(hook);
+        self.change_routes(|r| r.rare_mut().error_hook = Some(hook.clone()));
     }
 
     /// Reports an error to the error hook.
     pub fn report(&self, error: Error) {
         let hook = self
             .inner
-            .error_hook
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+            .routes
+            .load()
+            .rare()
+            .and_then(|r| r.error_hook.clone());
         match hook {
             Some(hook) => hook(error),
             None => match &error {
@@ -679,9 +745,11 @@ impl Router {
             };
             return Err(Box::new((e, encoded)));
         }
-        let mut wake_timer = false;
+        let mut timer = None;
         if !encoded.callbacks.is_empty() {
-            if st.pending.len() >= opts.max_pending {
+            let seq = st.seq + 1;
+            let calls = st.calls.get_or_insert_with(Box::default);
+            if calls.pending.len() >= opts.max_pending {
                 return Err(Box::new((
                     Error::TooManyPending {
                         limit: opts.max_pending,
@@ -689,7 +757,7 @@ impl Router {
                     encoded,
                 )));
             }
-            if st.pending.contains_key(&encoded.id) {
+            if calls.pending.contains_key(&encoded.id) {
                 // The counter wrapped onto a frame that is still alive (possible only
                 // with very long timeouts): give this frame the next id. Both of our
                 // codecs write `i` first, so the id is rewritten in place.
@@ -706,11 +774,12 @@ impl Router {
                 return self.enqueue(encoded);
             }
             let deadline = deadline_after(encoded.timeout.saturating_add(opts.latency_allowance));
-            wake_timer = st.timer_armed.is_none_or(|armed| deadline < armed);
-            st.deadlines.insert((deadline, encoded.id));
+            if calls.timer_armed.is_none_or(|armed| deadline < armed) {
+                timer = calls.timer.take();
+            }
+            calls.deadlines.insert((deadline, encoded.id));
             let left = encoded.callbacks.len();
-            let seq = st.seq + 1;
-            st.pending.insert(
+            calls.pending.insert(
                 encoded.id,
                 Pending {
                     callbacks: std::mem::take(&mut encoded.callbacks),
@@ -720,15 +789,15 @@ impl Router {
                     seq,
                 },
             );
-            if !st.timer_running {
+            if !calls.timer_running {
                 match tokio::runtime::Handle::try_current() {
                     Ok(handle) => {
-                        st.timer_running = true;
-                        handle.spawn(run_timer(Arc::downgrade(&self.inner), inner.timer.clone()));
+                        calls.timer_running = true;
+                        handle.spawn(run_timer(Arc::downgrade(&self.inner)));
                     }
                     Err(_) => {
-                        let pending = st.pending.remove(&encoded.id).expect("just inserted");
-                        st.deadlines.remove(&(deadline, encoded.id));
+                        let pending = calls.pending.remove(&encoded.id).expect("just inserted");
+                        calls.deadlines.remove(&(deadline, encoded.id));
                         encoded.callbacks = pending.callbacks;
                         return Err(Box::new((Error::NoRuntime, encoded)));
                     }
@@ -762,9 +831,8 @@ impl Router {
         if let Some(waker) = waiting_writer {
             waker.wake();
         }
-        inner.writer.notify_one();
-        if wake_timer {
-            inner.timer.notify_one();
+        if let Some(timer) = timer {
+            timer.wake();
         }
         Ok(())
     }
@@ -777,21 +845,10 @@ impl Router {
     ///
     /// One transport at a time should take from a router.
     pub async fn next_outgoing(&self) -> Option<Bytes> {
-        let inner = &*self.inner;
-        loop {
-            let notified = inner.writer.notified();
-            {
-                let st = inner.state.lock().unwrap_or_else(|e| e.into_inner());
-                if st.queued_frames > 0 {
-                    break;
-                }
-                if st.closed {
-                    return None;
-                }
-            }
-            notified.await;
+        if !std::future::poll_fn(|cx| self.poll_queued(cx)).await {
+            return None;
         }
-        if let Buffering::Cycle(cycle) = inner.opts.buffering {
+        if let Buffering::Cycle(cycle) = self.inner.opts.buffering {
             tokio::time::sleep(cycle).await;
         }
         self.take_outgoing()
@@ -809,20 +866,20 @@ impl Router {
 
     /// Ready with `true` when outgoing bytes are queued, `false` when the
     /// router is closed and nothing is; otherwise the task is woken by the
-    /// next frame queued.
-    pub(crate) fn poll_queued(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<bool> {
+    /// next frame queued (one task at a time: the last one to poll).
+    pub(crate) fn poll_queued(&self, cx: &mut std::task::Context<'_>) -> Poll<bool> {
         let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
         if st.queued_frames > 0 {
-            return std::task::Poll::Ready(true);
+            return Poll::Ready(true);
         }
         if st.closed {
-            return std::task::Poll::Ready(false);
+            return Poll::Ready(false);
         }
         match &mut st.writer_waker {
             Some(w) if w.will_wake(cx.waker()) => {}
             slot => *slot = Some(cx.waker().clone()),
         }
-        std::task::Poll::Pending
+        Poll::Pending
     }
 
     /// Takes what is queued without waiting; `None` if nothing is.
@@ -896,7 +953,8 @@ impl Router {
             FrameKind::Event(name) => name.clone(),
             FrameKind::Response { .. } => Default::default(),
         };
-        if let Some(tap) = &routes.wiretap {
+        let rare = routes.rare();
+        if let Some(tap) = rare.and_then(|r| r.wiretap.as_ref()) {
             // A panicking wiretap is reported like a panicking handler, and the
             // event goes no further; unwinding would end the connection's task
             // without telling the router.
@@ -917,7 +975,7 @@ impl Router {
             }
         }
         let handler = routes.by_event.get(event.as_str());
-        match (handler, &routes.wildcard) {
+        match (handler, rare.and_then(|r| r.wildcard.as_ref())) {
             (None, None) => self.report(Error::Unhandled(event.into())),
             (Some(handler), None) => self.run(&event, &**handler, args),
             (handler, Some(wildcard)) => {
@@ -963,8 +1021,8 @@ impl Router {
     fn route_response(&self, to: u32, position: u32, args: Args) {
         let callback = {
             let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
-            let st = &mut *st;
-            let found = st.pending.get_mut(&to).and_then(|p| {
+            st.calls.as_mut().and_then(|calls| {
+                let p = calls.pending.get_mut(&to)?;
                 let cb = p
                     .callbacks
                     .iter_mut()
@@ -972,18 +1030,13 @@ impl Router {
                     .1
                     .take()?;
                 p.left -= 1;
-                Some((cb, p.left == 0, p.deadline))
-            });
-            match found {
-                Some((cb, done, deadline)) => {
-                    if done {
-                        st.pending.remove(&to);
-                        st.deadlines.remove(&(deadline, to));
-                    }
-                    Some(cb)
+                if p.left == 0 {
+                    let deadline = p.deadline;
+                    calls.pending.remove(&to);
+                    calls.deadlines.remove(&(deadline, to));
                 }
-                None => None,
-            }
+                Some(cb)
+            })
         };
         match callback {
             Some(cb) => match std::panic::catch_unwind(AssertUnwindSafe(|| cb.invoke(args))) {
@@ -1015,17 +1068,19 @@ impl Router {
             let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
             let st = &mut *st;
             let taken = st.taken;
-            let ids: Vec<u32> = st
-                .pending
-                .iter()
-                .filter(|(_, p)| p.seq <= taken)
-                .map(|(id, _)| *id)
-                .collect();
             let mut failed = Vec::new();
-            for id in ids {
-                if let Some(p) = st.pending.remove(&id) {
-                    st.deadlines.remove(&(p.deadline, id));
-                    failed.extend(p.callbacks);
+            if let Some(calls) = st.calls.as_mut() {
+                let ids: Vec<u32> = calls
+                    .pending
+                    .iter()
+                    .filter(|(_, p)| p.seq <= taken)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in ids {
+                    if let Some(p) = calls.pending.remove(&id) {
+                        calls.deadlines.remove(&(p.deadline, id));
+                        failed.extend(p.callbacks);
+                    }
                 }
             }
             failed
@@ -1036,24 +1091,28 @@ impl Router {
     /// Closes the router: emitting fails with [`Error::Closed`], pending
     /// callbacks fail, and [`Router::next_outgoing`] returns what is still queued, then `None`.
     pub fn close(&self) {
-        let (failed, waiting_writer) = {
+        let (failed, waiting_writer, timer) = {
             let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
             st.closed = true;
-            st.deadlines.clear();
-            let failed = st
-                .pending
-                .drain()
-                .flat_map(|(_, p)| p.callbacks)
-                .collect::<Vec<_>>();
-            (failed, st.writer_waker.take())
+            let (failed, timer) = match st.calls.as_mut() {
+                Some(calls) => {
+                    calls.deadlines.clear();
+                    let failed = calls
+                        .pending
+                        .drain()
+                        .flat_map(|(_, p)| p.callbacks)
+                        .collect::<Vec<_>>();
+                    (failed, calls.timer.take())
+                }
+                None => (Vec::new(), None),
+            };
+            (failed, st.writer_waker.take(), timer)
         };
         fail_all(failed, || Error::Closed);
-        if let Some(waker) = waiting_writer {
+        for waker in [waiting_writer, timer].into_iter().flatten() {
             waker.wake();
         }
-        self.inner.writer.notify_one();
         self.inner.space.notify_waiters();
-        self.inner.timer.notify_one();
     }
 
     /// True once [`Router::close`] was called.
@@ -1071,8 +1130,9 @@ impl Router {
             .state
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .pending
-            .len()
+            .calls
+            .as_ref()
+            .map_or(0, |calls| calls.pending.len())
     }
 
     /// Frames in the outgoing queue.
@@ -1148,22 +1208,20 @@ impl std::hash::Hasher for IdHasher {
 }
 
 fn seal_bulk(st: &mut State, codec: &dyn Codec) {
-    // The bulk's head and tail are built in one reused buffer: two small
-    // allocations per message on a buffered router (a server's default) otherwise.
-    let mut ends = std::mem::take(&mut st.bulk_ends);
-    ends.clear();
-    codec.bulk_start(st.bulk_frames, &mut ends);
-    let head = ends.len();
-    codec.bulk_end(&mut ends);
-    let len = ends.len() + st.bulk.len();
+    // The bulk's tail and head are appended to its frames, in the same buffer,
+    // and copied out in order: no buffer of their own per message.
+    let frames = st.bulk.len();
+    codec.bulk_end(&mut st.bulk);
+    let tail = st.bulk.len();
+    codec.bulk_start(st.bulk_frames, &mut st.bulk);
+    let len = st.bulk.len();
     st.ready.reserve(PREFIX_LEN + len);
     st.ready.put_u32(len as u32);
-    st.ready.put_slice(&ends[..head]);
-    st.ready.put_slice(&st.bulk);
-    st.ready.put_slice(&ends[head..]);
+    st.ready.put_slice(&st.bulk[tail..]);
+    st.ready.put_slice(&st.bulk[..frames]);
+    st.ready.put_slice(&st.bulk[frames..tail]);
     st.bulk.clear();
     st.bulk_frames = 0;
-    st.bulk_ends = ends;
 }
 
 /// The error the callbacks of a frame that could not be queued end with: the
@@ -1209,46 +1267,59 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 
 /// Drops pending frames whose deadline passed. One task per router, started
 /// with the first frame that has callbacks; ends when the router is dropped.
-async fn run_timer(router: Weak<Inner>, wake: Arc<Notify>) {
-    loop {
-        let next = {
-            let Some(inner) = router.upgrade() else {
-                return;
-            };
-            let now = Instant::now();
-            let (expired, next) = {
-                let mut st = inner.state.lock().unwrap_or_else(|e| e.into_inner());
-                let st = &mut *st;
-                let mut expired = Vec::new();
-                while let Some(&(deadline, id)) = st.deadlines.first() {
-                    if deadline > now {
-                        break;
-                    }
-                    st.deadlines.pop_first();
-                    if let Some(p) = st.pending.remove(&id) {
-                        expired.push((p.timeout, p.callbacks));
-                    }
-                }
-                let next = st.deadlines.first().map(|(d, _)| *d);
-                st.timer_armed = next;
-                (expired, next)
-            };
-            for (timeout, callbacks) in expired {
-                fail_all(callbacks, || Error::Timeout(timeout));
-            }
-            next
+async fn run_timer(router: Weak<Inner>) {
+    // Made for the first deadline, then moved to each next one.
+    let mut sleep: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    std::future::poll_fn(|cx| loop {
+        let Some(inner) = router.upgrade() else {
+            return Poll::Ready(());
         };
-        let notified = wake.notified();
-        match next {
-            Some(deadline) => {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(deadline) => {}
-                    _ = notified => {}
+        let now = Instant::now();
+        let (expired, next) = {
+            let mut st = inner.state.lock().unwrap_or_else(|e| e.into_inner());
+            let calls = st.calls.get_or_insert_with(Box::default);
+            let mut expired = Vec::new();
+            while let Some(&(deadline, id)) = calls.deadlines.first() {
+                if deadline > now {
+                    break;
+                }
+                calls.deadlines.pop_first();
+                if let Some(p) = calls.pending.remove(&id) {
+                    expired.push((p.timeout, p.callbacks));
                 }
             }
-            None => notified.await,
+            let next = calls.deadlines.first().map(|(d, _)| *d);
+            calls.timer_armed = next;
+            // Registered under the lock that `enqueue` checks `timer_armed`
+            // under: an earlier deadline queued from now on wakes this task.
+            match &calls.timer {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                _ => calls.timer = Some(cx.waker().clone()),
+            }
+            (expired, next)
+        };
+        drop(inner);
+        for (timeout, callbacks) in expired {
+            fail_all(callbacks, || Error::Timeout(timeout));
         }
-    }
+        let Some(deadline) = next else {
+            return Poll::Pending;
+        };
+        let sleep = match &mut sleep {
+            Some(sleep) => {
+                if sleep.deadline() != deadline {
+                    sleep.as_mut().reset(deadline);
+                }
+                sleep
+            }
+            None => sleep.insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        if sleep.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        // The deadline has passed: look again.
+    })
+    .await
 }
 
 #[cfg(test)]

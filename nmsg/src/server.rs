@@ -179,6 +179,7 @@ struct Sockets {
 
 struct ServerInner {
     api: Api,
+    /// The options of every socket's router (one copy, which they share).
     router: RouterBuilder,
     max_connections: usize,
     stop_timeout: Duration,
@@ -479,27 +480,9 @@ fn accept(inner: &Arc<ServerInner>, stream: crate::transport::BoxStream, peer: A
     let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
     let router = inner.router.clone().build();
     router.set_api(Some(inner.api.clone()));
-    // Bookkeeping when the connection ends runs on its own task.
-    let watcher = Arc::downgrade(inner);
-    let closing = router.clone();
-    let on_close: crate::transport::OnClose = Box::new(move |reason| {
-        closing.close();
-        if let Some(inner) = watcher.upgrade() {
-            inner
-                .sockets
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .live
-                .remove(&id);
-            let _ = inner.events.send(ServerEvent::Disconnected {
-                socket: id,
-                reason: reason.to_string(),
-            });
-        }
-    });
     // Held until the on_socket hook has set its handlers, so that no message
     // from this peer is routed before them.
-    let (conn, start) = Connection::spawn_held_then(stream, router, Some(on_close));
+    let (conn, start) = Connection::spawn_held_then(stream, router, on_close(inner, id));
     let conn = Arc::new(conn);
     let socket = Socket {
         id,
@@ -532,6 +515,29 @@ fn accept(inner: &Arc<ServerInner>, stream: crate::transport::BoxStream, peer: A
     start.start();
 }
 
+/// The bookkeeping when socket `id` ends, run on its connection's task.
+fn on_close(
+    inner: &Arc<ServerInner>,
+    id: u64,
+) -> impl FnOnce(&Router, &CloseReason) + Send + Unpin + 'static {
+    let watcher = Arc::downgrade(inner);
+    move |router: &Router, reason: &CloseReason| {
+        router.close();
+        if let Some(inner) = watcher.upgrade() {
+            inner
+                .sockets
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .live
+                .remove(&id);
+            let _ = inner.events.send(ServerEvent::Disconnected {
+                socket: id,
+                reason: reason.to_string(),
+            });
+        }
+    }
+}
+
 async fn finish(
     inner: &Arc<ServerInner>,
     status: &watch::Sender<ServerStatus>,
@@ -551,4 +557,24 @@ async fn finish(
     }
     let _ = status.send(ServerStatus::Stopped);
     let _ = inner.events.send(ServerEvent::Stopped);
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    /// tokio keeps a task's whole future in the task's allocation, with 96
+    /// bytes of its own, rounded up to a multiple of 128 on x86-64: a socket's
+    /// task future of at most 152 bytes takes 256, one byte more takes 384.
+    /// Every open connection holds one (`idle10k` in BENCHMARKS.md).
+    #[tokio::test]
+    async fn the_task_of_a_socket_stays_small() {
+        let server = Server::tcp("127.0.0.1:0").start();
+        let size = crate::transport::task_future_size::<crate::transport::BoxStream, _>(&on_close(
+            &server.inner,
+            1,
+        ));
+        assert!(size <= 152, "a socket's task future takes {size} bytes");
+        server.stop().await;
+    }
 }
