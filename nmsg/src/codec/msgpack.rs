@@ -138,6 +138,22 @@ fn undecodable(reason: impl Into<String>) -> ProtocolError {
     }
 }
 
+/// The MsgPack nil marker.
+const NIL: u8 = 0xc0;
+
+/// A frame's key: one of the protocol's, or one this version does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    I,
+    E,
+    A,
+    C,
+    T,
+    R,
+    F,
+    Unknown,
+}
+
 /// The kind of the next value, from its marker.
 #[derive(Debug, Clone, Copy)]
 enum Kind {
@@ -183,10 +199,13 @@ impl<'a> Reader<'a> {
     }
 
     fn be(&self, at: usize, n: usize) -> Result<u64, ProtocolError> {
-        Ok(self
-            .bytes(at, n)?
-            .iter()
-            .fold(0u64, |acc, &b| (acc << 8) | b as u64))
+        Ok(match *self.bytes(at, n)? {
+            [a] => a as u64,
+            [a, b] => u16::from_be_bytes([a, b]) as u64,
+            [a, b, c, d] => u32::from_be_bytes([a, b, c, d]) as u64,
+            [a, b, c, d, e, f, g, h] => u64::from_be_bytes([a, b, c, d, e, f, g, h]),
+            ref other => other.iter().fold(0u64, |acc, &b| (acc << 8) | b as u64),
+        })
     }
 
     /// Reads the marker and fixed-size header of the next value without moving;
@@ -197,6 +216,15 @@ impl<'a> Reader<'a> {
             .buf
             .get(p)
             .ok_or_else(|| undecodable("message ends where a value should start"))?;
+        // The one-byte forms first: nearly every marker in a frame is one.
+        match byte {
+            0x00..=0x7f => return Ok((Kind::Uint(byte as u64), 1)),
+            0x80..=0x8f => return Ok((Kind::Map((byte & 0x0f) as u32), 1)),
+            0x90..=0x9f => return Ok((Kind::Array((byte & 0x0f) as u32), 1)),
+            0xa0..=0xbf => return Ok((Kind::Str((byte & 0x1f) as usize), 1)),
+            0xe0..=0xff => return Ok((Kind::Int(byte as i8 as i64), 1)),
+            _ => {}
+        }
         let h = |n| -> Result<u64, ProtocolError> { self.be(p + 1, n) };
         Ok(match Marker::from_u8(byte) {
             Marker::FixPos(v) => (Kind::Uint(v as u64), 1),
@@ -310,12 +338,23 @@ impl<'a> Reader<'a> {
         let mut error: Option<ProtocolError> = None;
         for _ in 0..n {
             let (kind, hlen) = self.header()?;
-            let name = match kind {
+            let key = match kind {
                 Kind::Str(len) => {
                     self.pos += hlen;
-                    match self.str(len)? {
-                        Some(name) => name,
-                        None => {
+                    let raw = self.bytes(self.pos, len)?;
+                    self.pos += len;
+                    // The protocol's keys are one ASCII letter: matched as
+                    // bytes, with no UTF-8 check (they pass it by construction).
+                    match raw {
+                        b"i" => Key::I,
+                        b"e" => Key::E,
+                        b"a" => Key::A,
+                        b"c" => Key::C,
+                        b"t" => Key::T,
+                        b"r" => Key::R,
+                        b"f" => Key::F,
+                        other if std::str::from_utf8(other).is_ok() => Key::Unknown,
+                        _ => {
                             self.skip(depth + 1)?;
                             error.get_or_insert(ProtocolError::WrongType {
                                 key: "(keys)",
@@ -338,32 +377,30 @@ impl<'a> Reader<'a> {
             let d = depth + 1;
             // As in the original (`data.a && ...`) and the JSON codec, a key
             // whose value is nil counts as absent.
-            if matches!(self.peek()?, Kind::Nil)
-                && matches!(name, "i" | "e" | "a" | "c" | "t" | "r" | "f")
-            {
+            if key != Key::Unknown && self.buf.get(self.pos) == Some(&NIL) {
                 self.pos += 1;
                 continue;
             }
-            let found = match name {
-                "i" => self.uint("i", d)?.and_then(|v| set(&mut fields.id, v, "i")),
-                "r" => self
+            let found = match key {
+                Key::I => self.uint("i", d)?.and_then(|v| set(&mut fields.id, v, "i")),
+                Key::R => self
                     .uint("r", d)?
                     .and_then(|v| set(&mut fields.reply_to, v, "r")),
-                "f" => self
+                Key::F => self
                     .uint("f", d)?
                     .and_then(|v| set(&mut fields.position, v, "f")),
-                "t" => self
+                Key::T => self
                     .number("t", d)?
                     .and_then(|v| set(&mut fields.timeout, v, "t")),
-                "e" => self
+                Key::E => self
                     .string("e", d)?
                     .and_then(|v| set(&mut fields.event, v, "e")),
-                "c" => self
+                Key::C => self
                     .uints(d)?
                     .and_then(|v| set(&mut fields.callbacks, v, "c")),
-                "a" => self.ranges(d)?.and_then(|v| set(&mut fields.data, v, "a")),
+                Key::A => self.ranges(d)?.and_then(|v| set(&mut fields.data, v, "a")),
                 // Unknown keys are skipped: a later protocol version may add some.
-                _ => self.skip(d).map(Ok)?,
+                Key::Unknown => self.skip(d).map(Ok)?,
             };
             if let Err(e) = found {
                 error.get_or_insert(e);
