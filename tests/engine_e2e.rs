@@ -889,6 +889,52 @@ async fn the_json_codec_on_both_ends_carries_data_and_nested_callbacks() {
     assert_eq!(two.await.unwrap().0, "level 2");
 }
 
+/// Data whose `Serialize` fails, as a user type may.
+struct Unserializable;
+
+impl Serialize for Unserializable {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("this value refuses"))
+    }
+}
+
+#[tokio::test]
+async fn an_argument_that_fails_to_serialize_is_an_error_and_nothing_is_sent() {
+    for (client, server, _link) in [
+        {
+            let (c, s, l) = pair();
+            (c, s, Box::new(l) as Box<dyn std::any::Any>)
+        },
+        {
+            let (c, s, l) = json_pair();
+            (c, s, Box::new(l) as Box<dyn std::any::Any>)
+        },
+    ] {
+        serve_echo(&server);
+        let hits = Arc::new(AtomicUsize::new(0));
+        let h = hits.clone();
+        server.on("bad", move |_args: Args| {
+            h.fetch_add(1, Ordering::SeqCst);
+        });
+        // Alone, and after a good argument: the error is the value's own.
+        for sent in [
+            client.emit("bad", args![Unserializable]),
+            client.emit("bad", args![1, Unserializable]),
+        ] {
+            assert!(
+                matches!(&sent, Err(Error::Encode(EncodeError::Serialize(m))) if m.contains("this value refuses")),
+                "{}: {sent:?}",
+                client.codec().name()
+            );
+        }
+        let (cb, reply) = Callback::<(String,)>::once();
+        assert!(client.emit("bad", args![Unserializable, cb]).is_err());
+        assert!(matches!(reply.await, Err(Error::Encode(_))));
+        barrier(&client).await;
+        assert_eq!(hits.load(Ordering::SeqCst), 0, "{}", client.codec().name());
+    }
+}
+
 #[tokio::test]
 async fn the_json_codec_refuses_binary_data_and_sends_nothing() {
     let (client, server, _link) = json_pair();

@@ -191,10 +191,10 @@ pub struct OutFrame<'a> {
     pub id: u32,
     /// Event or response.
     pub kind: OutKind<'a>,
-    /// The data arguments, serialized as one sequence (`a`); omitted when `data_len` is 0.
-    pub data: &'a dyn erased_serde::Serialize,
-    /// Number of data arguments.
-    pub data_len: usize,
+    /// The data arguments in order (`a`, an array); omitted when empty. A codec
+    /// writes the array itself and serializes each argument on its own, so an
+    /// argument costs one pass through `erased_serde`, not two.
+    pub data: &'a [&'a dyn erased_serde::Serialize],
     /// Callback positions (`c`); omitted when empty.
     pub callbacks: &'a [u32],
     /// `t` in seconds; omitted when `None`.
@@ -206,7 +206,7 @@ impl std::fmt::Debug for OutFrame<'_> {
         f.debug_struct("OutFrame")
             .field("id", &self.id)
             .field("kind", &self.kind)
-            .field("data_len", &self.data_len)
+            .field("data", &self.data.len())
             .field("callbacks", &self.callbacks)
             .field("timeout", &self.timeout)
             .finish()

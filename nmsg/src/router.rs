@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use crate::args::{Arg, Args, FromArgs, IntoArgs, OutArgs, Received};
 use crate::callback::{Callback, LocalCallback};
-use crate::codec::{Codec, DataSeq, MsgPack};
+use crate::codec::{Codec, MsgPack};
 use crate::error::Error;
 use crate::frame::{FrameKind, OutFrame, OutKind, DEFAULT_TIMEOUT_SECS, MAX_ID};
 use crate::framing::{check_size, DEFAULT_MAX_MESSAGE_SIZE, PREFIX_LEN};
@@ -698,11 +698,14 @@ impl Router {
         .then_some(timeout.as_secs_f64());
         let id = self.next_id();
         let mut bytes = Vec::with_capacity(64);
+        let items: smallvec::SmallVec<[&dyn erased_serde::Serialize; 4]> = data
+            .iter()
+            .map(|d| &**d as &dyn erased_serde::Serialize)
+            .collect();
         let frame = OutFrame {
             id,
             kind,
-            data: &DataSeq(&data),
-            data_len: data.len(),
+            data: &items,
             callbacks: &positions,
             timeout: wire_timeout,
         };
@@ -1342,8 +1345,7 @@ mod tests {
             let frame = OutFrame {
                 id: 7,
                 kind: OutKind::Event("x"),
-                data: &DataSeq::<u8>(&[]),
-                data_len: 0,
+                data: &[],
                 callbacks: &[0],
                 timeout: None,
             };

@@ -80,8 +80,10 @@ pub fn encode_frame(codec: &dyn Codec, m: &FrameMeaning) -> Vec<u8> {
     let frame = OutFrame {
         id: m.id,
         kind,
-        data: &values as &dyn erased_serde::Serialize,
-        data_len: values.len(),
+        data: &values
+            .iter()
+            .map(|v| v as &dyn erased_serde::Serialize)
+            .collect::<Vec<_>>(),
         callbacks: &callbacks,
         timeout: m.timeout,
     };

@@ -244,23 +244,30 @@ impl Codec for Json {
             out.extend_from_slice(b",\"e\":");
             let _ = serde_json::to_writer(&mut *out, name);
         }
-        if frame.data_len > 0 {
-            out.extend_from_slice(b",\"a\":");
+        if !frame.data.is_empty() {
+            out.extend_from_slice(b",\"a\":[");
             let saw_binary = Cell::new(false);
-            let mut ser = serde_json::Serializer::with_formatter(
-                &mut *out,
-                NoBinary {
-                    saw_binary: &saw_binary,
-                },
-            );
-            let mut erased = <dyn erased_serde::Serializer>::erase(&mut ser);
-            if let Err(e) = frame.data.erased_serialize(&mut erased) {
-                return Err(if saw_binary.get() {
-                    EncodeError::BinaryInJson
-                } else {
-                    EncodeError::Serialize(e.to_string())
-                });
+            for (n, &item) in frame.data.iter().enumerate() {
+                if n > 0 {
+                    out.push(b',');
+                }
+                let mut ser = serde_json::Serializer::with_formatter(
+                    &mut *out,
+                    NoBinary {
+                        saw_binary: &saw_binary,
+                    },
+                );
+                // `erased_serde::serialize` gives the serializer's own errors
+                // back; a bare `erased_serialize` call leaves them in its state.
+                if let Err(e) = erased_serde::serialize(item, &mut ser) {
+                    return Err(if saw_binary.get() {
+                        EncodeError::BinaryInJson
+                    } else {
+                        EncodeError::Serialize(e.to_string())
+                    });
+                }
             }
+            out.push(b']');
         }
         if !frame.callbacks.is_empty() {
             out.extend_from_slice(b",\"c\":");

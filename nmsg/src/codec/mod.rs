@@ -113,12 +113,3 @@ pub fn encode_bulk(codec: &dyn Codec, frames: &[&[u8]]) -> Vec<u8> {
     codec.bulk_end(&mut out);
     out
 }
-
-/// The data arguments of an outgoing frame as one serializable sequence.
-pub(crate) struct DataSeq<'a, T: serde::Serialize>(pub &'a [T]);
-
-impl<T: serde::Serialize> serde::Serialize for DataSeq<'_, T> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter())
-    }
-}

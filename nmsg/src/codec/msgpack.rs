@@ -63,7 +63,7 @@ impl Codec for MsgPack {
     }
 
     fn encode_frame(&self, frame: &OutFrame<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        let has_data = frame.data_len > 0;
+        let has_data = !frame.data.is_empty();
         let has_callbacks = !frame.callbacks.is_empty();
         let len = 1
             + matches!(frame.kind, OutKind::Event(_)) as u32
@@ -81,12 +81,14 @@ impl Codec for MsgPack {
         }
         if has_data {
             key(out, b'a');
-            let mut ser = rmp_serde::Serializer::new(&mut *out).with_struct_map();
-            let mut erased = <dyn erased_serde::Serializer>::erase(&mut ser);
-            frame
-                .data
-                .erased_serialize(&mut erased)
-                .map_err(|e| EncodeError::Serialize(e.to_string()))?;
+            let _ = rmp::encode::write_array_len(out, frame.data.len() as u32);
+            for &item in frame.data {
+                let mut ser = rmp_serde::Serializer::new(&mut *out).with_struct_map();
+                // `erased_serde::serialize` gives the serializer's own errors
+                // back; a bare `erased_serialize` call leaves them in its state.
+                erased_serde::serialize(item, &mut ser)
+                    .map_err(|e| EncodeError::Serialize(e.to_string()))?;
+            }
         }
         if has_callbacks {
             key(out, b'c');
