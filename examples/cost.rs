@@ -127,7 +127,7 @@ async fn run(router: Router, fired: Arc<AtomicU64>, mode: Mode, count: u64) -> R
     Ok(())
 }
 
-async fn measure(opts: Options) -> Result<(), Error> {
+async fn measure(opts: Options) -> Result<(), String> {
     let fired = Arc::new(AtomicU64::new(0));
     let server = Server::tcp("127.0.0.1:0").start();
     server.on("echo", |args: Args| -> Result<(), Error> {
@@ -139,7 +139,7 @@ async fn measure(opts: Options) -> Result<(), Error> {
         counter.fetch_add(1, Ordering::Relaxed);
     });
     let Some(nmsg::transport::Address::Tcp(addr)) = server.started().await else {
-        return Err(Error::Closed);
+        return Err("the server did not start on TCP".into());
     };
     let client = Client::tcp(addr.to_string()).start();
     client.connected().await;
@@ -152,10 +152,16 @@ async fn measure(opts: Options) -> Result<(), Error> {
             count,
         ))
     };
-    go(20_000).await.expect("the warm-up ran")?;
+    go(20_000)
+        .await
+        .expect("the warm-up ran")
+        .map_err(|e| e.to_string())?;
     let before = ALLOCATIONS.load(Ordering::Relaxed);
     let start = Instant::now();
-    go(opts.count).await.expect("the run ran")?;
+    go(opts.count)
+        .await
+        .expect("the run ran")
+        .map_err(|e| e.to_string())?;
     let elapsed = start.elapsed();
     let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
     println!(
