@@ -421,11 +421,11 @@ impl Default for Router {
     }
 }
 
-/// An outgoing frame, encoded, with the callbacks it carries.
 /// A frame's local callbacks by position; `None` once invoked. Inline for one,
 /// as a request has: no allocation for the list.
 type LocalCallbacks = smallvec::SmallVec<[(u32, Option<Box<dyn LocalCallback>>); 1]>;
 
+/// An outgoing frame, encoded, with the callbacks it carries.
 struct Encoded {
     id: u32,
     bytes: Vec<u8>,
