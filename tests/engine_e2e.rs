@@ -599,6 +599,79 @@ async fn an_unanswered_callback_times_out_after_its_timeout_plus_500ms_and_leave
 }
 
 #[tokio::test(start_paused = true)]
+async fn frames_with_different_timeouts_each_expire_at_their_own_deadline() {
+    // Deadlines live in the pending frames, not in a sorted index; the timer
+    // looks through the frames when the earliest it knows of comes. Answered
+    // frames, deadlines out of order and a shorter one queued later all count.
+    let (client, server, _link) = pair();
+    let (held_tx, mut held) = mpsc::unbounded_channel();
+    server.on("ignore", move |args: Args| -> Result<(), Error> {
+        let _ = held_tx.send(args.callback(0)?);
+        Ok(())
+    });
+    server.on("echo", |args: Args| -> Result<(), Error> {
+        args.callback(0)?.call(())
+    });
+    let allowance = Duration::from_millis(500);
+    let start = Instant::now();
+    let mut replies = Vec::new();
+    // The earliest deadline goes to a frame that is answered at once.
+    let (cb, answered) = Callback::<()>::once();
+    client
+        .emit_with_timeout("echo", args![cb], Duration::from_secs(1))
+        .unwrap();
+    for secs in [4, 2, 6] {
+        let (cb, reply) = Callback::<()>::once();
+        client
+            .emit_with_timeout("ignore", args![cb], Duration::from_secs(secs))
+            .unwrap();
+        replies.push((
+            secs,
+            tokio::spawn(async move { (reply.await, Instant::now()) }),
+        ));
+    }
+    answered.await.unwrap();
+    for _ in 0..3 {
+        held.recv().await.unwrap();
+    }
+    // Queued later with a shorter timeout than all the others.
+    let (cb, reply) = Callback::<()>::once();
+    client
+        .emit_with_timeout("ignore", args![cb], Duration::from_millis(1500))
+        .unwrap();
+    let late_start = Instant::now();
+    let limit = Duration::from_secs(30);
+    let result = tokio::time::timeout(limit, reply)
+        .await
+        .expect("never expired");
+    let at = Instant::now();
+    assert!(matches!(result, Err(Error::Timeout(_))), "{result:?}");
+    let deadline = late_start + Duration::from_millis(1500) + allowance;
+    assert!(
+        at >= deadline && at < deadline + Duration::from_millis(20),
+        "{:?}",
+        at - deadline
+    );
+    for (secs, task) in replies {
+        let (result, at) = tokio::time::timeout(limit, task)
+            .await
+            .expect("never expired")
+            .unwrap();
+        assert!(
+            matches!(result, Err(Error::Timeout(t)) if t == Duration::from_secs(secs)),
+            "{result:?}"
+        );
+        let deadline = start + Duration::from_secs(secs) + allowance;
+        assert!(
+            at >= deadline && at < deadline + Duration::from_millis(20),
+            "{secs} s: {:?} after the deadline",
+            at - deadline
+        );
+    }
+    assert_eq!(client.pending_frames(), 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn emit_with_timeout_sends_t_in_seconds_and_keeps_the_callback_that_long() {
     // Without a transport, the queued frame can be read back.
     let router = Router::new();

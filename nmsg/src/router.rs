@@ -6,7 +6,7 @@
 //! ([`Router::next_outgoing`]), already length-prefixed and ready to write.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::hash::BuildHasherDefault;
@@ -348,10 +348,21 @@ struct State {
 /// deadlines, and the timer task that enforces them. Boxed, and made with the
 /// first such frame: a router that never sends a callback (many a server's
 /// socket) holds none of it.
+///
+/// The deadlines are kept in the pending frames only, not in a sorted index: a
+/// frame costs no insertion and no removal there. The timer knows the earliest
+/// deadline (`earliest`, a lower bound once frames are answered) and looks
+/// through the pending frames when it comes; with the usual single timeout that
+/// is about once per timeout, since by then the frames it saw are answered. A
+/// look-through that finds nothing due sets `earliest` to the true minimum.
+/// Look-throughs are at least [`SCAN_GAP`] apart, so frames whose deadlines are
+/// spread out expire up to that much late, and never cost more than a pass over
+/// the pending frames per gap.
 #[derive(Default)]
 struct Calls {
     pending: HashMap<u32, Pending, BuildHasherDefault<IdHasher>>,
-    deadlines: BTreeSet<(Instant, u32)>,
+    /// No pending frame has an earlier deadline; `None` with none pending.
+    earliest: Option<Instant>,
     timer_running: bool,
     /// The deadline the timer task sleeps until; `None` while it sleeps without
     /// one. A new frame wakes the timer only when its deadline comes earlier,
@@ -780,7 +791,7 @@ impl Router {
             if calls.timer_armed.is_none_or(|armed| deadline < armed) {
                 timer = calls.timer.take();
             }
-            calls.deadlines.insert((deadline, encoded.id));
+            calls.earliest = Some(calls.earliest.map_or(deadline, |e| e.min(deadline)));
             let left = encoded.callbacks.len();
             calls.pending.insert(
                 encoded.id,
@@ -800,7 +811,6 @@ impl Router {
                     }
                     Err(_) => {
                         let pending = calls.pending.remove(&encoded.id).expect("just inserted");
-                        calls.deadlines.remove(&(deadline, encoded.id));
                         encoded.callbacks = pending.callbacks;
                         return Err(Box::new((Error::NoRuntime, encoded)));
                     }
@@ -1034,9 +1044,7 @@ impl Router {
                     .take()?;
                 p.left -= 1;
                 if p.left == 0 {
-                    let deadline = p.deadline;
                     calls.pending.remove(&to);
-                    calls.deadlines.remove(&(deadline, to));
                 }
                 Some(cb)
             })
@@ -1081,7 +1089,6 @@ impl Router {
                     .collect();
                 for id in ids {
                     if let Some(p) = calls.pending.remove(&id) {
-                        calls.deadlines.remove(&(p.deadline, id));
                         failed.extend(p.callbacks);
                     }
                 }
@@ -1099,7 +1106,7 @@ impl Router {
             st.closed = true;
             let (failed, timer) = match st.calls.as_mut() {
                 Some(calls) => {
-                    calls.deadlines.clear();
+                    calls.earliest = None;
                     let failed = calls
                         .pending
                         .drain()
@@ -1268,11 +1275,17 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// The least time between two look-throughs of the pending frames by the
+/// timer (see [`Calls`]): a frame may expire this much after its deadline.
+const SCAN_GAP: Duration = Duration::from_millis(10);
+
 /// Drops pending frames whose deadline passed. One task per router, started
 /// with the first frame that has callbacks; ends when the router is dropped.
 async fn run_timer(router: Weak<Inner>) {
     // Made for the first deadline, then moved to each next one.
     let mut sleep: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    // No look-through before this instant (see `Calls`).
+    let mut quiet_until: Option<Instant> = None;
     std::future::poll_fn(|cx| loop {
         let Some(inner) = router.upgrade() else {
             return Poll::Ready(());
@@ -1282,16 +1295,23 @@ async fn run_timer(router: Weak<Inner>) {
             let mut st = inner.state.lock().unwrap_or_else(|e| e.into_inner());
             let calls = st.calls.get_or_insert_with(Box::default);
             let mut expired = Vec::new();
-            while let Some(&(deadline, id)) = calls.deadlines.first() {
-                if deadline > now {
-                    break;
-                }
-                calls.deadlines.pop_first();
-                if let Some(p) = calls.pending.remove(&id) {
-                    expired.push((p.timeout, p.callbacks));
-                }
+            let due = calls.earliest.is_some_and(|e| e <= now);
+            if due && quiet_until.is_none_or(|q| q <= now) {
+                quiet_until = Some(now + SCAN_GAP);
+                let mut earliest = None::<Instant>;
+                calls.pending.retain(|_, p| {
+                    if p.deadline <= now {
+                        expired.push((p.timeout, std::mem::take(&mut p.callbacks)));
+                        false
+                    } else {
+                        earliest = Some(earliest.map_or(p.deadline, |e| e.min(p.deadline)));
+                        true
+                    }
+                });
+                calls.earliest = earliest;
             }
-            let next = calls.deadlines.first().map(|(d, _)| *d);
+            // A due deadline waits for the end of the quiet time.
+            let next = calls.earliest.map(|e| quiet_until.map_or(e, |q| e.max(q)));
             calls.timer_armed = next;
             // Registered under the lock that `enqueue` checks `timer_armed`
             // under: an earlier deadline queued from now on wakes this task.
