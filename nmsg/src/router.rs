@@ -708,7 +708,7 @@ impl Router {
             && timeout != Duration::from_secs_f64(DEFAULT_TIMEOUT_SECS))
         .then_some(timeout.as_secs_f64());
         let id = self.next_id();
-        let mut bytes = Vec::with_capacity(64);
+        let mut bytes = scratch_take();
         let items: smallvec::SmallVec<[&dyn erased_serde::Serialize; 4]> = data
             .iter()
             .map(|d| &**d as &dyn erased_serde::Serialize)
@@ -841,6 +841,7 @@ impl Router {
         }
         let waiting_writer = s.writer_waker.take();
         drop(st);
+        scratch_give_back(std::mem::take(&mut encoded.bytes));
         if let Some(waker) = waiting_writer {
             waker.wake();
         }
@@ -1152,6 +1153,34 @@ impl Router {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .queued_frames
+    }
+}
+
+/// The largest encoding buffer a thread keeps for its next frame.
+const SCRATCH_KEEP: usize = 16 * 1024;
+
+thread_local! {
+    /// The buffer the next frame encoded on this thread goes into. A frame is
+    /// encoded, then copied into its router's queue; the buffer comes back here,
+    /// so encoding a frame takes no allocation of its own.
+    static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// An empty buffer to encode a frame into: this thread's spare, or a new one.
+fn scratch_take() -> Vec<u8> {
+    let mut bytes = SCRATCH.try_with(std::cell::Cell::take).unwrap_or_default();
+    if bytes.capacity() == 0 {
+        bytes.reserve(64);
+    }
+    bytes
+}
+
+/// Keeps `bytes` (its frame already copied into a queue) as this thread's spare,
+/// unless it grew beyond [`SCRATCH_KEEP`].
+fn scratch_give_back(mut bytes: Vec<u8>) {
+    if bytes.capacity() <= SCRATCH_KEEP {
+        bytes.clear();
+        let _ = SCRATCH.try_with(|spare| spare.set(bytes));
     }
 }
 
