@@ -689,30 +689,23 @@ impl Router {
         timeout: Option<Duration>,
     ) -> Result<Encoded, Error> {
         let opts = &self.inner.opts;
-        // Inline up to 4: the frame's data and positions live only while it is
-        // encoded, and nearly every frame has fewer (no allocation for them).
-        let mut data = smallvec::SmallVec::<[_; 4]>::new();
+        // The data arguments, borrowed, and the callbacks' positions, inline up
+        // to 4: they live only while the frame is encoded, and nearly every
+        // frame has fewer (no allocation for them).
+        let mut items = smallvec::SmallVec::<[&dyn erased_serde::Serialize; 4]>::new();
         let mut positions = smallvec::SmallVec::<[u32; 4]>::new();
-        let mut callbacks = LocalCallbacks::new();
-        for (position, arg) in args.items.into_iter().enumerate() {
+        for (position, arg) in args.items.iter().enumerate() {
             match arg {
-                Arg::Data(d) => data.push(d),
-                Arg::Callback(cb) => {
-                    positions.push(position as u32);
-                    callbacks.push((position as u32, Some(cb)));
-                }
+                Arg::Data(d) => items.push(&**d),
+                Arg::Callback(_) => positions.push(position as u32),
             }
         }
         let timeout = timeout.unwrap_or(opts.default_timeout);
-        let wire_timeout = (!callbacks.is_empty()
+        let wire_timeout = (!positions.is_empty()
             && timeout != Duration::from_secs_f64(DEFAULT_TIMEOUT_SECS))
         .then_some(timeout.as_secs_f64());
         let id = self.next_id();
         let mut bytes = scratch_take();
-        let items: smallvec::SmallVec<[&dyn erased_serde::Serialize; 4]> = data
-            .iter()
-            .map(|d| &**d as &dyn erased_serde::Serialize)
-            .collect();
         let frame = OutFrame {
             id,
             kind,
@@ -729,6 +722,19 @@ impl Router {
             };
             check_size(bytes.len() + overhead, opts.max_message_size)
         });
+        drop(items);
+        let callbacks: LocalCallbacks = if positions.is_empty() {
+            LocalCallbacks::new()
+        } else {
+            args.items
+                .into_iter()
+                .enumerate()
+                .filter_map(|(position, arg)| match arg {
+                    Arg::Callback(cb) => Some((position as u32, Some(cb))),
+                    Arg::Data(_) => None,
+                })
+                .collect()
+        };
         if let Err(e) = result {
             fail_all(callbacks, || Error::Encode(e.clone()));
             return Err(e.into());
