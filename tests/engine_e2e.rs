@@ -599,6 +599,31 @@ async fn an_unanswered_callback_times_out_after_its_timeout_plus_500ms_and_leave
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_request_ends_with_timeout_or_closed_when_it_is_never_answered() {
+    let client = Router::builder()
+        .default_timeout(Duration::from_secs(2))
+        .build();
+    let server = Router::new();
+    let _link = link(&client, &server);
+    server.on("ignore", |_args: Args| {});
+    let start = Instant::now();
+    let result = client.request::<(String,)>("ignore", ()).await;
+    assert!(
+        matches!(result, Err(Error::Timeout(t)) if t == Duration::from_secs(2)),
+        "{result:?}"
+    );
+    assert!(start.elapsed() >= Duration::from_millis(2500));
+    assert_eq!(client.pending_frames(), 0);
+
+    // Pending when the router closes, and sent after it closed.
+    let pending = client.request::<(String,)>("ignore", ());
+    client.close();
+    assert!(matches!(pending.await, Err(Error::Closed)));
+    let after = client.request::<(String,)>("ignore", ()).await;
+    assert!(matches!(after, Err(Error::Closed)), "{after:?}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn frames_with_different_timeouts_each_expire_at_their_own_deadline() {
     // Deadlines live in the pending frames, not in a sorted index; the timer
     // looks through the frames when the earliest it knows of comes. Answered

@@ -5,8 +5,8 @@ use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
 use tokio::sync::oneshot;
 
@@ -183,6 +183,129 @@ impl<A: Send + 'static> LocalCallback for Forward<A> {
 
     fn fail(self: Box<Self>, error: Error) {
         tracing::debug!(%error, "forwarded callback dropped without being invoked");
+    }
+}
+
+/// A callback in the router's table: a boxed [`LocalCallback`] (anything passed
+/// as an argument), or the answer slot of a request, which the caller's future
+/// shares (one allocation for both, where a `Callback::once` takes a channel and
+/// a box).
+pub(crate) enum Local {
+    Boxed(Box<dyn LocalCallback>),
+    Answer(Arc<dyn AnswerSink>),
+}
+
+impl Local {
+    pub(crate) fn invoke(self, args: Args) -> Result<(), Error> {
+        match self {
+            Local::Boxed(cb) => cb.invoke(args),
+            Local::Answer(slot) => {
+                slot.invoke(args);
+                Ok(())
+            }
+        }
+    }
+
+    pub(crate) fn fail(self, error: Error) {
+        match self {
+            Local::Boxed(cb) => cb.fail(error),
+            Local::Answer(slot) => slot.fail(error),
+        }
+    }
+}
+
+/// The router's side of an [`Answer`]: fills the slot.
+pub(crate) trait AnswerSink: Send + Sync {
+    /// The peer invoked the request's callback with `args`.
+    fn invoke(&self, args: Args);
+    /// The callback will never be invoked.
+    fn fail(&self, error: Error);
+}
+
+/// What a request's answer slot holds.
+enum Slot<A> {
+    /// No answer yet; the waiting task, once it has polled.
+    Waiting(Option<Waker>),
+    Ready(Result<A, Error>),
+    /// The answer was taken by the future.
+    Taken,
+}
+
+/// The answer slot of a request, shared by the router's table and the
+/// [`Answer`] future.
+pub(crate) struct AnswerSlot<A> {
+    slot: Mutex<Slot<A>>,
+}
+
+impl<A> AnswerSlot<A> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slot<A>> {
+        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn complete(&self, result: Result<A, Error>) {
+        let waker = {
+            let mut slot = self.lock();
+            match &mut *slot {
+                Slot::Waiting(waker) => {
+                    let waker = waker.take();
+                    *slot = Slot::Ready(result);
+                    waker
+                }
+                // Filled once only: the table hands the slot out once.
+                Slot::Ready(_) | Slot::Taken => None,
+            }
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+impl<A: FromArgs + Send> AnswerSink for AnswerSlot<A> {
+    fn invoke(&self, args: Args) {
+        self.complete(A::from_args(&args));
+    }
+
+    fn fail(&self, error: Error) {
+        self.complete(Err(error));
+    }
+}
+
+/// The future of a request's answer: the arguments the peer invoked the
+/// request's callback with, converted into `A`, or why it never was
+/// ([`Error::Timeout`], [`Error::Disconnected`], [`Error::Closed`]).
+pub(crate) struct Answer<A> {
+    slot: Arc<AnswerSlot<A>>,
+}
+
+impl<A: FromArgs + Send> Answer<A> {
+    /// An answer slot for the table, and the future that waits for it.
+    pub(crate) fn new() -> (Arc<dyn AnswerSink>, Self) {
+        let slot = Arc::new(AnswerSlot {
+            slot: Mutex::new(Slot::Waiting(None)),
+        });
+        (slot.clone(), Answer { slot })
+    }
+}
+
+impl<A> Future for Answer<A> {
+    type Output = Result<A, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut slot = self.slot.lock();
+        match std::mem::replace(&mut *slot, Slot::Taken) {
+            Slot::Ready(result) => Poll::Ready(result),
+            Slot::Waiting(waker) => {
+                let waker = match waker {
+                    Some(w) if w.will_wake(cx.waker()) => w,
+                    _ => cx.waker().clone(),
+                };
+                *slot = Slot::Waiting(Some(waker));
+                Poll::Pending
+            }
+            // Polled again after it was ready.
+            Slot::Taken => Poll::Ready(Err(Error::Closed)),
+        }
     }
 }
 

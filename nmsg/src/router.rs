@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::args::{Arg, Args, FromArgs, IntoArgs, OutArgs, Received};
-use crate::callback::{Callback, LocalCallback};
+use crate::callback::{Answer, AnswerSink, Local};
 use crate::codec::{Codec, MsgPack};
 use crate::error::Error;
 use crate::frame::{FrameKind, OutFrame, OutKind, DEFAULT_TIMEOUT_SECS, MAX_ID};
@@ -436,7 +436,7 @@ impl Default for Router {
 
 /// A frame's local callbacks by position; `None` once invoked. Inline for one,
 /// as a request has: no allocation for the list.
-type LocalCallbacks = smallvec::SmallVec<[(u32, Option<Box<dyn LocalCallback>>); 1]>;
+type LocalCallbacks = smallvec::SmallVec<[(u32, Option<Local>); 1]>;
 
 /// An outgoing frame, encoded, with the callbacks it carries.
 struct Encoded {
@@ -610,7 +610,7 @@ impl Router {
         args: impl IntoArgs<'a>,
     ) -> impl std::future::Future<Output = Result<(), Error>> + Send + 'static {
         let router = self.clone();
-        let encoded = self.encode(OutKind::Event(event), args.into_args(), None);
+        let encoded = self.encode(OutKind::Event(event), args.into_args(), None, None);
         async move {
             let mut encoded = encoded?;
             loop {
@@ -645,14 +645,22 @@ impl Router {
     where
         R: FromArgs + Send,
     {
-        let (cb, reply) = Callback::<R>::once();
-        let mut args = args.into_args();
-        args.items.push(Arg::Callback(cb.into_local()));
-        let sent = self.send(OutKind::Event(event), args, None);
-        async move {
-            sent?;
-            reply.await
-        }
+        let answer = self.call(event, args.into_args(), None);
+        async move { answer?.await }
+    }
+
+    /// Emits `event` with `args` and a trailing callback whose arguments the
+    /// returned future gives, as `R`. The callback is an answer slot the future
+    /// shares with the callback table: one allocation, no channel and no box.
+    pub(crate) fn call<R: FromArgs + Send>(
+        &self,
+        event: &str,
+        args: OutArgs<'_>,
+        timeout: Option<Duration>,
+    ) -> Result<Answer<R>, Error> {
+        let (sink, answer) = Answer::new();
+        self.send_with(OutKind::Event(event), args, timeout, Some(sink))?;
+        Ok(answer)
     }
 
     pub(crate) fn send(
@@ -661,7 +669,18 @@ impl Router {
         args: OutArgs<'_>,
         timeout: Option<Duration>,
     ) -> Result<(), Error> {
-        let encoded = self.encode(kind, args, timeout)?;
+        self.send_with(kind, args, timeout, None)
+    }
+
+    /// [`Router::send`], with `answer` as a last callback after `args`.
+    fn send_with(
+        &self,
+        kind: OutKind<'_>,
+        args: OutArgs<'_>,
+        timeout: Option<Duration>,
+        answer: Option<Arc<dyn AnswerSink>>,
+    ) -> Result<(), Error> {
+        let encoded = self.encode(kind, args, timeout, answer)?;
         self.enqueue(encoded).map_err(|refused| {
             let (e, back) = *refused;
             fail_all(back.callbacks, || refusal(&e));
@@ -684,11 +703,13 @@ impl Router {
         }
     }
 
+    /// Encodes a frame of `args`, and of `answer` as a last callback if given.
     fn encode(
         &self,
         kind: OutKind<'_>,
         args: OutArgs<'_>,
         timeout: Option<Duration>,
+        answer: Option<Arc<dyn AnswerSink>>,
     ) -> Result<Encoded, Error> {
         let opts = &self.inner.opts;
         // The data arguments, borrowed, and the callbacks' positions, inline up
@@ -701,6 +722,10 @@ impl Router {
                 Arg::Data(d) => items.push(&**d),
                 Arg::Callback(_) => positions.push(position as u32),
             }
+        }
+        let answer_position = args.items.len() as u32;
+        if answer.is_some() {
+            positions.push(answer_position);
         }
         let timeout = timeout.unwrap_or(opts.default_timeout);
         let wire_timeout = (!positions.is_empty()
@@ -725,18 +750,21 @@ impl Router {
             check_size(bytes.len() + overhead, opts.max_message_size)
         });
         drop(items);
-        let callbacks: LocalCallbacks = if positions.is_empty() {
-            LocalCallbacks::new()
-        } else {
+        let mut callbacks: LocalCallbacks = if positions.len() > answer.is_some() as usize {
             args.items
                 .into_iter()
                 .enumerate()
                 .filter_map(|(position, arg)| match arg {
-                    Arg::Callback(cb) => Some((position as u32, Some(cb))),
+                    Arg::Callback(cb) => Some((position as u32, Some(Local::Boxed(cb)))),
                     Arg::Data(_) => None,
                 })
                 .collect()
+        } else {
+            LocalCallbacks::new()
         };
+        if let Some(answer) = answer {
+            callbacks.push((answer_position, Some(Local::Answer(answer))));
+        }
         if let Err(e) = result {
             fail_all(callbacks, || Error::Encode(e.clone()));
             return Err(e.into());
@@ -1286,10 +1314,7 @@ fn refusal(e: &Error) -> Error {
     }
 }
 
-fn fail_all(
-    callbacks: impl IntoIterator<Item = (u32, Option<Box<dyn LocalCallback>>)>,
-    error: impl Fn() -> Error,
-) {
+fn fail_all(callbacks: impl IntoIterator<Item = (u32, Option<Local>)>, error: impl Fn() -> Error) {
     for cb in callbacks.into_iter().filter_map(|(_, cb)| cb) {
         cb.fail(error());
     }

@@ -69,7 +69,7 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Serialize;
 
 use crate::args::{Arg, Args, FromArg, FromArgs, OutArgs, ToArg};
-use crate::callback::{Callback, RemoteCallback, Reply};
+use crate::callback::{Answer, Callback, RemoteCallback};
 use crate::error::Error;
 use crate::handler::HandlerReturn;
 use crate::router::{Api, Router};
@@ -269,7 +269,7 @@ pub struct Response<T> {
 
 enum State<T> {
     Waiting {
-        reply: Reply<Args>,
+        reply: Answer<Args>,
         decode: fn(&Args) -> Result<T, Error>,
     },
     Failed(Option<Error>),
@@ -281,14 +281,12 @@ impl<T> Response<T> {
     fn send(
         router: &Router,
         event: &str,
-        mut args: OutArgs<'_>,
+        args: OutArgs<'_>,
         timeout: Option<Duration>,
         decode: fn(&Args) -> Result<T, Error>,
     ) -> Self {
-        let (callback, reply) = Callback::<Args>::once();
-        args.push(callback);
-        let state = match emit(router, event, args, timeout) {
-            Ok(()) => State::Waiting { reply, decode },
+        let state = match router.call(event, args, timeout) {
+            Ok(reply) => State::Waiting { reply, decode },
             Err(e) => State::Failed(Some(e)),
         };
         Response { state }
