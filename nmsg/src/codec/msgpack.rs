@@ -1,7 +1,5 @@
 //! The MsgPack codec: frames are maps keyed by one-letter strings.
 
-use rmp::Marker;
-
 use super::{ArgVisitor, Codec, MAX_DEPTH};
 use crate::error::{EncodeError, ProtocolError};
 use crate::frame::{
@@ -188,26 +186,43 @@ impl Kind {
 }
 
 /// A bounds-checked reader over one message. Never panics on any input.
+///
+/// The general [`Reader::header`] reads any value's header. The readers of a
+/// frame's keys first try the few forms nmsg and the JavaScript implementation
+/// write (one-letter fixstr keys, positive fixint and uint 8/16/32 ids, fixstr
+/// event names, fixarray lists, bin 8/16 and str 8/16 arguments) by matching the
+/// bytes directly, and fall back to `header` for everything else, so unusual
+/// input gets the same results and errors as before, only more slowly.
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
+/// The error for a value that runs past the end of the message.
+fn cut_short() -> ProtocolError {
+    undecodable("message ends in the middle of a value")
+}
+
 impl<'a> Reader<'a> {
+    /// The bytes from the reader's position on (empty at the end).
+    #[inline]
+    fn rest(&self) -> &'a [u8] {
+        self.buf.get(self.pos..).unwrap_or_default()
+    }
+
     fn bytes(&self, at: usize, n: usize) -> Result<&'a [u8], ProtocolError> {
         at.checked_add(n)
             .and_then(|end| self.buf.get(at..end))
-            .ok_or_else(|| undecodable("message ends in the middle of a value"))
+            .ok_or_else(cut_short)
     }
 
-    fn be(&self, at: usize, n: usize) -> Result<u64, ProtocolError> {
-        Ok(match *self.bytes(at, n)? {
-            [a] => a as u64,
-            [a, b] => u16::from_be_bytes([a, b]) as u64,
-            [a, b, c, d] => u32::from_be_bytes([a, b, c, d]) as u64,
-            [a, b, c, d, e, f, g, h] => u64::from_be_bytes([a, b, c, d, e, f, g, h]),
-            ref other => other.iter().fold(0u64, |acc, &b| (acc << 8) | b as u64),
-        })
+    /// The `N` bytes at `at`, for a big-endian number of a header.
+    fn be<const N: usize>(&self, at: usize) -> Result<[u8; N], ProtocolError> {
+        self.buf
+            .get(at..)
+            .and_then(|rest| rest.first_chunk::<N>())
+            .copied()
+            .ok_or_else(cut_short)
     }
 
     /// Reads the marker and fixed-size header of the next value without moving;
@@ -218,54 +233,49 @@ impl<'a> Reader<'a> {
             .buf
             .get(p)
             .ok_or_else(|| undecodable("message ends where a value should start"))?;
-        // The one-byte forms first: nearly every marker in a frame is one.
-        match byte {
-            0x00..=0x7f => return Ok((Kind::Uint(byte as u64), 1)),
-            0x80..=0x8f => return Ok((Kind::Map((byte & 0x0f) as u32), 1)),
-            0x90..=0x9f => return Ok((Kind::Array((byte & 0x0f) as u32), 1)),
-            0xa0..=0xbf => return Ok((Kind::Str((byte & 0x1f) as usize), 1)),
-            0xe0..=0xff => return Ok((Kind::Int(byte as i8 as i64), 1)),
-            _ => {}
-        }
-        let h = |n| -> Result<u64, ProtocolError> { self.be(p + 1, n) };
-        Ok(match Marker::from_u8(byte) {
-            Marker::FixPos(v) => (Kind::Uint(v as u64), 1),
-            Marker::FixNeg(v) => (Kind::Int(v as i64), 1),
-            Marker::Null => (Kind::Nil, 1),
-            Marker::True | Marker::False => (Kind::Bool, 1),
-            Marker::U8 => (Kind::Uint(h(1)?), 2),
-            Marker::U16 => (Kind::Uint(h(2)?), 3),
-            Marker::U32 => (Kind::Uint(h(4)?), 5),
-            Marker::U64 => (Kind::Uint(h(8)?), 9),
-            Marker::I8 => (Kind::Int(h(1)? as u8 as i8 as i64), 2),
-            Marker::I16 => (Kind::Int(h(2)? as u16 as i16 as i64), 3),
-            Marker::I32 => (Kind::Int(h(4)? as u32 as i32 as i64), 5),
-            Marker::I64 => (Kind::Int(h(8)? as i64), 9),
-            Marker::F32 => (Kind::Float(f32::from_bits(h(4)? as u32) as f64), 5),
-            Marker::F64 => (Kind::Float(f64::from_bits(h(8)?)), 9),
-            Marker::FixStr(n) => (Kind::Str(n as usize), 1),
-            Marker::Str8 => (Kind::Str(h(1)? as usize), 2),
-            Marker::Str16 => (Kind::Str(h(2)? as usize), 3),
-            Marker::Str32 => (Kind::Str(h(4)? as usize), 5),
-            Marker::Bin8 => (Kind::Bin(h(1)? as usize), 2),
-            Marker::Bin16 => (Kind::Bin(h(2)? as usize), 3),
-            Marker::Bin32 => (Kind::Bin(h(4)? as usize), 5),
-            Marker::FixArray(n) => (Kind::Array(n as u32), 1),
-            Marker::Array16 => (Kind::Array(h(2)? as u32), 3),
-            Marker::Array32 => (Kind::Array(h(4)? as u32), 5),
-            Marker::FixMap(n) => (Kind::Map(n as u32), 1),
-            Marker::Map16 => (Kind::Map(h(2)? as u32), 3),
-            Marker::Map32 => (Kind::Map(h(4)? as u32), 5),
+        let u8 = || self.be::<1>(p + 1).map(|[a]| a);
+        let u16 = || self.be::<2>(p + 1).map(u16::from_be_bytes);
+        let u32 = || self.be::<4>(p + 1).map(u32::from_be_bytes);
+        let u64 = || self.be::<8>(p + 1).map(u64::from_be_bytes);
+        // The markers of the MsgPack specification, in order.
+        Ok(match byte {
+            0x00..=0x7f => (Kind::Uint(byte as u64), 1),
+            0x80..=0x8f => (Kind::Map((byte & 0x0f) as u32), 1),
+            0x90..=0x9f => (Kind::Array((byte & 0x0f) as u32), 1),
+            0xa0..=0xbf => (Kind::Str((byte & 0x1f) as usize), 1),
+            0xc0 => (Kind::Nil, 1),
+            0xc1 => return Err(undecodable("reserved marker 0xc1")),
+            0xc2 | 0xc3 => (Kind::Bool, 1),
+            0xc4 => (Kind::Bin(u8()? as usize), 2),
+            0xc5 => (Kind::Bin(u16()? as usize), 3),
+            0xc6 => (Kind::Bin(u32()? as usize), 5),
             // ext: the type byte counts as payload here
-            Marker::FixExt1 => (Kind::Ext(2), 1),
-            Marker::FixExt2 => (Kind::Ext(3), 1),
-            Marker::FixExt4 => (Kind::Ext(5), 1),
-            Marker::FixExt8 => (Kind::Ext(9), 1),
-            Marker::FixExt16 => (Kind::Ext(17), 1),
-            Marker::Ext8 => (Kind::Ext(h(1)? as usize + 1), 2),
-            Marker::Ext16 => (Kind::Ext(h(2)? as usize + 1), 3),
-            Marker::Ext32 => (Kind::Ext(h(4)? as usize + 1), 5),
-            Marker::Reserved => return Err(undecodable("reserved marker 0xc1")),
+            0xc7 => (Kind::Ext(u8()? as usize + 1), 2),
+            0xc8 => (Kind::Ext(u16()? as usize + 1), 3),
+            0xc9 => (Kind::Ext(u32()? as usize + 1), 5),
+            0xca => (Kind::Float(f32::from_bits(u32()?) as f64), 5),
+            0xcb => (Kind::Float(f64::from_bits(u64()?)), 9),
+            0xcc => (Kind::Uint(u8()? as u64), 2),
+            0xcd => (Kind::Uint(u16()? as u64), 3),
+            0xce => (Kind::Uint(u32()? as u64), 5),
+            0xcf => (Kind::Uint(u64()?), 9),
+            0xd0 => (Kind::Int(u8()? as i8 as i64), 2),
+            0xd1 => (Kind::Int(u16()? as i16 as i64), 3),
+            0xd2 => (Kind::Int(u32()? as i32 as i64), 5),
+            0xd3 => (Kind::Int(u64()? as i64), 9),
+            0xd4 => (Kind::Ext(2), 1),
+            0xd5 => (Kind::Ext(3), 1),
+            0xd6 => (Kind::Ext(5), 1),
+            0xd7 => (Kind::Ext(9), 1),
+            0xd8 => (Kind::Ext(17), 1),
+            0xd9 => (Kind::Str(u8()? as usize), 2),
+            0xda => (Kind::Str(u16()? as usize), 3),
+            0xdb => (Kind::Str(u32()? as usize), 5),
+            0xdc => (Kind::Array(u16()? as u32), 3),
+            0xdd => (Kind::Array(u32()?), 5),
+            0xde => (Kind::Map(u16()? as u32), 3),
+            0xdf => (Kind::Map(u32()?), 5),
+            0xe0..=0xff => (Kind::Int(byte as i8 as i64), 1),
         })
     }
 
@@ -280,9 +290,36 @@ impl<'a> Reader<'a> {
         Ok(kind)
     }
 
+    /// The whole length of the next value, marker to end, when it is a scalar,
+    /// or a string or binary data of at most 64 KiB; `None` for anything else,
+    /// and when the header itself is cut short (the general path reports that).
+    /// A payload cut short is left to the caller's bounds check, which gives the
+    /// same error as the general path.
+    #[inline]
+    fn scalar_len(&self) -> Option<usize> {
+        Some(match *self.rest() {
+            [0x00..=0x7f | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff, ..] => 1,
+            [b @ 0xa0..=0xbf, ..] => 1 + (b & 0x1f) as usize,
+            [0xc4 | 0xd9, n, ..] => 2 + n as usize,
+            [0xc5 | 0xda, a, b, ..] => 3 + u16::from_be_bytes([a, b]) as usize,
+            [0xcc | 0xd0, ..] => 2,
+            [0xcd | 0xd1, ..] => 3,
+            [0xca | 0xce | 0xd2, ..] => 5,
+            [0xcb | 0xcf | 0xd3, ..] => 9,
+            _ => return None,
+        })
+    }
+
     /// Skips one whole value, without recursion. `depth` is the nesting level the
     /// value stands at; containers deeper than [`MAX_DEPTH`] are an error.
     fn skip(&mut self, depth: usize) -> Result<(), ProtocolError> {
+        // Most skipped values (data arguments, unknown keys) are scalars,
+        // strings or binary data: one bounds check, no loop.
+        if let Some(len) = self.scalar_len() {
+            self.bytes(self.pos, len)?;
+            self.pos += len;
+            return Ok(());
+        }
         let mut open: Vec<u64> = Vec::new();
         let mut left: u64 = 1;
         loop {
@@ -324,62 +361,84 @@ impl<'a> Reader<'a> {
         Ok(std::str::from_utf8(bytes).ok())
     }
 
+    /// Reads a key in any form but a one-letter fixstr: its bytes if it is a
+    /// string, with the reader past it; `None` if it is not a string, with the
+    /// reader still before it.
+    fn key_str(&mut self) -> Result<Option<&'a [u8]>, ProtocolError> {
+        let (kind, hlen) = self.header()?;
+        let Kind::Str(len) = kind else {
+            return Ok(None);
+        };
+        self.pos += hlen;
+        let raw = self.bytes(self.pos, len)?;
+        self.pos += len;
+        Ok(Some(raw))
+    }
+
     /// Reads a frame map at nesting level `depth`. Structural damage is an
     /// `Err` for the whole message; a frame whose keys have the wrong types is an
     /// `Ok(Err(..))`, with the reader past the frame so the next one can be read.
     fn frame(&mut self, depth: usize) -> Result<Result<Frame, ProtocolError>, ProtocolError> {
-        let n = match self.advance_header()? {
-            Kind::Map(n) => n,
-            other => {
-                return Ok(Err(ProtocolError::NotAMessage {
-                    found: other.name(),
-                }))
+        let n = match *self.rest() {
+            [b @ 0x80..=0x8f, ..] => {
+                self.pos += 1;
+                (b & 0x0f) as u32
             }
+            _ => match self.advance_header()? {
+                Kind::Map(n) => n,
+                other => {
+                    return Ok(Err(ProtocolError::NotAMessage {
+                        found: other.name(),
+                    }))
+                }
+            },
         };
         let mut fields = FrameFields::default();
         let mut error: Option<ProtocolError> = None;
+        let d = depth + 1;
         for _ in 0..n {
-            let (kind, hlen) = self.header()?;
-            let key = match kind {
-                Kind::Str(len) => {
-                    self.pos += hlen;
-                    let raw = self.bytes(self.pos, len)?;
-                    self.pos += len;
-                    // The protocol's keys are one ASCII letter: matched as
-                    // bytes, with no UTF-8 check (they pass it by construction).
-                    match raw {
-                        b"i" => Key::I,
-                        b"e" => Key::E,
-                        b"a" => Key::A,
-                        b"c" => Key::C,
-                        b"t" => Key::T,
-                        b"r" => Key::R,
-                        b"f" => Key::F,
-                        other if std::str::from_utf8(other).is_ok() => Key::Unknown,
-                        _ => {
-                            self.skip(depth + 1)?;
-                            error.get_or_insert(ProtocolError::WrongType {
-                                key: "(keys)",
-                                expected: "a UTF-8 string",
-                            });
-                            continue;
-                        }
-                    }
+            let raw = match self.rest() {
+                // The protocol's keys are one-letter fixstrs.
+                [0xa1, k, ..] => {
+                    self.pos += 2;
+                    std::slice::from_ref(k)
                 }
+                _ => match self.key_str()? {
+                    Some(raw) => raw,
+                    None => {
+                        self.skip(d)?;
+                        self.skip(d)?;
+                        error.get_or_insert(ProtocolError::WrongType {
+                            key: "(keys)",
+                            expected: "a string",
+                        });
+                        continue;
+                    }
+                },
+            };
+            // Matched as bytes, with no UTF-8 check for the protocol's keys
+            // (they pass it by construction).
+            let key = match raw {
+                b"i" => Key::I,
+                b"e" => Key::E,
+                b"a" => Key::A,
+                b"c" => Key::C,
+                b"t" => Key::T,
+                b"r" => Key::R,
+                b"f" => Key::F,
+                other if std::str::from_utf8(other).is_ok() => Key::Unknown,
                 _ => {
-                    self.skip(depth + 1)?;
-                    self.skip(depth + 1)?;
+                    self.skip(d)?;
                     error.get_or_insert(ProtocolError::WrongType {
                         key: "(keys)",
-                        expected: "a string",
+                        expected: "a UTF-8 string",
                     });
                     continue;
                 }
             };
-            let d = depth + 1;
             // As in the original (`data.a && ...`) and the JSON codec, a key
             // whose value is nil counts as absent.
-            if key != Key::Unknown && self.buf.get(self.pos) == Some(&NIL) {
+            if key != Key::Unknown && self.rest().first() == Some(&NIL) {
                 self.pos += 1;
                 continue;
             }
@@ -424,7 +483,26 @@ impl<'a> Reader<'a> {
         Ok(ProtocolError::WrongType { key, expected })
     }
 
+    /// Reads an unsigned integer: positive fixint and uint 8/16/32 here, any
+    /// other form in [`Reader::uint_general`].
+    #[inline]
     fn uint(
+        &mut self,
+        key: &'static str,
+        depth: usize,
+    ) -> Result<Result<u64, ProtocolError>, ProtocolError> {
+        let (v, len) = match *self.rest() {
+            [b @ 0x00..=0x7f, ..] => (b as u64, 1),
+            [0xcc, a, ..] => (a as u64, 2),
+            [0xcd, a, b, ..] => (u16::from_be_bytes([a, b]) as u64, 3),
+            [0xce, a, b, c, d, ..] => (u32::from_be_bytes([a, b, c, d]) as u64, 5),
+            _ => return self.uint_general(key, depth),
+        };
+        self.pos += len;
+        Ok(Ok(v))
+    }
+
+    fn uint_general(
         &mut self,
         key: &'static str,
         depth: usize,
@@ -464,28 +542,41 @@ impl<'a> Reader<'a> {
         key: &'static str,
         depth: usize,
     ) -> Result<Result<CompactString, ProtocolError>, ProtocolError> {
-        let (kind, hlen) = self.header()?;
-        match kind {
-            Kind::Str(len) => {
-                self.pos += hlen;
-                Ok(self
-                    .str(len)?
-                    .map(CompactString::from)
-                    .ok_or(ProtocolError::WrongType {
-                        key,
-                        expected: "a UTF-8 string",
-                    }))
-            }
-            _ => Ok(Err(self.wrong(depth, key, "a string")?)),
+        let (len, hlen) = match *self.rest() {
+            [b @ 0xa0..=0xbf, ..] => ((b & 0x1f) as usize, 1),
+            _ => match self.header()? {
+                (Kind::Str(len), hlen) => (len, hlen),
+                _ => return Ok(Err(self.wrong(depth, key, "a string")?)),
+            },
+        };
+        self.pos += hlen;
+        Ok(self
+            .str(len)?
+            .map(CompactString::from)
+            .ok_or(ProtocolError::WrongType {
+                key,
+                expected: "a UTF-8 string",
+            }))
+    }
+
+    /// The length of the array that comes next and its header's length, with
+    /// fixarray read here; `None` if the next value is not an array.
+    #[inline]
+    fn array_header(&self) -> Result<Option<(u32, usize)>, ProtocolError> {
+        if let [b @ 0x90..=0x9f, ..] = *self.rest() {
+            return Ok(Some(((b & 0x0f) as u32, 1)));
         }
+        Ok(match self.header()? {
+            (Kind::Array(n), hlen) => Some((n, hlen)),
+            _ => None,
+        })
     }
 
     fn uints(
         &mut self,
         depth: usize,
     ) -> Result<Result<RawPositions, ProtocolError>, ProtocolError> {
-        let (kind, hlen) = self.header()?;
-        let Kind::Array(n) = kind else {
+        let Some((n, hlen)) = self.array_header()? else {
             return Ok(Err(self.wrong(
                 depth,
                 "c",
@@ -512,8 +603,7 @@ impl<'a> Reader<'a> {
     }
 
     fn ranges(&mut self, depth: usize) -> Result<Result<DataRanges, ProtocolError>, ProtocolError> {
-        let (kind, hlen) = self.header()?;
-        let Kind::Array(n) = kind else {
+        let Some((n, hlen)) = self.array_header()? else {
             return Ok(Err(self.wrong(depth, "a", "an array")?));
         };
         if depth > MAX_DEPTH {
