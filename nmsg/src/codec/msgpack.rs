@@ -484,8 +484,10 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads an unsigned integer: positive fixint and uint 8/16/32 here, any
-    /// other form in [`Reader::uint_general`].
-    #[inline]
+    /// other form in [`Reader::uint_general`]. Always inlined: called out of
+    /// line, returning the nested `Result` through memory cost as much as the
+    /// read itself.
+    #[inline(always)]
     fn uint(
         &mut self,
         key: &'static str,
@@ -502,6 +504,7 @@ impl<'a> Reader<'a> {
         Ok(Ok(v))
     }
 
+    #[inline(never)]
     fn uint_general(
         &mut self,
         key: &'static str,
