@@ -119,7 +119,12 @@ impl FrameFields {
         let data = self.data.unwrap_or_default();
         let raw_callbacks = self.callbacks.unwrap_or_default();
         let len = data.len() + raw_callbacks.len();
-        let mut callbacks = Positions::with_capacity(raw_callbacks.len());
+        // Not `with_capacity`: it makes an out-of-line reserve call even when
+        // the positions fit inline, as they nearly always do.
+        let mut callbacks = Positions::new();
+        if raw_callbacks.len() > callbacks.inline_size() {
+            callbacks.reserve_exact(raw_callbacks.len());
+        }
         for (n, &position) in raw_callbacks.iter().enumerate() {
             if n > 0 && position <= raw_callbacks[n - 1] {
                 return Err(ProtocolError::CallbackOrder {

@@ -4,6 +4,7 @@ use super::{ArgVisitor, Codec, MAX_DEPTH};
 use crate::error::{EncodeError, ProtocolError};
 use crate::frame::{
     CompactString, DataRanges, Frame, FrameFields, Message, OutFrame, OutKind, RawPositions,
+    SmallVec,
 };
 
 /// The MsgPack codec, the protocol's default.
@@ -599,7 +600,7 @@ impl<'a> Reader<'a> {
             )?));
         };
         self.pos += hlen;
-        let mut out = RawPositions::with_capacity((n as usize).min(64));
+        let mut out: RawPositions = small_vec((n as usize).min(64));
         let mut bad = false;
         for _ in 0..n {
             match self.uint("c", depth + 1)? {
@@ -625,7 +626,7 @@ impl<'a> Reader<'a> {
             return Err(ProtocolError::TooDeep { limit: MAX_DEPTH });
         }
         self.pos += hlen;
-        let mut out = DataRanges::with_capacity((n as usize).min(64));
+        let mut out: DataRanges = small_vec((n as usize).min(64));
         for _ in 0..n {
             let start = self.pos;
             self.skip(depth + 1)?;
@@ -633,6 +634,17 @@ impl<'a> Reader<'a> {
         }
         Ok(Ok(out))
     }
+}
+
+/// `SmallVec::with_capacity(n)`, without the out-of-line reserve call it
+/// makes even when `n` fits inline (nearly always, for a frame's lists).
+#[inline]
+fn small_vec<A: smallvec::Array>(n: usize) -> SmallVec<A> {
+    let mut v = SmallVec::new();
+    if n > v.inline_size() {
+        v.reserve_exact(n);
+    }
+    v
 }
 
 fn set<T>(slot: &mut Option<T>, v: T, key: &'static str) -> Result<(), ProtocolError> {
