@@ -280,8 +280,15 @@ impl<'a> Reader<'a> {
         })
     }
 
+    /// The kind of the next value, without moving. Messages and bulk elements
+    /// are nearly always a fixmap or a fixarray: those are read here.
+    #[inline]
     fn peek(&self) -> Result<Kind, ProtocolError> {
-        Ok(self.header()?.0)
+        Ok(match *self.rest() {
+            [b @ 0x80..=0x8f, ..] => Kind::Map((b & 0x0f) as u32),
+            [b @ 0x90..=0x9f, ..] => Kind::Array((b & 0x0f) as u32),
+            _ => self.header()?.0,
+        })
     }
 
     /// Moves past the header of the next value (for containers: to their first element).
