@@ -70,17 +70,19 @@ impl Codec for MsgPack {
             + has_callbacks as u32
             + frame.timeout.is_some() as u32
             + 2 * matches!(frame.kind, OutKind::Response { .. }) as u32;
-        // Writes into a Vec cannot fail.
-        let _ = rmp::encode::write_map_len(out, len);
+        // The frame's own markers are written here, in their shortest forms
+        // (as rmp writes them): rmp's writers go through `io::Write` and its
+        // error path, several times the cost for the few bytes of a header.
+        put_len(out, len, 0x80, 0xde);
         key(out, b'i');
-        let _ = rmp::encode::write_uint(out, frame.id as u64);
+        put_uint(out, frame.id);
         if let OutKind::Event(name) = frame.kind {
             key(out, b'e');
-            let _ = rmp::encode::write_str(out, name);
+            put_str(out, name);
         }
         if has_data {
             key(out, b'a');
-            let _ = rmp::encode::write_array_len(out, frame.data.len() as u32);
+            put_len(out, frame.data.len() as u32, 0x90, 0xdc);
             for &item in frame.data {
                 let mut ser = rmp_serde::Serializer::new(&mut *out).with_struct_map();
                 // `erased_serde::serialize` gives the serializer's own errors
@@ -91,24 +93,24 @@ impl Codec for MsgPack {
         }
         if has_callbacks {
             key(out, b'c');
-            let _ = rmp::encode::write_array_len(out, frame.callbacks.len() as u32);
+            put_len(out, frame.callbacks.len() as u32, 0x90, 0xdc);
             for &p in frame.callbacks {
-                let _ = rmp::encode::write_uint(out, p as u64);
+                put_uint(out, p);
             }
         }
         if let Some(t) = frame.timeout {
             key(out, b't');
             if t.fract() == 0.0 && t >= 0.0 && t < u32::MAX as f64 {
-                let _ = rmp::encode::write_uint(out, t as u64);
+                put_uint(out, t as u32);
             } else {
                 let _ = rmp::encode::write_f64(out, t);
             }
         }
         if let OutKind::Response { to, position } = frame.kind {
             key(out, b'r');
-            let _ = rmp::encode::write_uint(out, to as u64);
+            put_uint(out, to);
             key(out, b'f');
-            let _ = rmp::encode::write_uint(out, position as u64);
+            put_uint(out, position);
         }
         Ok(())
     }
@@ -130,6 +132,56 @@ impl Codec for MsgPack {
 
 fn key(out: &mut Vec<u8>, k: u8) {
     out.extend_from_slice(&[0xa1, k]);
+}
+
+/// An unsigned integer in its shortest form.
+fn put_uint(out: &mut Vec<u8>, v: u32) {
+    match v {
+        0..=0x7f => out.push(v as u8),
+        0x80..=0xff => out.extend_from_slice(&[0xcc, v as u8]),
+        0x100..=0xffff => {
+            out.push(0xcd);
+            out.extend_from_slice(&(v as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(0xce);
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+    }
+}
+
+/// A map or array header: `fix` is the fixmap or fixarray marker (up to 15
+/// entries), `m16` the 16-bit form's marker, followed by the 32-bit one.
+fn put_len(out: &mut Vec<u8>, n: u32, fix: u8, m16: u8) {
+    match n {
+        0..=15 => out.push(fix | n as u8),
+        16..=0xffff => {
+            out.push(m16);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(m16 + 1);
+            out.extend_from_slice(&n.to_be_bytes());
+        }
+    }
+}
+
+/// A string, with its header in the shortest form.
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    let n = s.len();
+    match n {
+        0..=31 => out.push(0xa0 | n as u8),
+        32..=0xff => out.extend_from_slice(&[0xd9, n as u8]),
+        0x100..=0xffff => {
+            out.push(0xda);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(0xdb);
+            out.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(s.as_bytes());
 }
 
 fn undecodable(reason: impl Into<String>) -> ProtocolError {
@@ -660,4 +712,53 @@ fn set<T>(slot: &mut Option<T>, v: T, key: &'static str) -> Result<(), ProtocolE
     }
     *slot = Some(v);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The frame's markers are written by hand; they must be what rmp writes,
+    /// in the shortest form, at every boundary between forms.
+    #[test]
+    fn hand_written_markers_are_rmps_shortest_forms() {
+        let numbers = [
+            0u32,
+            1,
+            15,
+            16,
+            31,
+            32,
+            127,
+            128,
+            255,
+            256,
+            65_535,
+            65_536,
+            u32::MAX,
+        ];
+        for n in numbers {
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            put_uint(&mut ours, n);
+            rmp::encode::write_uint(&mut theirs, n as u64).unwrap();
+            assert_eq!(ours, theirs, "uint {n}");
+
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            put_len(&mut ours, n, 0x80, 0xde);
+            rmp::encode::write_map_len(&mut theirs, n).unwrap();
+            assert_eq!(ours, theirs, "map of {n}");
+
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            put_len(&mut ours, n, 0x90, 0xdc);
+            rmp::encode::write_array_len(&mut theirs, n).unwrap();
+            assert_eq!(ours, theirs, "array of {n}");
+        }
+        for n in [0usize, 1, 31, 32, 255, 256, 65_535, 65_536, 70_000] {
+            let text = "x".repeat(n);
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            put_str(&mut ours, &text);
+            rmp::encode::write_str(&mut theirs, &text).unwrap();
+            assert_eq!(ours, theirs, "string of {n}");
+        }
+    }
 }
