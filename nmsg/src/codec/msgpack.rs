@@ -130,11 +130,13 @@ impl Codec for MsgPack {
     }
 }
 
+#[inline]
 fn key(out: &mut Vec<u8>, k: u8) {
     out.extend_from_slice(&[0xa1, k]);
 }
 
 /// An unsigned integer in its shortest form.
+#[inline]
 fn put_uint(out: &mut Vec<u8>, v: u32) {
     match v {
         0..=0x7f => out.push(v as u8),
@@ -152,6 +154,7 @@ fn put_uint(out: &mut Vec<u8>, v: u32) {
 
 /// A map or array header: `fix` is the fixmap or fixarray marker (up to 15
 /// entries), `m16` the 16-bit form's marker, followed by the 32-bit one.
+#[inline]
 fn put_len(out: &mut Vec<u8>, n: u32, fix: u8, m16: u8) {
     match n {
         0..=15 => out.push(fix | n as u8),
