@@ -116,7 +116,7 @@ impl Codec for MsgPack {
     }
 
     fn bulk_start(&self, count: usize, out: &mut Vec<u8>) {
-        let _ = rmp::encode::write_array_len(out, count as u32);
+        put_len(out, count as u32, 0x90, 0xdc);
     }
 
     fn bulk_separator(&self) -> &'static [u8] {
