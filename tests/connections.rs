@@ -501,18 +501,31 @@ fn answers_up_to(stream: &mut std::net::TcpStream, seen: &mut Vec<u64>, n: u64) 
 
 #[test]
 fn the_first_answers_of_a_large_batch_go_out_before_the_rest_is_handled() {
-    // Twenty requests arrive in one write; the handler of the twelfth blocks its
-    // connection until the test has read the answers to the first eight. A
-    // connection that handled the whole batch before writing would send none
-    // of them in time. The test reads with a blocking socket of its own, not on
-    // the server's runtime, whose worker the handler blocks.
-    use std::io::Write;
     if std::thread::available_parallelism().is_ok_and(|cpus| cpus.get() == 1) {
-        // By design: with one CPU no peer can run meanwhile, so a connection
-        // answers a batch once it has handled all of it.
+        // By design: with one CPU no peer can run meanwhile, so by default a
+        // connection answers a batch once it has handled all of it.
         eprintln!("not run: this process may use one CPU only");
         return;
     }
+    // The default: a write after every 8 requests handled.
+    answers_before_a_blocked_request(None, 12, 8);
+}
+
+#[test]
+fn a_dispatch_burst_set_in_the_options_applies_on_any_machine() {
+    // With a burst of 4, the answers to the first 4 requests go out while the
+    // handler of the sixth blocks, whatever the number of CPUs.
+    answers_before_a_blocked_request(Some(4), 6, 4);
+}
+
+/// Twenty requests arrive in one write; the handler of request `blocked_at`
+/// blocks its connection until the test has read the answers to the first
+/// `early` of them. A connection that handled `blocked_at` requests or more
+/// before its first write would send none of them in time.
+/// The test reads with a blocking socket of its own, not on the server's
+/// runtime, whose worker the handler blocks.
+fn answers_before_a_blocked_request(burst: Option<usize>, blocked_at: u64, early: u64) {
+    use std::io::Write;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -521,10 +534,18 @@ fn the_first_answers_of_a_large_batch_go_out_before_the_rest_is_handled() {
     let (release, blocked) = std::sync::mpsc::channel::<()>();
     let blocked = std::sync::Mutex::new(blocked);
     let (server, addr) = rt.block_on(async {
-        let server = Server::tcp("127.0.0.1:0").start();
+        let mut server = Server::tcp("127.0.0.1:0");
+        if let Some(burst) = burst {
+            server = server.router_options(
+                nmsg::Router::builder()
+                    .buffering(nmsg::Buffering::Idle)
+                    .dispatch_burst(burst),
+            );
+        }
+        let server = server.start();
         server.on("n", move |args: Args| -> Result<(), Error> {
             let (n, reply): (u64, RemoteCallback) = args.parse()?;
-            if n == 12 {
+            if n == blocked_at {
                 let _ = blocked.lock().unwrap().recv_timeout(LIMIT);
             }
             reply.call((n,))
@@ -549,8 +570,8 @@ fn the_first_answers_of_a_large_batch_go_out_before_the_rest_is_handled() {
     }
     stream.write_all(&batch).unwrap();
     let mut seen = Vec::new();
-    answers_up_to(&mut stream, &mut seen, 8);
-    assert!(seen.iter().all(|&r| r < 12), "{seen:?}");
+    answers_up_to(&mut stream, &mut seen, early);
+    assert!(seen.iter().all(|&r| r < blocked_at), "{seen:?}");
     release.send(()).unwrap();
     answers_up_to(&mut stream, &mut seen, 20);
     seen.sort();

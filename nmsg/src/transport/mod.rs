@@ -452,7 +452,7 @@ where
             if let Phase::Running = self.phase {
                 // Messages dispatched since the last write (see DISPATCH_BURST).
                 let mut burst = 0;
-                let burst_limit = dispatch_burst();
+                let burst_limit = router.dispatch_burst().unwrap_or_else(dispatch_burst);
                 loop {
                     let polled = reader.poll_message(cx);
                     if polled.is_pending() && reader.input.is_empty() {
@@ -551,7 +551,8 @@ where
 }
 
 /// Messages a connection dispatches before it writes what their handlers
-/// queued, even when more have arrived. A peer that sends many requests at
+/// queued, even when more have arrived, unless its router's options say
+/// otherwise ([`RouterBuilder::dispatch_burst`](crate::RouterBuilder::dispatch_burst)). A peer that sends many requests at
 /// once gets the first answers while the rest are still being handled, so on
 /// a machine with more than one CPU both ends work at the same time instead of
 /// taking turns. Measured with 64 calls in flight on one connection, client and
