@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example bench -- [--quick] [--json] [--scenario NAME,..] [--impl NAME,..]
+//!                                          [--split-runtimes] [--dispatch-burst N]
 //! ```
 //!
 //! Implementations:
@@ -30,6 +31,17 @@
 //! connection's tasks does not decide an implementation's figure).
 //! `--json` prints one line per measurement on stdout (the table goes to stderr).
 //! BENCHMARKS.md has the results, the method and what limits each figure.
+//!
+//! By default client and server share one tokio runtime with a worker thread per
+//! CPU, as the goals are measured. Two options measure other setups (the table
+//! says which was used):
+//!
+//! - `--split-runtimes`: the servers run on a runtime of their own with one
+//!   worker thread, the clients and the load on another with one, as two
+//!   processes on two CPUs would (each end then waits for input in its own
+//!   `epoll`); `idle10k` runs on the clients' runtime;
+//! - `--dispatch-burst N`: nmsg's clients and servers are built with
+//!   `RouterBuilder::dispatch_burst(N)` instead of the default.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -128,6 +140,10 @@ struct Config {
     /// Whether the idle clients can live in this process (the open-file limit
     /// allows both sides of every connection), or need a child process.
     idle_same_process: bool,
+    /// `--split-runtimes`: servers and clients on runtimes of their own.
+    split_runtimes: bool,
+    /// `--dispatch-burst N`, for nmsg's routers.
+    dispatch_burst: Option<usize>,
 }
 
 impl Config {
@@ -136,6 +152,8 @@ impl Config {
         let mut json = false;
         let mut scenarios: Vec<Scenario> = Scenario::ALL.to_vec();
         let mut impls: Vec<Impl> = Impl::ALL.to_vec();
+        let mut split_runtimes = false;
+        let mut dispatch_burst = None;
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
             match arg.as_str() {
@@ -165,8 +183,18 @@ impl Config {
                         })
                         .collect::<Result<_, _>>()?;
                 }
+                "--split-runtimes" => split_runtimes = true,
+                "--dispatch-burst" => {
+                    let n = args.next().ok_or("--dispatch-burst needs a number")?;
+                    dispatch_burst = Some(
+                        n.parse::<usize>()
+                            .ok()
+                            .filter(|&n| n > 0)
+                            .ok_or_else(|| format!("--dispatch-burst: bad count {n:?}"))?,
+                    );
+                }
                 "-h" | "--help" => {
-                    return Err("usage: bench [--quick] [--json] [--scenario seq,inflight64,fire,echo4k,echo256k,idle10k] [--impl raw-tcp,nmsg,nmsg-typed,tarpc]".into())
+                    return Err("usage: bench [--quick] [--json] [--scenario seq,inflight64,fire,echo4k,echo256k,idle10k] [--impl raw-tcp,nmsg,nmsg-typed,tarpc] [--split-runtimes] [--dispatch-burst N]".into())
                 }
                 other => return Err(format!("unknown option {other:?} (try --help)")),
             }
@@ -200,6 +228,8 @@ impl Config {
             idle_conns: 10_000,
             idle_rounds,
             idle_same_process: true,
+            split_runtimes,
+            dispatch_burst,
         })
     }
 }
@@ -868,13 +898,39 @@ mod raw {
 
 // ----- nmsg, dynamic -----
 
+/// `--dispatch-burst N`, for nmsg's routers.
+static NMSG_DISPATCH_BURST: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+/// An nmsg server builder: the defaults, or `--dispatch-burst`.
+fn nmsg_server() -> nmsg::ServerBuilder {
+    let server = nmsg::Server::tcp("127.0.0.1:0");
+    match NMSG_DISPATCH_BURST.get() {
+        // `router_options` replaces the server's buffering: keep its default.
+        Some(&n) => server.router_options(
+            nmsg::Router::builder()
+                .buffering(nmsg::Buffering::Idle)
+                .dispatch_burst(n),
+        ),
+        None => server,
+    }
+}
+
+/// An nmsg client builder: the defaults, or `--dispatch-burst`.
+fn nmsg_client(addr: SocketAddr) -> nmsg::ClientBuilder {
+    let client = nmsg::Client::tcp(addr.to_string());
+    match NMSG_DISPATCH_BURST.get() {
+        Some(&n) => client.router_options(nmsg::Router::builder().dispatch_burst(n)),
+        None => client,
+    }
+}
+
 mod dynamic {
     use super::*;
     use nmsg::{args, Args, Client, Error, RemoteCallback, Server, Value};
 
     /// A server with `echo(value, cb)` answering `cb(value)` and `fire(value)` counted.
     pub(super) async fn server(count: Arc<AtomicU64>) -> Result<(Server, SocketAddr), String> {
-        let server = Server::tcp("127.0.0.1:0").start();
+        let server = nmsg_server().start();
         server.on("echo", |args: Args| -> Result<(), Error> {
             let (v, cb): (Value, RemoteCallback) = args.parse()?;
             cb.call((v,))
@@ -889,7 +945,7 @@ mod dynamic {
     }
 
     pub(super) async fn client(addr: SocketAddr) -> Client {
-        let client = Client::tcp(addr.to_string()).start();
+        let client = nmsg_client(addr).start();
         client.connected().await;
         client
     }
@@ -939,7 +995,7 @@ mod typed {
     }
 
     pub(super) async fn server(count: Arc<AtomicU64>) -> Result<(Server, SocketAddr), String> {
-        let server = Server::tcp("127.0.0.1:0").start();
+        let server = nmsg_server().start();
         BenchApi::new(Handler(count)).register(server.api());
         match server.started().await {
             Some(nmsg::transport::Address::Tcp(addr)) => Ok((server, addr)),
@@ -1018,6 +1074,25 @@ mod rpc {
 
 // ----- running one figure -----
 
+/// `--split-runtimes`: the servers' runtime.
+static SERVER_RUNTIME: std::sync::OnceLock<tokio::runtime::Handle> = std::sync::OnceLock::new();
+
+/// Runs `start` (which starts a server) on the servers' runtime when there is
+/// one, so the server's tasks are spawned there; otherwise here.
+async fn on_server_runtime<F>(start: F) -> F::Output
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    match SERVER_RUNTIME.get() {
+        Some(runtime) => runtime
+            .spawn(start)
+            .await
+            .expect("a server start does not panic"),
+        None => start.await,
+    }
+}
+
 async fn run(cfg: &Config, scenario: Scenario, imp: Impl) -> Result<Vec<f64>, String> {
     if scenario == Scenario::Idle10k {
         return run_idle(cfg, imp).await;
@@ -1033,7 +1108,8 @@ async fn run(cfg: &Config, scenario: Scenario, imp: Impl) -> Result<Vec<f64>, St
             } else {
                 raw::Mode::Echo
             };
-            let (addr, server) = raw::server(mode, load.ops.clone(), Arc::default()).await;
+            let (addr, server) =
+                on_server_runtime(raw::server(mode, load.ops.clone(), Arc::default())).await;
             let l = load.clone();
             let task = if scenario == Scenario::Fire {
                 tokio::spawn(raw::fire_load(addr, l))
@@ -1045,7 +1121,7 @@ async fn run(cfg: &Config, scenario: Scenario, imp: Impl) -> Result<Vec<f64>, St
             rates
         }
         Impl::Nmsg => {
-            let (server, addr) = dynamic::server(load.ops.clone()).await?;
+            let (server, addr) = on_server_runtime(dynamic::server(load.ops.clone())).await?;
             let client = dynamic::client(addr).await;
             dynamic::check_echo(&client, &data).await?;
             let router = client.router().clone();
@@ -1067,7 +1143,7 @@ async fn run(cfg: &Config, scenario: Scenario, imp: Impl) -> Result<Vec<f64>, St
             rates
         }
         Impl::Typed => {
-            let (server, addr) = typed::server(load.ops.clone()).await?;
+            let (server, addr) = on_server_runtime(typed::server(load.ops.clone())).await?;
             let client = dynamic::client(addr).await;
             let bench = typed::bench(&client);
             if bench.echo(data.clone()).await.map_err(|e| e.to_string())? != data {
@@ -1104,7 +1180,8 @@ async fn run(cfg: &Config, scenario: Scenario, imp: Impl) -> Result<Vec<f64>, St
             rates
         }
         Impl::Tarpc => {
-            let (addr, server) = rpc::server(load.ops.clone(), Arc::default()).await;
+            let (addr, server) =
+                on_server_runtime(rpc::server(load.ops.clone(), Arc::default())).await;
             let client = rpc::client(addr).await?;
             let back = client
                 .echo(tarpc::context::current(), data.clone())
@@ -1290,10 +1367,24 @@ fn main() {
             );
         }
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    if let Some(n) = cfg.dispatch_burst {
+        let _ = NMSG_DISPATCH_BURST.set(n);
+    }
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    // Kept alive until the end of main.
+    let mut _servers_runtime = None;
+    if cfg.split_runtimes {
+        runtime.worker_threads(1);
+        let servers = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("bench-servers")
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let _ = SERVER_RUNTIME.set(servers.handle().clone());
+        _servers_runtime = Some(servers);
+    }
+    let rt = runtime.enable_all().build().expect("tokio runtime");
     let started = Instant::now();
     let figures = rt.block_on(async {
         let mut figures = Vec::new();
@@ -1378,13 +1469,30 @@ fn main() {
             Impl::ALL.iter().position(|i| *i == f.imp),
         )
     });
+    let setup = if cfg.split_runtimes {
+        "--split-runtimes: servers and clients on runtimes of their own, one worker thread each"
+            .to_string()
+    } else {
+        format!(
+            "client and server on one runtime, {} worker threads",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        )
+    };
+    let burst = match cfg.dispatch_burst {
+        Some(n) => format!(", nmsg --dispatch-burst {n}"),
+        None => String::new(),
+    };
+    let caveat = if cfg.split_runtimes || cfg.dispatch_burst.is_some() {
+        "\n(the goals are set for the default setup: one runtime, nmsg's defaults)"
+    } else {
+        ""
+    };
     let report = format!(
-        "\n{}\n{}\n(total {:.0} s{}, {} worker threads)",
+        "\n{}\n{}\n(total {:.0} s{}, {setup}{burst}){caveat}",
         table(&figures),
         goals(&figures),
         started.elapsed().as_secs_f64(),
         if cfg.quick { ", --quick" } else { "" },
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
     if cfg.json {
         eprintln!("{report}");
