@@ -507,8 +507,8 @@ fn the_first_answers_of_a_large_batch_go_out_before_the_rest_is_handled() {
         eprintln!("not run: this process may use one CPU only");
         return;
     }
-    // The default: a write after every 8 requests handled.
-    answers_before_a_blocked_request(None, 12, 8);
+    // The default: a write after every 14 requests handled.
+    answers_before_a_blocked_request(None, 16, 14);
 }
 
 #[test]

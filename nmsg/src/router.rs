@@ -277,13 +277,15 @@ impl RouterBuilder {
     /// same time; each early write costs a system call. `usize::MAX` writes
     /// only once everything that has arrived is handled; 0 is taken as 1.
     ///
-    /// By default 8, or no limit where this process may use one CPU only (its
+    /// By default 14, or no limit where this process may use one CPU only (its
     /// affinity or its cgroup's quota, as `std::thread::available_parallelism`
     /// reports them), since there no peer can run meanwhile. The best value
-    /// depends on where the two ends run. With 64 calls in flight on one
-    /// loopback connection on two CPUs, 8 did best with client and server on
-    /// one tokio runtime, and 16 with each on a runtime of its own, where it
-    /// gave about 1.3 times the calls per second of 8 (BENCHMARKS.md).
+    /// depends on where the two ends run and how many calls are in flight.
+    /// With 64 on one loopback connection on two CPUs, 14 came within 6% of
+    /// the best of 8, 12, 14, 16 and 32 with client and server in two
+    /// processes, on a runtime each, or on one runtime with the calls made from
+    /// a spawned task, and 17% behind 32 with the calls made from `block_on`
+    /// (BENCHMARKS.md, item 13; `examples/burst.rs` measures it).
     pub fn dispatch_burst(mut self, messages: usize) -> Self {
         Arc::make_mut(&mut self.opts).dispatch_burst = Some(messages.max(1));
         self

@@ -552,17 +552,32 @@ where
 
 /// Messages a connection dispatches before it writes what their handlers
 /// queued, even when more have arrived, unless its router's options say
-/// otherwise ([`RouterBuilder::dispatch_burst`](crate::RouterBuilder::dispatch_burst)). A peer that sends many requests at
-/// once gets the first answers while the rest are still being handled, so on
-/// a machine with more than one CPU both ends work at the same time instead of
-/// taking turns. Measured with 64 calls in flight on one connection, client and
-/// server in one process: on two CPUs about 1.7 times the calls per second of
-/// no limit; on a single CPU, where nothing runs in parallel and the extra
-/// writes are pure cost, about 0.77 times. 16 gave 1.5 and 0.9. So where this
-/// process may run on one CPU only (its affinity or its cgroup's quota, as
-/// `std::thread::available_parallelism` says), there is no limit
-/// ([`dispatch_burst`]): no peer can run meanwhile.
-const DISPATCH_BURST: usize = 8;
+/// otherwise ([`RouterBuilder::dispatch_burst`](crate::RouterBuilder::dispatch_burst)).
+/// A peer that sends many requests at once gets the first answers while the
+/// rest are still being handled, so on a machine with more than one CPU both
+/// ends work at the same time instead of taking turns; each early write costs
+/// a system call, and the peer's thread may have to be woken for it.
+///
+/// The best value depends on where the two ends run. Measured with
+/// `examples/burst.rs`, 64 calls in flight on one loopback connection on two
+/// CPUs, nanoseconds per call, medians of 7 runs (BENCHMARKS.md, item 13):
+///
+/// | limit | two processes | one runtime, calls from a spawned task | one runtime, calls from `block_on` | a runtime each |
+/// |---:|---:|---:|---:|---:|
+/// | 8 | 1,151 | 912 | 1,998 | 987 |
+/// | 12 | 963 | 889 | 1,769 | 857 |
+/// | 14 | 935 | 882 | 1,736 | 797 |
+/// | 16 | 885 | 1,216 | 1,652 | 760 |
+/// | 32 | 1,133 | 1,462 | 1,484 | 1,342 |
+///
+/// 14 is within 6% of the best of these in three arrangements and 17% behind
+/// in the fourth; 8 (the value before) was 30 to 35% behind in three of them,
+/// 16 was 38% behind with calls from a spawned task (the benchmark's
+/// arrangement). Where this process may run on one CPU only (its affinity or
+/// its cgroup's quota, as `std::thread::available_parallelism` says), there is
+/// no limit ([`dispatch_burst`]): no peer can run meanwhile, and the extra
+/// writes are pure cost.
+const DISPATCH_BURST: usize = 14;
 
 /// [`DISPATCH_BURST`], or no limit when this process can use one CPU only.
 fn dispatch_burst() -> usize {
