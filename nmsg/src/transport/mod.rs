@@ -572,8 +572,10 @@ where
 ///
 /// 14 is within 6% of the best of these in three arrangements and 17% behind
 /// in the fourth; 8 (the value before) was 30 to 35% behind in three of them,
-/// 16 was 38% behind with calls from a spawned task (the benchmark's
-/// arrangement). Where this process may run on one CPU only (its affinity or
+/// 16 was 38% behind with calls from a spawned task. The benchmark
+/// (`examples/bench.rs`), whose arrangement is that one with another harness,
+/// measures 8 about 12% faster than 14: on one runtime the result swings with
+/// where tokio places the tasks. Where this process may run on one CPU only (its affinity or
 /// its cgroup's quota, as `std::thread::available_parallelism` says), there is
 /// no limit ([`dispatch_burst`]): no peer can run meanwhile, and the extra
 /// writes are pure cost.
