@@ -30,9 +30,10 @@ use std::io::{BufRead, Write};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use futures_util::stream::{FuturesUnordered, StreamExt};
-use nmsg::{args, Args, Buffering, Client, Error, RemoteCallback, Router, Server, Value};
-use serde_bytes::ByteBuf;
+use nmsg::{Args, Buffering, Client, Error, RemoteCallback, Router, Server, Value};
+
+#[path = "support/in_flight.rs"]
+mod in_flight;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Arrangement {
@@ -152,25 +153,10 @@ async fn load(addr: String, burst: usize, calls: u64, depth: u64) -> Result<f64,
         .router_options(Router::builder().dispatch_burst(burst))
         .start();
     client.connected().await;
-    let router = client.router().clone();
-    let data = ByteBuf::from(vec![7u8; 40]);
     let mut elapsed = 0.0;
     for (count, timed) in [(20_000, false), (calls, true)] {
-        let call = || router.request::<(ByteBuf,)>("echo", args![data.clone()]);
         let start = Instant::now();
-        let mut outstanding = FuturesUnordered::new();
-        let mut sent = 0;
-        while sent < depth.min(count) {
-            outstanding.push(call());
-            sent += 1;
-        }
-        while let Some(answer) = outstanding.next().await {
-            answer?;
-            if sent < count {
-                outstanding.push(call());
-                sent += 1;
-            }
-        }
+        in_flight::echo_calls(client.router(), depth, count).await?;
         if timed {
             elapsed = start.elapsed().as_nanos() as f64 / count as f64;
         }

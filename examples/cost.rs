@@ -23,9 +23,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use nmsg::{args, Args, Client, Error, RemoteCallback, Router, Server, Value};
 use serde_bytes::ByteBuf;
+
+#[path = "support/in_flight.rs"]
+mod in_flight;
 
 /// The system allocator, counting allocations (and reallocations).
 struct Counting;
@@ -98,22 +100,7 @@ fn options() -> Result<Options, String> {
 async fn run(router: Router, fired: Arc<AtomicU64>, mode: Mode, count: u64) -> Result<(), Error> {
     let data = ByteBuf::from(vec![7u8; 40]);
     match mode {
-        Mode::Inflight => {
-            let call = || router.request::<(ByteBuf,)>("echo", args![data.clone()]);
-            let mut outstanding = FuturesUnordered::new();
-            let mut sent = 0;
-            while sent < DEPTH.min(count) {
-                outstanding.push(call());
-                sent += 1;
-            }
-            while let Some(answer) = outstanding.next().await {
-                answer?;
-                if sent < count {
-                    outstanding.push(call());
-                    sent += 1;
-                }
-            }
-        }
+        Mode::Inflight => in_flight::echo_calls(&router, DEPTH, count).await?,
         Mode::Fire => {
             let goal = fired.load(Ordering::Relaxed) + count;
             for _ in 0..count {
