@@ -192,6 +192,11 @@ fn run(arrangement: Arrangement, burst: usize, opts: &Options) -> Result<f64, St
                 .read_line(&mut addr)
                 .map_err(|e| e.to_string())?;
             let addr = addr.trim().to_string();
+            if addr.is_empty() {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("the server process did not report its address".into());
+            }
             let result = multi_thread(None)
                 .block_on(async move { tokio::spawn(load(addr, burst, calls, depth)).await })
                 .map_err(|e| e.to_string())?
