@@ -518,10 +518,18 @@ fn a_dispatch_burst_set_in_the_options_applies_on_any_machine() {
     answers_before_a_blocked_request(Some(4), 6, 4);
 }
 
+#[test]
+fn without_a_dispatch_burst_limit_a_batch_is_answered_once_all_of_it_is_handled() {
+    // usize::MAX: nothing is written while the sixth request's handler blocks
+    // (the test waits a quarter of a second for that), then all 20 answers.
+    answers_before_a_blocked_request(Some(usize::MAX), 6, 0);
+}
+
 /// Twenty requests arrive in one write; the handler of request `blocked_at`
 /// blocks its connection until the test has read the answers to the first
 /// `early` of them. A connection that handled `blocked_at` requests or more
-/// before its first write would send none of them in time.
+/// before its first write would send none of them in time. With `early` 0 the
+/// test instead checks that no answer arrives for 250 ms while it blocks.
 /// The test reads with a blocking socket of its own, not on the server's
 /// runtime, whose worker the handler blocks.
 fn answers_before_a_blocked_request(burst: Option<usize>, blocked_at: u64, early: u64) {
@@ -570,6 +578,21 @@ fn answers_before_a_blocked_request(burst: Option<usize>, blocked_at: u64, early
     }
     stream.write_all(&batch).unwrap();
     let mut seen = Vec::new();
+    if early == 0 {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(250)))
+            .unwrap();
+        let mut byte = [0; 1];
+        let waited = stream.peek(&mut byte);
+        assert!(
+            waited.as_ref().is_err_and(|e| matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            )),
+            "an answer arrived while a request of the batch was still being handled: {waited:?}"
+        );
+        stream.set_read_timeout(Some(LIMIT / 2)).unwrap();
+    }
     answers_up_to(&mut stream, &mut seen, early);
     assert!(seen.iter().all(|&r| r < blocked_at), "{seen:?}");
     release.send(()).unwrap();
