@@ -905,12 +905,7 @@ static NMSG_DISPATCH_BURST: std::sync::OnceLock<usize> = std::sync::OnceLock::ne
 fn nmsg_server() -> nmsg::ServerBuilder {
     let server = nmsg::Server::tcp("127.0.0.1:0");
     match NMSG_DISPATCH_BURST.get() {
-        // `router_options` replaces the server's buffering: keep its default.
-        Some(&n) => server.router_options(
-            nmsg::Router::builder()
-                .buffering(nmsg::Buffering::Idle)
-                .dispatch_burst(n),
-        ),
+        Some(&n) => server.dispatch_burst(n),
         None => server,
     }
 }
@@ -919,7 +914,7 @@ fn nmsg_server() -> nmsg::ServerBuilder {
 fn nmsg_client(addr: SocketAddr) -> nmsg::ClientBuilder {
     let client = nmsg::Client::tcp(addr.to_string());
     match NMSG_DISPATCH_BURST.get() {
-        Some(&n) => client.router_options(nmsg::Router::builder().dispatch_burst(n)),
+        Some(&n) => client.dispatch_burst(n),
         None => client,
     }
 }

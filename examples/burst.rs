@@ -30,7 +30,7 @@ use std::io::{BufRead, Write};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use nmsg::{Args, Buffering, Client, Error, RemoteCallback, Router, Server, Value};
+use nmsg::{Args, Client, Error, RemoteCallback, Server, Value};
 
 #[path = "support/in_flight.rs"]
 mod in_flight;
@@ -122,16 +122,9 @@ fn options(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
     Ok(opts)
 }
 
-/// A server answering `echo(value, cb)` with `cb(value)`, with the given burst
-/// (and the server's default buffering).
+/// A server answering `echo(value, cb)` with `cb(value)`, with the given burst.
 fn server(burst: usize) -> Server {
-    let server = Server::tcp("127.0.0.1:0")
-        .router_options(
-            Router::builder()
-                .buffering(Buffering::Idle)
-                .dispatch_burst(burst),
-        )
-        .start();
+    let server = Server::tcp("127.0.0.1:0").dispatch_burst(burst).start();
     server.on("echo", |args: Args| -> Result<(), Error> {
         let (v, cb): (Value, RemoteCallback) = args.parse()?;
         cb.call((v,))
@@ -149,9 +142,7 @@ async fn server_address(server: &Server) -> String {
 /// Connects, warms up, and times `calls` calls with `depth` outstanding;
 /// gives nanoseconds per call.
 async fn load(addr: String, burst: usize, calls: u64, depth: u64) -> Result<f64, Error> {
-    let client = Client::tcp(addr)
-        .router_options(Router::builder().dispatch_burst(burst))
-        .start();
+    let client = Client::tcp(addr).dispatch_burst(burst).start();
     client.connected().await;
     let mut elapsed = 0.0;
     for (count, timed) in [(20_000, false), (calls, true)] {

@@ -544,11 +544,7 @@ fn answers_before_a_blocked_request(burst: Option<usize>, blocked_at: u64, early
     let (server, addr) = rt.block_on(async {
         let mut server = Server::tcp("127.0.0.1:0");
         if let Some(burst) = burst {
-            server = server.router_options(
-                nmsg::Router::builder()
-                    .buffering(nmsg::Buffering::Idle)
-                    .dispatch_burst(burst),
-            );
+            server = server.dispatch_burst(burst);
         }
         let server = server.start();
         server.on("n", move |args: Args| -> Result<(), Error> {

@@ -107,6 +107,14 @@ impl ClientBuilder {
         self
     }
 
+    /// How many received messages the connection handles before it writes
+    /// what their handlers queued, when more have arrived (see
+    /// [`RouterBuilder::dispatch_burst`]).
+    pub fn dispatch_burst(mut self, messages: usize) -> Self {
+        self.router = self.router.dispatch_burst(messages);
+        self
+    }
+
     /// How long [`Client::stop`] may spend writing what is queued (default 5 s).
     pub fn stop_timeout(mut self, timeout: Duration) -> Self {
         self.stop_timeout = timeout;

@@ -120,6 +120,14 @@ impl ServerBuilder {
         self
     }
 
+    /// How many received messages each socket handles before it writes what
+    /// their handlers queued, when more have arrived (see
+    /// [`RouterBuilder::dispatch_burst`]).
+    pub fn dispatch_burst(mut self, messages: usize) -> Self {
+        self.router = self.router.dispatch_burst(messages);
+        self
+    }
+
     /// The shared handler table that serves every socket (default: an empty
     /// one, reachable with [`Server::api`]). Takes an [`Api`] or anything that
     /// converts into one, such as the `<Trait>Api` that `#[nmsg::events]` generates.
