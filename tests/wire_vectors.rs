@@ -508,3 +508,36 @@ async fn a_router_writes_callback_only_frames_and_t_as_the_original() {
         );
     }
 }
+
+/// One method of each shape of README's table of typed methods.
+#[nmsg::events]
+pub trait Shapes {
+    fn event(&self, a: String);
+    async fn value(&self) -> String;
+    async fn error_first(&self) -> Result<String, String>;
+    fn callback(&self, cb: nmsg::Callback<(String, u8)>);
+}
+
+#[tokio::test]
+async fn the_typed_client_writes_the_frames_of_readmes_table() {
+    let router = nmsg::Router::builder().codec(Json).build();
+    let client = ShapesClient::new(&router);
+    client.event("x".into()).unwrap();
+    let _value = client.value();
+    let _error_first = client.error_first();
+    let (cb, _reply) = nmsg::Callback::once();
+    client.callback(cb).unwrap();
+    let frames: Vec<String> = queued(&router)
+        .into_iter()
+        .map(|m| String::from_utf8(m).unwrap())
+        .collect();
+    assert_eq!(
+        frames,
+        [
+            r#"{"i":1,"e":"event","a":["x"]}"#,
+            r#"{"i":2,"e":"value","a":[],"c":[0]}"#,
+            r#"{"i":3,"e":"error_first","a":[],"c":[0]}"#,
+            r#"{"i":4,"e":"callback","a":[],"c":[0]}"#,
+        ]
+    );
+}
