@@ -14,7 +14,13 @@ fn root() -> &'static Path {
 /// example is never run stale; a no-op when nothing changed.
 fn build_example(name: &str) -> PathBuf {
     let output = Command::new(env!("CARGO"))
-        .args(["build", "--example", name, "--message-format=json"])
+        .args([
+            "build",
+            "--quiet",
+            "--example",
+            name,
+            "--message-format=json",
+        ])
         .current_dir(root())
         .stderr(Stdio::inherit())
         .output()
