@@ -11,10 +11,13 @@ use tokio::sync::{mpsc, watch};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // A free port for this run (the server does not exist yet, so ask the OS for one).
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .to_string();
+    // A free port for this run (the server does not exist yet, so ask the OS for
+    // one). The socket that got it stays bound, not listening, until just before
+    // the server binds the port: meanwhile connections to it are refused, and
+    // no other program can take it.
+    let reserved = tokio::net::TcpSocket::new_v4()?;
+    reserved.bind("127.0.0.1:0".parse()?)?;
+    let addr = reserved.local_addr()?.to_string();
 
     // Retry quickly, so the example does not wait the default 1 s between attempts.
     let client = Client::tcp(&addr)
@@ -27,6 +30,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     client.router().emit("ping", ())?; // queued: nothing is listening yet
 
     tokio::time::sleep(Duration::from_millis(100)).await; // "a moment later"
+    drop(reserved);
     let server = Server::tcp(&addr).start();
     let (started_tx, started) = watch::channel(false);
     let (received_tx, mut received) = mpsc::channel(1);

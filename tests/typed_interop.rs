@@ -344,3 +344,191 @@ async fn a_reply_can_be_a_callback() -> Result<(), nmsg::Error> {
     assert_eq!(sum.await?.0, 42);
     Ok(())
 }
+
+// ----- the typed client against the JavaScript peer -----
+//
+// `tests/js/typed-peer.js` serves the `Greeter` and `Lobby` events as a Node.js
+// program writes them, with the JavaScript nmsg peer of `tests/js`: answers
+// through `cb(value)`, error-first `cb(null, v)` / `cb(err)`, nested callbacks.
+
+mod js_peer {
+    use std::path::{Path, PathBuf};
+    use std::process::Stdio;
+    use std::sync::Once;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    use tokio::process::{Child, Command};
+
+    pub const LIMIT: Duration = super::LIMIT;
+
+    fn js_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests")
+            .join("js")
+    }
+
+    /// Checks for node, and installs the JavaScript dependencies once if
+    /// missing (`npm ci` in tests/js). Without node the test fails.
+    fn js_ready() {
+        static INSTALL: Once = Once::new();
+        let node = std::process::Command::new("node").arg("--version").output();
+        match node {
+            Ok(o) if o.status.success() => {}
+            _ => panic!(
+                "node is not installed: the typed JavaScript interop tests need Node.js 20+ on PATH"
+            ),
+        }
+        INSTALL.call_once(|| {
+            let installed = js_dir()
+                .join("node_modules")
+                .join("@msgpack")
+                .join("msgpack")
+                .exists();
+            if !installed {
+                eprintln!("installing the JavaScript peer's dependencies: npm ci in tests/js");
+                let status = std::process::Command::new("npm")
+                    .args(["ci", "--no-audit", "--no-fund"])
+                    .current_dir(js_dir())
+                    .status()
+                    .expect("npm is not installed");
+                assert!(status.success(), "npm ci failed in tests/js");
+            }
+        });
+    }
+
+    /// The running JavaScript server; killed when dropped (a failing test too).
+    pub struct JsServer {
+        _child: Child,
+        pub addr: String,
+    }
+
+    /// Starts `typed-peer.js` on 127.0.0.1 port 0 with `codec` and waits for
+    /// the address it listens on.
+    pub async fn start(codec: &str) -> JsServer {
+        js_ready();
+        let mut child = Command::new("node")
+            .arg("typed-peer.js")
+            .args(["--addr", "127.0.0.1:0", "--codec", codec])
+            .current_dir(js_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start node typed-peer.js");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        tokio::time::timeout(LIMIT, BufReader::new(stdout).read_line(&mut line))
+            .await
+            .expect("typed-peer.js did not report its address within the limit")
+            .expect("read typed-peer.js's stdout");
+        let addr = line
+            .trim()
+            .strip_prefix("LISTENING ")
+            .unwrap_or_else(|| panic!("typed-peer.js printed {line:?}, not LISTENING HOST:PORT"))
+            .to_owned();
+        JsServer {
+            _child: child,
+            addr,
+        }
+    }
+}
+
+/// Awaits `f` within [`LIMIT`], failing the test if it takes longer.
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(LIMIT, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within {LIMIT:?}"))
+}
+
+/// A trait whose answer types do not fit what the JavaScript peer sends.
+#[nmsg::events]
+pub trait Mismatched {
+    /// The peer answers `count` with a number.
+    fn count(&self) -> String;
+    /// The peer answers `div` with `cb(null, number)`: not a string.
+    async fn div(&self, a: f64, b: f64) -> Result<String, String>;
+}
+
+async fn typed_client_against_the_javascript_peer(codec: &str) -> Result<(), nmsg::Error> {
+    let js = js_peer::start(codec).await;
+    let client = match codec {
+        "json" => nmsg::Client::tcp(&js.addr).codec(nmsg::Json).start(),
+        _ => nmsg::Client::tcp(&js.addr).start(),
+    };
+    GuestApi::new(MyGuest).serve(client.router());
+    let greeter = GreeterClient::new(client.router());
+
+    // no reply; frames keep their order, so both names are in before `count`
+    greeter.hello("Ann".into())?;
+    greeter.hello("Bob".into())?;
+    assert_eq!(within("count", greeter.count()).await?, 2);
+
+    // cb(value), answered on a later turn of the event loop
+    assert_eq!(within("ping", greeter.ping()).await?, "pong");
+
+    // error-first: cb(null, v) is Ok(v), cb(err) is Err(err)
+    assert_eq!(within("div(6, 3)", greeter.div(6.0, 3.0)).await?, Ok(2.0));
+    assert_eq!(within("div(1, 4)", greeter.div(1.0, 4.0)).await?, Ok(0.25));
+    assert_eq!(
+        within("div(1, 0)", greeter.div(1.0, 0.0)).await?,
+        Err("division by zero".to_string())
+    );
+    assert_eq!(within("check(true)", greeter.check(true)).await?, Ok(()));
+    assert_eq!(
+        within("check(false)", greeter.check(false)).await?,
+        Err("not ok".to_string())
+    );
+
+    // nested callbacks, both ways
+    let (hands, picked) = Callback::once();
+    greeter.pick_hand(hands)?;
+    let (left, right) = within("pick-hand", picked).await?;
+    assert_eq!(within("left hand", open(left)).await?, "white");
+    assert_eq!(within("right hand", open(right)).await?, "black");
+
+    // callbacks first and last, answered last first
+    let (first, first_reply) = Callback::once();
+    let (last, last_reply) = Callback::once();
+    greeter.multi(first, "x".into(), last)?;
+    assert_eq!(within("multi last", last_reply).await?.0, "last x");
+    assert_eq!(within("multi first", first_reply).await?.0, "first x");
+
+    // the peer calls the client's typed service before answering, error-first
+    let lobby = LobbyClient::new(client.router());
+    assert_eq!(
+        within("join", lobby.join("Ann".into())).await?,
+        Ok("thanks for the \"welcome, Ann\"".to_string())
+    );
+
+    // answers of the wrong type are errors, not a hang or a panic
+    let mismatched = MismatchedClient::new(client.router());
+    let wrong = within("count as a string", mismatched.count()).await;
+    assert!(wrong.is_err(), "a number read as a String: {wrong:?}");
+    let wrong = within("div as a string", mismatched.div(6.0, 3.0)).await;
+    assert!(wrong.is_err(), "cb(null, 2) read as Ok(String): {wrong:?}");
+
+    // and the peer saw nothing wrong on its side: no protocol error, no stray
+    // or duplicate response, no handler that threw, no unhandled event
+    let (problems, reply) = Callback::<(Vec<String>,)>::once();
+    client.router().emit("problems", args![problems])?;
+    let (problems,) = within("problems", reply).await?;
+    assert!(
+        problems.is_empty(),
+        "the JavaScript peer reported: {problems:#?}"
+    );
+
+    client.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn typed_client_against_the_javascript_peer_with_msgpack() -> Result<(), nmsg::Error> {
+    typed_client_against_the_javascript_peer("msgpack").await
+}
+
+#[tokio::test]
+async fn typed_client_against_the_javascript_peer_with_json() -> Result<(), nmsg::Error> {
+    typed_client_against_the_javascript_peer("json").await
+}

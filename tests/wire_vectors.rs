@@ -321,3 +321,223 @@ fn the_vectors_travel_through_the_framing_one_after_another() {
     }
     assert!(stream.is_empty());
 }
+
+// ----- frames the vectors above do not show, as the original writes them -----
+//
+// The original's serializer writes `a` whenever a frame has arguments, so a
+// frame whose arguments are all callbacks carries `a: []`, and a frame with
+// none carries no `a`. It writes `t` (seconds) right after `a`, before `c`.
+// These are its messages for such frames, keys in its order; the MsgPack
+// bytes are what a JavaScript MsgPack encoder makes of the same objects.
+
+struct Written {
+    name: &'static str,
+    json: &'static str,
+    msgpack: &'static str,
+    meaning: FrameMeaning,
+}
+
+fn written() -> Vec<Written> {
+    use Arg::Callback as Cb;
+    let timed = |t: f64| FrameMeaning {
+        timeout: Some(t),
+        ..event(1, "echo", vec![data(json!("hi")), Cb])
+    };
+    vec![
+        Written {
+            name: "emit with one callback and no data: a is []",
+            json: r#"{"i":1,"e":"ping","a":[],"c":[0]}"#,
+            msgpack: "84a16901a165a470696e67a16190a1639100",
+            meaning: event(1, "ping", vec![Cb]),
+        },
+        Written {
+            name: "response done(cb) to frame 7, position 0: a is []",
+            json: r#"{"i":1,"a":[],"c":[0],"r":7,"f":0}"#,
+            msgpack: "85a16901a16190a1639100a17207a16600",
+            meaning: response(1, 7, 0, vec![Cb]),
+        },
+        Written {
+            name: "response done() to frame 7, position 1: no a",
+            json: r#"{"i":2,"r":7,"f":1}"#,
+            msgpack: "83a16902a17207a16601",
+            meaning: response(2, 7, 1, vec![]),
+        },
+        Written {
+            name: "emit with data, a callback and a timeout of 3 s: t between a and c",
+            json: r#"{"i":1,"e":"echo","a":["hi"],"t":3,"c":[1]}"#,
+            msgpack: "85a16901a165a46563686fa16191a26869a17403a1639101",
+            meaning: timed(3.0),
+        },
+        Written {
+            name: "emit with data, a callback and a timeout of 1.5 s",
+            json: r#"{"i":1,"e":"echo","a":["hi"],"t":1.5,"c":[1]}"#,
+            msgpack: "85a16901a165a46563686fa16191a26869a174cb3ff8000000000000a1639101",
+            meaning: timed(1.5),
+        },
+    ]
+}
+
+#[test]
+fn frames_with_only_callbacks_or_a_timeout_encode_to_the_originals_bytes() {
+    for w in written() {
+        let msgpack = hex(w.msgpack);
+        assert_eq!(
+            encode_frame(&MsgPack, &w.meaning),
+            msgpack,
+            "msgpack: {}",
+            w.name
+        );
+        assert_eq!(
+            String::from_utf8(encode_frame(&Json, &w.meaning)).unwrap(),
+            w.json,
+            "json: {}",
+            w.name
+        );
+        assert_eq!(
+            decode(&MsgPack, &msgpack),
+            Meaning::Single(w.meaning.clone()),
+            "msgpack: {}",
+            w.name
+        );
+        assert_eq!(
+            decode(&Json, w.json.as_bytes()),
+            Meaning::Single(w.meaning.clone()),
+            "json: {}",
+            w.name
+        );
+    }
+}
+
+/// The payloads of the length-prefixed messages a router has queued.
+fn queued(router: &nmsg::Router) -> Vec<Vec<u8>> {
+    let out = router.take_outgoing().expect("the router queued a message");
+    let mut codec = MessageCodec::default();
+    let mut buf = BytesMut::from(&out[..]);
+    let mut list = Vec::new();
+    while let Some(msg) = codec.decode(&mut buf).unwrap() {
+        list.push(msg.to_vec());
+    }
+    assert!(buf.is_empty(), "a partial message left over");
+    list
+}
+
+fn original_bytes(codec: &dyn Codec, name_starts: &str) -> Vec<u8> {
+    let w = written()
+        .into_iter()
+        .find(|w| w.name.starts_with(name_starts))
+        .unwrap();
+    if codec.name() == Json.name() {
+        w.json.as_bytes().to_vec()
+    } else {
+        hex(w.msgpack)
+    }
+}
+
+#[tokio::test]
+async fn a_router_writes_callback_only_frames_and_t_as_the_original() {
+    use nmsg::{args, Callback, Router};
+    use std::time::Duration;
+    for codec in [&MsgPack as &dyn Codec, &Json] {
+        let build = || {
+            if codec.name() == Json.name() {
+                Router::builder().codec(Json).build()
+            } else {
+                Router::new()
+            }
+        };
+        let name = codec.name();
+
+        // emit with a callback only
+        let router = build();
+        let (cb, _reply) = Callback::<()>::once();
+        router.emit("ping", args![cb]).unwrap();
+        assert_eq!(
+            queued(&router),
+            [original_bytes(codec, "emit with one callback")],
+            "{name}: emit(cb)"
+        );
+
+        // a request without arguments: its answer callback is the only argument
+        let router = build();
+        let _answer = router.request::<()>("ping", ());
+        assert_eq!(
+            queued(&router),
+            [original_bytes(codec, "emit with one callback")],
+            "{name}: request()"
+        );
+
+        // a timeout other than the default, on a frame with data and a callback
+        for (t, vector) in [
+            (3.0, "emit with data, a callback and a timeout of 3 s"),
+            (1.5, "emit with data, a callback and a timeout of 1.5 s"),
+        ] {
+            let router = build();
+            let (cb, _reply) = Callback::<()>::once();
+            router
+                .emit_with_timeout("echo", args!["hi", cb], Duration::from_secs_f64(t))
+                .unwrap();
+            assert_eq!(
+                queued(&router),
+                [original_bytes(codec, vector)],
+                "{name}: t = {t}"
+            );
+        }
+
+        // responses: one with a callback only, one with no arguments
+        let router = build();
+        let (done_tx, mut done) = tokio::sync::mpsc::unbounded_channel();
+        router.on("x", move |args: nmsg::Args| -> Result<(), nmsg::Error> {
+            args.callback(0)?.call((Callback::<()>::new(|()| {}),))?;
+            args.callback(1)?.call(())?;
+            let _ = done_tx.send(());
+            Ok(())
+        });
+        let request = encode_frame(codec, &event(7, "x", vec![Arg::Callback, Arg::Callback]));
+        router.dispatch(bytes::Bytes::from(request));
+        tokio::time::timeout(Duration::from_secs(10), done.recv())
+            .await
+            .expect("the handler ran")
+            .unwrap();
+        assert_eq!(
+            queued(&router),
+            [
+                original_bytes(codec, "response done(cb)"),
+                original_bytes(codec, "response done()")
+            ],
+            "{name}: responses"
+        );
+    }
+}
+
+/// One method of each shape of README's table of typed methods.
+#[nmsg::events]
+pub trait Shapes {
+    fn event(&self, a: String);
+    async fn value(&self) -> String;
+    async fn error_first(&self) -> Result<String, String>;
+    fn callback(&self, cb: nmsg::Callback<(String, u8)>);
+}
+
+#[tokio::test]
+async fn the_typed_client_writes_the_frames_of_readmes_table() {
+    let router = nmsg::Router::builder().codec(Json).build();
+    let client = ShapesClient::new(&router);
+    client.event("x".into()).unwrap();
+    let _value = client.value();
+    let _error_first = client.error_first();
+    let (cb, _reply) = nmsg::Callback::once();
+    client.callback(cb).unwrap();
+    let frames: Vec<String> = queued(&router)
+        .into_iter()
+        .map(|m| String::from_utf8(m).unwrap())
+        .collect();
+    assert_eq!(
+        frames,
+        [
+            r#"{"i":1,"e":"event","a":["x"]}"#,
+            r#"{"i":2,"e":"value","a":[],"c":[0]}"#,
+            r#"{"i":3,"e":"error_first","a":[],"c":[0]}"#,
+            r#"{"i":4,"e":"callback","a":[],"c":[0]}"#,
+        ]
+    );
+}

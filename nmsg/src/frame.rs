@@ -196,13 +196,15 @@ pub struct OutFrame<'a> {
     pub id: u32,
     /// Event or response.
     pub kind: OutKind<'a>,
-    /// The data arguments in order (`a`, an array); omitted when empty. A codec
-    /// writes the array itself and serializes each argument on its own, so an
-    /// argument costs one pass through `erased_serde`, not two.
+    /// The data arguments in order (`a`, an array); omitted only when the frame
+    /// has no arguments at all, and `[]` when all its arguments are callbacks,
+    /// as the original writes it. A codec writes the array itself and
+    /// serializes each argument on its own, so an argument costs one pass
+    /// through `erased_serde`, not two.
     pub data: &'a [&'a dyn erased_serde::Serialize],
     /// Callback positions (`c`); omitted when empty.
     pub callbacks: &'a [u32],
-    /// `t` in seconds; omitted when `None`.
+    /// `t` in seconds, written between `a` and `c`; omitted when `None`.
     pub timeout: Option<f64>,
 }
 

@@ -76,3 +76,10 @@ pub use router::{
 pub use server::{Server, ServerBuilder, ServerEvent, Socket, DEFAULT_MAX_CONNECTIONS};
 pub use value::{from_value, to_value, Value};
 pub use {nmsg_macros::events, typed::Peer, typed::Response};
+
+/// The Rust examples of the repository's README, compiled (and those not marked
+/// `no_run`, run) by `cargo test --doc`. Only doctests see this item, so the
+/// crate's documentation is unchanged.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

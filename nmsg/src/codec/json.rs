@@ -244,7 +244,9 @@ impl Codec for Json {
             out.extend_from_slice(b",\"e\":");
             let _ = serde_json::to_writer(&mut *out, name);
         }
-        if !frame.data.is_empty() {
+        // `a` is written whenever the frame has arguments, `[]` when all are
+        // callbacks, and `t` between `a` and `c`: as the original writes them.
+        if !frame.data.is_empty() || !frame.callbacks.is_empty() {
             out.extend_from_slice(b",\"a\":[");
             let saw_binary = Cell::new(false);
             for (n, &item) in frame.data.iter().enumerate() {
@@ -269,13 +271,18 @@ impl Codec for Json {
             }
             out.push(b']');
         }
+        if let Some(t) = frame.timeout {
+            out.extend_from_slice(b",\"t\":");
+            // A whole number of seconds as JavaScript writes it: `3`, not `3.0`.
+            if t.fract() == 0.0 && t >= 0.0 && t < u32::MAX as f64 {
+                let _ = write!(out, "{}", t as u32);
+            } else {
+                let _ = serde_json::to_writer(&mut *out, &t);
+            }
+        }
         if !frame.callbacks.is_empty() {
             out.extend_from_slice(b",\"c\":");
             let _ = serde_json::to_writer(&mut *out, frame.callbacks);
-        }
-        if let Some(t) = frame.timeout {
-            out.extend_from_slice(b",\"t\":");
-            let _ = serde_json::to_writer(&mut *out, &t);
         }
         if let OutKind::Response { to, position } = frame.kind {
             let _ = write!(out, ",\"r\":{to},\"f\":{position}");

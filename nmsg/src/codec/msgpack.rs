@@ -62,11 +62,13 @@ impl Codec for MsgPack {
     }
 
     fn encode_frame(&self, frame: &OutFrame<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        let has_data = !frame.data.is_empty();
+        // `a` is written whenever the frame has arguments, `[]` when all are
+        // callbacks, and `t` between `a` and `c`: as the original writes them.
+        let has_args = !frame.data.is_empty() || !frame.callbacks.is_empty();
         let has_callbacks = !frame.callbacks.is_empty();
         let len = 1
             + matches!(frame.kind, OutKind::Event(_)) as u32
-            + has_data as u32
+            + has_args as u32
             + has_callbacks as u32
             + frame.timeout.is_some() as u32
             + 2 * matches!(frame.kind, OutKind::Response { .. }) as u32;
@@ -80,7 +82,7 @@ impl Codec for MsgPack {
             key(out, b'e');
             put_str(out, name);
         }
-        if has_data {
+        if has_args {
             key(out, b'a');
             put_len(out, frame.data.len() as u32, 0x90, 0xdc);
             for &item in frame.data {
@@ -91,19 +93,19 @@ impl Codec for MsgPack {
                     .map_err(|e| EncodeError::Serialize(e.to_string()))?;
             }
         }
-        if has_callbacks {
-            key(out, b'c');
-            put_len(out, frame.callbacks.len() as u32, 0x90, 0xdc);
-            for &p in frame.callbacks {
-                put_uint(out, p);
-            }
-        }
         if let Some(t) = frame.timeout {
             key(out, b't');
             if t.fract() == 0.0 && t >= 0.0 && t < u32::MAX as f64 {
                 put_uint(out, t as u32);
             } else {
                 let _ = rmp::encode::write_f64(out, t);
+            }
+        }
+        if has_callbacks {
+            key(out, b'c');
+            put_len(out, frame.callbacks.len() as u32, 0x90, 0xdc);
+            for &p in frame.callbacks {
+                put_uint(out, p);
             }
         }
         if let OutKind::Response { to, position } = frame.kind {
