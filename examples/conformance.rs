@@ -109,19 +109,24 @@ struct Tally {
     bulks: AtomicU64,
     /// Frames received inside bulk messages.
     bulk_frames: AtomicU64,
-    /// `(r, f)` of every response received, and those received more than once.
-    /// Frame ids only grow (up to 10^9) on a connection; a server keeps one
-    /// tally for all its connections, so this tells duplicates apart only
-    /// while a single connection sends responses, as in the interop runs.
-    responses: Mutex<(HashSet<(u32, u32)>, HashSet<(u32, u32)>)>,
+    responses: Mutex<Responses>,
+}
+
+/// `(r, f)` of every response received, and of those received more than once.
+/// Frame ids only grow (up to 10^9) on a connection; a server keeps one tally
+/// for all its connections, so this tells duplicates apart only while a single
+/// connection sends responses, as in the interop runs.
+#[derive(Debug, Default)]
+struct Responses {
+    seen: HashSet<(u32, u32)>,
+    repeated: HashSet<(u32, u32)>,
 }
 
 impl Tally {
     fn response_received(&self, to: u32, position: u32) {
         let mut responses = self.responses.lock().unwrap();
-        let (seen, repeated) = &mut *responses;
-        if !seen.insert((to, position)) {
-            repeated.insert((to, position));
+        if !responses.seen.insert((to, position)) {
+            responses.repeated.insert((to, position));
         }
     }
 
@@ -131,7 +136,7 @@ impl Tally {
             Error::Protocol(_) | Error::Framing(_) => &self.protocol_errors,
             Error::StrayResponse { frame, position } => {
                 let responses = self.responses.lock().unwrap();
-                if responses.1.contains(&(*frame, *position)) {
+                if responses.repeated.contains(&(*frame, *position)) {
                     &self.duplicates
                 } else {
                     &self.stray
