@@ -289,7 +289,7 @@ fn parse_report(line: &str) -> Option<Report> {
         .collect()
 }
 
-/// Every field of a report, with what the field must be.
+/// The value of `key` in a report; panics if the report lacks it.
 fn field(report: &Report, key: &str) -> u64 {
     *report
         .get(key)
