@@ -720,7 +720,7 @@ fn readme_node_example_works() {
   const net = require('node:net');
   const listen = net.Server.prototype.listen;
   net.Server.prototype.listen = function (_port, host, ...rest) {
-    this.once('listening', () => console.log('LISTENING ' + host + ':' + this.address().port));
+    this.once('listening', () => console.log('LISTENING ' + this.address().address + ':' + this.address().port));
     return listen.call(this, 0, host, ...rest);
   };
 })();
