@@ -623,6 +623,101 @@ fn rust_server_survives_malformed_messages_and_broken_framing() {
     assert_eq!(field(&report, "unclosed"), 0);
 }
 
+/// A frame (a map with string keys) in MsgPack.
+fn frame(fields: &[(&str, rmpv::Value)]) -> Vec<u8> {
+    let map = rmpv::Value::Map(
+        fields
+            .iter()
+            .map(|(k, v)| (rmpv::Value::from(*k), v.clone()))
+            .collect(),
+    );
+    let mut out = Vec::new();
+    rmpv::encode::write_value(&mut out, &map).unwrap();
+    out
+}
+
+fn list(items: &[rmpv::Value]) -> rmpv::Value {
+    rmpv::Value::Array(items.to_vec())
+}
+
+/// A server counts a response to a frame it never sent as stray, and a second
+/// response to a callback it already had answered as a duplicate, and goes on.
+fn server_reports_stray_and_duplicate_responses(peer: Peer) {
+    use rmpv::Value as V;
+    let (mut srv, addr) = start_server(peer, "msgpack", false);
+    let mut conn = TcpStream::connect(&addr).unwrap();
+    // a response to frame 999, which the server never sent
+    send_message(
+        &mut conn,
+        &frame(&[
+            ("i", V::from(1)),
+            ("a", list(&[])),
+            ("r", V::from(999)),
+            ("f", V::from(0)),
+        ]),
+    );
+    // countdown(1, cb): the server answers cb(1, next)
+    send_message(
+        &mut conn,
+        &frame(&[
+            ("i", V::from(2)),
+            ("e", V::from("countdown")),
+            ("a", list(&[V::from(1)])),
+            ("c", list(&[V::from(1)])),
+        ]),
+    );
+    let answer = as_frame(read_message(&mut conn, "answer to countdown"));
+    assert_eq!(
+        (&answer["a"], &answer["c"], &answer["r"], &answer["f"]),
+        (
+            &list(&[V::from(1)]),
+            &list(&[V::from(1)]),
+            &V::from(2),
+            &V::from(1)
+        ),
+        "countdown(1, cb) answered {answer:?}"
+    );
+    let next = answer["i"].clone();
+    // next(cb2): the server answers cb2("done")
+    let call_next = |id: u64| {
+        frame(&[
+            ("i", V::from(id)),
+            ("a", list(&[])),
+            ("c", list(&[V::from(0)])),
+            ("r", next.clone()),
+            ("f", V::from(1)),
+        ])
+    };
+    send_message(&mut conn, &call_next(3));
+    let done = as_frame(read_message(&mut conn, "answer to next(cb2)"));
+    assert_eq!(
+        (&done["a"], &done["r"], &done["f"]),
+        (&list(&[V::from("done")]), &V::from(3), &V::from(0)),
+        "next(cb2) answered {done:?}"
+    );
+    // next(cb2) once more: a duplicate, which gets no answer
+    send_message(&mut conn, &call_next(4));
+    assert_nothing_more(&mut conn, "a second call of next");
+    drop(conn);
+    let report = finish_server(&mut srv);
+    let counts: Vec<u64> = ERROR_FIELDS.iter().map(|k| field(&report, k)).collect();
+    assert_eq!(
+        counts,
+        [0, 1, 1, 0, 0],
+        "the {peer:?} server's report of {ERROR_FIELDS:?}: {report:?}"
+    );
+}
+
+#[test]
+fn rust_server_reports_stray_and_duplicate_responses() {
+    server_reports_stray_and_duplicate_responses(Peer::Rust);
+}
+
+#[test]
+fn js_server_reports_stray_and_duplicate_responses() {
+    server_reports_stray_and_duplicate_responses(Peer::Js);
+}
+
 // ---------------------------------------------------------------------------
 // Buffering::Cycle against the JavaScript peer
 // ---------------------------------------------------------------------------
