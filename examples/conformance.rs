@@ -1,38 +1,58 @@
-//! The conformance peer of CONFORMANCE.md, in Rust: one binary, two modes.
+//! The conformance peer, in Rust: one binary, two modes. It serves and
+//! exercises the conformance events (echo, add, ping, pick-hand, countdown,
+//! multi, notify, stats), like `tests/js/conformance.js` in JavaScript.
 //!
 //! ```text
-//! cargo run --example conformance -- serve   --addr 127.0.0.1:0    [--codec msgpack|json] [--buffered]
+//! cargo run --example conformance -- serve   --addr 127.0.0.1:0    [--codec msgpack|json] [--buffered] [--until-eof]
 //! cargo run --example conformance -- connect --addr 127.0.0.1:7000 [--codec msgpack|json] [--buffered]
 //! ```
 //!
 //! `serve` prints `LISTENING HOST:PORT` (the real port, also for port 0), then
-//! serves every conformance event on every connection until killed. `connect`
-//! runs the scenarios against a server, prints `PASS name` or `FAIL name: why`
-//! for each, then `N passed, M failed`, and exits non-zero if any failed. The
-//! scenarios and their names are the same as the JavaScript peer's in `tests/js`.
+//! serves every conformance event on every connection until interrupted
+//! (Ctrl-C) or, with `--until-eof`, until its stdin ends; it then waits (up to
+//! 10 s) for the open connections to close and prints its report line (below).
+//! `connect` runs the scenarios against a server, prints `PASS name` or
+//! `FAIL name: why` for each, then `N passed, M failed`, then its report line,
+//! and exits non-zero if any failed. The scenarios and their names are the same
+//! as the JavaScript peer's in `tests/js`.
+//!
+//! The report line counts what the peer saw go wrong, and the bulk messages it
+//! received ([`Tally`]); the JavaScript peer prints the same line:
+//!
+//! ```text
+//! REPORT protocol_errors=0 stray=0 duplicates=0 handler_failures=0 unhandled=0 bulks=N bulk_frames=M [unclosed=0]
+//! ```
 
+use std::collections::HashSet;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nmsg::Peer;
 
+use nmsg::codec::{ArgVisitor, Builtin};
+use nmsg::frame::{FrameKind, Message, OutFrame};
 use nmsg::transport::Address;
 use nmsg::{
-    args, Args, Buffering, Callback, Client, Error, RemoteCallback, Router, Server, Socket, Value,
+    args, Args, Buffering, Callback, Client, Codec, EncodeError, Error, ProtocolError,
+    RemoteCallback, Router, Server, Socket, Value,
 };
 
 const SCENARIO_TIMEOUT: Duration = Duration::from_secs(10);
+/// `serve`: how long the open connections may take to close at the end.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Options {
     serve: bool,
     addr: String,
     json: bool,
     buffered: bool,
+    until_eof: bool,
 }
 
 fn usage(problem: &str) -> ! {
-    eprintln!("{problem}\nusage: conformance serve|connect --addr HOST:PORT [--codec msgpack|json] [--buffered]");
+    eprintln!("{problem}\nusage: conformance serve|connect --addr HOST:PORT [--codec msgpack|json] [--buffered] [--until-eof]");
     std::process::exit(2);
 }
 
@@ -43,7 +63,7 @@ fn options() -> Options {
         Some("connect") => false,
         other => usage(&format!("unknown mode {other:?}")),
     };
-    let (mut addr, mut json, mut buffered) = (None, false, false);
+    let (mut addr, mut json, mut buffered, mut until_eof) = (None, false, false, false);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--addr" => addr = args.next(),
@@ -53,6 +73,7 @@ fn options() -> Options {
                 other => usage(&format!("unknown codec {other:?}")),
             },
             "--buffered" => buffered = true,
+            "--until-eof" => until_eof = true,
             other => usage(&format!("unknown argument {other:?}")),
         }
     }
@@ -62,6 +83,160 @@ fn options() -> Options {
         addr,
         json,
         buffered,
+        until_eof,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// the report
+// ---------------------------------------------------------------------------
+
+/// What this peer saw go wrong on its connections, and the bulk messages it
+/// received, for the report line it prints at the end.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Framing errors, undecodable messages and malformed frames.
+    protocol_errors: AtomicU64,
+    /// Responses to a frame or position with no live callback, other than duplicates.
+    stray: AtomicU64,
+    /// Responses to a callback that an earlier response already answered.
+    duplicates: AtomicU64,
+    /// Handlers and callbacks that failed or panicked.
+    handler_failures: AtomicU64,
+    /// Events no handler serves.
+    unhandled: AtomicU64,
+    /// Bulk messages received.
+    bulks: AtomicU64,
+    /// Frames received inside bulk messages.
+    bulk_frames: AtomicU64,
+    responses: Mutex<Responses>,
+}
+
+/// `(r, f)` of every response received, and of those received more than once.
+/// Frame ids only grow (up to 10^9) on a connection; a server keeps one tally
+/// for all its connections, so this tells duplicates apart only while a single
+/// connection sends responses, as in the interop runs.
+#[derive(Debug, Default)]
+struct Responses {
+    seen: HashSet<(u32, u32)>,
+    repeated: HashSet<(u32, u32)>,
+}
+
+impl Tally {
+    fn response_received(&self, to: u32, position: u32) {
+        let mut responses = self.responses.lock().unwrap();
+        if !responses.seen.insert((to, position)) {
+            responses.repeated.insert((to, position));
+        }
+    }
+
+    /// Counts an error the router reported.
+    fn count(&self, error: &Error) {
+        let counter = match error {
+            Error::Protocol(_) | Error::Framing(_) => &self.protocol_errors,
+            Error::StrayResponse { frame, position } => {
+                let responses = self.responses.lock().unwrap();
+                if responses.repeated.contains(&(*frame, *position)) {
+                    &self.duplicates
+                } else {
+                    &self.stray
+                }
+            }
+            Error::Unhandled(_) => &self.unhandled,
+            _ => &self.handler_failures,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `REPORT key=value ...`; `unclosed` is the server's count of connections
+    /// still open when it stopped.
+    fn report(&self, unclosed: Option<usize>) -> String {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut line = format!(
+            "REPORT protocol_errors={} stray={} duplicates={} handler_failures={} unhandled={} bulks={} bulk_frames={}",
+            n(&self.protocol_errors),
+            n(&self.stray),
+            n(&self.duplicates),
+            n(&self.handler_failures),
+            n(&self.unhandled),
+            n(&self.bulks),
+            n(&self.bulk_frames),
+        );
+        if let Some(unclosed) = unclosed {
+            line.push_str(&format!(" unclosed={unclosed}"));
+        }
+        line
+    }
+}
+
+/// The codec of the command line, which also tells the tally about every
+/// message it decodes: bulks and the frames in them, and responses.
+#[derive(Debug)]
+struct Observed {
+    inner: Box<dyn Codec>,
+    tally: Arc<Tally>,
+}
+
+impl Observed {
+    fn new(json: bool, tally: Arc<Tally>) -> Self {
+        let inner: Box<dyn Codec> = if json {
+            Box::new(nmsg::Json)
+        } else {
+            Box::new(nmsg::MsgPack)
+        };
+        Observed { inner, tally }
+    }
+}
+
+impl Codec for Observed {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn decode_message(&self, payload: &[u8]) -> Result<Message, ProtocolError> {
+        let message = self.inner.decode_message(payload)?;
+        let frames = match &message {
+            Message::Single(frame) => std::slice::from_ref(frame),
+            Message::Bulk(frames) => {
+                self.tally.bulks.fetch_add(1, Ordering::Relaxed);
+                self.tally
+                    .bulk_frames
+                    .fetch_add(frames.len() as u64, Ordering::Relaxed);
+                frames.as_slice()
+            }
+        };
+        for frame in frames.iter().flatten() {
+            if let FrameKind::Response { to, position } = frame.kind {
+                self.tally.response_received(to, position);
+            }
+        }
+        Ok(message)
+    }
+
+    fn deserialize_arg(&self, raw: &[u8], visit: &mut ArgVisitor<'_>) -> Result<(), String> {
+        self.inner.deserialize_arg(raw, visit)
+    }
+
+    fn encode_frame(&self, frame: &OutFrame<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        self.inner.encode_frame(frame, out)
+    }
+
+    fn bulk_start(&self, count: usize, out: &mut Vec<u8>) {
+        self.inner.bulk_start(count, out)
+    }
+
+    fn bulk_separator(&self) -> &'static [u8] {
+        self.inner.bulk_separator()
+    }
+
+    fn bulk_end(&self, out: &mut Vec<u8>) {
+        self.inner.bulk_end(out)
+    }
+
+    // Arguments are decoded as with the inner codec alone (its direct path,
+    // not the general one through `deserialize_arg`).
+    fn builtin(&self) -> Option<Builtin> {
+        self.inner.builtin()
     }
 }
 
@@ -81,16 +256,17 @@ async fn main() {
 // ---------------------------------------------------------------------------
 
 async fn serve(opts: Options) -> i32 {
-    let mut builder = Server::tcp(&opts.addr).buffering(if opts.buffered {
-        Buffering::Idle
-    } else {
-        Buffering::Off
-    });
-    if opts.json {
-        builder = builder.codec(nmsg::Json);
-    }
-    let server = builder.start();
-    server.on_socket(install_handlers);
+    let tally = Arc::new(Tally::default());
+    let server = Server::tcp(&opts.addr)
+        .buffering(if opts.buffered {
+            Buffering::Idle
+        } else {
+            Buffering::Off
+        })
+        .codec(Observed::new(opts.json, tally.clone()))
+        .start();
+    let counted = tally.clone();
+    server.on_socket(move |socket| install_handlers(socket, counted.clone()));
     match server.started().await {
         Some(Address::Tcp(addr)) => println!("LISTENING {addr}"),
         other => {
@@ -98,8 +274,25 @@ async fn serve(opts: Options) -> i32 {
             return 1;
         }
     }
-    let _ = tokio::signal::ctrl_c().await;
+    if opts.until_eof {
+        let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut tokio::io::sink()).await;
+    } else {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    // What the clients sent before they closed is handled by the time their
+    // connections close: wait for that, so that the report counts all of it.
+    let deadline = tokio::time::Instant::now() + CLOSE_TIMEOUT;
+    let mut unclosed = 0;
+    for socket in server.sockets() {
+        if tokio::time::timeout_at(deadline, socket.closed())
+            .await
+            .is_err()
+        {
+            unclosed += 1;
+        }
+    }
     server.stop().await;
+    println!("{}", tally.report(Some(unclosed)));
     0
 }
 
@@ -173,11 +366,11 @@ fn as_f64(v: &Value) -> Option<f64> {
 /// Every conformance event, on one connection's router. They are registered
 /// as that router's `on` handlers (not in the server's shared `Api`) because the
 /// wildcard, which counts events for `stats`, runs only after `on` handlers.
-fn install_handlers(socket: Socket) {
+fn install_handlers(socket: Socket, tally: Arc<Tally>) {
     let router = socket.router();
-    router.on_error(|e| match e {
-        Error::Unhandled(_) => {}
-        other => eprintln!("conformance server: {other}"),
+    router.on_error(move |e| {
+        tally.count(&e);
+        eprintln!("conformance server: {e}");
     });
     ConformanceApi::new(Conformer).serve(router);
     router.on("add", |args: Args| -> Result<(), Error> {
@@ -234,17 +427,21 @@ fn countdown(n: u64, cb: RemoteCallback) -> Result<(), Error> {
 type Outcome = Result<(), String>;
 
 async fn connect(opts: Options) -> i32 {
-    let mut builder = Client::tcp(&opts.addr).buffering(if opts.buffered {
-        Buffering::Idle
-    } else {
-        Buffering::Off
-    });
-    if opts.json {
-        builder = builder.codec(nmsg::Json);
-    }
-    let client = builder.start();
+    let tally = Arc::new(Tally::default());
+    let client = Client::tcp(&opts.addr)
+        .buffering(if opts.buffered {
+            Buffering::Idle
+        } else {
+            Buffering::Off
+        })
+        .codec(Observed::new(opts.json, tally.clone()))
+        .start();
     let router = client.router().clone();
-    router.on_error(|e| eprintln!("conformance client: {e}"));
+    let counted = tally.clone();
+    router.on_error(move |e| {
+        counted.count(&e);
+        eprintln!("conformance client: {e}");
+    });
     if tokio::time::timeout(SCENARIO_TIMEOUT, client.connected())
         .await
         .is_err()
@@ -312,26 +509,36 @@ async fn connect(opts: Options) -> i32 {
     // events): one per echo, two each for echo-big-int, echo-float, add and
     // unknown-event, one for each other scenario, and 2,000 in inflight-2000.
     let emitted_so_far = 2000 + if opts.json { 17 } else { 18 };
+    // The last of them is the echo of unknown-event.
+    let last_so_far = "echo";
     scenario!("stats", async move {
         let (stats,): (Value,) = r.request("stats", ()).await.map_err(|e| e.to_string())?;
-        let events = stats["events"]
-            .as_u64()
-            .ok_or(format!("no events count in {stats}"))?;
+        let got = (stats["events"].as_u64(), stats["last"].as_str());
+        // The server's wildcard has seen every event emitted before `stats`,
+        // the last of them last; or, if it runs before the handler, those and
+        // `stats` itself. Nothing else is right.
         expect(
-            stats["last"].is_str(),
-            format!("no last event name in {stats}"),
-        )?;
-        // `stats` itself is counted or not, depending on when the server's wildcard runs
-        expect(
-            events >= emitted_so_far,
-            format!("{events} events counted, expected at least {emitted_so_far}"),
+            got == (Some(emitted_so_far), Some(last_so_far))
+                || got == (Some(emitted_so_far + 1), Some("stats")),
+            format!(
+                "got {stats}, expected {{events: {emitted_so_far}, last: {last_so_far:?}}} \
+                 (or {{events: {}, last: \"stats\"}})",
+                emitted_so_far + 1
+            ),
         )
     });
 
     let failed = results.iter().filter(|(_, o)| o.is_err()).count();
     println!("{} passed, {} failed", results.len() - failed, failed);
+    // A last round trip: a response the server sent twice, before this one's
+    // answer, has arrived (and been counted) once it is answered.
+    let last = run(echo_same(r, Value::from("last"))).await;
+    if let Err(why) = &last {
+        eprintln!("the last round trip failed: {why}");
+    }
     client.stop().await;
-    if failed > 0 {
+    println!("{}", tally.report(None));
+    if failed > 0 || last.is_err() {
         1
     } else {
         0

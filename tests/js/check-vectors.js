@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 'use strict';
 // Checks our codecs and framing against the wire vectors recorded from the
-// original JavaScript implementation:
+// original JavaScript implementation (by default the project's copy,
+// tests/data/wire.json):
 //
-//   node check-vectors.js /path/to/shared/vectors/wire.json
+//   node check-vectors.js [path/to/wire.json]
 //
 // For every vector with both forms: the MsgPack payload and the JSON payload
 // must decode to deep-equal values, and re-encoding that value with either of
@@ -13,16 +14,18 @@
 // (MsgPack hex and JSON text). The stream vector goes through FrameReader. Prints PASS/FAIL lines and a summary.
 
 const fs = require('node:fs');
+const path = require('node:path');
 const util = require('node:util');
 const { EventEmitter } = require('node:events');
 const { createCodec, FrameReader, Peer } = require('./nmsg');
 
-const file = process.argv[2];
-if (!file) {
-  process.stderr.write('usage: node check-vectors.js /path/to/wire.json\n');
+const DEFAULT_VECTORS = path.join(__dirname, '..', 'data', 'wire.json');
+const file = process.argv[2] || DEFAULT_VECTORS;
+const { vectors } = JSON.parse(fs.readFileSync(file, 'utf8'));
+if (!Array.isArray(vectors) || vectors.length === 0) {
+  process.stderr.write(`${file} holds no vectors\n`);
   process.exit(2);
 }
-const { vectors } = JSON.parse(fs.readFileSync(file, 'utf8'));
 
 const msgpack = createCodec('msgpack');
 const json = createCodec('json');

@@ -1,6 +1,6 @@
 'use strict';
-// A small, self-contained implementation of the nmsg wire protocol
-// (see PROTOCOL.md in the shared folder) used by conformance.js.
+// A small, self-contained implementation of the nmsg wire protocol, used by
+// conformance.js and the Rust interop tests.
 //
 // Layers, bottom up:
 //   FrameReader   - 4-byte big-endian length-prefixed stream framing
@@ -77,6 +77,38 @@ class FrameReader {
     }
     return out;
   }
+}
+
+/**
+ * What a peer observed on its connections, for the report a conformance peer
+ * prints when it ends. Several peers can share one tally.
+ *
+ *   protocolErrors   framing errors, undecodable messages, malformed frames
+ *   stray            responses to a frame or position with no live callback
+ *                    (never seen before: not a callback, or expired)
+ *   duplicates       responses to a callback that an earlier response already answered
+ *   handlerFailures  handlers, wildcards and callbacks that threw
+ *   unhandled        events with neither a handler nor a wildcard
+ *   bulks            bulk (array) messages received
+ *   bulkFrames       frames received inside bulk messages
+ */
+function createTally() {
+  return { protocolErrors: 0, stray: 0, duplicates: 0, handlerFailures: 0, unhandled: 0, bulks: 0, bulkFrames: 0 };
+}
+
+/** The tally as one machine-readable line: `REPORT key=value ...`. */
+function formatReport(tally, extra = {}) {
+  const fields = {
+    protocol_errors: tally.protocolErrors,
+    stray: tally.stray,
+    duplicates: tally.duplicates,
+    handler_failures: tally.handlerFailures,
+    unhandled: tally.unhandled,
+    bulks: tally.bulks,
+    bulk_frames: tally.bulkFrames,
+    ...extra,
+  };
+  return `REPORT ${Object.entries(fields).map(([k, v]) => `${k}=${v}`).join(' ')}`;
 }
 
 /** Returns the 4-byte big-endian length prefix for a payload. */
@@ -291,9 +323,11 @@ class Peer {
     this.timeoutSeconds = options.timeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS;
     this.log = options.log || ((msg) => process.stderr.write(`nmsg: ${msg}\n`));
     this.label = options.label || 'peer';
+    this.tally = options.tally || createTally();
 
     this.lastId = 0; // outgoing id counter; the other direction has its own
     this.pending = new Map(); // our frame id -> { fns: Map(position -> function), timer }
+    this.answered = new Set(); // "id:position" of our callbacks already answered (to tell duplicates)
     this.handlers = new Map(); // event name -> handler (one per name, as in the original)
     this.queue = []; // buffered mode: encoded frames waiting for the next flush
     this.flushScheduled = false;
@@ -418,6 +452,7 @@ class Peer {
       this.pending.delete(id);
     }, this.timeoutSeconds * 1000 + LATENCY_ALLOWANCE_MS);
     timer.unref(); // a forgotten callback must not keep the process alive
+    for (const pos of fns.keys()) this.answered.delete(`${id}:${pos}`); // an id used again after wrapping
     this.pending.set(id, { fns, timer });
   }
 
@@ -460,6 +495,7 @@ class Peer {
     try {
       payloads = this.reader.push(chunk);
     } catch (err) {
+      this.tally.protocolErrors += 1;
       this.log(`${this.label}: framing error, closing connection: ${err.message}`);
       this.close();
       return;
@@ -470,6 +506,7 @@ class Peer {
       try {
         message = this.codec.decode(payload);
       } catch (err) {
+        this.tally.protocolErrors += 1;
         this.log(`${this.label}: cannot decode a ${payload.length}-byte ${this.codec.name} message, closing connection: ${err.message}`);
         this.close();
         return;
@@ -481,6 +518,8 @@ class Peer {
   /** A message is one frame (map) or a bulk (array of frames, handled in order). */
   _onMessage(message) {
     if (Array.isArray(message)) {
+      this.tally.bulks += 1;
+      this.tally.bulkFrames += message.length;
       message.forEach((frame, idx) => {
         if (this.closed) return;
         this._onFrame(frame, `bulk element ${idx}`);
@@ -488,6 +527,7 @@ class Peer {
     } else if (isPlainMap(message)) {
       this._onFrame(message, 'frame');
     } else {
+      this.tally.protocolErrors += 1;
       this.log(`${this.label}: protocol error: message is neither a frame (map) nor a bulk (array), got ${describe(message)}; skipped`);
     }
   }
@@ -499,6 +539,7 @@ class Peer {
       parsed = this._parseFrame(raw);
     } catch (err) {
       // Only ProtocolError is expected here; anything else is reported the same way.
+      this.tally.protocolErrors += 1;
       this.log(`${this.label}: malformed ${where} skipped: ${err.message}: ${safeInspect(raw)}`);
       return;
     }
@@ -507,6 +548,7 @@ class Peer {
       else this._onResponse(parsed);
     } catch (err) {
       // A throwing handler or callback must not take the connection down.
+      this.tally.handlerFailures += 1;
       this.log(`${this.label}: error in handler for ${parsed.event !== undefined ? `event "${parsed.event}"` : `response to frame ${parsed.r}`}: ${err && err.stack ? err.stack : err}`);
     }
   }
@@ -583,6 +625,7 @@ class Peer {
     const handler = this.handlers.get(event);
     const wildcard = this.handlers.get('*');
     if (!handler && !wildcard) {
+      this.tally.unhandled += 1;
       this.log(`${this.label}: no handler for event "${event}"; dropped`);
       return;
     }
@@ -590,6 +633,7 @@ class Peer {
       try {
         handler(...args);
       } catch (err) {
+        this.tally.handlerFailures += 1;
         this.log(`${this.label}: handler for "${event}" threw: ${err && err.stack ? err.stack : err}`);
       }
     }
@@ -598,16 +642,20 @@ class Peer {
 
   /** A response invokes one of our pending callbacks (each at most once). */
   _onResponse({ r, f, args }) {
+    const key = `${r}:${f}`;
     const entry = this.pending.get(r);
-    if (!entry) {
-      this.log(`${this.label}: response to unknown or expired frame ${r} (position ${f}); ignored`);
-      return;
-    }
-    const fn = entry.fns.get(f);
+    const fn = entry && entry.fns.get(f);
     if (!fn) {
-      this.log(`${this.label}: response to frame ${r} position ${f}, which is not a callback or was already invoked; ignored`);
+      if (this.answered.has(key)) {
+        this.tally.duplicates += 1;
+        this.log(`${this.label}: second response to frame ${r} position ${f}, which was already answered; ignored`);
+      } else {
+        this.tally.stray += 1;
+        this.log(`${this.label}: response to frame ${r} position ${f}, which is unknown, expired or not a callback; ignored`);
+      }
       return;
     }
+    this.answered.add(key);
     entry.fns.delete(f);
     if (entry.fns.size === 0) {
       clearTimeout(entry.timer);
@@ -637,6 +685,8 @@ module.exports = {
   FrameReader,
   ProtocolError,
   createCodec,
+  createTally,
+  formatReport,
   lengthPrefix,
   DEFAULT_MAX_MESSAGE_SIZE,
   DEFAULT_TIMEOUT_SECONDS,
