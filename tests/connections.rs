@@ -111,6 +111,25 @@ async fn server_restart_mid_stream_loses_nothing_queued_or_sent_after() {
     restarted.stop().await;
 }
 
+/// The next `n` failed attempts of `events`, each as (attempt, delay in
+/// seconds, seconds since `start` when it was reported).
+async fn reconnect_attempts(
+    events: &mut tokio::sync::broadcast::Receiver<ClientEvent>,
+    start: tokio::time::Instant,
+    n: usize,
+) -> Vec<(u32, u64, u64)> {
+    let mut seen = Vec::new();
+    while seen.len() < n {
+        match events.recv().await.unwrap() {
+            ClientEvent::Reconnecting { attempt, delay, .. } => {
+                seen.push((attempt, delay.as_secs(), start.elapsed().as_secs()))
+            }
+            other => panic!("expected a failed attempt, got {other:?}"),
+        }
+    }
+    seen
+}
+
 #[tokio::test(start_paused = true)]
 async fn reconnect_attempts_follow_the_backoff_schedule() {
     let net = Network::new();
@@ -120,15 +139,9 @@ async fn reconnect_attempts_follow_the_backoff_schedule() {
         .start();
     let mut events = client.events();
     let start = tokio::time::Instant::now();
-    let mut seen = Vec::new();
-    while seen.len() < 6 {
-        if let ClientEvent::Reconnecting { attempt, delay, .. } = events.recv().await.unwrap() {
-            seen.push((attempt, delay.as_secs(), start.elapsed().as_secs()));
-        }
-    }
     // attempt n fails at the sum of the delays before it; the delay doubles up to 8 s
     assert_eq!(
-        seen,
+        reconnect_attempts(&mut events, start, 6).await,
         [
             (1, 1, 0),
             (2, 2, 1),
@@ -139,12 +152,68 @@ async fn reconnect_attempts_follow_the_backoff_schedule() {
         ]
     );
 
-    // a server appearing ends the retries, and a later loss starts the schedule over
+    // a server appearing ends the retries: the seventh attempt, at 31 s, connects
     let server = Server::builder(net.binder("nowhere")).start();
-    client.connected().await;
+    match events.recv().await.unwrap() {
+        ClientEvent::Connected { .. } => assert_eq!(start.elapsed().as_secs(), 31),
+        other => panic!("expected the connection, got {other:?}"),
+    }
     assert!(client.is_connected());
-    client.stop().await;
+
+    // the connection lives longer than the first delay, then the server goes:
+    // the schedule starts over, with a first attempt at once
+    tokio::time::sleep(Duration::from_secs(100)).await;
     server.stop().await;
+    let lost = tokio::time::Instant::now();
+    assert!(matches!(
+        events.recv().await.unwrap(),
+        ClientEvent::Disconnected { .. }
+    ));
+    assert_eq!(
+        reconnect_attempts(&mut events, lost, 4).await,
+        [(1, 1, 0), (2, 2, 1), (3, 4, 3), (4, 8, 7)]
+    );
+    client.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_the_server_drops_at_once_counts_as_a_failed_attempt() {
+    use nmsg::transport::Binder;
+    let net = Network::new();
+    let mut acceptor = net.binder("closer").bind().await.unwrap();
+    // a listener that accepts and closes every connection at once
+    let closer = tokio::spawn(async move {
+        loop {
+            let (stream, _) = acceptor.accept().await.unwrap();
+            drop(stream);
+        }
+    });
+    let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(8));
+    let client = Client::builder(net.connector("closer"))
+        .backoff(backoff)
+        .start();
+    let mut events = client.events();
+    let start = tokio::time::Instant::now();
+    let mut seen = Vec::new();
+    let mut connections = 0;
+    while seen.len() < 4 {
+        match events.recv().await.unwrap() {
+            ClientEvent::Connected { .. } => {
+                connections += 1;
+                // a client that retried at once would connect here again and again
+                assert!(connections <= seen.len() + 1, "reconnected without a delay");
+            }
+            ClientEvent::Disconnected { .. } => {}
+            ClientEvent::Reconnecting { attempt, delay, .. } => {
+                seen.push((attempt, delay.as_secs(), start.elapsed().as_secs()))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // the schedule grows as if no attempt had connected
+    assert_eq!(seen, [(1, 1, 0), (2, 2, 1), (3, 4, 3), (4, 8, 7)]);
+    client.stop().await;
+    closer.abort();
 }
 
 #[tokio::test(start_paused = true)]
