@@ -239,8 +239,9 @@ async fn server_retries_binding_while_the_address_is_taken() {
     second.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_full_offline_queue_gives_the_documented_error_and_emit_wait_waits() {
+    use std::future::Future;
     let net = Network::new();
     let client = Client::builder(net.connector("later"))
         .backoff(fast())
@@ -253,12 +254,24 @@ async fn a_full_offline_queue_gives_the_documented_error_and_emit_wait_waits() {
         Err(Error::QueueFull { frames: 5, .. }) => {}
         other => panic!("expected QueueFull, got {other:?}"),
     }
-    // with backpressure the caller waits until the queue drains
-    let router = client.router().clone();
-    let waiting = tokio::spawn(async move { router.emit_wait("n", args![5u64]).await });
+    // with backpressure the caller waits while the queue is full...
+    let mut waiting = std::pin::pin!(client.router().emit_wait("n", args![5u64]));
+    let mut poll_once = || {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        waiting.as_mut().poll(&mut cx)
+    };
+    assert!(poll_once().is_pending());
+    // (a second of reconnection attempts later, still nothing has room)
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(poll_once().is_pending());
+    assert_eq!(client.router().queued_frames(), 5);
+    // ...and goes on once the connection takes the queue
     let server = Server::builder(net.binder("later")).start();
     let mut rx = collect_numbers(&server);
-    waiting.await.unwrap().unwrap();
+    tokio::time::timeout(LIMIT, waiting)
+        .await
+        .expect("emit_wait still waits with room in the queue")
+        .unwrap();
     expect_numbers(&mut rx, 0..=5).await;
     client.stop().await;
     server.stop().await;
