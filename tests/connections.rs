@@ -483,6 +483,14 @@ async fn the_server_emits_to_a_socket_and_the_client_answers() {
             let (q, answer): (String, RemoteCallback) = args.parse()?;
             answer.call((format!("answer to {q}"),))
         });
+    let (hello_tx, mut hellos) = mpsc::unbounded_channel();
+    client
+        .router()
+        .on("hello", move |args: Args| -> Result<(), Error> {
+            let (to, n): (String, u32) = args.parse()?;
+            let _ = hello_tx.send((to, n, args.len()));
+            Ok(())
+        });
     let socket = sockets.recv().await.unwrap();
     let (reply,): (String,) = socket
         .router()
@@ -490,7 +498,11 @@ async fn the_server_emits_to_a_socket_and_the_client_answers() {
         .await
         .unwrap();
     assert_eq!(reply, "answer to life");
-    assert_eq!(server.broadcast("hello", ("all",)), 1);
+    assert_eq!(server.broadcast("hello", ("all", 7u32)), 1);
+    let hello = tokio::time::timeout(LIMIT, hellos.recv())
+        .await
+        .expect("the broadcast did not arrive");
+    assert_eq!(hello, Some(("all".to_owned(), 7, 2)));
     client.stop().await;
     server.stop().await;
 }
