@@ -277,8 +277,12 @@ async fn a_full_offline_queue_gives_the_documented_error_and_emit_wait_waits() {
     server.stop().await;
 }
 
+/// Tells a reply failed at the disconnect from one left to its callback
+/// timeout (15 s by default), with room for a loaded machine.
+const AT_ONCE: Duration = Duration::from_secs(5);
+
 #[tokio::test]
-async fn a_dropped_connection_fails_pending_replies_within_a_second() {
+async fn a_dropped_connection_fails_pending_replies_at_once_not_at_their_timeout() {
     let server = Server::tcp("127.0.0.1:0").start();
     let (asked_tx, mut asked) = mpsc::unbounded_channel();
     server.on("never", move |args: Args| {
@@ -292,11 +296,11 @@ async fn a_dropped_connection_fails_pending_replies_within_a_second() {
     asked.recv().await.unwrap().unwrap();
     let started = tokio::time::Instant::now();
     server.stop().await;
-    let result = tokio::time::timeout(Duration::from_secs(1), reply)
+    let result = tokio::time::timeout(AT_ONCE, reply)
         .await
-        .expect("reply did not fail within 1 s");
+        .expect("the reply did not fail at the disconnect");
     assert!(matches!(result.unwrap(), Err(Error::Disconnected(_))));
-    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(started.elapsed() < AT_ONCE);
     client.stop().await;
 }
 
