@@ -9,8 +9,8 @@ use nmsg::frame::Message;
 use nmsg::transport::memory::Network;
 use nmsg::transport::{Acceptor, Binder, BoxStream, CloseReason, Connection, Connector};
 use nmsg::{
-    args, Args, Backoff, Buffering, Client, ClientEvent, Codec, EncodeError, Error, FramingError,
-    MsgPack, RemoteCallback, Router, Server, ServerEvent, Socket,
+    args, Args, Buffering, Client, ClientEvent, Codec, EncodeError, Error, FramingError, MsgPack,
+    RemoteCallback, Router, Server, ServerEvent, Socket,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -476,5 +476,346 @@ async fn a_server_splits_what_is_queued_into_bulks_of_at_most_its_max_size() {
     assert_eq!(arrived, (0..30).collect::<Vec<_>>());
     // 9,000 bytes and more in messages of at most 1,000
     assert!(messages >= 10, "{messages}");
+    server.stop().await;
+}
+
+// ----- latency_allowance -----
+
+/// The requesters' callback timeout, and the allowance on top of it.
+const TIMEOUT: Duration = Duration::from_secs(1);
+const ALLOWANCE: Duration = Duration::from_secs(2);
+
+fn with_allowance(router: nmsg::RouterBuilder) -> nmsg::RouterBuilder {
+    router.default_timeout(TIMEOUT).latency_allowance(ALLOWANCE)
+}
+
+/// A `hold` handler on `router` that keeps each request's callback, with the
+/// request's number and the timeout the request said (`t`).
+fn holder(router: &Router) -> mpsc::UnboundedReceiver<(u32, RemoteCallback, Option<Duration>)> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    router.on("hold", move |args: Args| -> Result<(), Error> {
+        let _ = tx.send((args.get(0)?, args.callback(1)?, args.timeout()));
+        Ok(())
+    });
+    rx
+}
+
+/// `requester` asks twice. The peer answers the second 2.5 s later, after
+/// its 1 s timeout but within the allowance: the answer is taken. The first
+/// is never answered: it ends with a timeout error once timeout and
+/// allowance have passed, 3 s. The peer is told the timeout alone.
+async fn callbacks_live_for_their_timeout_plus_the_allowance(
+    requester: &Router,
+    held: &mut mpsc::UnboundedReceiver<(u32, RemoteCallback, Option<Duration>)>,
+) {
+    let start = Instant::now();
+    let never = tokio::spawn(requester.request::<(u32,)>("hold", args![1u32]));
+    let late = tokio::spawn(requester.request::<(u32,)>("hold", args![2u32]));
+    let (first, _kept, t) = held.recv().await.unwrap();
+    assert_eq!((first, t), (1, Some(TIMEOUT)));
+    let (second, answer, _) = held.recv().await.unwrap();
+    assert_eq!(second, 2);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    answer.call((2u32,)).unwrap();
+    let answered = tokio::time::timeout(LIMIT, late).await.unwrap().unwrap();
+    assert_eq!(answered.unwrap(), (2,), "an answer within the allowance");
+    let failed = tokio::time::timeout(LIMIT, never).await.unwrap().unwrap();
+    let at = start.elapsed();
+    assert!(
+        matches!(failed, Err(Error::Timeout(t)) if t == TIMEOUT),
+        "{failed:?}"
+    );
+    assert!(
+        at >= TIMEOUT + ALLOWANCE && at <= TIMEOUT + ALLOWANCE + Duration::from_millis(20),
+        "the unanswered request failed after {at:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn latency_allowance_of_a_router_keeps_callbacks_that_long_past_their_timeout() {
+    let requester = with_allowance(Router::builder()).build();
+    let peer = Router::new();
+    let mut held = holder(&peer);
+    let _link = nmsg::transport::memory::link(&requester, &peer);
+    callbacks_live_for_their_timeout_plus_the_allowance(&requester, &mut held).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn latency_allowance_of_a_client_keeps_callbacks_that_long_past_their_timeout() {
+    let net = Network::new();
+    let server = Server::builder(net.binder("svc")).start();
+    let mut held = holder_on(&server);
+    let client = Client::builder(net.connector("svc"))
+        .router_options(with_allowance(Router::builder()))
+        .start();
+    client.connected().await;
+    callbacks_live_for_their_timeout_plus_the_allowance(client.router(), &mut held).await;
+    client.stop().await;
+    server.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn latency_allowance_of_a_server_keeps_its_sockets_callbacks_that_long_past_their_timeout() {
+    let net = Network::new();
+    let server = Server::builder(net.binder("svc"))
+        .router_options(with_allowance(Router::builder().buffering(Buffering::Idle)))
+        .start();
+    let mut sockets = sockets_of(&server);
+    server.started().await.unwrap();
+    let client = Client::builder(net.connector("svc")).start();
+    let mut held = holder(client.router());
+    let socket = sockets.recv().await.unwrap();
+    callbacks_live_for_their_timeout_plus_the_allowance(socket.router(), &mut held).await;
+    client.stop().await;
+    server.stop().await;
+}
+
+/// [`holder`] for every socket of `server`.
+fn holder_on(server: &Server) -> mpsc::UnboundedReceiver<(u32, RemoteCallback, Option<Duration>)> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    server.on("hold", move |args: Args| -> Result<(), Error> {
+        let _ = tx.send((args.get(0)?, args.callback(1)?, args.timeout()));
+        Ok(())
+    });
+    rx
+}
+
+// ----- stop_timeout -----
+
+const STOP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Emits 8 frames of 64 KiB: more than an in-memory stream holds (256 KiB),
+/// so a peer that reads nothing stalls the writer. Gives the bytes sent.
+fn emit_half_a_megabyte(router: &Router) {
+    let chunk = "x".repeat(64 * 1024);
+    for n in 0..8u64 {
+        router.emit("n", args![n, &chunk]).unwrap();
+    }
+}
+
+/// Reads `stream` to its end; gives the numbers of the frames that arrived.
+async fn read_to_the_end(mut stream: BoxStream) -> Vec<u64> {
+    let mut bytes = Vec::new();
+    tokio::time::timeout(LIMIT, stream.read_to_end(&mut bytes))
+        .await
+        .expect("the connection stayed open")
+        .unwrap();
+    let mut arrived = Vec::new();
+    let mut rest = &bytes[..];
+    while rest.len() >= 4 {
+        let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+        if rest.len() < 4 + len {
+            break; // cut off by the close
+        }
+        arrived.extend(numbers(&rest[4..4 + len]).1);
+        rest = &rest[4 + len..];
+    }
+    arrived
+}
+
+/// How long `stop` takes.
+async fn timed(stop: impl std::future::Future<Output = ()>) -> Duration {
+    let start = Instant::now();
+    tokio::time::timeout(LIMIT, stop)
+        .await
+        .expect("stop did not return");
+    start.elapsed()
+}
+
+fn about(d: Duration, want: Duration) -> bool {
+    d >= want && d <= want + Duration::from_millis(20)
+}
+
+#[tokio::test(start_paused = true)]
+async fn server_stop_waits_up_to_its_stop_timeout_for_a_peer_that_reads_nothing_then_closes() {
+    let net = Network::new();
+    let server = Server::builder(net.binder("svc"))
+        .stop_timeout(STOP_TIMEOUT)
+        .start();
+    let mut sockets = sockets_of(&server);
+    server.started().await.unwrap();
+    let raw = raw_connect(&net, "svc").await;
+    emit_half_a_megabyte(sockets.recv().await.unwrap().router());
+    let took = timed(server.stop()).await;
+    assert!(about(took, STOP_TIMEOUT), "stop took {took:?}");
+    // closed: the peer reads what the stream held, then its end
+    let arrived = read_to_the_end(raw).await;
+    assert!(arrived.len() < 8, "{arrived:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn server_stop_with_a_peer_that_reads_returns_once_everything_is_written() {
+    let net = Network::new();
+    let server = Server::builder(net.binder("svc"))
+        .stop_timeout(STOP_TIMEOUT)
+        .start();
+    let mut sockets = sockets_of(&server);
+    server.started().await.unwrap();
+    let raw = raw_connect(&net, "svc").await;
+    emit_half_a_megabyte(sockets.recv().await.unwrap().router());
+    let reader = tokio::spawn(read_to_the_end(raw));
+    let took = timed(server.stop()).await;
+    assert!(took < STOP_TIMEOUT, "stop took {took:?}");
+    assert_eq!(reader.await.unwrap(), (0..8).collect::<Vec<_>>());
+}
+
+#[tokio::test(start_paused = true)]
+async fn client_stop_waits_up_to_its_stop_timeout_for_a_server_that_reads_nothing_then_closes() {
+    let net = Network::new();
+    let mut listener = raw_listener(&net, "svc").await;
+    let client = Client::builder(net.connector("svc"))
+        .stop_timeout(STOP_TIMEOUT)
+        .start();
+    let raw = raw_accept(&mut listener).await;
+    client.connected().await;
+    let mut events = client.events();
+    emit_half_a_megabyte(client.router());
+    let took = timed(client.stop()).await;
+    assert!(about(took, STOP_TIMEOUT), "stop took {took:?}");
+    let arrived = read_to_the_end(raw).await;
+    assert!(arrived.len() < 8, "{arrived:?}");
+    let mut last = None;
+    while let Ok(event) = events.try_recv() {
+        last = Some(event);
+    }
+    assert!(
+        matches!(last, Some(ClientEvent::Stopped { .. })),
+        "{last:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_stopped_before_it_connects_reports_what_it_queued_as_unsent() {
+    let net = Network::new();
+    let client = Client::builder(net.connector("nowhere")).start();
+    let mut events = client.events();
+    for n in 0..3u64 {
+        client.router().emit("n", args![n]).unwrap();
+    }
+    client.stop().await;
+    let mut last = None;
+    while let Ok(event) = events.try_recv() {
+        last = Some(event);
+    }
+    assert_eq!(last, Some(ClientEvent::Stopped { unsent: 3 }));
+}
+
+#[tokio::test(start_paused = true)]
+async fn client_stop_with_a_server_that_reads_returns_once_everything_is_written() {
+    let net = Network::new();
+    let mut listener = raw_listener(&net, "svc").await;
+    let client = Client::builder(net.connector("svc"))
+        .stop_timeout(STOP_TIMEOUT)
+        .start();
+    let raw = raw_accept(&mut listener).await;
+    client.connected().await;
+    emit_half_a_megabyte(client.router());
+    let reader = tokio::spawn(read_to_the_end(raw));
+    let took = timed(client.stop()).await;
+    assert!(took < STOP_TIMEOUT, "stop took {took:?}");
+    assert_eq!(reader.await.unwrap(), (0..8).collect::<Vec<_>>());
+}
+
+// ----- buffering over a connection -----
+
+/// The cycle of the buffered routers below.
+const CYCLE: Duration = Duration::from_millis(10);
+
+/// `emitter`, buffering on a 10 ms cycle, is read by `read` on the other
+/// end. The frames emitted within one cycle arrive together, as one bulk, when
+/// the cycle the first of them opened ends; frames of two cycles arrive as two.
+async fn frames_of_one_cycle_arrive_as_one_bulk_at_its_end(
+    emitter: &Router,
+    start: Instant,
+    read: &mut mpsc::UnboundedReceiver<(u128, bool, Vec<u64>)>,
+) {
+    let at = |ms| start + Duration::from_millis(ms);
+    emitter.emit("n", args![1u64]).unwrap();
+    tokio::time::sleep_until(at(5)).await;
+    emitter.emit("n", args![2u64]).unwrap();
+    assert_eq!(read.recv().await.unwrap(), (10, true, vec![1, 2]));
+    // 3 opens a cycle at 20 ms, which ends at 30 ms; 4, at 35 ms, opens the next
+    tokio::time::sleep_until(at(20)).await;
+    emitter.emit("n", args![3u64]).unwrap();
+    tokio::time::sleep_until(at(35)).await;
+    emitter.emit("n", args![4u64]).unwrap();
+    assert_eq!(read.recv().await.unwrap(), (30, true, vec![3]));
+    assert_eq!(read.recv().await.unwrap(), (45, true, vec![4]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_on_a_cycle_sends_the_frames_of_each_cycle_as_one_bulk_at_its_end() {
+    let net = Network::new();
+    let mut listener = raw_listener(&net, "svc").await;
+    let client = Client::builder(net.connector("svc"))
+        .buffering(Buffering::Cycle(CYCLE))
+        .start();
+    let raw = raw_accept(&mut listener).await;
+    client.connected().await;
+    let start = Instant::now();
+    let mut read = read_all(raw, start);
+    frames_of_one_cycle_arrive_as_one_bulk_at_its_end(client.router(), start, &mut read).await;
+    client.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_on_a_cycle_sends_the_frames_of_each_cycle_as_one_bulk_at_its_end() {
+    let net = Network::new();
+    let server = Server::builder(net.binder("svc"))
+        .buffering(Buffering::Cycle(CYCLE))
+        .start();
+    let mut sockets = sockets_of(&server);
+    server.started().await.unwrap();
+    let raw = raw_connect(&net, "svc").await;
+    let socket = sockets.recv().await.unwrap();
+    let start = Instant::now();
+    let mut read = read_all(raw, start);
+    frames_of_one_cycle_arrive_as_one_bulk_at_its_end(socket.router(), start, &mut read).await;
+    server.stop().await;
+}
+
+/// `emitter`, buffering when idle, is read by `read` on the other end: a
+/// single frame goes out at once, as a bulk of one, without the clock moving;
+/// frames queued at one moment go out as one bulk.
+async fn idle_buffering_adds_no_latency(
+    emitter: &Router,
+    start: Instant,
+    read: &mut mpsc::UnboundedReceiver<(u128, bool, Vec<u64>)>,
+) {
+    emitter.emit("n", args![1u64]).unwrap();
+    assert_eq!(read.recv().await.unwrap(), (0, true, vec![1]));
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    tokio::time::sleep(Duration::from_millis(7)).await;
+    emitter.emit("n", args![2u64]).unwrap();
+    emitter.emit("n", args![3u64]).unwrap();
+    assert_eq!(read.recv().await.unwrap(), (7, true, vec![2, 3]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_buffering_when_idle_sends_a_single_frame_at_once() {
+    let net = Network::new();
+    let mut listener = raw_listener(&net, "svc").await;
+    let client = Client::builder(net.connector("svc"))
+        .buffering(Buffering::Idle)
+        .start();
+    let raw = raw_accept(&mut listener).await;
+    client.connected().await;
+    let start = Instant::now();
+    let mut read = read_all(raw, start);
+    idle_buffering_adds_no_latency(client.router(), start, &mut read).await;
+    client.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_buffers_when_idle_by_default_and_sends_a_single_frame_at_once() {
+    let net = Network::new();
+    let server = Server::builder(net.binder("svc")).start();
+    let mut sockets = sockets_of(&server);
+    server.started().await.unwrap();
+    let raw = raw_connect(&net, "svc").await;
+    let socket = sockets.recv().await.unwrap();
+    let start = Instant::now();
+    let mut read = read_all(raw, start);
+    idle_buffering_adds_no_latency(socket.router(), start, &mut read).await;
     server.stop().await;
 }
