@@ -260,6 +260,30 @@ async fn max_queued_bytes_of_a_server_bounds_each_sockets_queue_and_drops_none()
     server.stop().await;
 }
 
+#[tokio::test(start_paused = true)]
+async fn emit_wait_of_a_frame_larger_than_the_byte_bound_fails_instead_of_waiting_forever() {
+    let router = Router::builder().max_queued_bytes(QUEUE_BYTES).build();
+    let big = "x".repeat(2 * QUEUE_BYTES);
+    // the queue is empty: no room will ever come for it
+    let waited = tokio::time::timeout(LIMIT, router.emit_wait("n", args![1u64, &big]))
+        .await
+        .expect("emit_wait waits for room that cannot come");
+    assert!(
+        matches!(
+            waited,
+            Err(Error::QueueFull {
+                frames: 0,
+                bytes: 0
+            })
+        ),
+        "{waited:?}"
+    );
+    assert_eq!(router.queued_frames(), 0);
+    // a frame that fits is still queued
+    router.emit_wait("n", args![2u64, ""]).await.unwrap();
+    assert_eq!(router.queued_frames(), 1);
+}
+
 // ----- max_message_size -----
 
 /// The message size bound of the tests below.
