@@ -609,7 +609,7 @@ fn holder_on(server: &Server) -> mpsc::UnboundedReceiver<(u32, RemoteCallback, O
 const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Emits 8 frames of 64 KiB: more than an in-memory stream holds (256 KiB),
-/// so a peer that reads nothing stalls the writer. Gives the bytes sent.
+/// so a peer that reads nothing stalls the writer.
 fn emit_half_a_megabyte(router: &Router) {
     let chunk = "x".repeat(64 * 1024);
     for n in 0..8u64 {
