@@ -111,6 +111,25 @@ async fn server_restart_mid_stream_loses_nothing_queued_or_sent_after() {
     restarted.stop().await;
 }
 
+/// The next `n` failed attempts of `events`, each as (attempt, delay in
+/// seconds, seconds since `start` when it was reported).
+async fn reconnect_attempts(
+    events: &mut tokio::sync::broadcast::Receiver<ClientEvent>,
+    start: tokio::time::Instant,
+    n: usize,
+) -> Vec<(u32, u64, u64)> {
+    let mut seen = Vec::new();
+    while seen.len() < n {
+        match events.recv().await.unwrap() {
+            ClientEvent::Reconnecting { attempt, delay, .. } => {
+                seen.push((attempt, delay.as_secs(), start.elapsed().as_secs()))
+            }
+            other => panic!("expected a failed attempt, got {other:?}"),
+        }
+    }
+    seen
+}
+
 #[tokio::test(start_paused = true)]
 async fn reconnect_attempts_follow_the_backoff_schedule() {
     let net = Network::new();
@@ -120,15 +139,9 @@ async fn reconnect_attempts_follow_the_backoff_schedule() {
         .start();
     let mut events = client.events();
     let start = tokio::time::Instant::now();
-    let mut seen = Vec::new();
-    while seen.len() < 6 {
-        if let ClientEvent::Reconnecting { attempt, delay, .. } = events.recv().await.unwrap() {
-            seen.push((attempt, delay.as_secs(), start.elapsed().as_secs()));
-        }
-    }
     // attempt n fails at the sum of the delays before it; the delay doubles up to 8 s
     assert_eq!(
-        seen,
+        reconnect_attempts(&mut events, start, 6).await,
         [
             (1, 1, 0),
             (2, 2, 1),
@@ -139,12 +152,68 @@ async fn reconnect_attempts_follow_the_backoff_schedule() {
         ]
     );
 
-    // a server appearing ends the retries, and a later loss starts the schedule over
+    // a server appearing ends the retries: the seventh attempt, at 31 s, connects
     let server = Server::builder(net.binder("nowhere")).start();
-    client.connected().await;
+    match events.recv().await.unwrap() {
+        ClientEvent::Connected { .. } => assert_eq!(start.elapsed().as_secs(), 31),
+        other => panic!("expected the connection, got {other:?}"),
+    }
     assert!(client.is_connected());
-    client.stop().await;
+
+    // the connection lives longer than the first delay, then the server goes:
+    // the schedule starts over, with a first attempt at once
+    tokio::time::sleep(Duration::from_secs(100)).await;
     server.stop().await;
+    let lost = tokio::time::Instant::now();
+    assert!(matches!(
+        events.recv().await.unwrap(),
+        ClientEvent::Disconnected { .. }
+    ));
+    assert_eq!(
+        reconnect_attempts(&mut events, lost, 4).await,
+        [(1, 1, 0), (2, 2, 1), (3, 4, 3), (4, 8, 7)]
+    );
+    client.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_the_server_drops_at_once_counts_as_a_failed_attempt() {
+    use nmsg::transport::Binder;
+    let net = Network::new();
+    let mut acceptor = net.binder("closer").bind().await.unwrap();
+    // a listener that accepts and closes every connection at once
+    let closer = tokio::spawn(async move {
+        loop {
+            let (stream, _) = acceptor.accept().await.unwrap();
+            drop(stream);
+        }
+    });
+    let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(8));
+    let client = Client::builder(net.connector("closer"))
+        .backoff(backoff)
+        .start();
+    let mut events = client.events();
+    let start = tokio::time::Instant::now();
+    let mut seen = Vec::new();
+    let mut connections = 0;
+    while seen.len() < 4 {
+        match events.recv().await.unwrap() {
+            ClientEvent::Connected { .. } => {
+                connections += 1;
+                // a client that retried at once would connect here again and again
+                assert!(connections <= seen.len() + 1, "reconnected without a delay");
+            }
+            ClientEvent::Disconnected { .. } => {}
+            ClientEvent::Reconnecting { attempt, delay, .. } => {
+                seen.push((attempt, delay.as_secs(), start.elapsed().as_secs()))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // the schedule grows as if no attempt had connected
+    assert_eq!(seen, [(1, 1, 0), (2, 2, 1), (3, 4, 3), (4, 8, 7)]);
+    client.stop().await;
+    closer.abort();
 }
 
 #[tokio::test(start_paused = true)]
@@ -170,8 +239,9 @@ async fn server_retries_binding_while_the_address_is_taken() {
     second.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_full_offline_queue_gives_the_documented_error_and_emit_wait_waits() {
+    use std::future::Future;
     let net = Network::new();
     let client = Client::builder(net.connector("later"))
         .backoff(fast())
@@ -184,19 +254,35 @@ async fn a_full_offline_queue_gives_the_documented_error_and_emit_wait_waits() {
         Err(Error::QueueFull { frames: 5, .. }) => {}
         other => panic!("expected QueueFull, got {other:?}"),
     }
-    // with backpressure the caller waits until the queue drains
-    let router = client.router().clone();
-    let waiting = tokio::spawn(async move { router.emit_wait("n", args![5u64]).await });
+    // with backpressure the caller waits while the queue is full...
+    let mut waiting = std::pin::pin!(client.router().emit_wait("n", args![5u64]));
+    let mut poll_once = || {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        waiting.as_mut().poll(&mut cx)
+    };
+    assert!(poll_once().is_pending());
+    // (a second of reconnection attempts later, still nothing has room)
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(poll_once().is_pending());
+    assert_eq!(client.router().queued_frames(), 5);
+    // ...and goes on once the connection takes the queue
     let server = Server::builder(net.binder("later")).start();
     let mut rx = collect_numbers(&server);
-    waiting.await.unwrap().unwrap();
+    tokio::time::timeout(LIMIT, waiting)
+        .await
+        .expect("emit_wait still waits with room in the queue")
+        .unwrap();
     expect_numbers(&mut rx, 0..=5).await;
     client.stop().await;
     server.stop().await;
 }
 
+/// Tells a reply failed at the disconnect from one left to its callback
+/// timeout (15 s by default), with room for a loaded machine.
+const AT_ONCE: Duration = Duration::from_secs(5);
+
 #[tokio::test]
-async fn a_dropped_connection_fails_pending_replies_within_a_second() {
+async fn a_dropped_connection_fails_pending_replies_at_once_not_at_their_timeout() {
     let server = Server::tcp("127.0.0.1:0").start();
     let (asked_tx, mut asked) = mpsc::unbounded_channel();
     server.on("never", move |args: Args| {
@@ -210,11 +296,11 @@ async fn a_dropped_connection_fails_pending_replies_within_a_second() {
     asked.recv().await.unwrap().unwrap();
     let started = tokio::time::Instant::now();
     server.stop().await;
-    let result = tokio::time::timeout(Duration::from_secs(1), reply)
+    let result = tokio::time::timeout(AT_ONCE, reply)
         .await
-        .expect("reply did not fail within 1 s");
+        .expect("the reply did not fail at the disconnect");
     assert!(matches!(result.unwrap(), Err(Error::Disconnected(_))));
-    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(started.elapsed() < AT_ONCE);
     client.stop().await;
 }
 
@@ -401,6 +487,14 @@ async fn the_server_emits_to_a_socket_and_the_client_answers() {
             let (q, answer): (String, RemoteCallback) = args.parse()?;
             answer.call((format!("answer to {q}"),))
         });
+    let (hello_tx, mut hellos) = mpsc::unbounded_channel();
+    client
+        .router()
+        .on("hello", move |args: Args| -> Result<(), Error> {
+            let (to, n): (String, u32) = args.parse()?;
+            let _ = hello_tx.send((to, n, args.len()));
+            Ok(())
+        });
     let socket = sockets.recv().await.unwrap();
     let (reply,): (String,) = socket
         .router()
@@ -408,7 +502,11 @@ async fn the_server_emits_to_a_socket_and_the_client_answers() {
         .await
         .unwrap();
     assert_eq!(reply, "answer to life");
-    assert_eq!(server.broadcast("hello", ("all",)), 1);
+    assert_eq!(server.broadcast("hello", ("all", 7u32)), 1);
+    let hello = tokio::time::timeout(LIMIT, hellos.recv())
+        .await
+        .expect("the broadcast did not arrive");
+    assert_eq!(hello, Some(("all".to_owned(), 7, 2)));
     client.stop().await;
     server.stop().await;
 }
@@ -500,15 +598,17 @@ fn answers_up_to(stream: &mut std::net::TcpStream, seen: &mut Vec<u64>, n: u64) 
 }
 
 #[test]
-fn the_first_answers_of_a_large_batch_go_out_before_the_rest_is_handled() {
+fn by_default_a_batch_is_answered_every_14_requests_or_on_one_cpu_once_all_is_handled() {
     if std::thread::available_parallelism().is_ok_and(|cpus| cpus.get() == 1) {
-        // By design: with one CPU no peer can run meanwhile, so by default a
-        // connection answers a batch once it has handled all of it.
-        eprintln!("not run: this process may use one CPU only");
-        return;
+        // With one CPU no peer can run meanwhile, so by default a connection
+        // answers a batch once it has handled all of it: nothing is written
+        // while the sixteenth request blocks (`taskset -c 0` runs this branch).
+        answers_before_a_blocked_request(None, 16, 0);
+    } else {
+        // A write after every 14 requests handled: the first 14 answers go
+        // out while the fifteenth blocks.
+        answers_before_a_blocked_request(None, 15, 14);
     }
-    // The default: a write after every 14 requests handled.
-    answers_before_a_blocked_request(None, 16, 14);
 }
 
 #[test]

@@ -635,7 +635,9 @@ impl Router {
 
     /// [`Router::emit`], but waits for room when the outgoing queue is full
     /// instead of failing. The frame is encoded at once; the future (which is
-    /// `Send` and `'static`) only waits for room.
+    /// `Send` and `'static`) only waits for room. A frame that an empty queue
+    /// cannot take (larger than `max_queued_bytes`) fails with
+    /// [`Error::QueueFull`], as with `emit`: no room would ever come for it.
     pub fn emit_wait<'a>(
         &self,
         event: &str,
@@ -649,7 +651,7 @@ impl Router {
                 let room = router.inner.space.notified();
                 match router.enqueue(encoded).map_err(|refused| *refused) {
                     Ok(()) => return Ok(()),
-                    Err((Error::QueueFull { .. }, back)) => {
+                    Err((Error::QueueFull { frames, .. }, back)) if frames > 0 => {
                         encoded = back;
                         room.await;
                     }
