@@ -49,8 +49,10 @@ pub enum ClientEvent {
     },
     /// The client stopped.
     Stopped {
-        /// Frames still queued at the stop that were never sent (the client was
-        /// not connected, or writing them took longer than the stop timeout).
+        /// Frames still in the client's queue at the stop, never handed to a
+        /// connection (the client was not connected). Frames a connection had
+        /// already taken but could not write within the stop timeout are not
+        /// counted here: they end with that connection.
         unsent: usize,
     },
 }
