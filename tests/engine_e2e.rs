@@ -1213,16 +1213,29 @@ async fn a_timeout_too_large_for_a_duration_reads_as_none_and_panics_nothing() {
     assert_eq!(rx.recv().await.unwrap(), Some(Duration::from_millis(250)));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_timeout_of_duration_max_keeps_the_callback_and_panics_nothing() {
     let (client, server, _link) = pair();
-    server.on("later", |args: Args| -> Result<(), Error> {
-        args.callback(0)?.call(("done",))
+    let mut client_errors = errors_of(&client);
+    let (held_tx, mut held) = mpsc::unbounded_channel();
+    server.on("later", move |args: Args| -> Result<(), Error> {
+        let _ = held_tx.send(args.callback(0)?);
+        Ok(())
     });
-    let (cb, reply) = Callback::<(String,)>::once();
+    let (cb, mut reply) = Callback::<(String,)>::once();
     client
         .emit_with_timeout("later", args![cb], Duration::MAX)
         .unwrap();
+    let late = held.recv().await.unwrap();
+    // Paused time: an hour passes, far beyond the default 15 s and its allowance.
+    let start = Instant::now();
+    let waited = tokio::time::timeout(Duration::from_secs(3600), &mut reply).await;
+    assert!(waited.is_err(), "the callback ended early: {waited:?}");
+    assert_eq!(start.elapsed(), Duration::from_secs(3600));
+    assert_eq!(client.pending_frames(), 1);
+
+    late.call(("done",)).unwrap();
     assert_eq!(reply.await.unwrap().0, "done");
     assert_eq!(client.pending_frames(), 0);
+    no_errors(&mut client_errors);
 }
