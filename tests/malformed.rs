@@ -9,9 +9,15 @@ use std::cell::Cell;
 use std::sync::mpsc;
 
 use bytes::Bytes;
-use nmsg::transport::{CloseReason, Connection};
-use nmsg::{args, Args, Codec, Error, FramingError, Json, MsgPack, ProtocolError, Router, Value};
-use tokio::io::AsyncWriteExt;
+use nmsg::transport::memory::Network;
+use nmsg::transport::{BoxStream, CloseReason, Connection, Connector};
+use nmsg::{
+    args, Args, Client, Codec, Error, FramingError, Json, MsgPack, ProtocolError, RemoteCallback,
+    Router, Server, ServerEvent, Value,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::broadcast;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 // ----- a probe for the largest allocation made on the current thread -----
 
@@ -906,19 +912,159 @@ fn codec_arc(codec: &dyn Codec) -> std::sync::Arc<dyn Codec> {
 
 // ----- stream framing over a connection -----
 
-/// A served pair of routers, to show that other connections keep working.
-async fn bystander_answers(client: &Router) {
-    let (back,): (String,) = client.request("echo", args!["still here"]).await.unwrap();
-    assert_eq!(back, "still here");
+/// The name of the server's endpoint on the in-memory network.
+const ENDPOINT: &str = "svc";
+
+/// A server on an in-memory network (which runs on paused time: a call that
+/// is never answered fails at once, with a timeout). Its shared `Api` serves `echo` and
+/// `hold` (whose callback goes to `held`, unanswered); every socket's
+/// reported errors come to `errors` with the socket's id.
+struct Served {
+    net: Network,
+    server: Server,
+    events: broadcast::Receiver<ServerEvent>,
+    errors: UnboundedReceiver<(u64, Error)>,
+    held: UnboundedReceiver<RemoteCallback>,
 }
 
-fn bystander() -> (Router, impl Sized) {
-    let (client, server, conns) = nmsg::transport::memory::pair();
+async fn served() -> Served {
+    let net = Network::new();
+    let server = Server::builder(net.binder(ENDPOINT)).start();
+    let events = server.events();
     server.on("echo", |args: Args| -> Result<(), Error> {
         let text: String = args.get(0)?;
         args.callback(1)?.call((text,))
     });
-    (client, conns)
+    let (held_tx, held) = tokio::sync::mpsc::unbounded_channel();
+    server.on("hold", move |args: Args| -> Result<(), Error> {
+        let _ = held_tx.send(args.callback(0)?);
+        Ok(())
+    });
+    let (err_tx, errors) = tokio::sync::mpsc::unbounded_channel();
+    server.on_socket(move |socket| {
+        let (id, tx) = (socket.id(), err_tx.clone());
+        socket.router().on_error(move |e| {
+            let _ = tx.send((id, e));
+        });
+    });
+    server.started().await.expect("the server listens");
+    Served {
+        net,
+        server,
+        events,
+        errors,
+        held,
+    }
+}
+
+impl Served {
+    /// The id of the next socket the server accepts.
+    async fn next_connected(&mut self) -> u64 {
+        loop {
+            if let ServerEvent::Connected { socket, .. } = self.events.recv().await.unwrap() {
+                return socket;
+            }
+        }
+    }
+
+    /// Waits until socket `id` ends, and says why.
+    async fn disconnected(&mut self, id: u64) -> String {
+        loop {
+            match self.events.recv().await.unwrap() {
+                ServerEvent::Disconnected { socket, reason } if socket == id => return reason,
+                _ => {}
+            }
+        }
+    }
+
+    /// The victim: a raw connection to the server, written by the test, and its socket's id.
+    async fn victim(&mut self) -> (BoxStream, u64) {
+        let (stream, _) = self.net.connector(ENDPOINT).connect().await.unwrap();
+        let id = self.next_connected().await;
+        (stream, id)
+    }
+
+    /// The next error the server's sockets reported, which must be the victim's.
+    async fn error_of(&mut self, victim: u64) -> Error {
+        let (id, e) = self.errors.recv().await.unwrap();
+        assert_eq!(id, victim, "an error on another socket: {e}");
+        e
+    }
+}
+
+/// Another client of the same server, with a call in flight that the server holds.
+struct Bystander {
+    client: Client,
+    socket: u64,
+    in_flight: tokio::task::JoinHandle<Result<(String,), Error>>,
+    held: RemoteCallback,
+}
+
+async fn bystander(served: &mut Served) -> Bystander {
+    let client = Client::builder(served.net.connector(ENDPOINT)).start();
+    let socket = served.next_connected().await;
+    client.connected().await;
+    let router = client.router().clone();
+    let in_flight = tokio::spawn(async move { router.request::<(String,)>("hold", ()).await });
+    let held = served.held.recv().await.unwrap();
+    let bystander = Bystander {
+        client,
+        socket,
+        in_flight,
+        held,
+    };
+    bystander.answers().await;
+    bystander
+}
+
+impl Bystander {
+    /// A new call is answered.
+    async fn answers(&self) {
+        let (back,): (String,) = self
+            .client
+            .router()
+            .request("echo", args!["still here"])
+            .await
+            .unwrap();
+        assert_eq!(back, "still here");
+    }
+
+    /// After the victim's end: the bystander's socket is still the server's,
+    /// the call held through it is answered, a new call is too, and nothing
+    /// was reported on its socket.
+    async fn served_through_it(self, served: &mut Served) {
+        assert!(served
+            .server
+            .sockets()
+            .iter()
+            .any(|s| s.id() == self.socket));
+        self.answers().await;
+        self.held.call(("held through it",)).unwrap();
+        assert_eq!(self.in_flight.await.unwrap().unwrap().0, "held through it");
+        assert_eq!(
+            served.server.socket_count(),
+            1,
+            "only the bystander is left"
+        );
+        if let Ok((id, e)) = served.errors.try_recv() {
+            panic!("socket {id} reported {e}");
+        }
+        self.client.stop().await;
+        served.server.stop().await;
+    }
+}
+
+/// True once the server has closed the stream: it reads the end (what the
+/// server wrote before does not count).
+async fn ends(stream: &mut BoxStream) -> bool {
+    let mut buf = [0u8; 256];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
 }
 
 /// A router driven over one end of a duplex stream; the test writes the other end.
@@ -936,37 +1082,37 @@ fn victim() -> (
     (Connection::spawn(ours, router), theirs, errors)
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_length_prefix_claiming_2_gib_closes_that_connection_without_allocating_it() {
-    let (client, _bystander) = bystander();
-    bystander_answers(&client).await;
+    let mut served = served().await;
+    let bystander = bystander(&mut served).await;
+    let (mut stream, id) = served.victim().await;
     let (reason, largest) = {
         LARGEST.with(|l| l.set(0));
-        let (conn, mut theirs, mut errors) = victim();
-        theirs
+        stream
             .write_all(&[0x7f, 0xff, 0xff, 0xff, b'x', b'y'])
             .await
             .unwrap();
-        let reason = conn.closed().await;
-        let e = errors.recv().await.unwrap();
-        assert!(
-            matches!(e, Error::Framing(FramingError::TooLarge { max }) if max == nmsg::framing::DEFAULT_MAX_MESSAGE_SIZE),
-            "{e}"
-        );
-        // A current-thread runtime: the connection's task ran on this thread.
+        let reason = served.disconnected(id).await;
+        // A current-thread runtime: the socket's task ran on this thread.
         (reason, LARGEST.with(|l| l.get()))
     };
+    let max = nmsg::framing::DEFAULT_MAX_MESSAGE_SIZE;
+    let e = served.error_of(id).await;
+    assert!(
+        matches!(e, Error::Framing(FramingError::TooLarge { max: m }) if m == max),
+        "{e}"
+    );
     assert_eq!(
         reason,
-        CloseReason::Framing(
-            FramingError::TooLarge {
-                max: nmsg::framing::DEFAULT_MAX_MESSAGE_SIZE
-            }
-            .to_string()
-        )
+        CloseReason::Framing(FramingError::TooLarge { max }.to_string()).to_string()
     );
     assert!(largest < 1024 * 1024, "largest allocation: {largest} bytes");
-    bystander_answers(&client).await;
+    assert!(
+        ends(&mut stream).await,
+        "the server closed the victim's stream"
+    );
+    bystander.served_through_it(&mut served).await;
 }
 
 #[test]
@@ -976,37 +1122,44 @@ fn the_allocation_probe_sees_large_allocations() {
     drop(v);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_zero_length_prefix_closes_that_connection() {
-    let (client, _bystander) = bystander();
-    let (conn, mut theirs, mut errors) = victim();
-    theirs.write_all(&[0, 0, 0, 0]).await.unwrap();
+    let mut served = served().await;
+    let bystander = bystander(&mut served).await;
+    let (mut stream, id) = served.victim().await;
+    stream.write_all(&[0, 0, 0, 0]).await.unwrap();
     assert_eq!(
-        conn.closed().await,
-        CloseReason::Framing(FramingError::Empty.to_string())
+        served.disconnected(id).await,
+        CloseReason::Framing(FramingError::Empty.to_string()).to_string()
     );
-    let e = errors.recv().await.unwrap();
+    let e = served.error_of(id).await;
     assert!(matches!(e, Error::Framing(FramingError::Empty)), "{e}");
-    bystander_answers(&client).await;
+    assert!(
+        ends(&mut stream).await,
+        "the server closed the victim's stream"
+    );
+    bystander.served_through_it(&mut served).await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn half_a_message_then_end_of_stream_is_a_truncated_end() {
-    let (client, _bystander) = bystander();
+    let mut served = served().await;
+    let bystander = bystander(&mut served).await;
     // Part of a payload, and only a length prefix: both are cut-off messages.
     for partial in [&[0u8, 0, 0, 10, 0x82, 0xa1, b'i'][..], &[0, 0, 0, 10][..]] {
-        let (conn, mut theirs, mut errors) = victim();
-        theirs.write_all(partial).await.unwrap();
-        drop(theirs);
+        let (mut stream, id) = served.victim().await;
+        stream.write_all(partial).await.unwrap();
+        stream.shutdown().await.unwrap();
         assert_eq!(
-            conn.closed().await,
-            CloseReason::Framing(FramingError::Truncated.to_string()),
+            served.disconnected(id).await,
+            CloseReason::Framing(FramingError::Truncated.to_string()).to_string(),
             "{partial:?}"
         );
-        let e = errors.recv().await.unwrap();
+        let e = served.error_of(id).await;
         assert!(matches!(e, Error::Framing(FramingError::Truncated)), "{e}");
-        bystander_answers(&client).await;
+        bystander.answers().await;
     }
+    bystander.served_through_it(&mut served).await;
 }
 
 #[tokio::test]
