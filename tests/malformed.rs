@@ -1180,3 +1180,181 @@ async fn a_clean_end_between_messages_is_the_peer_closing() {
     assert_eq!(served.recv().await, Some(5));
     assert!(errors.try_recv().is_err());
 }
+
+// ----- responses that name no live callback -----
+
+/// The peer's side of [`victim`]'s stream: reads what the router sends, and
+/// writes frames of its own.
+struct RawPeer {
+    stream: tokio::io::DuplexStream,
+}
+
+impl RawPeer {
+    /// The next frame the router sent (one frame per message: buffering is off).
+    async fn read_frame(&mut self) -> nmsg::frame::Frame {
+        let mut prefix = [0u8; 4];
+        self.stream.read_exact(&mut prefix).await.unwrap();
+        let mut payload = vec![0u8; u32::from_be_bytes(prefix) as usize];
+        self.stream.read_exact(&mut payload).await.unwrap();
+        let mut frames = MsgPack.decode_message(&payload).unwrap().into_frames();
+        assert_eq!(frames.len(), 1);
+        frames.pop().unwrap().unwrap()
+    }
+
+    async fn write(&mut self, frame: Value) {
+        let payload = mp(frame);
+        let mut message = (payload.len() as u32).to_be_bytes().to_vec();
+        message.extend(payload);
+        self.stream.write_all(&message).await.unwrap();
+    }
+
+    /// A response frame `{i, r, f, a: [text]}`.
+    async fn respond(&mut self, id: u32, to: u32, position: u32, text: &str) {
+        self.write(map(vec![
+            ("i", v(id)),
+            ("r", v(to)),
+            ("f", v(position)),
+            ("a", Value::Array(vec![v(text)])),
+        ]))
+        .await;
+    }
+}
+
+/// The router under test, as [`victim`] (on paused time, an answer that is
+/// lost ends its callback with a timeout at once); `sync(n)` events from the peer come
+/// to the returned channel, so the test knows what the router has routed.
+fn answered_router() -> (
+    Connection,
+    RawPeer,
+    tokio::sync::mpsc::UnboundedReceiver<Error>,
+    tokio::sync::mpsc::UnboundedReceiver<u32>,
+) {
+    let (conn, stream, errors) = victim();
+    let (tx, synced) = tokio::sync::mpsc::unbounded_channel();
+    conn.router()
+        .on("sync", move |args: Args| -> Result<(), Error> {
+            let _ = tx.send(args.get::<u32>(0)?);
+            Ok(())
+        });
+    (conn, RawPeer { stream }, errors, synced)
+}
+
+/// A callback that sends what it is invoked with, tagged, to `calls`.
+fn recording(
+    tag: &'static str,
+    calls: &tokio::sync::mpsc::UnboundedSender<(&'static str, String)>,
+) -> nmsg::Callback<(String,)> {
+    let calls = calls.clone();
+    nmsg::Callback::new(move |(text,): (String,)| {
+        let _ = calls.send((tag, text));
+    })
+}
+
+/// Everything a channel holds now.
+fn drain<T>(rx: &mut tokio::sync::mpsc::UnboundedReceiver<T>) -> Vec<T> {
+    std::iter::from_fn(|| rx.try_recv().ok()).collect()
+}
+
+fn stray(e: &Error) -> Option<(u32, u32)> {
+    match e {
+        Error::StrayResponse { frame, position } => Some((*frame, *position)),
+        _ => None,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_answer_to_an_answered_callback_of_a_pending_frame_is_stray_and_the_other_callback_still_works(
+) {
+    let (conn, mut peer, mut errors, mut synced) = answered_router();
+    let router = conn.router().clone();
+    let (calls_tx, mut calls) = tokio::sync::mpsc::unbounded_channel();
+    router
+        .emit(
+            "two",
+            args![recording("A", &calls_tx), "data", recording("B", &calls_tx)],
+        )
+        .unwrap();
+    // Only the callbacks hold senders now: once both are gone (run, or
+    // failed by their timeout, at once on paused time), `calls` ends.
+    drop(calls_tx);
+    let frame = peer.read_frame().await;
+    assert_eq!(&frame.callbacks[..], [0, 2]);
+    let x = frame.id;
+
+    // The peer answers A twice (two response frames of its own), B not yet.
+    peer.respond(1, x, 0, "first").await;
+    peer.respond(2, x, 0, "second").await;
+    peer.write(map(vec![
+        ("i", v(3)),
+        ("e", v("sync")),
+        ("a", Value::Array(vec![v(1)])),
+    ]))
+    .await;
+    assert_eq!(synced.recv().await, Some(1));
+    assert_eq!(drain(&mut calls), [("A", "first".to_owned())], "A ran once");
+    let reported: Vec<_> = drain(&mut errors).iter().map(stray).collect();
+    assert_eq!(
+        reported,
+        [Some((x, 0))],
+        "the second answer is a stray response"
+    );
+    assert_eq!(router.pending_frames(), 1, "the frame waits for B");
+
+    // B still works, with its own answer.
+    peer.respond(4, x, 2, "b's answer").await;
+    assert_eq!(calls.recv().await, Some(("B", "b's answer".to_owned())));
+    assert_eq!(router.pending_frames(), 0);
+    // And once the frame is done, another answer to it is stray too.
+    peer.respond(5, x, 2, "b again").await;
+    let e = errors.recv().await.unwrap();
+    assert_eq!(stray(&e), Some((x, 2)), "{e}");
+    assert!(drain(&mut calls).is_empty());
+    assert!(!conn.is_closed());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_response_whose_f_names_a_data_position_is_stray_and_harms_nothing_else() {
+    let (conn, mut peer, mut errors, mut synced) = answered_router();
+    let router = conn.router().clone();
+    let (calls_tx, mut calls) = tokio::sync::mpsc::unbounded_channel();
+    router
+        .emit(
+            "two",
+            args![recording("A", &calls_tx), "data", recording("B", &calls_tx)],
+        )
+        .unwrap();
+    // Only the callbacks hold senders now: once both are gone (run, or
+    // failed by their timeout, at once on paused time), `calls` ends.
+    drop(calls_tx);
+    let frame = peer.read_frame().await;
+    assert_eq!(&frame.callbacks[..], [0, 2]);
+    let x = frame.id;
+
+    // Position 1 is the data argument; 3 is past the end of the list.
+    peer.respond(1, x, 1, "to the data").await;
+    peer.respond(2, x, 3, "past the end").await;
+    peer.write(map(vec![
+        ("i", v(3)),
+        ("e", v("sync")),
+        ("a", Value::Array(vec![v(1)])),
+    ]))
+    .await;
+    assert_eq!(synced.recv().await, Some(1));
+    let reported: Vec<_> = drain(&mut errors).iter().map(stray).collect();
+    assert_eq!(reported, [Some((x, 1)), Some((x, 3))]);
+    assert!(drain(&mut calls).is_empty(), "no callback ran");
+    assert_eq!(router.pending_frames(), 1);
+
+    // Both callbacks still work, each with its own answer, and the router
+    // still sends: the connection is unharmed.
+    peer.respond(4, x, 2, "for B").await;
+    peer.respond(5, x, 0, "for A").await;
+    assert_eq!(calls.recv().await, Some(("B", "for B".to_owned())));
+    assert_eq!(calls.recv().await, Some(("A", "for A".to_owned())));
+    assert_eq!(router.pending_frames(), 0);
+    router.emit("after", args![7]).unwrap();
+    let after = peer.read_frame().await;
+    assert_eq!(after.kind, nmsg::frame::FrameKind::Event("after".into()));
+    assert!(drain(&mut errors).is_empty());
+    assert!(!conn.is_closed());
+}
