@@ -9,9 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use nmsg::frame::Message;
-use nmsg::transport::memory::{link, pair};
+use bytes::{Bytes, BytesMut};
+use nmsg::frame::{FrameKind, Message};
+use nmsg::transport::memory::{link, pair, BUFFER_SIZE};
+use nmsg::transport::Connection;
 use nmsg::{
     args, Api, Args, Buffering, Callback, Codec, EncodeError, Error, Flow, Json, MsgPack,
     RemoteCallback, Router, Value,
@@ -19,6 +20,7 @@ use nmsg::{
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 
@@ -67,6 +69,80 @@ fn messages(codec: &dyn Codec, mut out: Bytes) -> Vec<Message> {
         out = out.slice(4 + len..);
     }
     list
+}
+
+/// Messages seen on the wire, with the (tokio) instant each one was complete.
+type Wire = Arc<Mutex<Vec<(Instant, Message)>>>;
+
+/// Links two routers as [`link`] does, through a relay that decodes every
+/// message `a` sends before passing its bytes on unchanged; `b`'s bytes go
+/// back as they are.
+fn tapped_link(a: &Router, b: &Router) -> ((Connection, Connection), Wire) {
+    let (a_end, a_wire) = tokio::io::duplex(BUFFER_SIZE);
+    let (b_end, b_wire) = tokio::io::duplex(BUFFER_SIZE);
+    let conns = (
+        Connection::spawn(a_end, a.clone()),
+        Connection::spawn(b_end, b.clone()),
+    );
+    let (mut from_a, mut to_a) = tokio::io::split(a_wire);
+    let (mut from_b, mut to_b) = tokio::io::split(b_wire);
+    let wire: Wire = shared(Vec::new());
+    let seen = wire.clone();
+    let codec = a.codec();
+    tokio::spawn(async move {
+        let mut input = BytesMut::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = from_a.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            input.extend_from_slice(&buf[..n]);
+            // Recorded before the bytes go on: once the peer has routed a
+            // message, it is on the list.
+            while input.len() >= 4 {
+                let len = u32::from_be_bytes(input[..4].try_into().unwrap()) as usize;
+                if input.len() < 4 + len {
+                    break;
+                }
+                let message = input.split_to(4 + len);
+                let decoded = codec.decode_message(&message[4..]).unwrap();
+                seen.lock().unwrap().push((Instant::now(), decoded));
+            }
+            to_b.write_all(&buf[..n]).await.unwrap();
+        }
+        let _ = to_b.shutdown().await;
+    });
+    tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut from_b, &mut to_a).await;
+        let _ = to_a.shutdown().await;
+    });
+    (conns, wire)
+}
+
+/// Reads one length-prefixed message from a raw stream and decodes it.
+async fn read_message(stream: &mut DuplexStream, codec: &dyn Codec) -> Message {
+    let mut prefix = [0u8; 4];
+    stream.read_exact(&mut prefix).await.unwrap();
+    let mut payload = vec![0u8; u32::from_be_bytes(prefix) as usize];
+    stream.read_exact(&mut payload).await.unwrap();
+    codec.decode_message(&payload).unwrap()
+}
+
+/// The event names of a message's frames, and whether it is a bulk.
+fn events_of(message: &Message) -> (bool, Vec<String>) {
+    let (bulk, frames) = match message {
+        Message::Single(f) => (false, vec![f.clone()]),
+        Message::Bulk(fs) => (true, fs.clone()),
+    };
+    let names = frames
+        .into_iter()
+        .map(|f| match f.unwrap().kind {
+            FrameKind::Event(name) => name.to_string(),
+            FrameKind::Response { to, position } => format!("response {to}/{position}"),
+        })
+        .collect();
+    (bulk, names)
 }
 
 // ----- the original's examples -----
@@ -780,10 +856,13 @@ async fn closing_the_link_fails_callbacks_waiting_for_answers_with_disconnected(
 
 // ----- buffering -----
 
-async fn a_thousand_events_arrive_in_order(buffering: Buffering) {
+/// Sends 1,000 events, letting the writer run after every 100, then a
+/// round trip; checks that the peer handled them in order, and gives what
+/// the sender wrote on the wire.
+async fn a_thousand_events_arrive_in_order(buffering: Buffering) -> Vec<(Instant, Message)> {
     let client = Router::builder().buffering(buffering).build();
     let server = Router::builder().buffering(buffering).build();
-    let _link = link(&client, &server);
+    let (_link, wire) = tapped_link(&client, &server);
     serve_echo(&server);
     let seen = shared(Vec::<u32>::new());
     let s = seen.clone();
@@ -800,21 +879,61 @@ async fn a_thousand_events_arrive_in_order(buffering: Buffering) {
     }
     barrier(&client).await;
     assert_eq!(*seen.lock().unwrap(), (0..1000).collect::<Vec<_>>());
+    let wire = wire.lock().unwrap().clone();
+    // Every frame crossed the wire once, in order: the events, then the barrier.
+    let names: Vec<String> = wire.iter().flat_map(|(_, m)| events_of(m).1).collect();
+    assert_eq!(names.len(), 1001);
+    assert!(names[..1000].iter().all(|n| n == "n"));
+    assert_eq!(names[1000], "echo");
+    wire
 }
 
 #[tokio::test]
 async fn bulk_messages_of_an_idle_flushing_router_are_handled_in_order() {
-    a_thousand_events_arrive_in_order(Buffering::Idle).await;
+    let wire = a_thousand_events_arrive_in_order(Buffering::Idle).await;
+    assert!(
+        wire.iter().all(|(_, m)| matches!(m, Message::Bulk(_))),
+        "every message is a bulk"
+    );
+    // What was queued when the writer ran went out together: about one bulk
+    // per hundred events, never one message per frame.
+    let sizes: Vec<usize> = wire.iter().map(|(_, m)| events_of(m).1.len()).collect();
+    assert!(sizes.len() <= 20, "{} messages: {sizes:?}", sizes.len());
+    assert!(sizes.iter().any(|&n| n >= 100), "{sizes:?}");
 }
 
 #[tokio::test(start_paused = true)]
 async fn bulk_messages_of_a_10ms_cycle_router_are_handled_in_order() {
-    a_thousand_events_arrive_in_order(Buffering::Cycle(Duration::from_millis(10))).await;
+    let start = Instant::now();
+    let wire = a_thousand_events_arrive_in_order(Buffering::Cycle(Duration::from_millis(10))).await;
+    // Paused time: the 1,000 events and the barrier's request are emitted
+    // within the first cycle, so they go out as one bulk when it ends.
+    let shape: Vec<(bool, usize)> = wire
+        .iter()
+        .map(|(_, m)| {
+            let (bulk, names) = events_of(m);
+            (bulk, names.len())
+        })
+        .collect();
+    assert_eq!(
+        shape.len(),
+        1,
+        "{} messages, the first {:?}",
+        shape.len(),
+        &shape[..shape.len().min(5)]
+    );
+    assert_eq!(shape[0], (true, 1001));
+    assert_eq!(wire[0].0 - start, Duration::from_millis(10));
 }
 
 #[tokio::test]
 async fn unbuffered_events_are_handled_in_order() {
-    a_thousand_events_arrive_in_order(Buffering::Off).await;
+    let wire = a_thousand_events_arrive_in_order(Buffering::Off).await;
+    // One message per frame.
+    assert_eq!(wire.len(), 1001);
+    assert!(wire
+        .iter()
+        .all(|(_, m)| matches!(m, Message::Single(Ok(_)))));
 }
 
 #[tokio::test]
@@ -839,6 +958,8 @@ async fn a_buffering_router_sends_what_is_queued_as_one_bulk() {
     assert!(singles.iter().all(|m| matches!(m, Message::Single(Ok(_)))));
 }
 
+/// `Router::next_outgoing`, for a transport of one's own; a connection runs a
+/// cycle of its own (the next test).
 #[tokio::test(start_paused = true)]
 async fn a_cycle_router_collects_the_frames_of_one_cycle_into_one_bulk() {
     let router = Router::builder()
@@ -871,6 +992,39 @@ async fn a_cycle_router_collects_the_frames_of_one_cycle_into_one_bulk() {
             nmsg::frame::FrameKind::Event("b".into())
         ]
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cycle_connection_sends_the_frames_of_one_cycle_as_one_bulk_when_it_ends() {
+    // The connection's own cycle (what a Client, a Server and `link` use), read
+    // from the raw stream on the other end.
+    let cycle = Duration::from_millis(10);
+    let router = Router::builder().buffering(Buffering::Cycle(cycle)).build();
+    let (ours, mut wire) = tokio::io::duplex(BUFFER_SIZE);
+    let _conn = Connection::spawn(ours, router.clone());
+    let start = Instant::now();
+    router.emit("a", args![1]).unwrap();
+    // Paused time: this lands 5 ms into the cycle the first frame opened.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    router.emit("b", args![2]).unwrap();
+    let early =
+        tokio::time::timeout_at(start + cycle - Duration::from_millis(1), wire.read_u8()).await;
+    assert!(early.is_err(), "a byte came before the cycle ended");
+    let first = read_message(&mut wire, &MsgPack).await;
+    assert_eq!(start.elapsed(), cycle);
+    assert_eq!(events_of(&first), (true, vec!["a".into(), "b".into()]));
+
+    // The next frame opens the next cycle; a frame queued after that one
+    // ended goes in the one after.
+    let second_start = Instant::now();
+    router.emit("c", args![3]).unwrap();
+    tokio::time::sleep(Duration::from_millis(12)).await;
+    router.emit("d", args![4]).unwrap();
+    let second = read_message(&mut wire, &MsgPack).await;
+    let third = read_message(&mut wire, &MsgPack).await;
+    assert_eq!(events_of(&second), (true, vec!["c".into()]));
+    assert_eq!(events_of(&third), (true, vec!["d".into()]));
+    assert_eq!(second_start.elapsed(), Duration::from_millis(12) + cycle);
 }
 
 // ----- bounds -----
@@ -1213,16 +1367,29 @@ async fn a_timeout_too_large_for_a_duration_reads_as_none_and_panics_nothing() {
     assert_eq!(rx.recv().await.unwrap(), Some(Duration::from_millis(250)));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_timeout_of_duration_max_keeps_the_callback_and_panics_nothing() {
     let (client, server, _link) = pair();
-    server.on("later", |args: Args| -> Result<(), Error> {
-        args.callback(0)?.call(("done",))
+    let mut client_errors = errors_of(&client);
+    let (held_tx, mut held) = mpsc::unbounded_channel();
+    server.on("later", move |args: Args| -> Result<(), Error> {
+        let _ = held_tx.send(args.callback(0)?);
+        Ok(())
     });
-    let (cb, reply) = Callback::<(String,)>::once();
+    let (cb, mut reply) = Callback::<(String,)>::once();
     client
         .emit_with_timeout("later", args![cb], Duration::MAX)
         .unwrap();
+    let late = held.recv().await.unwrap();
+    // Paused time: an hour passes, far beyond the default 15 s and its allowance.
+    let start = Instant::now();
+    let waited = tokio::time::timeout(Duration::from_secs(3600), &mut reply).await;
+    assert!(waited.is_err(), "the callback ended early: {waited:?}");
+    assert_eq!(start.elapsed(), Duration::from_secs(3600));
+    assert_eq!(client.pending_frames(), 1);
+
+    late.call(("done",)).unwrap();
     assert_eq!(reply.await.unwrap().0, "done");
     assert_eq!(client.pending_frames(), 0);
+    no_errors(&mut client_errors);
 }

@@ -9,9 +9,15 @@ use std::cell::Cell;
 use std::sync::mpsc;
 
 use bytes::Bytes;
-use nmsg::transport::{CloseReason, Connection};
-use nmsg::{args, Args, Codec, Error, FramingError, Json, MsgPack, ProtocolError, Router, Value};
-use tokio::io::AsyncWriteExt;
+use nmsg::transport::memory::Network;
+use nmsg::transport::{BoxStream, CloseReason, Connection, Connector};
+use nmsg::{
+    args, Args, Client, Codec, Error, FramingError, Json, MsgPack, ProtocolError, RemoteCallback,
+    Router, Server, ServerEvent, Value,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::broadcast;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 // ----- a probe for the largest allocation made on the current thread -----
 
@@ -906,19 +912,159 @@ fn codec_arc(codec: &dyn Codec) -> std::sync::Arc<dyn Codec> {
 
 // ----- stream framing over a connection -----
 
-/// A served pair of routers, to show that other connections keep working.
-async fn bystander_answers(client: &Router) {
-    let (back,): (String,) = client.request("echo", args!["still here"]).await.unwrap();
-    assert_eq!(back, "still here");
+/// The name of the server's endpoint on the in-memory network.
+const ENDPOINT: &str = "svc";
+
+/// A server on an in-memory network (which runs on paused time: a call that
+/// is never answered fails at once, with a timeout). Its shared `Api` serves `echo` and
+/// `hold` (whose callback goes to `held`, unanswered); every socket's
+/// reported errors come to `errors` with the socket's id.
+struct Served {
+    net: Network,
+    server: Server,
+    events: broadcast::Receiver<ServerEvent>,
+    errors: UnboundedReceiver<(u64, Error)>,
+    held: UnboundedReceiver<RemoteCallback>,
 }
 
-fn bystander() -> (Router, impl Sized) {
-    let (client, server, conns) = nmsg::transport::memory::pair();
+async fn served() -> Served {
+    let net = Network::new();
+    let server = Server::builder(net.binder(ENDPOINT)).start();
+    let events = server.events();
     server.on("echo", |args: Args| -> Result<(), Error> {
         let text: String = args.get(0)?;
         args.callback(1)?.call((text,))
     });
-    (client, conns)
+    let (held_tx, held) = tokio::sync::mpsc::unbounded_channel();
+    server.on("hold", move |args: Args| -> Result<(), Error> {
+        let _ = held_tx.send(args.callback(0)?);
+        Ok(())
+    });
+    let (err_tx, errors) = tokio::sync::mpsc::unbounded_channel();
+    server.on_socket(move |socket| {
+        let (id, tx) = (socket.id(), err_tx.clone());
+        socket.router().on_error(move |e| {
+            let _ = tx.send((id, e));
+        });
+    });
+    server.started().await.expect("the server listens");
+    Served {
+        net,
+        server,
+        events,
+        errors,
+        held,
+    }
+}
+
+impl Served {
+    /// The id of the next socket the server accepts.
+    async fn next_connected(&mut self) -> u64 {
+        loop {
+            if let ServerEvent::Connected { socket, .. } = self.events.recv().await.unwrap() {
+                return socket;
+            }
+        }
+    }
+
+    /// Waits until socket `id` ends, and says why.
+    async fn disconnected(&mut self, id: u64) -> String {
+        loop {
+            match self.events.recv().await.unwrap() {
+                ServerEvent::Disconnected { socket, reason } if socket == id => return reason,
+                _ => {}
+            }
+        }
+    }
+
+    /// The victim: a raw connection to the server, written by the test, and its socket's id.
+    async fn victim(&mut self) -> (BoxStream, u64) {
+        let (stream, _) = self.net.connector(ENDPOINT).connect().await.unwrap();
+        let id = self.next_connected().await;
+        (stream, id)
+    }
+
+    /// The next error the server's sockets reported, which must be the victim's.
+    async fn error_of(&mut self, victim: u64) -> Error {
+        let (id, e) = self.errors.recv().await.unwrap();
+        assert_eq!(id, victim, "an error on another socket: {e}");
+        e
+    }
+}
+
+/// Another client of the same server, with a call in flight that the server holds.
+struct Bystander {
+    client: Client,
+    socket: u64,
+    in_flight: tokio::task::JoinHandle<Result<(String,), Error>>,
+    held: RemoteCallback,
+}
+
+async fn bystander(served: &mut Served) -> Bystander {
+    let client = Client::builder(served.net.connector(ENDPOINT)).start();
+    let socket = served.next_connected().await;
+    client.connected().await;
+    let router = client.router().clone();
+    let in_flight = tokio::spawn(async move { router.request::<(String,)>("hold", ()).await });
+    let held = served.held.recv().await.unwrap();
+    let bystander = Bystander {
+        client,
+        socket,
+        in_flight,
+        held,
+    };
+    bystander.answers().await;
+    bystander
+}
+
+impl Bystander {
+    /// A new call is answered.
+    async fn answers(&self) {
+        let (back,): (String,) = self
+            .client
+            .router()
+            .request("echo", args!["still here"])
+            .await
+            .unwrap();
+        assert_eq!(back, "still here");
+    }
+
+    /// After the victim's end: the bystander's socket is still the server's,
+    /// the call held through it is answered, a new call is too, and nothing
+    /// was reported on its socket.
+    async fn served_through_it(self, served: &mut Served) {
+        assert!(served
+            .server
+            .sockets()
+            .iter()
+            .any(|s| s.id() == self.socket));
+        self.answers().await;
+        self.held.call(("held through it",)).unwrap();
+        assert_eq!(self.in_flight.await.unwrap().unwrap().0, "held through it");
+        assert_eq!(
+            served.server.socket_count(),
+            1,
+            "only the bystander is left"
+        );
+        if let Ok((id, e)) = served.errors.try_recv() {
+            panic!("socket {id} reported {e}");
+        }
+        self.client.stop().await;
+        served.server.stop().await;
+    }
+}
+
+/// True once the server has closed the stream: it reads the end (what the
+/// server wrote before does not count).
+async fn ends(stream: &mut BoxStream) -> bool {
+    let mut buf = [0u8; 256];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
 }
 
 /// A router driven over one end of a duplex stream; the test writes the other end.
@@ -936,37 +1082,37 @@ fn victim() -> (
     (Connection::spawn(ours, router), theirs, errors)
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_length_prefix_claiming_2_gib_closes_that_connection_without_allocating_it() {
-    let (client, _bystander) = bystander();
-    bystander_answers(&client).await;
+    let mut served = served().await;
+    let bystander = bystander(&mut served).await;
+    let (mut stream, id) = served.victim().await;
     let (reason, largest) = {
         LARGEST.with(|l| l.set(0));
-        let (conn, mut theirs, mut errors) = victim();
-        theirs
+        stream
             .write_all(&[0x7f, 0xff, 0xff, 0xff, b'x', b'y'])
             .await
             .unwrap();
-        let reason = conn.closed().await;
-        let e = errors.recv().await.unwrap();
-        assert!(
-            matches!(e, Error::Framing(FramingError::TooLarge { max }) if max == nmsg::framing::DEFAULT_MAX_MESSAGE_SIZE),
-            "{e}"
-        );
-        // A current-thread runtime: the connection's task ran on this thread.
+        let reason = served.disconnected(id).await;
+        // A current-thread runtime: the socket's task ran on this thread.
         (reason, LARGEST.with(|l| l.get()))
     };
+    let max = nmsg::framing::DEFAULT_MAX_MESSAGE_SIZE;
+    let e = served.error_of(id).await;
+    assert!(
+        matches!(e, Error::Framing(FramingError::TooLarge { max: m }) if m == max),
+        "{e}"
+    );
     assert_eq!(
         reason,
-        CloseReason::Framing(
-            FramingError::TooLarge {
-                max: nmsg::framing::DEFAULT_MAX_MESSAGE_SIZE
-            }
-            .to_string()
-        )
+        CloseReason::Framing(FramingError::TooLarge { max }.to_string()).to_string()
     );
     assert!(largest < 1024 * 1024, "largest allocation: {largest} bytes");
-    bystander_answers(&client).await;
+    assert!(
+        ends(&mut stream).await,
+        "the server closed the victim's stream"
+    );
+    bystander.served_through_it(&mut served).await;
 }
 
 #[test]
@@ -976,37 +1122,44 @@ fn the_allocation_probe_sees_large_allocations() {
     drop(v);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_zero_length_prefix_closes_that_connection() {
-    let (client, _bystander) = bystander();
-    let (conn, mut theirs, mut errors) = victim();
-    theirs.write_all(&[0, 0, 0, 0]).await.unwrap();
+    let mut served = served().await;
+    let bystander = bystander(&mut served).await;
+    let (mut stream, id) = served.victim().await;
+    stream.write_all(&[0, 0, 0, 0]).await.unwrap();
     assert_eq!(
-        conn.closed().await,
-        CloseReason::Framing(FramingError::Empty.to_string())
+        served.disconnected(id).await,
+        CloseReason::Framing(FramingError::Empty.to_string()).to_string()
     );
-    let e = errors.recv().await.unwrap();
+    let e = served.error_of(id).await;
     assert!(matches!(e, Error::Framing(FramingError::Empty)), "{e}");
-    bystander_answers(&client).await;
+    assert!(
+        ends(&mut stream).await,
+        "the server closed the victim's stream"
+    );
+    bystander.served_through_it(&mut served).await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn half_a_message_then_end_of_stream_is_a_truncated_end() {
-    let (client, _bystander) = bystander();
+    let mut served = served().await;
+    let bystander = bystander(&mut served).await;
     // Part of a payload, and only a length prefix: both are cut-off messages.
     for partial in [&[0u8, 0, 0, 10, 0x82, 0xa1, b'i'][..], &[0, 0, 0, 10][..]] {
-        let (conn, mut theirs, mut errors) = victim();
-        theirs.write_all(partial).await.unwrap();
-        drop(theirs);
+        let (mut stream, id) = served.victim().await;
+        stream.write_all(partial).await.unwrap();
+        stream.shutdown().await.unwrap();
         assert_eq!(
-            conn.closed().await,
-            CloseReason::Framing(FramingError::Truncated.to_string()),
+            served.disconnected(id).await,
+            CloseReason::Framing(FramingError::Truncated.to_string()).to_string(),
             "{partial:?}"
         );
-        let e = errors.recv().await.unwrap();
+        let e = served.error_of(id).await;
         assert!(matches!(e, Error::Framing(FramingError::Truncated)), "{e}");
-        bystander_answers(&client).await;
+        bystander.answers().await;
     }
+    bystander.served_through_it(&mut served).await;
 }
 
 #[tokio::test]
@@ -1026,4 +1179,182 @@ async fn a_clean_end_between_messages_is_the_peer_closing() {
     assert_eq!(conn.closed().await, CloseReason::PeerClosed);
     assert_eq!(served.recv().await, Some(5));
     assert!(errors.try_recv().is_err());
+}
+
+// ----- responses that name no live callback -----
+
+/// The peer's side of [`victim`]'s stream: reads what the router sends, and
+/// writes frames of its own.
+struct RawPeer {
+    stream: tokio::io::DuplexStream,
+}
+
+impl RawPeer {
+    /// The next frame the router sent (one frame per message: buffering is off).
+    async fn read_frame(&mut self) -> nmsg::frame::Frame {
+        let mut prefix = [0u8; 4];
+        self.stream.read_exact(&mut prefix).await.unwrap();
+        let mut payload = vec![0u8; u32::from_be_bytes(prefix) as usize];
+        self.stream.read_exact(&mut payload).await.unwrap();
+        let mut frames = MsgPack.decode_message(&payload).unwrap().into_frames();
+        assert_eq!(frames.len(), 1);
+        frames.pop().unwrap().unwrap()
+    }
+
+    async fn write(&mut self, frame: Value) {
+        let payload = mp(frame);
+        let mut message = (payload.len() as u32).to_be_bytes().to_vec();
+        message.extend(payload);
+        self.stream.write_all(&message).await.unwrap();
+    }
+
+    /// A response frame `{i, r, f, a: [text]}`.
+    async fn respond(&mut self, id: u32, to: u32, position: u32, text: &str) {
+        self.write(map(vec![
+            ("i", v(id)),
+            ("r", v(to)),
+            ("f", v(position)),
+            ("a", Value::Array(vec![v(text)])),
+        ]))
+        .await;
+    }
+}
+
+/// The router under test, as [`victim`] (on paused time, an answer that is
+/// lost ends its callback with a timeout at once); `sync(n)` events from the peer come
+/// to the returned channel, so the test knows what the router has routed.
+fn answered_router() -> (
+    Connection,
+    RawPeer,
+    tokio::sync::mpsc::UnboundedReceiver<Error>,
+    tokio::sync::mpsc::UnboundedReceiver<u32>,
+) {
+    let (conn, stream, errors) = victim();
+    let (tx, synced) = tokio::sync::mpsc::unbounded_channel();
+    conn.router()
+        .on("sync", move |args: Args| -> Result<(), Error> {
+            let _ = tx.send(args.get::<u32>(0)?);
+            Ok(())
+        });
+    (conn, RawPeer { stream }, errors, synced)
+}
+
+/// A callback that sends what it is invoked with, tagged, to `calls`.
+fn recording(
+    tag: &'static str,
+    calls: &tokio::sync::mpsc::UnboundedSender<(&'static str, String)>,
+) -> nmsg::Callback<(String,)> {
+    let calls = calls.clone();
+    nmsg::Callback::new(move |(text,): (String,)| {
+        let _ = calls.send((tag, text));
+    })
+}
+
+/// Everything a channel holds now.
+fn drain<T>(rx: &mut tokio::sync::mpsc::UnboundedReceiver<T>) -> Vec<T> {
+    std::iter::from_fn(|| rx.try_recv().ok()).collect()
+}
+
+fn stray(e: &Error) -> Option<(u32, u32)> {
+    match e {
+        Error::StrayResponse { frame, position } => Some((*frame, *position)),
+        _ => None,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_answer_to_an_answered_callback_of_a_pending_frame_is_stray_and_the_other_callback_still_works(
+) {
+    let (conn, mut peer, mut errors, mut synced) = answered_router();
+    let router = conn.router().clone();
+    let (calls_tx, mut calls) = tokio::sync::mpsc::unbounded_channel();
+    router
+        .emit(
+            "two",
+            args![recording("A", &calls_tx), "data", recording("B", &calls_tx)],
+        )
+        .unwrap();
+    // Only the callbacks hold senders now: once both are gone (run, or
+    // failed by their timeout, at once on paused time), `calls` ends.
+    drop(calls_tx);
+    let frame = peer.read_frame().await;
+    assert_eq!(&frame.callbacks[..], [0, 2]);
+    let x = frame.id;
+
+    // The peer answers A twice (two response frames of its own), B not yet.
+    peer.respond(1, x, 0, "first").await;
+    peer.respond(2, x, 0, "second").await;
+    peer.write(map(vec![
+        ("i", v(3)),
+        ("e", v("sync")),
+        ("a", Value::Array(vec![v(1)])),
+    ]))
+    .await;
+    assert_eq!(synced.recv().await, Some(1));
+    assert_eq!(drain(&mut calls), [("A", "first".to_owned())], "A ran once");
+    let reported: Vec<_> = drain(&mut errors).iter().map(stray).collect();
+    assert_eq!(
+        reported,
+        [Some((x, 0))],
+        "the second answer is a stray response"
+    );
+    assert_eq!(router.pending_frames(), 1, "the frame waits for B");
+
+    // B still works, with its own answer.
+    peer.respond(4, x, 2, "b's answer").await;
+    assert_eq!(calls.recv().await, Some(("B", "b's answer".to_owned())));
+    assert_eq!(router.pending_frames(), 0);
+    // And once the frame is done, another answer to it is stray too.
+    peer.respond(5, x, 2, "b again").await;
+    let e = errors.recv().await.unwrap();
+    assert_eq!(stray(&e), Some((x, 2)), "{e}");
+    assert!(drain(&mut calls).is_empty());
+    assert!(!conn.is_closed());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_response_whose_f_names_a_data_position_is_stray_and_harms_nothing_else() {
+    let (conn, mut peer, mut errors, mut synced) = answered_router();
+    let router = conn.router().clone();
+    let (calls_tx, mut calls) = tokio::sync::mpsc::unbounded_channel();
+    router
+        .emit(
+            "two",
+            args![recording("A", &calls_tx), "data", recording("B", &calls_tx)],
+        )
+        .unwrap();
+    // Only the callbacks hold senders now: once both are gone (run, or
+    // failed by their timeout, at once on paused time), `calls` ends.
+    drop(calls_tx);
+    let frame = peer.read_frame().await;
+    assert_eq!(&frame.callbacks[..], [0, 2]);
+    let x = frame.id;
+
+    // Position 1 is the data argument; 3 is past the end of the list.
+    peer.respond(1, x, 1, "to the data").await;
+    peer.respond(2, x, 3, "past the end").await;
+    peer.write(map(vec![
+        ("i", v(3)),
+        ("e", v("sync")),
+        ("a", Value::Array(vec![v(1)])),
+    ]))
+    .await;
+    assert_eq!(synced.recv().await, Some(1));
+    let reported: Vec<_> = drain(&mut errors).iter().map(stray).collect();
+    assert_eq!(reported, [Some((x, 1)), Some((x, 3))]);
+    assert!(drain(&mut calls).is_empty(), "no callback ran");
+    assert_eq!(router.pending_frames(), 1);
+
+    // Both callbacks still work, each with its own answer, and the router
+    // still sends: the connection is unharmed.
+    peer.respond(4, x, 2, "for B").await;
+    peer.respond(5, x, 0, "for A").await;
+    assert_eq!(calls.recv().await, Some(("B", "for B".to_owned())));
+    assert_eq!(calls.recv().await, Some(("A", "for A".to_owned())));
+    assert_eq!(router.pending_frames(), 0);
+    router.emit("after", args![7]).unwrap();
+    let after = peer.read_frame().await;
+    assert_eq!(after.kind, nmsg::frame::FrameKind::Event("after".into()));
+    assert!(drain(&mut errors).is_empty());
+    assert!(!conn.is_closed());
 }

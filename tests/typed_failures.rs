@@ -42,20 +42,30 @@ async fn a_reply_that_never_comes_times_out_with_the_default_timeout() {
 #[tokio::test(start_paused = true)]
 async fn a_client_timeout_bounds_its_calls() {
     let link = connect_with(Transport::Memory, None).await;
-    let _kept = never_answer(&link, "div");
+    let mut kept = never_answer(&link, "div");
     let client = GreeterClient::new(&link.client).with_timeout(Duration::from_secs(2));
     assert_eq!(client.timeout(), Some(Duration::from_secs(2)));
-    let start = Instant::now();
-    let error = client.div(1.0, 2.0).await.unwrap_err();
+    // The client's 2 s, plus the router's latency allowance.
+    let deadline = Instant::now() + Duration::from_secs(2) + nmsg::DEFAULT_LATENCY_ALLOWANCE;
+    let mut call = std::pin::pin!(client.div(1.0, 2.0));
+    // Paused time: the clock moves only when every task waits.
+    let early = tokio::time::timeout_at(deadline - Duration::from_millis(1), &mut call).await;
+    assert!(
+        early.is_err(),
+        "the call ended before its timeout: {early:?}"
+    );
+    // The peer has the call and keeps its callback.
+    let _held = kept.try_recv().expect("the call reached the peer");
+    let error = tokio::time::timeout_at(deadline + Duration::from_millis(50), call)
+        .await
+        .expect("the call did not end just after its timeout")
+        .unwrap_err();
     assert!(
         matches!(error, nmsg::Error::Timeout(t) if t == Duration::from_secs(2)),
         "{error}"
     );
-    assert!(
-        start.elapsed() <= Duration::from_millis(2_600),
-        "{:?}",
-        start.elapsed()
-    );
+    assert!(Instant::now() >= deadline);
+    assert_eq!(link.client.pending_frames(), 0);
 }
 
 #[tokio::test]

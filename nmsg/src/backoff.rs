@@ -101,13 +101,42 @@ mod tests {
 
     #[test]
     fn jitter_stays_within_its_fraction() {
+        // The jitter draws from this thread's generator: seeded, the draws are
+        // the same on every run.
+        fastrand::seed(0x6e6d_7367);
         let b = Backoff::new(Duration::from_secs(1), Duration::from_secs(1)).jitter(0.5);
-        for _ in 0..100 {
-            let d = b.delay(0);
+        let draws: Vec<Duration> = (0..1_000).map(|_| b.delay(0)).collect();
+        for d in &draws {
             assert!(
-                d >= Duration::from_millis(500) && d <= Duration::from_secs(1),
+                *d >= Duration::from_millis(500) && *d <= Duration::from_secs(1),
                 "{d:?}"
             );
         }
+        // The delays vary, and spread over the whole of [d/2, d]: each tenth
+        // of that range gets some of the draws, the lowest and highest included.
+        let mut distinct = draws.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert!(distinct.len() > 900, "{} distinct delays", distinct.len());
+        let mut tenths = [0usize; 10];
+        for d in &draws {
+            let at = ((d.as_secs_f64() - 0.5) / 0.05).floor() as usize;
+            tenths[at.min(9)] += 1;
+        }
+        assert!(tenths.iter().all(|&n| n >= 50), "{tenths:?}");
+        let mean = draws.iter().map(Duration::as_secs_f64).sum::<f64>() / draws.len() as f64;
+        assert!((mean - 0.75).abs() < 0.02, "mean {mean}");
+
+        // A later attempt is spread over its own [d/2, d], and without
+        // jitter every delay is the schedule's.
+        let b = Backoff::new(Duration::from_secs(1), Duration::from_secs(60)).jitter(0.5);
+        let third: Vec<Duration> = (0..200).map(|_| b.delay(2)).collect();
+        assert!(third
+            .iter()
+            .all(|d| *d >= Duration::from_secs(2) && *d <= Duration::from_secs(4)));
+        assert!(third.iter().any(|d| *d < Duration::from_millis(2_500)));
+        assert!(third.iter().any(|d| *d > Duration::from_millis(3_500)));
+        let plain = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+        assert!((0..100).all(|_| plain.delay(2) == Duration::from_secs(4)));
     }
 }

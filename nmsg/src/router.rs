@@ -1454,21 +1454,86 @@ mod tests {
         assert_eq!(r.next_id(), 2);
     }
 
+    /// A frame decoded with its data arguments as values (the byte ranges of a
+    /// received frame move when its id changes width).
+    fn decoded(codec: &dyn Codec, bytes: &[u8]) -> (crate::frame::Frame, Vec<crate::Value>) {
+        let mut frames = codec.decode_message(bytes).unwrap().into_frames();
+        assert_eq!(frames.len(), 1, "{}", codec.name());
+        let frame = frames.pop().unwrap().unwrap();
+        let data = frame
+            .data
+            .iter()
+            .map(|r| crate::codec::decode_arg(codec, &bytes[r.clone()]).unwrap())
+            .collect();
+        (frame, data)
+    }
+
     #[test]
     fn rewriting_the_id_of_encoded_frames() {
+        // Ids that grow, shrink and keep their encoded width, in both codecs:
+        // MsgPack fixint (< 128), uint8, uint16 and uint32; JSON 1 to 10 digits.
+        let ids: [(u32, u32); 10] = [
+            (7, 123_456),
+            (123_456, 7),
+            (5, 9),
+            (200, 250),
+            (127, 128),
+            (300, 65_535),
+            (65_536, 255),
+            (1_000_000_000, 1),
+            (1, 1_000_000_000),
+            (99, 100),
+        ];
+        let text = "some text";
+        let list = vec![1u32, 2, 3];
+        let number = -2.5f64;
         for codec in [&MsgPack as &dyn Codec, &crate::codec::Json] {
-            let mut bytes = Vec::new();
-            let frame = OutFrame {
-                id: 7,
-                kind: OutKind::Event("x"),
-                data: &[],
-                callbacks: &[0],
-                timeout: None,
-            };
-            codec.encode_frame(&frame, &mut bytes).unwrap();
-            rewrite_first_id(&mut bytes, 123_456).unwrap();
-            let frames = codec.decode_message(&bytes).unwrap().into_frames();
-            assert_eq!(frames[0].as_ref().unwrap().id, 123_456, "{}", codec.name());
+            let data: [&dyn erased_serde::Serialize; 3] = [&text, &list, &number];
+            let kinds = [
+                OutKind::Event("an event"),
+                OutKind::Response {
+                    to: 77_000,
+                    position: 3,
+                },
+            ];
+            for kind in kinds {
+                for (from, to) in ids {
+                    let frame = OutFrame {
+                        id: from,
+                        kind,
+                        data: &data,
+                        callbacks: &[0, 2],
+                        timeout: Some(2.5),
+                    };
+                    let mut bytes = Vec::new();
+                    codec.encode_frame(&frame, &mut bytes).unwrap();
+                    let (before, before_data) = decoded(codec, &bytes);
+                    assert_eq!(before.id, from);
+                    rewrite_first_id(&mut bytes, to).unwrap();
+                    let (after, after_data) = decoded(codec, &bytes);
+                    let what = format!("{}: {kind:?}, id {from} to {to}", codec.name());
+                    assert_eq!(after.id, to, "{what}");
+                    assert_eq!(after.kind, before.kind, "{what}");
+                    assert_eq!(after.callbacks, before.callbacks, "{what}");
+                    assert_eq!(after.timeout, before.timeout, "{what}");
+                    assert_eq!(after_data, before_data, "{what}");
+                    assert_eq!(
+                        after_data,
+                        [
+                            crate::to_value(&text).unwrap(),
+                            crate::to_value(&list).unwrap(),
+                            crate::to_value(&number).unwrap()
+                        ],
+                        "{what}"
+                    );
+                    // The frame is the one encoded with the new id, byte for byte.
+                    let mut direct = Vec::new();
+                    codec
+                        .encode_frame(&OutFrame { id: to, ..frame }, &mut direct)
+                        .unwrap();
+                    assert_eq!(bytes, direct, "{what}");
+                }
+            }
         }
     }
 }
