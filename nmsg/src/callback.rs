@@ -1,6 +1,7 @@
 //! Callbacks: [`Callback<A>`], passed as an argument or received as one, and
 //! [`RemoteCallback`], the dynamic handle to a callback a peer sent.
 
+use crate::sync::MutexExt;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -239,7 +240,7 @@ pub(crate) struct AnswerSlot<A> {
 
 impl<A> AnswerSlot<A> {
     fn lock(&self) -> std::sync::MutexGuard<'_, Slot<A>> {
-        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+        self.slot.locked()
     }
 
     fn complete(&self, result: Result<A, Error>) {

@@ -1,6 +1,7 @@
 //! The client: connects in the background with exponential backoff, reconnects
 //! after any disconnect, and queues what is emitted while disconnected.
 
+use crate::sync::MutexExt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -206,7 +207,7 @@ impl ClientInner {
     }
 
     fn emit(&self, event: ClientEvent) {
-        if let Some(events) = &*self.events.lock().unwrap_or_else(|e| e.into_inner()) {
+        if let Some(events) = &*self.events.locked() {
             let _ = events.send(event);
         }
     }
@@ -268,7 +269,7 @@ impl Client {
     /// Lifecycle events from now on. A receiver that falls more than 256
     /// events behind loses the oldest (tokio's broadcast semantics).
     pub fn events(&self) -> broadcast::Receiver<ClientEvent> {
-        let mut events = self.inner.events.lock().unwrap_or_else(|e| e.into_inner());
+        let mut events = self.inner.events.locked();
         events
             .get_or_insert_with(|| broadcast::channel(EVENT_CAPACITY).0)
             .subscribe()

@@ -101,3 +101,15 @@ where
         (self.f)(args).into_outcome()
     }
 }
+
+/// The message a panic carried, for the error hook: its text when it was
+/// given one (`panic!("...")`), else a placeholder.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(not a string)".to_owned()
+    }
+}

@@ -58,6 +58,7 @@ pub mod framing;
 mod handler;
 mod router;
 mod server;
+mod sync;
 pub mod transport;
 pub mod typed;
 mod value;

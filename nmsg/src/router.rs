@@ -5,6 +5,7 @@
 //! ([`Router::dispatch`]) and takes outgoing bytes from it
 //! ([`Router::next_outgoing`]), already length-prefixed and ready to write.
 
+use crate::sync::MutexExt;
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
@@ -28,7 +29,7 @@ use crate::codec::{Codec, MsgPack};
 use crate::error::Error;
 use crate::frame::{FrameKind, OutFrame, OutKind, DEFAULT_TIMEOUT_SECS, MAX_ID};
 use crate::framing::{check_size, DEFAULT_MAX_MESSAGE_SIZE, PREFIX_LEN};
-use crate::handler::{ErasedHandler, FnHandler, HandlerReturn, Outcome};
+use crate::handler::{panic_message, ErasedHandler, FnHandler, HandlerReturn, Outcome};
 
 /// The wildcard event name: its handler sees every event, with the name first.
 pub const WILDCARD: &str = "*";
@@ -415,7 +416,7 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         // Let the timer task see that the router is gone.
-        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        let st = self.state.locked_mut();
         if let Some(timer) = st.calls.as_mut().and_then(|calls| calls.timer.take()) {
             timer.wake();
         }
@@ -816,7 +817,7 @@ impl Router {
     fn enqueue(&self, mut encoded: Encoded) -> Result<(), Box<(Error, Encoded)>> {
         let inner = &*self.inner;
         let opts = &inner.opts;
-        let mut st = inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = inner.state.locked();
         if st.closed {
             return Err(Box::new((Error::Closed, encoded)));
         }
@@ -944,7 +945,7 @@ impl Router {
     /// rescheduled as if it yielded, which wakes an idle worker thread: once
     /// per call, that cross-thread wake-up cost more than the call itself.
     pub(crate) fn writer_running(&self) {
-        let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = self.inner.state.locked();
         st.writer_waker = None;
     }
 
@@ -952,7 +953,7 @@ impl Router {
     /// router is closed and nothing is; otherwise the task is woken by the
     /// next frame queued (one task at a time: the last one to poll).
     pub(crate) fn poll_queued(&self, cx: &mut std::task::Context<'_>) -> Poll<bool> {
-        let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = self.inner.state.locked();
         if st.queued_frames > 0 {
             return Poll::Ready(true);
         }
@@ -969,7 +970,7 @@ impl Router {
     /// Takes what is queued without waiting; `None` if nothing is.
     pub fn take_outgoing(&self) -> Option<Bytes> {
         let inner = &*self.inner;
-        let mut st = inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = inner.state.locked();
         if st.queued_frames == 0 {
             return None;
         }
@@ -1104,7 +1105,7 @@ impl Router {
 
     fn route_response(&self, to: u32, position: u32, args: Args) {
         let callback = {
-            let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut st = self.inner.state.locked();
             st.calls.as_mut().and_then(|calls| {
                 let p = calls.pending.get_mut(&to)?;
                 let cb = p
@@ -1147,7 +1148,7 @@ impl Router {
     pub fn connection_lost(&self, reason: &str) {
         self.inner.epoch.fetch_add(1, Ordering::AcqRel);
         let failed = {
-            let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut st = self.inner.state.locked();
             let st = &mut *st;
             let taken = st.taken;
             let mut failed = Vec::new();
@@ -1173,7 +1174,7 @@ impl Router {
     /// callbacks fail, and [`Router::next_outgoing`] returns what is still queued, then `None`.
     pub fn close(&self) {
         let (failed, waiting_writer, timer) = {
-            let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut st = self.inner.state.locked();
             st.closed = true;
             let (failed, timer) = match st.calls.as_mut() {
                 Some(calls) => {
@@ -1198,19 +1199,14 @@ impl Router {
 
     /// True once [`Router::close`] was called.
     pub fn is_closed(&self) -> bool {
-        self.inner
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .closed
+        self.inner.state.locked().closed
     }
 
     /// Frames with callbacks that wait for answers.
     pub fn pending_frames(&self) -> usize {
         self.inner
             .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .locked()
             .calls
             .as_ref()
             .map_or(0, |calls| calls.pending.len())
@@ -1218,11 +1214,7 @@ impl Router {
 
     /// Frames in the outgoing queue.
     pub fn queued_frames(&self) -> usize {
-        self.inner
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .queued_frames
+        self.inner.state.locked().queued_frames
     }
 }
 
@@ -1361,16 +1353,6 @@ fn handler_error(event: &str, source: crate::handler::BoxError) -> Error {
     }
 }
 
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "(not a string)".to_owned()
-    }
-}
-
 /// The least time between two look-throughs of the pending frames by the
 /// timer (see [`Calls`]): a frame may expire this much after its deadline.
 const SCAN_GAP: Duration = Duration::from_millis(10);
@@ -1388,7 +1370,7 @@ async fn run_timer(router: Weak<Inner>) {
         };
         let now = Instant::now();
         let (expired, next) = {
-            let mut st = inner.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut st = inner.state.locked();
             let calls = st.calls.get_or_insert_with(Box::default);
             let mut expired = Vec::new();
             let due = calls.earliest.is_some_and(|e| e <= now);

@@ -2,6 +2,7 @@
 //! connection a socket with its own router, and serves them all with a shared
 //! [`Api`].
 
+use crate::sync::MutexExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -167,7 +168,7 @@ impl ServerBuilder {
             task: Mutex::new(None),
         });
         let task = tokio::spawn(run(self.binder, self.backoff, inner.clone(), status_tx));
-        *inner.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+        *inner.task.locked() = Some(task);
         Server { inner }
     }
 }
@@ -324,7 +325,7 @@ impl Server {
     {
         let hook: SocketHook = Arc::new(hook);
         let existing: Vec<Socket> = {
-            let mut sockets = self.inner.sockets.lock().unwrap_or_else(|e| e.into_inner());
+            let mut sockets = self.inner.sockets.locked();
             sockets.hook = Some(hook.clone());
             sockets.live.values().cloned().collect()
         };
@@ -335,18 +336,13 @@ impl Server {
 
     /// The sockets connected now.
     pub fn sockets(&self) -> Vec<Socket> {
-        let sockets = self.inner.sockets.lock().unwrap_or_else(|e| e.into_inner());
+        let sockets = self.inner.sockets.locked();
         sockets.live.values().cloned().collect()
     }
 
     /// The number of sockets connected now.
     pub fn socket_count(&self) -> usize {
-        self.inner
-            .sockets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .live
-            .len()
+        self.inner.sockets.locked().live.len()
     }
 
     /// Emits `event` to every connected socket; returns how many it was queued for.
@@ -391,12 +387,7 @@ impl Server {
     /// has queued (within the stop timeout) and closes. Idempotent.
     pub async fn stop(&self) {
         self.inner.stop.notify_one();
-        let task = self
-            .inner
-            .task
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let task = self.inner.task.locked().take();
         if let Some(task) = task {
             let _ = task.await;
         } else {
@@ -452,13 +443,7 @@ async fn run(
         match accepted {
             Ok((stream, peer)) => {
                 accept_failures = 0;
-                let full = inner
-                    .sockets
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .live
-                    .len()
-                    >= inner.max_connections;
+                let full = inner.sockets.locked().live.len() >= inner.max_connections;
                 if full {
                     tracing::warn!(%peer, limit = inner.max_connections, "nmsg server refused a connection: at its limit");
                     drop(stream);
@@ -498,7 +483,7 @@ fn accept(inner: &Arc<ServerInner>, stream: crate::transport::BoxStream, peer: A
         conn: conn.clone(),
     };
     let hook = {
-        let mut sockets = inner.sockets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sockets = inner.sockets.locked();
         sockets.live.insert(id, socket.clone());
         sockets.hook.clone()
     };
@@ -509,14 +494,9 @@ fn accept(inner: &Arc<ServerInner>, stream: crate::transport::BoxStream, peer: A
         if let Err(panic) =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(socket.clone())))
         {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
             socket.router().report(Error::HandlerPanicked {
                 event: "on_socket".into(),
-                message,
+                message: crate::handler::panic_message(&*panic),
             });
         }
     }
@@ -532,12 +512,7 @@ fn on_close(
     move |router: &Router, reason: &CloseReason| {
         router.close();
         if let Some(inner) = watcher.upgrade() {
-            inner
-                .sockets
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .live
-                .remove(&id);
+            inner.sockets.locked().live.remove(&id);
             let _ = inner.events.send(ServerEvent::Disconnected {
                 socket: id,
                 reason: reason.to_string(),
@@ -555,7 +530,7 @@ async fn finish(
         acceptor.close();
     }
     let sockets: Vec<Socket> = {
-        let mut s = inner.sockets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = inner.sockets.locked();
         s.live.drain().map(|(_, s)| s).collect()
     };
     let bound = inner.stop_timeout;

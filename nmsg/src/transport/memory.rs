@@ -3,6 +3,7 @@
 
 use super::Connection;
 use crate::router::Router;
+use crate::sync::MutexExt;
 
 /// Buffer size of each direction of the in-memory stream.
 pub const BUFFER_SIZE: usize = 256 * 1024;
@@ -87,13 +88,7 @@ pub struct MemoryBinder {
 impl super::Connector for MemoryConnector {
     fn connect(&self) -> super::BoxFuture<'_, std::io::Result<(super::BoxStream, super::Address)>> {
         Box::pin(async move {
-            let endpoint = self
-                .net
-                .endpoints
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&self.name)
-                .cloned();
+            let endpoint = self.net.endpoints.locked().get(&self.name).cloned();
             let refused = || {
                 std::io::Error::new(
                     std::io::ErrorKind::ConnectionRefused,
@@ -118,7 +113,7 @@ impl super::Connector for MemoryConnector {
 impl super::Binder for MemoryBinder {
     fn bind(&self) -> super::BoxFuture<'_, std::io::Result<Box<dyn super::Acceptor>>> {
         Box::pin(async move {
-            let mut endpoints = self.net.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+            let mut endpoints = self.net.endpoints.locked();
             if endpoints.get(&self.name).is_some_and(|tx| !tx.is_closed()) {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::AddrInUse,
@@ -170,7 +165,7 @@ impl super::Acceptor for MemoryAcceptor {
 
     fn close(&mut self) {
         self.rx.close();
-        let mut endpoints = self.net.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        let mut endpoints = self.net.endpoints.locked();
         if endpoints.get(&self.name).is_some_and(|tx| tx.is_closed()) {
             endpoints.remove(&self.name);
         }

@@ -16,6 +16,7 @@
 //! connection for an undecodable payload; nmsg keeps it, so that one bad message
 //! costs the peer nothing else.)
 
+use crate::sync::MutexExt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -256,12 +257,12 @@ struct Shared {
 
 impl Shared {
     fn reason(&self) -> Option<CloseReason> {
-        self.end.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.end.locked().clone()
     }
 
     /// Records the end (the first one recorded stands) and wakes the waiters.
     fn finish(&self, reason: CloseReason) {
-        let mut end = self.end.lock().unwrap_or_else(|e| e.into_inner());
+        let mut end = self.end.locked();
         if end.is_none() {
             *end = Some(reason);
         }
