@@ -506,7 +506,7 @@ async fn a_panicking_wiretap_is_reported_and_stops_only_that_event() {
     barrier(&client).await;
     let e = errors.try_recv().unwrap();
     assert!(
-        matches!(&e, Error::HandlerPanicked { event, message } if event == "bad" && message.contains("tap broke")),
+        matches!(&e, Error::HandlerPanicked { event, message, .. } if event == "bad" && message.contains("tap broke")),
         "{e}"
     );
     assert_eq!(hits.load(Ordering::SeqCst), 0);
@@ -958,7 +958,7 @@ async fn a_buffering_router_sends_what_is_queued_as_one_bulk() {
     assert!(singles.iter().all(|m| matches!(m, Message::Single(Ok(_)))));
 }
 
-/// `Router::next_outgoing`, for a transport of one's own; a connection runs a
+/// `Link::next_outgoing`, for a transport of one's own; a connection runs a
 /// cycle of its own (the next test).
 #[tokio::test(start_paused = true)]
 async fn a_cycle_router_collects_the_frames_of_one_cycle_into_one_bulk() {
@@ -1337,13 +1337,13 @@ async fn a_panicking_handler_is_reported_and_the_next_event_is_still_served() {
     barrier(&client).await;
     let e = errors.try_recv().unwrap();
     assert!(
-        matches!(&e, Error::HandlerPanicked { event, message } if event == "boom" && message == "kaboom"),
+        matches!(&e, Error::HandlerPanicked { event, message, .. } if event == "boom" && message == "kaboom"),
         "{e}"
     );
     client.emit("boom-later", ()).unwrap();
     let e = errors.recv().await.unwrap();
     assert!(
-        matches!(&e, Error::HandlerPanicked { event, message } if event == "boom-later" && message == "later"),
+        matches!(&e, Error::HandlerPanicked { event, message, .. } if event == "boom-later" && message == "later"),
         "{e}"
     );
     barrier(&client).await;

@@ -1,4 +1,4 @@
-//! Bad input: malformed messages for each codec, fed to `Router::dispatch`,
+//! Bad input: malformed messages for each codec, fed to `Link::dispatch`,
 //! each reaching the error hook with the expected error while the router goes
 //! on serving the valid frames that follow (in the same bulk, for faults of a
 //! single frame); and broken stream framing, which closes only its own

@@ -68,7 +68,7 @@ pub use backoff::Backoff;
 pub use callback::{Callback, LocalCallback, RemoteCallback, Reply};
 pub use client::{Client, ClientBuilder, ClientEvent, DEFAULT_STOP_TIMEOUT};
 pub use codec::{Codec, Json, MsgPack};
-pub use error::{EncodeError, Error, FramingError, ProtocolError};
+pub use error::{EncodeError, Error, FramingError, Panicked, ProtocolError};
 pub use handler::{AsyncReturn, BoxError, HandlerReturn, SyncReturn};
 pub use router::{
     Api, Buffering, Flow, Router, RouterBuilder, DEFAULT_LATENCY_ALLOWANCE, DEFAULT_MAX_PENDING,

@@ -503,7 +503,8 @@ fn accept(inner: &Arc<ServerInner>, stream: crate::transport::BoxStream, peer: A
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(socket.clone())))
         {
             socket.router().report(Error::HandlerPanicked {
-                event: "on_socket".into(),
+                what: crate::error::Panicked::SocketHook,
+                event: String::new(),
                 message: crate::handler::panic_message(&*panic),
             });
         }

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 
 use crate::args::{Args, Received};
-use crate::error::{Error, ProtocolError};
+use crate::error::{Error, Panicked, ProtocolError};
 use crate::frame::{Frame, FrameKind, Message};
 use crate::handler::panic_message;
 
@@ -94,7 +94,8 @@ impl Link {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => router.report(e),
                 Err(panic) => router.report(Error::HandlerPanicked {
-                    event: "callback".into(),
+                    what: Panicked::Callback,
+                    event: String::new(),
                     message: panic_message(&*panic),
                 }),
             },

@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 use futures_util::FutureExt;
 
 use crate::args::Args;
-use crate::error::Error;
+use crate::error::{Error, Panicked};
 use crate::frame::FrameKind;
 use crate::handler::{panic_message, BoxError, ErasedHandler, FnHandler, HandlerReturn, Outcome};
 
@@ -222,8 +222,9 @@ impl RouteTable {
                 Ok(Flow::Stop) => return,
                 Err(panic) => {
                     return self.report(Error::HandlerPanicked {
+                        what: Panicked::Wiretap,
                         event: event.into(),
-                        message: format!("wiretap: {}", panic_message(&*panic)),
+                        message: panic_message(&*panic),
                     })
                 }
             }
@@ -261,6 +262,7 @@ fn run(router: &Router, event: &str, handler: &dyn ErasedHandler, args: Args) {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => owned.report(handler_error(&event, e)),
                     Err(panic) => owned.report(Error::HandlerPanicked {
+                        what: Panicked::Handler,
                         event,
                         message: panic_message(&*panic),
                     }),
@@ -274,6 +276,7 @@ fn run(router: &Router, event: &str, handler: &dyn ErasedHandler, args: Args) {
             }
         }
         Err(panic) => router.report(Error::HandlerPanicked {
+            what: Panicked::Handler,
             event: event.to_owned(),
             message: panic_message(&*panic),
         }),

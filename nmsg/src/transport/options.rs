@@ -59,8 +59,7 @@ impl ConnectionOptions {
 
 /// Messages a connection dispatches before it writes what their handlers
 /// queued, even when more have arrived, unless its options say otherwise
-/// ([`ConnectionOptions::dispatch_burst`]). 14 came within 6% of the best
-/// limit in three of four arrangements measured (BENCHMARKS.md, item 13).
+/// ([`ConnectionOptions::dispatch_burst`]). Why 14: BENCHMARKS.md, item 13.
 const DISPATCH_BURST: usize = 14;
 
 /// [`DISPATCH_BURST`], or no limit when this process can use one CPU only:
