@@ -98,12 +98,18 @@ impl Pending {
     fn next_id(&self) -> u32 {
         let prev = self
             .next_id
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |id| {
-                Some(if id >= MAX_ID { 1 } else { id + 1 })
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |id| {
+                if id >= MAX_ID {
+                    // Before the counter shows the wrap: a thread that reads
+                    // the counter after it also sees `wrapped`.
+                    self.wrapped.store(true, Ordering::Relaxed);
+                    Some(1)
+                } else {
+                    Some(id + 1)
+                }
             })
             .unwrap_or(0);
         if prev >= MAX_ID {
-            self.wrapped.store(true, Ordering::Relaxed);
             1
         } else {
             prev + 1
@@ -396,10 +402,9 @@ mod tests {
             wait_on(&p, id);
         }
         p.next_id.store(MAX_ID - 2, Ordering::Relaxed);
-        // Before the wrap: MAX_ID - 1 is free; MAX_ID is live, but the
-        // counter has not wrapped yet, so no live frame can hold it... except
-        // the one put there by hand, which the wrap check below covers.
         assert_eq!(p.allocate_id(true), MAX_ID - 1);
+        // As if the counter had wrapped before (the live frames above were
+        // put there by hand).
         p.wrapped.store(true, Ordering::Relaxed);
         // MAX_ID, 1 and 2 are live: the next free id is 3, then 5.
         assert_eq!(p.allocate_id(true), 3);
@@ -422,5 +427,31 @@ mod tests {
         // The counter wraps to 1, which is live: the frame gets 2.
         assert_eq!(p.allocate_id(true), 2);
         assert!(p.wrapped.load(Ordering::Relaxed));
+    }
+
+    #[tokio::test]
+    async fn a_request_after_the_wrap_skips_the_id_of_one_still_waiting() {
+        let router = crate::Router::new();
+        let _first = router.request::<()>("first", ());
+        router
+            .inner
+            .pending
+            .next_id
+            .store(MAX_ID, Ordering::Relaxed);
+        let _second = router.request::<()>("second", ());
+        router.emit("event", ()).unwrap();
+        let mut out = router.link().take_outgoing().unwrap();
+        let mut ids = Vec::new();
+        while !out.is_empty() {
+            let len = u32::from_be_bytes([out[0], out[1], out[2], out[3]]) as usize;
+            let payload = out.split_to(crate::framing::PREFIX_LEN + len).split_off(4);
+            match router.codec().decode_message(&payload).unwrap() {
+                crate::frame::Message::Single(frame) => ids.push(frame.unwrap().id),
+                crate::frame::Message::Bulk(_) => panic!("an unbuffered router sent a bulk"),
+            }
+        }
+        // The second request wraps to 1, which the first still holds: it
+        // gets 2; the event after it takes the counter as it is.
+        assert_eq!(ids, [1, 2, 3]);
     }
 }
