@@ -69,7 +69,7 @@ pub use backoff::Backoff;
 pub use callback::{Callback, LocalCallback, RemoteCallback, Reply};
 pub use client::{Client, ClientBuilder, ClientEvent};
 pub use codec::{Codec, Json, MsgPack};
-pub use error::{EncodeError, Error, FramingError, ProtocolError};
+pub use error::{Disconnect, EncodeError, Error, FramingError, ProtocolError};
 pub use handler::{AsyncReturn, BoxError, HandlerReturn, SyncReturn};
 pub use lifecycle::DEFAULT_STOP_TIMEOUT;
 pub use router::{
