@@ -376,7 +376,9 @@ impl Server {
             .count()
     }
 
-    /// Lifecycle events from now on (started, bind failures, connections, stopped).
+    /// Lifecycle events from now on (started, bind failures, connections,
+    /// stopped). A receiver that falls more than 1024 events behind loses the
+    /// oldest (tokio's broadcast semantics).
     pub fn events(&self) -> broadcast::Receiver<ServerEvent> {
         self.inner.events.subscribe()
     }
@@ -565,5 +567,34 @@ mod tests {
         ));
         assert!(size <= 152, "a socket's task future takes {size} bytes");
         server.stop().await;
+    }
+}
+
+#[cfg(test)]
+mod builder_tests {
+    use super::*;
+
+    /// `.router(..)` edits the builders' own router options: a server's
+    /// default buffering and what was set before stay.
+    #[test]
+    fn router_options_are_edited_in_place() {
+        let server = Server::tcp("127.0.0.1:0")
+            .max_message_size(1000)
+            .router(|r| r.max_pending(3));
+        let options = format!("{:?}", server.router);
+        for set in [
+            "buffering: Idle",
+            "max_pending: 3",
+            "max_message_size: 1000",
+        ] {
+            assert!(options.contains(set), "{set} in {options}");
+        }
+        let client = crate::Client::tcp("127.0.0.1:1")
+            .codec(crate::Json)
+            .router(|r| r.max_pending(3));
+        let options = format!("{client:?}");
+        for set in ["Json", "max_pending: 3"] {
+            assert!(options.contains(set), "{set} in {options}");
+        }
     }
 }
