@@ -254,11 +254,7 @@ impl Client {
     /// closes the connection cleanly, and closes the router, so later emits
     /// fail with [`Error::Closed`](crate::Error::Closed). Idempotent.
     pub async fn stop(&self) {
-        let life = &self.inner.life;
-        life.request_stop();
-        // The task says it has stopped as the last thing it does.
-        life.wait_for(|s| (*s == ClientStatus::Stopped).then_some(()))
-            .await;
+        self.inner.life.stop().await;
     }
 }
 

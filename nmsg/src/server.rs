@@ -399,11 +399,7 @@ impl Server {
     /// Stops: no more connections are accepted, every socket writes what it
     /// has queued (within the stop timeout) and closes. Idempotent.
     pub async fn stop(&self) {
-        let life = &self.inner.life;
-        life.request_stop();
-        // The task says it has stopped as the last thing it does.
-        life.wait_for(|s| (*s == ServerStatus::Stopped).then_some(()))
-            .await;
+        self.inner.life.stop().await;
     }
 }
 
