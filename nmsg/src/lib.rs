@@ -30,6 +30,7 @@
 //!
 //! ## Layout
 //!
+//! - [`protocol`]: the wire protocol nmsg speaks, and where it departs from the original.
 //! - [`framing`]: length-prefixed messages over a byte stream, with a size limit.
 //! - [`codec`]: the [`Codec`] trait, [`MsgPack`] (default) and [`Json`].
 //! - [`frame`]: the wire model (event, response, bulk) and its validation.
@@ -57,6 +58,7 @@ pub mod frame;
 pub mod framing;
 mod handler;
 mod lifecycle;
+pub mod protocol;
 mod router;
 mod server;
 mod sync;

@@ -12,7 +12,7 @@
 //! the stream ending inside a message) and I/O errors. A payload that is not a
 //! valid message, even one the codec cannot decode at all, is reported to the
 //! router's error hook and skipped: the length prefix keeps the stream in step,
-//! so the next message is read as usual. (PROTOCOL.md allows closing the
+//! so the next message is read as usual. (The protocol, see `nmsg::protocol`, allows closing the
 //! connection for an undecodable payload; nmsg keeps it, so that one bad message
 //! costs the peer nothing else.)
 
