@@ -170,7 +170,7 @@ impl ServerBuilder {
             events: Events::new(EVENT_CAPACITY),
             next_id: AtomicU64::new(1),
         });
-        tokio::spawn(run(self.binder, self.backoff, Ending::new(inner.clone())));
+        tokio::spawn(run(Ending::new(inner.clone()), self.binder, self.backoff));
         Server { inner }
     }
 }
@@ -404,9 +404,9 @@ impl Server {
 }
 
 /// The server's task: binds, accepts, until stopped. It holds the server
-/// through `inner`, dropped last: the status says stopped once the task has
+/// through `inner`, dropped last (parameters drop in reverse order): the status says stopped once the task has
 /// done everything else, however it ends. [`Server::stop`] waits for that.
-async fn run(binder: Arc<dyn Binder>, backoff: Backoff, inner: Ending<ServerInner, ServerStatus>) {
+async fn run(inner: Ending<ServerInner, ServerStatus>, binder: Arc<dyn Binder>, backoff: Backoff) {
     let life = &inner.life;
     let emit = |e: ServerEvent| inner.events.send(e);
     let mut failures = 0u32;
