@@ -55,6 +55,7 @@ const KEYS: [&str; 7] = ["i", "e", "a", "c", "t", "r", "f"];
 
 impl<'a> RawFrame<'a> {
     /// Where the value of `KEYS[key]` goes.
+    #[inline]
     fn slot(&mut self, key: usize) -> &mut Option<&'a RawValue> {
         match key {
             0 => &mut self.i,
@@ -69,6 +70,7 @@ impl<'a> RawFrame<'a> {
 }
 
 impl<'de> Deserialize<'de> for RawFrame<'de> {
+    #[inline]
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_map(RawFrameVisitor)
     }
@@ -83,6 +85,7 @@ impl<'de> Visitor<'de> for RawFrameVisitor {
         f.write_str("a frame (an object)")
     }
 
+    #[inline]
     fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
         let mut keys = RawFrame::default();
         // Bit n: `KEYS[n]` was seen (with any value, `null` too).
@@ -92,7 +95,8 @@ impl<'de> Visitor<'de> for RawFrameVisitor {
                 Some(n) if seen & 1 << n == 0 => {
                     seen |= 1 << n;
                     // `null` is an absent key, as serde's `Option` has it.
-                    *keys.slot(n) = map.next_value()?;
+                    let value: &RawValue = map.next_value()?;
+                    *keys.slot(n) = (value.get() != "null").then_some(value);
                 }
                 Some(n) => {
                     keys.duplicate.get_or_insert(KEYS[n]);
@@ -112,6 +116,7 @@ impl<'de> Visitor<'de> for RawFrameVisitor {
 struct Key(Option<usize>);
 
 impl<'de> Deserialize<'de> for Key {
+    #[inline]
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_identifier(KeyVisitor)
     }
@@ -126,8 +131,18 @@ impl Visitor<'_> for KeyVisitor {
         f.write_str("a key")
     }
 
+    #[inline]
     fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Key, E> {
-        Ok(Key(KEYS.iter().position(|k| *k == key)))
+        Ok(Key(match key {
+            "i" => Some(0),
+            "e" => Some(1),
+            "a" => Some(2),
+            "c" => Some(3),
+            "t" => Some(4),
+            "r" => Some(5),
+            "f" => Some(6),
+            _ => None,
+        }))
     }
 }
 
