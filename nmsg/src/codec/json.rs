@@ -393,3 +393,18 @@ impl Codec for Json {
         Some(super::Builtin(super::BuiltinKind::Json))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key whose value is `null` is absent (as serde's `Option` reads it),
+    /// with white space around the value or not.
+    #[test]
+    fn a_null_key_is_absent() {
+        for text in [r#"{"e":"x","i":null}"#, "{\"e\":\"x\",\"i\" : \n null \t}"] {
+            let decoded = Json.decode_message(text.as_bytes());
+            assert!(decoded.is_ok(), "{text}: {decoded:?}");
+        }
+    }
+}
