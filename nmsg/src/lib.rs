@@ -57,6 +57,7 @@ mod error;
 pub mod frame;
 pub mod framing;
 mod handler;
+mod lifecycle;
 pub mod protocol;
 mod router;
 mod server;
@@ -68,10 +69,11 @@ mod value;
 pub use args::{Arg, Args, FromArg, FromArgs, IntoArgs, OutArgs, ToArg};
 pub use backoff::Backoff;
 pub use callback::{Callback, LocalCallback, RemoteCallback, Reply};
-pub use client::{Client, ClientBuilder, ClientEvent, DEFAULT_STOP_TIMEOUT};
+pub use client::{Client, ClientBuilder, ClientEvent};
 pub use codec::{Codec, Json, MsgPack};
-pub use error::{EncodeError, Error, FramingError, ProtocolError};
+pub use error::{Disconnect, EncodeError, Error, FramingError, ProtocolError};
 pub use handler::{AsyncReturn, BoxError, HandlerReturn, SyncReturn};
+pub use lifecycle::DEFAULT_STOP_TIMEOUT;
 pub use router::{
     Api, Buffering, Flow, Router, RouterBuilder, DEFAULT_LATENCY_ALLOWANCE, DEFAULT_MAX_PENDING,
     DEFAULT_MAX_QUEUED_BYTES, DEFAULT_MAX_QUEUED_FRAMES, WILDCARD,

@@ -1167,7 +1167,7 @@ impl Router {
             }
             failed
         };
-        fail_all(failed, || Error::Disconnected(reason.to_owned()));
+        fail_all(failed, || Error::disconnected(reason));
     }
 
     /// Closes the router: emitting fails with [`Error::Closed`], pending
