@@ -1,6 +1,8 @@
 //! The conformance peer, in Rust: one binary, two modes. It serves and
 //! exercises the conformance events (echo, add, ping, pick-hand, countdown,
-//! multi, notify, stats), like `tests/js/conformance.js` in JavaScript.
+//! multi, notify, stats), like `tests/js/conformance.js` in JavaScript. The
+//! events, the client's scenarios and the report line are described in
+//! `tests/js/CONFORMANCE.md`.
 //!
 //! ```text
 //! cargo run --example conformance -- serve   --addr 127.0.0.1:0    [--codec msgpack|json] [--buffered] [--until-eof]

@@ -737,6 +737,18 @@ fn json_cases() -> Vec<Case> {
             true,
         ),
         case(
+            "duplicate key i, written with an escape",
+            j(r#"{"i":1,"\u0069":2,"e":"x"}"#),
+            is!(ProtocolError::DuplicateKey { key: "i" }),
+            true,
+        ),
+        case(
+            "duplicate key i, null first",
+            j(r#"{"e":"x","i":null,"i":2}"#),
+            is!(ProtocolError::DuplicateKey { key: "i" }),
+            true,
+        ),
+        case(
             "data nested 200,000 levels deep",
             json_deep(200_000),
             is!(ProtocolError::TooDeep { limit: 128 }),

@@ -220,7 +220,7 @@ async fn max_queued_bytes_of_a_router_refuses_the_frame_that_would_pass_it_and_d
 async fn max_queued_bytes_of_a_client_bounds_its_offline_queue_and_drops_none() {
     let net = Network::new();
     let client = Client::builder(net.connector("later"))
-        .router_options(Router::builder().max_queued_bytes(QUEUE_BYTES))
+        .router(|r| r.max_queued_bytes(QUEUE_BYTES))
         .start();
     let (queued, refusal) = fill(client.router());
     check_refusal(queued, refusal);
@@ -235,11 +235,7 @@ async fn max_queued_bytes_of_a_client_bounds_its_offline_queue_and_drops_none() 
 async fn max_queued_bytes_of_a_server_bounds_each_sockets_queue_and_drops_none() {
     let net = Network::new();
     let server = Server::builder(net.binder("svc"))
-        .router_options(
-            Router::builder()
-                .buffering(Buffering::Idle)
-                .max_queued_bytes(QUEUE_BYTES),
-        )
+        .router(|r| r.max_queued_bytes(QUEUE_BYTES))
         .start();
     // The hook runs before the connection starts: nothing is taken meanwhile.
     let (filled_tx, mut filled) = mpsc::unbounded_channel();
@@ -570,7 +566,7 @@ async fn latency_allowance_of_a_client_keeps_callbacks_that_long_past_their_time
     let server = Server::builder(net.binder("svc")).start();
     let mut held = holder_on(&server);
     let client = Client::builder(net.connector("svc"))
-        .router_options(with_allowance(Router::builder()))
+        .router(with_allowance)
         .start();
     client.connected().await;
     callbacks_live_for_their_timeout_plus_the_allowance(client.router(), &mut held).await;
@@ -582,7 +578,7 @@ async fn latency_allowance_of_a_client_keeps_callbacks_that_long_past_their_time
 async fn latency_allowance_of_a_server_keeps_its_sockets_callbacks_that_long_past_their_timeout() {
     let net = Network::new();
     let server = Server::builder(net.binder("svc"))
-        .router_options(with_allowance(Router::builder().buffering(Buffering::Idle)))
+        .router(with_allowance)
         .start();
     let mut sockets = sockets_of(&server);
     server.started().await.unwrap();

@@ -382,8 +382,8 @@ impl RemoteCallback {
             });
         }
         if received.router.epoch() != received.epoch {
-            return Err(Error::Disconnected(
-                "the connection this callback came on has closed".into(),
+            return Err(Error::disconnected(
+                "the connection this callback came on has closed",
             ));
         }
         let kind = OutKind::Response {

@@ -1,28 +1,24 @@
 //! The client: connects in the background with exponential backoff, reconnects
 //! after any disconnect, and queues what is emitted while disconnected.
 
-use crate::sync::MutexExt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::broadcast;
 
 use crate::backoff::Backoff;
 use crate::codec::Codec;
+use crate::lifecycle::{Ending, Events, Lifecycle, Status, DEFAULT_STOP_TIMEOUT};
 use crate::router::{Buffering, Router, RouterBuilder};
 use crate::transport::{
-    Address, BoxStream, CloseReason, ConnectionOptions, Connector, Driver, Signal, Tcp, Unix, STOP,
+    Address, BoxStream, CloseReason, ConnectionOptions, Connector, Driver, Tcp, Unix,
 };
 
 /// How many lifecycle events a slow [`Client::events`] receiver may fall behind.
 const EVENT_CAPACITY: usize = 256;
-
-/// Default bound on how long [`Client::stop`] spends writing what is queued.
-pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Something that happened to a client's connection.
 #[derive(Debug, Clone, PartialEq)]
@@ -125,10 +121,11 @@ impl ClientBuilder {
         self
     }
 
-    /// Any other router option (timeouts, bounds); replaces codec and
-    /// buffering set before.
-    pub fn router_options(mut self, router: RouterBuilder) -> Self {
-        self.router = router;
+    /// Any other router option (timeouts, bounds), set on the client's own
+    /// router options, so that what was set before stays:
+    /// `.router(|r| r.max_pending(100))`.
+    pub fn router(mut self, edit: impl FnOnce(RouterBuilder) -> RouterBuilder) -> Self {
+        self.router = edit(self.router);
         self
     }
 
@@ -137,16 +134,20 @@ impl ClientBuilder {
     /// is queued. Needs a tokio runtime.
     pub fn start(self) -> Client {
         let inner = Arc::new(ClientInner::new(self));
-        tokio::spawn(run(StoppedOnDrop(inner.clone())));
+        tokio::spawn(run(Ending::new(inner.clone())));
         Client { inner }
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Status {
+enum ClientStatus {
     Connecting,
     Connected,
     Stopped,
+}
+
+impl Status for ClientStatus {
+    const ENDED: Self = ClientStatus::Stopped;
 }
 
 /// What a client's handles and its task share. The connection itself lives
@@ -157,17 +158,9 @@ struct ClientInner {
     connector: Arc<dyn Connector>,
     backoff: Backoff,
     stop_timeout: Duration,
-    /// Raised by [`Client::stop`].
-    stop: Signal,
-    /// A [`Status`].
-    status: AtomicU8,
-    /// Wakes the callers of [`Client::connected`] and [`Client::stop`] when
-    /// `status` changes.
-    status_changed: Notify,
-    /// Created by the first [`Client::events`] call: a broadcast channel
-    /// allocates all its slots up front, about 18 KB per client, which an
-    /// application with thousands of clients that never listen should not pay.
-    events: Mutex<Option<broadcast::Sender<ClientEvent>>>,
+    /// The status, stopped by [`Client::stop`].
+    life: Lifecycle<ClientStatus>,
+    events: Events<ClientEvent>,
 }
 
 impl ClientInner {
@@ -178,41 +171,15 @@ impl ClientInner {
             connector: builder.connector,
             backoff: builder.backoff,
             stop_timeout: builder.stop_timeout,
-            stop: Signal::default(),
-            status: AtomicU8::new(Status::Connecting as u8),
-            status_changed: Notify::new(),
-            events: Mutex::new(None),
+            life: Lifecycle::new(ClientStatus::Connecting),
+            events: Events::new(EVENT_CAPACITY),
         }
     }
+}
 
-    fn status(&self) -> Status {
-        match self.status.load(Ordering::Acquire) {
-            0 => Status::Connecting,
-            1 => Status::Connected,
-            _ => Status::Stopped,
-        }
-    }
-
-    fn set_status(&self, status: Status) {
-        self.status.store(status as u8, Ordering::Release);
-        self.status_changed.notify_waiters();
-    }
-
-    /// Waits until `done` holds for the status.
-    async fn wait_for(&self, done: impl Fn(Status) -> bool) {
-        loop {
-            let changed = self.status_changed.notified();
-            if done(self.status()) {
-                return;
-            }
-            changed.await;
-        }
-    }
-
-    fn emit(&self, event: ClientEvent) {
-        if let Some(events) = &*self.events.locked() {
-            let _ = events.send(event);
-        }
+impl AsRef<Lifecycle<ClientStatus>> for ClientInner {
+    fn as_ref(&self) -> &Lifecycle<ClientStatus> {
+        &self.life
     }
 }
 
@@ -237,7 +204,7 @@ pub struct Client {
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("status", &self.inner.status())
+            .field("status", &self.inner.life)
             .field("router", &self.inner.router)
             .finish()
     }
@@ -273,58 +240,47 @@ impl Client {
     /// Lifecycle events from now on. A receiver that falls more than 256
     /// events behind loses the oldest (tokio's broadcast semantics).
     pub fn events(&self) -> broadcast::Receiver<ClientEvent> {
-        let mut events = self.inner.events.locked();
-        events
-            .get_or_insert_with(|| broadcast::channel(EVENT_CAPACITY).0)
-            .subscribe()
+        self.inner.events.subscribe()
     }
 
     /// True while a connection is up.
     pub fn is_connected(&self) -> bool {
-        self.inner.status() == Status::Connected
+        self.inner.life.status() == ClientStatus::Connected
     }
 
     /// Waits until a connection is up. Returns at once if one is; returns when
     /// the client stops otherwise.
     pub async fn connected(&self) {
-        self.inner.wait_for(|s| s != Status::Connecting).await;
+        let life = &self.inner.life;
+        life.wait_for(|s| (*s != ClientStatus::Connecting).then_some(()))
+            .await;
     }
 
     /// Stops: writes what is queued if connected (within the stop timeout),
     /// closes the connection cleanly, and closes the router, so later emits
     /// fail with [`Error::Closed`](crate::Error::Closed). Idempotent.
     pub async fn stop(&self) {
-        self.inner.stop.raise(STOP);
-        // The task says it has stopped as the last thing it does.
-        self.inner.wait_for(|s| s == Status::Stopped).await;
+        self.inner.life.stop().await;
     }
 }
 
-/// The client's task holds it, and drops it last: the status says stopped
-/// once the task has done everything else, however it ends (a stop, a panic,
-/// the runtime shutting down). [`Client::stop`] waits for that.
-struct StoppedOnDrop(Arc<ClientInner>);
-
-impl Drop for StoppedOnDrop {
-    fn drop(&mut self) {
-        self.0.set_status(Status::Stopped);
-    }
-}
-
-/// The client's task: connects, runs the connection, reconnects, until stopped.
-async fn run(task: StoppedOnDrop) {
-    let inner = &*task.0;
+/// The client's task: connects, runs the connection, reconnects, until
+/// stopped. It holds the client through `task`, dropped last: the status says
+/// stopped once the task has done everything else, however it ends (a stop, a
+/// panic, the runtime shutting down). [`Client::stop`] waits for that.
+async fn run(task: Ending<ClientInner, ClientStatus>) {
+    let inner = &*task;
     let mut failures: u32 = 0;
     loop {
         // The task's future is as large as its largest state: the connection
         // is awaited in place (through `&mut`), and nothing else that is large
         // is held across that await.
-        let mut connection = match connect_unless_stopped(inner).await {
+        let mut connection = match inner.life.unless_stopped(inner.connector.connect()).await {
             None => break,
             Some(Ok((stream, address))) => {
                 tracing::debug!(%address, "nmsg client connected");
-                inner.set_status(Status::Connected);
-                inner.emit(ClientEvent::Connected { address });
+                inner.life.set(ClientStatus::Connected);
+                inner.events.send(ClientEvent::Connected { address });
                 // The connection runs on this task: a client holds one task, not two.
                 Ok(Connected::new(inner, stream))
             }
@@ -340,8 +296,8 @@ async fn run(task: StoppedOnDrop) {
                     break;
                 };
                 let reason = reason.to_string();
-                inner.set_status(Status::Connecting);
-                inner.emit(ClientEvent::Disconnected {
+                inner.life.set(ClientStatus::Connecting);
+                inner.events.send(ClientEvent::Disconnected {
                     reason: reason.clone(),
                 });
                 // A connection that lived a while resets the schedule and is retried
@@ -358,18 +314,21 @@ async fn run(task: StoppedOnDrop) {
         drop(connection);
         let delay = inner.backoff.delay(failures);
         failures = failures.saturating_add(1);
-        inner.emit(ClientEvent::Reconnecting {
+        inner.events.send(ClientEvent::Reconnecting {
             attempt: failures,
             delay,
             error,
         });
-        if sleep_unless_stopped(inner, delay).await {
+        // Boxed: the task's future is as large as its largest state, and this
+        // one would be larger than a connection's.
+        let sleep = Box::pin(tokio::time::sleep(delay));
+        if inner.life.unless_stopped(sleep).await.is_none() {
             break;
         }
     }
     let unsent = inner.router.queued_frames();
     inner.router.close();
-    inner.emit(ClientEvent::Stopped { unsent });
+    inner.events.send(ClientEvent::Stopped { unsent });
     // The guard's drop sets the status to stopped, with everything else done.
 }
 
@@ -402,7 +361,7 @@ impl Future for Connected<'_> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<CloseReason>> {
         let this = self.get_mut();
         let inner = this.inner;
-        if this.bound.is_none() && inner.stop.poll_raised(STOP, cx) {
+        if this.bound.is_none() && inner.life.poll_stop(cx) {
             this.driver.stop();
             this.bound = Some(Box::pin(tokio::time::sleep(inner.stop_timeout)));
         }
@@ -422,30 +381,6 @@ impl Future for Connected<'_> {
     }
 }
 
-/// Opens a connection; `None` if the client was stopped first.
-async fn connect_unless_stopped(
-    inner: &ClientInner,
-) -> Option<std::io::Result<(BoxStream, Address)>> {
-    let mut connect = inner.connector.connect();
-    std::future::poll_fn(|cx| match inner.stop.poll_raised(STOP, cx) {
-        true => Poll::Ready(None),
-        false => connect.as_mut().poll(cx).map(Some),
-    })
-    .await
-}
-
-/// Waits for `delay`; true if the client was stopped first.
-async fn sleep_unless_stopped(inner: &ClientInner, delay: Duration) -> bool {
-    // Boxed: the task's future is as large as its largest state, and this one
-    // would be larger than a connection's.
-    let mut sleep = Box::pin(tokio::time::sleep(delay));
-    std::future::poll_fn(|cx| match inner.stop.poll_raised(STOP, cx) {
-        true => Poll::Ready(true),
-        false => sleep.as_mut().poll(cx).map(|()| false),
-    })
-    .await
-}
-
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
@@ -457,7 +392,7 @@ mod tests {
     #[test]
     fn the_task_of_a_client_stays_small() {
         let inner = Arc::new(ClientInner::new(Client::tcp("127.0.0.1:1")));
-        let size = std::mem::size_of_val(&run(StoppedOnDrop(inner)));
+        let size = std::mem::size_of_val(&run(Ending::new(inner)));
         assert!(size <= 280, "a client's task future takes {size} bytes");
     }
 }

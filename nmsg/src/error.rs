@@ -169,7 +169,7 @@ pub enum Error {
     Timeout(Duration),
     /// The connection that carried the frame dropped before the answer came.
     #[error("disconnected before the answer came: {0}")]
-    Disconnected(String),
+    Disconnected(Disconnect),
     /// The router was closed.
     #[error("the router is closed")]
     Closed,
@@ -218,6 +218,12 @@ impl Error {
         )
     }
 
+    /// [`Error::Disconnected`] for a connection that ended for `reason`,
+    /// not an I/O error.
+    pub(crate) fn disconnected(reason: impl Into<String>) -> Self {
+        Error::Disconnected(Disconnect::new(None, reason))
+    }
+
     pub(crate) fn argument(index: usize, reason: impl std::fmt::Display) -> Self {
         Error::Argument {
             index,
@@ -250,5 +256,57 @@ impl Panicked {
             Panicked::Callback => "callback".to_owned(),
             Panicked::SocketHook => "on_socket hook".to_owned(),
         }
+    }
+}
+
+/// Why the connection of an [`Error::Disconnected`] ended.
+///
+/// ```
+/// # fn check(error: nmsg::Error) {
+/// if let nmsg::Error::Disconnected(why) = &error {
+///     if why.kind() == Some(std::io::ErrorKind::ConnectionReset) {
+///         // The peer reset the connection.
+///     }
+///     println!("{why}");
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disconnect {
+    kind: Option<std::io::ErrorKind>,
+    reason: String,
+}
+
+impl Disconnect {
+    /// A connection that ended for `reason`; `kind` when an I/O error of that
+    /// kind ended it.
+    pub fn new(kind: Option<std::io::ErrorKind>, reason: impl Into<String>) -> Self {
+        Disconnect {
+            kind,
+            reason: reason.into(),
+        }
+    }
+
+    /// The kind of the I/O error that ended the connection, when one did
+    /// (not when the peer closed it or it was closed here).
+    pub fn kind(&self) -> Option<std::io::ErrorKind> {
+        self.kind
+    }
+
+    /// Why the connection ended, as the connection says it.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl std::fmt::Display for Disconnect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl From<&std::io::Error> for Disconnect {
+    fn from(error: &std::io::Error) -> Self {
+        Disconnect::new(Some(error.kind()), error.to_string())
     }
 }

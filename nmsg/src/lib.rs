@@ -30,12 +30,15 @@
 //!
 //! ## Layout
 //!
+//! - [`protocol`]: the wire protocol nmsg speaks, and where it departs from the original.
 //! - [`framing`]: length-prefixed messages over a byte stream, with a size limit.
 //! - [`codec`]: the [`Codec`] trait, [`MsgPack`] (default) and [`Json`].
 //! - [`frame`]: the wire model (event, response, bulk) and its validation.
 //! - [`args`](crate::Args) and [`callback`](crate::Callback): argument lists and callbacks.
 //! - [`router`](crate::Router): ids, the callback table with timeouts, routing, buffering.
-//! - [`transport`]: driving a router over a stream; TCP, Unix sockets, in-memory.
+//! - [`transport`]: driving a router over a stream through its [`Link`](transport::Link)
+//!   (the transport's handle, apart from the user's `Router`), with a connection's
+//!   own [`ConnectionOptions`](transport::ConnectionOptions); TCP, Unix sockets, in-memory.
 //! - [`Client`] and [`Server`]: connection lifecycle, backoff, the offline queue.
 //! - [`Value`]: the dynamic value type.
 //! - [`typed`] and [`events`]: the typed layer, `#[nmsg::events]` traits over the router.
@@ -56,6 +59,8 @@ mod error;
 pub mod frame;
 pub mod framing;
 mod handler;
+mod lifecycle;
+pub mod protocol;
 mod router;
 mod server;
 mod sync;
@@ -66,10 +71,11 @@ mod value;
 pub use args::{Arg, Args, FromArg, FromArgs, IntoArgs, OutArgs, ToArg};
 pub use backoff::Backoff;
 pub use callback::{Callback, LocalCallback, RemoteCallback, Reply};
-pub use client::{Client, ClientBuilder, ClientEvent, DEFAULT_STOP_TIMEOUT};
+pub use client::{Client, ClientBuilder, ClientEvent};
 pub use codec::{Codec, Json, MsgPack};
-pub use error::{EncodeError, Error, FramingError, Panicked, ProtocolError};
+pub use error::{Disconnect, EncodeError, Error, FramingError, Panicked, ProtocolError};
 pub use handler::{AsyncReturn, BoxError, HandlerReturn, SyncReturn};
+pub use lifecycle::DEFAULT_STOP_TIMEOUT;
 pub use router::{
     Api, Buffering, Flow, Router, RouterBuilder, DEFAULT_LATENCY_ALLOWANCE, DEFAULT_MAX_PENDING,
     DEFAULT_MAX_QUEUED_BYTES, DEFAULT_MAX_QUEUED_FRAMES, WILDCARD,

@@ -8,12 +8,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{broadcast, watch, Notify};
+use tokio::sync::broadcast;
 
 use crate::backoff::Backoff;
 use crate::codec::Codec;
 use crate::error::Error;
 use crate::handler::HandlerReturn;
+use crate::lifecycle::{Ending, Events, Lifecycle, Status, DEFAULT_STOP_TIMEOUT};
 use crate::router::{Api, Buffering, Router, RouterBuilder};
 use crate::transport::{
     Acceptor, Address, Binder, CloseReason, Connection, ConnectionOptions, Tcp, Unix,
@@ -22,6 +23,11 @@ use crate::Args;
 
 /// Default [`ServerBuilder::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// How many lifecycle events a slow [`Server::events`] receiver may fall
+/// behind (more than a client's: one server reports the connections of many
+/// peers).
+const EVENT_CAPACITY: usize = 1024;
 
 /// Something that happened to a server.
 #[derive(Debug, Clone, PartialEq)]
@@ -146,18 +152,17 @@ impl ServerBuilder {
         self
     }
 
-    /// Any other option of the sockets' routers; replaces codec, buffering and
-    /// message size set before.
-    pub fn router_options(mut self, router: RouterBuilder) -> Self {
-        self.router = router;
+    /// Any other option of the sockets' routers (timeouts, bounds), set on
+    /// the server's own router options, so that what was set before and the
+    /// server's defaults stay: `.router(|r| r.max_pending(100))`.
+    pub fn router(mut self, edit: impl FnOnce(RouterBuilder) -> RouterBuilder) -> Self {
+        self.router = edit(self.router);
         self
     }
 
     /// Starts the server and returns at once: it binds in the background,
     /// retrying with backoff. Needs a tokio runtime.
     pub fn start(self) -> Server {
-        let (status_tx, status) = watch::channel(ServerStatus::Binding);
-        let (events, _) = broadcast::channel(1024);
         let inner = Arc::new(ServerInner {
             api: self.api,
             router: self.router,
@@ -165,14 +170,11 @@ impl ServerBuilder {
             max_connections: self.max_connections,
             stop_timeout: self.stop_timeout,
             sockets: Mutex::new(Sockets::default()),
-            stop: Notify::new(),
-            status,
-            events,
+            life: Lifecycle::new(ServerStatus::Binding),
+            events: Events::new(EVENT_CAPACITY),
             next_id: AtomicU64::new(1),
-            task: Mutex::new(None),
         });
-        let task = tokio::spawn(run(self.binder, self.backoff, inner.clone(), status_tx));
-        *inner.task.locked() = Some(task);
+        tokio::spawn(run(Ending::new(inner.clone()), self.binder, self.backoff));
         Server { inner }
     }
 }
@@ -182,6 +184,19 @@ enum ServerStatus {
     Binding,
     Listening(Address),
     Stopped,
+}
+
+impl Status for ServerStatus {
+    const ENDED: Self = ServerStatus::Stopped;
+}
+
+impl ServerStatus {
+    fn address(&self) -> Option<Address> {
+        match self {
+            ServerStatus::Listening(address) => Some(address.clone()),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -199,11 +214,16 @@ struct ServerInner {
     max_connections: usize,
     stop_timeout: Duration,
     sockets: Mutex<Sockets>,
-    stop: Notify,
-    status: watch::Receiver<ServerStatus>,
-    events: broadcast::Sender<ServerEvent>,
+    /// The status, stopped by [`Server::stop`].
+    life: Lifecycle<ServerStatus>,
+    events: Events<ServerEvent>,
     next_id: AtomicU64,
-    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl AsRef<Lifecycle<ServerStatus>> for ServerInner {
+    fn as_ref(&self) -> &Lifecycle<ServerStatus> {
+        &self.life
+    }
 }
 
 /// One accepted connection: its router, its peer, its id.
@@ -278,7 +298,7 @@ pub struct Server {
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
-            .field("status", &*self.inner.status.borrow())
+            .field("status", &self.inner.life)
             .field("sockets", &self.socket_count())
             .finish()
     }
@@ -304,7 +324,7 @@ impl Server {
             backoff: Backoff::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             api: Api::new(),
-            stop_timeout: crate::client::DEFAULT_STOP_TIMEOUT,
+            stop_timeout: DEFAULT_STOP_TIMEOUT,
         }
     }
 
@@ -363,7 +383,9 @@ impl Server {
             .count()
     }
 
-    /// Lifecycle events from now on (started, bind failures, connections, stopped).
+    /// Lifecycle events from now on (started, bind failures, connections,
+    /// stopped). A receiver that falls more than 1024 events behind loses the
+    /// oldest (tokio's broadcast semantics).
     pub fn events(&self) -> broadcast::Receiver<ServerEvent> {
         self.inner.events.subscribe()
     }
@@ -371,53 +393,33 @@ impl Server {
     /// Waits until the server listens, and gives its address; `None` if it
     /// stopped first.
     pub async fn started(&self) -> Option<Address> {
-        let mut status = self.inner.status.clone();
-        let status = status
-            .wait_for(|s| *s != ServerStatus::Binding)
+        let life = &self.inner.life;
+        life.wait_for(|s| (*s != ServerStatus::Binding).then(|| s.address()))
             .await
-            .ok()?;
-        match &*status {
-            ServerStatus::Listening(a) => Some(a.clone()),
-            _ => None,
-        }
     }
 
     /// The address it listens on, if it is listening.
     pub fn local_addr(&self) -> Option<Address> {
-        match &*self.inner.status.borrow() {
-            ServerStatus::Listening(a) => Some(a.clone()),
-            _ => None,
-        }
+        self.inner.life.status().address()
     }
 
     /// Stops: no more connections are accepted, every socket writes what it
     /// has queued (within the stop timeout) and closes. Idempotent.
     pub async fn stop(&self) {
-        self.inner.stop.notify_one();
-        let task = self.inner.task.locked().take();
-        if let Some(task) = task {
-            let _ = task.await;
-        } else {
-            let mut status = self.inner.status.clone();
-            let _ = status.wait_for(|s| *s == ServerStatus::Stopped).await;
-        }
+        self.inner.life.stop().await;
     }
 }
 
-async fn run(
-    binder: Arc<dyn Binder>,
-    backoff: Backoff,
-    inner: Arc<ServerInner>,
-    status: watch::Sender<ServerStatus>,
-) {
-    let emit = |e: ServerEvent| {
-        let _ = inner.events.send(e);
-    };
+/// The server's task: binds, accepts, until stopped. It holds the server
+/// through `inner`, dropped last (parameters drop in reverse order): the status says stopped once the task has
+/// done everything else, however it ends. [`Server::stop`] waits for that.
+async fn run(inner: Ending<ServerInner, ServerStatus>, binder: Arc<dyn Binder>, backoff: Backoff) {
+    let life = &inner.life;
+    let emit = |e: ServerEvent| inner.events.send(e);
     let mut failures = 0u32;
     let mut acceptor: Box<dyn Acceptor> = loop {
-        let attempt = tokio::select! {
-            r = binder.bind() => r,
-            _ = inner.stop.notified() => return finish(&inner, &status, None).await,
+        let Some(attempt) = life.unless_stopped(binder.bind()).await else {
+            return finish(&inner, None).await;
         };
         match attempt {
             Ok(acceptor) => break acceptor,
@@ -430,22 +432,24 @@ async fn run(
                     delay,
                     error: error.to_string(),
                 });
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = inner.stop.notified() => return finish(&inner, &status, None).await,
+                if life
+                    .unless_stopped(tokio::time::sleep(delay))
+                    .await
+                    .is_none()
+                {
+                    return finish(&inner, None).await;
                 }
             }
         }
     };
     let address = acceptor.local_addr();
     tracing::debug!(%address, "nmsg server listening");
-    let _ = status.send(ServerStatus::Listening(address.clone()));
+    life.set(ServerStatus::Listening(address.clone()));
     emit(ServerEvent::Started { address });
     let mut accept_failures = 0u32;
     loop {
-        let accepted = tokio::select! {
-            r = acceptor.accept() => r,
-            _ = inner.stop.notified() => break,
+        let Some(accepted) = life.unless_stopped(acceptor.accept()).await else {
+            break;
         };
         match accepted {
             Ok((stream, peer)) => {
@@ -457,7 +461,7 @@ async fn run(
                     emit(ServerEvent::Refused { peer });
                     continue;
                 }
-                accept(&inner, stream, peer);
+                accept(inner.shared(), stream, peer);
             }
             Err(error) => {
                 // Accept errors (such as running out of file descriptors) are
@@ -466,14 +470,17 @@ async fn run(
                     .delay(accept_failures);
                 accept_failures = accept_failures.saturating_add(1);
                 tracing::warn!(%error, "nmsg server accept failed");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = inner.stop.notified() => break,
+                if life
+                    .unless_stopped(tokio::time::sleep(delay))
+                    .await
+                    .is_none()
+                {
+                    break;
                 }
             }
         }
     }
-    finish(&inner, &status, Some(acceptor)).await;
+    finish(&inner, Some(acceptor)).await;
 }
 
 fn accept(inner: &Arc<ServerInner>, stream: crate::transport::BoxStream, peer: Address) {
@@ -495,7 +502,7 @@ fn accept(inner: &Arc<ServerInner>, stream: crate::transport::BoxStream, peer: A
         sockets.live.insert(id, socket.clone());
         sockets.hook.clone()
     };
-    let _ = inner
+    inner
         .events
         .send(ServerEvent::Connected { socket: id, peer });
     if let Some(hook) = hook {
@@ -522,7 +529,7 @@ fn on_close(
         router.close();
         if let Some(inner) = watcher.upgrade() {
             inner.sockets.locked().live.remove(&id);
-            let _ = inner.events.send(ServerEvent::Disconnected {
+            inner.events.send(ServerEvent::Disconnected {
                 socket: id,
                 reason: reason.to_string(),
             });
@@ -530,11 +537,9 @@ fn on_close(
     }
 }
 
-async fn finish(
-    inner: &Arc<ServerInner>,
-    status: &watch::Sender<ServerStatus>,
-    acceptor: Option<Box<dyn Acceptor>>,
-) {
+/// Closes the acceptor and every socket; the status says stopped after this,
+/// when the task drops the server.
+async fn finish(inner: &ServerInner, acceptor: Option<Box<dyn Acceptor>>) {
     if let Some(mut acceptor) = acceptor {
         acceptor.close();
     }
@@ -547,8 +552,7 @@ async fn finish(
     for s in &sockets {
         s.router().close();
     }
-    let _ = status.send(ServerStatus::Stopped);
-    let _ = inner.events.send(ServerEvent::Stopped);
+    inner.events.send(ServerEvent::Stopped);
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]
@@ -568,5 +572,34 @@ mod tests {
         ));
         assert!(size <= 152, "a socket's task future takes {size} bytes");
         server.stop().await;
+    }
+}
+
+#[cfg(test)]
+mod builder_tests {
+    use super::*;
+
+    /// `.router(..)` edits the builders' own router options: a server's
+    /// default buffering and what was set before stay.
+    #[test]
+    fn router_options_are_edited_in_place() {
+        let server = Server::tcp("127.0.0.1:0")
+            .max_message_size(1000)
+            .router(|r| r.max_pending(3));
+        let options = format!("{:?}", server.router);
+        for set in [
+            "buffering: Idle",
+            "max_pending: 3",
+            "max_message_size: 1000",
+        ] {
+            assert!(options.contains(set), "{set} in {options}");
+        }
+        let client = crate::Client::tcp("127.0.0.1:1")
+            .codec(crate::Json)
+            .router(|r| r.max_pending(3));
+        let options = format!("{client:?}");
+        for set in ["Json", "max_pending: 3"] {
+            assert!(options.contains(set), "{set} in {options}");
+        }
     }
 }

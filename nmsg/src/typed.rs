@@ -291,13 +291,6 @@ impl<T> Response<T> {
         };
         Response { state }
     }
-
-    /// A response that is already failed.
-    pub fn failed(error: Error) -> Self {
-        Response {
-            state: State::Failed(Some(error)),
-        }
-    }
 }
 
 impl<T> Future for Response<T> {

@@ -86,7 +86,7 @@ function log(msg) {
 // serve
 // ---------------------------------------------------------------------------
 
-/** Registers every conformance event (CONFORMANCE.md) on one connection. */
+/** Registers every conformance event (CONFORMANCE.md, beside this file) on one connection. */
 function installConformanceHandlers(peer) {
   // Per-connection wildcard counter for `stats`. The wildcard runs after the
   // named handler, so a `stats` call does not count itself yet.

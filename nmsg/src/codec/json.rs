@@ -1,9 +1,11 @@
 //! The JSON codec: UTF-8 text, frames as objects.
 
 use std::cell::Cell;
+use std::fmt;
 use std::io;
 use std::ops::Range;
 
+use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -34,23 +36,114 @@ fn undecodable(reason: impl std::fmt::Display) -> ProtocolError {
     }
 }
 
-/// The keys of a frame, each left raw so that a wrong type is reported per key.
-#[derive(Deserialize)]
+/// The keys of a frame, each left raw so that a wrong type is reported per
+/// key, and the first key found twice. Other keys are skipped.
+#[derive(Default)]
 struct RawFrame<'a> {
-    #[serde(borrow)]
     i: Option<&'a RawValue>,
-    #[serde(borrow)]
     e: Option<&'a RawValue>,
-    #[serde(borrow)]
     a: Option<&'a RawValue>,
-    #[serde(borrow)]
     c: Option<&'a RawValue>,
-    #[serde(borrow)]
     t: Option<&'a RawValue>,
-    #[serde(borrow)]
     r: Option<&'a RawValue>,
-    #[serde(borrow)]
     f: Option<&'a RawValue>,
+    duplicate: Option<&'static str>,
+}
+
+/// The keys of the protocol, in the order of [`RawFrame::slot`].
+const KEYS: [&str; 7] = ["i", "e", "a", "c", "t", "r", "f"];
+
+impl<'a> RawFrame<'a> {
+    /// Where the value of `KEYS[key]` goes.
+    #[inline]
+    fn slot(&mut self, key: usize) -> &mut Option<&'a RawValue> {
+        match key {
+            0 => &mut self.i,
+            1 => &mut self.e,
+            2 => &mut self.a,
+            3 => &mut self.c,
+            4 => &mut self.t,
+            5 => &mut self.r,
+            _ => &mut self.f,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RawFrame<'de> {
+    #[inline]
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(RawFrameVisitor)
+    }
+}
+
+struct RawFrameVisitor;
+
+impl<'de> Visitor<'de> for RawFrameVisitor {
+    type Value = RawFrame<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a frame (an object)")
+    }
+
+    #[inline]
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+        let mut keys = RawFrame::default();
+        // Bit n: `KEYS[n]` was seen (with any value, `null` too).
+        let mut seen = 0u8;
+        while let Some(Key(key)) = map.next_key()? {
+            match key {
+                Some(n) if seen & 1 << n == 0 => {
+                    seen |= 1 << n;
+                    // `null` is an absent key, as serde's `Option` has it.
+                    let value: &RawValue = map.next_value()?;
+                    *keys.slot(n) = (value.get() != "null").then_some(value);
+                }
+                Some(n) => {
+                    keys.duplicate.get_or_insert(KEYS[n]);
+                    map.next_value::<IgnoredAny>()?;
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(keys)
+    }
+}
+
+/// A key of a frame: its place in [`KEYS`], `None` for another key. Read
+/// without allocating, escaped or not.
+struct Key(Option<usize>);
+
+impl<'de> Deserialize<'de> for Key {
+    #[inline]
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_identifier(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl Visitor<'_> for KeyVisitor {
+    type Value = Key;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a key")
+    }
+
+    #[inline]
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Key, E> {
+        Ok(Key(match key {
+            "i" => Some(0),
+            "e" => Some(1),
+            "a" => Some(2),
+            "c" => Some(3),
+            "t" => Some(4),
+            "r" => Some(5),
+            "f" => Some(6),
+            _ => None,
+        }))
+    }
 }
 
 fn first_byte(s: &str) -> Option<u8> {
@@ -130,17 +223,10 @@ fn frame(message: &str, raw: &RawValue, enclosing: usize) -> Result<Frame, Proto
         });
     }
     check_depth(raw.get(), enclosing)?;
-    let keys: RawFrame<'_> = serde_json::from_str(raw.get()).map_err(|e| {
-        if e.to_string().starts_with("duplicate field") {
-            let key = ["i", "e", "a", "c", "t", "r", "f"]
-                .into_iter()
-                .find(|k| e.to_string().contains(&format!("`{k}`")))
-                .unwrap_or("?");
-            ProtocolError::DuplicateKey { key }
-        } else {
-            undecodable(e)
-        }
-    })?;
+    let keys: RawFrame<'_> = serde_json::from_str(raw.get()).map_err(undecodable)?;
+    if let Some(key) = keys.duplicate {
+        return Err(ProtocolError::DuplicateKey { key });
+    }
     let data = match keys.a {
         None => None,
         Some(a) => {
@@ -305,5 +391,20 @@ impl Codec for Json {
 
     fn builtin(&self) -> Option<super::Builtin> {
         Some(super::Builtin(super::BuiltinKind::Json))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key whose value is `null` is absent (as serde's `Option` reads it),
+    /// with white space around the value or not.
+    #[test]
+    fn a_null_key_is_absent() {
+        for text in [r#"{"e":"x","i":null}"#, "{\"e\":\"x\",\"i\" : \n null \t}"] {
+            let decoded = Json.decode_message(text.as_bytes());
+            assert!(decoded.is_ok(), "{text}: {decoded:?}");
+        }
     }
 }

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 
 use crate::args::{Args, Received};
-use crate::error::{Error, Panicked, ProtocolError};
+use crate::error::{Disconnect, Error, Panicked, ProtocolError};
 use crate::frame::{Frame, FrameKind, Message};
 use crate::handler::panic_message;
 
@@ -156,6 +156,11 @@ impl Link {
     /// received on that connection can no longer be invoked. What is still queued
     /// stays queued, for the next connection.
     pub fn connection_lost(&self, reason: &str) {
+        self.lost(Disconnect::new(None, reason));
+    }
+
+    /// [`Link::connection_lost`], for a connection that ended as `why` says.
+    pub(crate) fn lost(&self, why: Disconnect) {
         let inner = &*self.router.inner;
         let failed = {
             // The queue's lock, held while the frames it gave out are failed:
@@ -163,7 +168,7 @@ impl Link {
             let queue = inner.outbox.lock();
             inner.pending.connection_lost(queue.taken())
         };
-        fail_all(failed, || Error::Disconnected(reason.to_owned()));
+        fail_all(failed, || Error::Disconnected(why.clone()));
     }
 
     /// Closes the router, as [`Router::close`].

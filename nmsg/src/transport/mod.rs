@@ -14,9 +14,9 @@
 //! the stream ending inside a message) and I/O errors. A payload that is not a
 //! valid message, even one the codec cannot decode at all, is reported to the
 //! router's error hook and skipped: the length prefix keeps the stream in step,
-//! so the next message is read as usual. (The protocol module (`nmsg::protocol`)
-//! allows closing the connection for an undecodable payload; nmsg keeps it, so that one bad message
-//! costs the peer nothing else.)
+//! so the next message is read as usual. (The protocol ([`crate::protocol`])
+//! allows closing the connection for an undecodable payload; nmsg keeps it, so
+//! that one bad message costs the peer nothing else.)
 
 use crate::sync::MutexExt;
 use std::future::Future;
@@ -68,6 +68,16 @@ impl CloseReason {
             kind: e.kind(),
             message: e.to_string(),
         }
+    }
+
+    /// What the callbacks that wait on the connection fail with: this
+    /// reason, and its kind of I/O error if it is one.
+    fn disconnect(&self) -> crate::error::Disconnect {
+        let kind = match self {
+            CloseReason::Io { kind, .. } => Some(*kind),
+            _ => None,
+        };
+        crate::error::Disconnect::new(kind, self.to_string())
     }
 }
 
@@ -199,7 +209,7 @@ impl Connection {
                     kind: std::io::ErrorKind::TimedOut,
                     message: format!("could not write what was queued within {bound:?}"),
                 };
-                self.router.link().connection_lost(&reason.to_string());
+                self.router.link().lost(reason.disconnect());
                 reason
             }
         }
@@ -475,7 +485,7 @@ where
                     let reason = std::mem::replace(&mut **reason, CloseReason::Local);
                     self.phase = Phase::Done;
                     tracing::debug!(%reason, "nmsg connection closed");
-                    self.link.connection_lost(&reason.to_string());
+                    self.link.lost(reason.disconnect());
                     return Poll::Ready(reason);
                 }
                 Phase::Done => return Poll::Ready(CloseReason::Local),

@@ -1,0 +1,194 @@
+//! The wire protocol nmsg speaks, as a reference (this module holds no code).
+//!
+//! nmsg speaks the protocol of the Node.js "Node Messenger" (nmsg, with its
+//! router nmsg-rpc), so that a Rust process and a JavaScript process can talk
+//! to each other. This page is the contract as nmsg implements it: what it
+//! writes, what it accepts, and where it departs from the original. The
+//! project's copy of messages written by the original, `tests/data/wire.json`,
+//! is checked by `tests/wire_vectors.rs` (every one decodes to the meaning its
+//! name states, and re-encodes to the original's bytes) and by the JavaScript
+//! peer in `tests/js`.
+//!
+//! # 1. Framing
+//!
+//! A connection is a byte stream of messages, each a length prefix and a payload:
+//!
+//! ```text
+//! length:  u32, big-endian (the original writes a signed int32: at most 2^31 - 1)
+//! payload: `length` bytes, one message in the connection's codec
+//! ```
+//!
+//! - The receiver bounds the length *before* it allocates: a prefix over the
+//!   connection's maximum message size (16 MiB by default,
+//!   [`framing::DEFAULT_MAX_MESSAGE_SIZE`](crate::framing::DEFAULT_MAX_MESSAGE_SIZE);
+//!   never more than [`framing::MAX_MESSAGE_SIZE_LIMIT`](crate::framing::MAX_MESSAGE_SIZE_LIMIT))
+//!   is a framing error that closes that connection, and only that one.
+//! - A zero length is a framing error too, and so is a stream that ends inside
+//!   a message.
+//! - A payload the codec cannot read at all (not MsgPack, not JSON) is
+//!   reported and skipped: the length prefix keeps the stream in step, so the
+//!   next message is read as usual. (The original's contract allows closing the
+//!   connection there; nmsg keeps it, so one bad message costs nothing else.)
+//! - A message is handed on only once all `4 + length` bytes have arrived. (The
+//!   original checks `buffered > length`, so it can hand on a message whose last
+//!   bytes are still on their way; nmsg does not copy that.)
+//! - The sender checks the same bound on every message it writes; a frame too
+//!   large to send is an error for its emitter ([`EncodeError::TooLarge`](crate::EncodeError)),
+//!   and nothing is written.
+//!
+//! # 2. Codecs
+//!
+//! Both ends use the same codec, set on each side (the protocol has no
+//! negotiation).
+//!
+//! - **MsgPack** (the default, [`MsgPack`](crate::MsgPack)): a frame is a map
+//!   with one-letter string keys, never a positional array.
+//! - **JSON** ([`Json`](crate::Json)): UTF-8 text. Binary data has no JSON form:
+//!   encoding it is an error ([`EncodeError::BinaryInJson`](crate::EncodeError)),
+//!   never a silent conversion.
+//!
+//! Reading, in both codecs: a key that appears twice in one frame makes the
+//! frame malformed; unknown keys are skipped; a nil/`null` value for an
+//! optional key (`e`, `a`, `c`, `t`, `r`, `f`) counts as absent, as in the
+//! original; data nests at most [`codec::MAX_DEPTH`](crate::codec::MAX_DEPTH)
+//! (128) levels, and a deeper frame is malformed.
+//!
+//! # 3. Messages and frames
+//!
+//! A message is one **frame** (a map) or a **bulk**: an array of frames,
+//! handled in order exactly as if they had come one by one. Anything else is
+//! malformed. Each frame of a bulk is checked on its own, so one bad frame does
+//! not take the others down.
+//!
+//! | key | type | meaning |
+//! |---|---|---|
+//! | `i` | unsigned integer, required | the frame's id, unique among the sender's live frames |
+//! | `e` | string | the event name; a frame with `e` is an **event** |
+//! | `a` | array | the arguments that are data, in order, callbacks left out |
+//! | `t` | number | seconds the sender keeps this frame's callbacks alive; absent means 15 s |
+//! | `c` | array of unsigned integers | the positions, in the whole argument list, where callbacks stand; strictly ascending |
+//! | `r` | unsigned integer | in a **response** (no `e`): the id of the frame whose callback it invokes |
+//! | `f` | unsigned integer | in a response: that callback's position in frame `r`'s argument list |
+//!
+//! The whole argument list has `len(a) + len(c)` entries: walking positions
+//! 0, 1, …, a position listed in `c` holds a callback, any other takes the
+//! next element of `a`. So `{"i":4,"e":"ping","a":[{"key":"value"}],"c":[0,2,3]}`
+//! is `ping(cb0, {key: "value"}, cb2, cb3)`.
+//!
+//! A frame is malformed ([`ProtocolError`](crate::ProtocolError)) when `i` is
+//! missing or not an unsigned integer below 2^32; when it has no `e` and lacks
+//! `r` or `f`; when `c` is not strictly ascending or points past the end of
+//! the argument list; when `t` is not a finite, non-negative number; or when a
+//! key has the wrong type. A malformed frame is reported to the router's error
+//! hook and skipped; the connection goes on.
+//!
+//! ## What nmsg writes
+//!
+//! Keys in the original's order: `i`, `e`, `a`, `t`, `c` for an event, and
+//! `i`, `a`, `t`, `c`, `r`, `f` for a response.
+//!
+//! - `i`: a counter per router, 1, 2, … up to [`frame::MAX_ID`](crate::frame::MAX_ID)
+//!   (1,000,000,000), then back to 1, never 0. An id still held by a live frame
+//!   (one whose callbacks are still waiting) is skipped.
+//! - `a`: written whenever the frame has arguments, so a frame whose arguments
+//!   are all callbacks has `a: []`, as the original writes it; a frame with no
+//!   arguments has no `a`.
+//! - `c`: written when the frame has callbacks.
+//! - `t`: written, in seconds, when the frame has callbacks and its timeout is
+//!   not the default 15 s; whole seconds as an integer (`"t":3`), others as a
+//!   float. **Departure:** the original writes `t` only on frames with a data
+//!   argument and a timeout other than its default; as its `emit` cannot set a
+//!   timeout, in practice it never writes `t`. nmsg writes it wherever a
+//!   callback's lifetime differs from the default, callback-only frames
+//!   included, so the peer can read it ([`Args::timeout`](crate::Args::timeout)).
+//!   nmsg reads `t` on any frame.
+//!
+//! # 4. Callbacks
+//!
+//! - Invoking the callback at position `p` of a received frame `X` sends the
+//!   response `{i: new id, r: X, f: p, a: [...], c: [...]}`. Its arguments follow
+//!   the same rules, so they may be callbacks too: the responder then keeps its
+//!   response frame alive under its own id, and the peer answers it with
+//!   `r` = that id. Nesting has no limit of depth.
+//! - A callback runs at most once. Invoking a received callback a second time
+//!   is a local error ([`Error::AlreadyInvoked`](crate::Error::AlreadyInvoked)),
+//!   and nothing is sent.
+//! - The sender keeps a frame with callbacks until every callback has run or
+//!   its timeout plus a latency allowance (500 ms, as in the original:
+//!   [`DEFAULT_LATENCY_ALLOWANCE`](crate::DEFAULT_LATENCY_ALLOWANCE)) has passed;
+//!   then it forgets the frame and its waiting callbacks fail with
+//!   [`Error::Timeout`](crate::Error::Timeout). A timeout of `Duration::MAX`
+//!   keeps them for as long as the connection lives. At most
+//!   [`DEFAULT_MAX_PENDING`](crate::DEFAULT_MAX_PENDING) (65,536) frames wait
+//!   at once by default; emitting one more is an error, not an eviction.
+//! - A response to an unknown or forgotten frame, to a position that holds data
+//!   or nothing, or to a callback that already ran runs nothing and is reported
+//!   as [`Error::StrayResponse`](crate::Error::StrayResponse). The frame stays
+//!   live for its other callbacks.
+//! - When a connection is lost, every callback waiting on it fails at once
+//!   with a disconnect error, not at its timeout.
+//! - The two directions of a connection count their ids independently.
+//!
+//! # 5. Routing an event
+//!
+//! 1. The wiretap, if set, sees every event first and can stop it.
+//! 2. If a shared handler table ([`Api`](crate::Api)) has a method of that
+//!    name, it alone handles the event.
+//! 3. Otherwise the handler registered for the name runs, then the wildcard
+//!    handler `*`, if any, with the event name prepended to the arguments.
+//! 4. An event nobody handles is reported ([`Error::Unhandled`](crate::Error::Unhandled))
+//!    and dropped.
+//!
+//! One handler per name: a second `on` for a name replaces the first, and
+//! `off` removes it, as in the original. Handler errors and panics are reported
+//! to the error hook; the connection goes on.
+//!
+//! # 6. Buffering
+//!
+//! A router's [`Buffering`](crate::Buffering) decides how its frames leave:
+//!
+//! - `Off` (the client's default): every frame is a message of its own (frames
+//!   queued together still go out in one write to the socket).
+//! - `Idle` (the server's default): whatever is queued when the connection is
+//!   ready to write goes out as one bulk, a single frame as a bulk of one. It
+//!   adds no delay.
+//! - `Cycle(d)`: frames are collected for `d` after the first one, then sent as
+//!   one bulk: the original's buffered router, with `d` = 10 ms there.
+//!
+//! A bulk never exceeds the maximum message size: what does not fit goes in the
+//! next one.
+//!
+//! # 7. Connections
+//!
+//! - The client connects with exponential backoff: 1 s, 2 s, 4 s, … up to one
+//!   hour between attempts, as the original ([`Backoff`](crate::Backoff)). A
+//!   connection that lived at least the first delay resets the schedule; one
+//!   that ends sooner counts as a failed attempt. The server retries binding
+//!   its address the same way.
+//! - What is emitted while the client is not connected waits in its outgoing
+//!   queue and goes out in order once a connection is up. **Departure:** the
+//!   original keeps up to 1,000 messages; nmsg's bound is 10,000 frames or
+//!   64 MiB ([`DEFAULT_MAX_QUEUED_FRAMES`](crate::DEFAULT_MAX_QUEUED_FRAMES),
+//!   [`DEFAULT_MAX_QUEUED_BYTES`](crate::DEFAULT_MAX_QUEUED_BYTES)), and a full
+//!   queue is an error for the emitter ([`Error::QueueFull`](crate::Error::QueueFull)),
+//!   or a wait with `emit_wait`, never a silent drop.
+//!
+//! # 8. Releases of the original
+//!
+//! Everything above is the original's later dialect (nmsg-rpc from mid-April
+//! 2016 on), the one `tests/data/wire.json` holds. Its earlier releases differ,
+//! and nmsg does **not** yet speak them:
+//!
+//! - the first release (nmsg 1.0.2 with nmsg-rpc 1.0.6) writes `e: ""` beside
+//!   `r` and `f` on every response, sends bulks as the map `{"b": [frames]}`
+//!   (every 5 ms, from both client and server), and keeps callbacks 5 s by
+//!   default; its TCP server writes every message it receives back to the
+//!   sender;
+//! - the later TCP stack (nmsg-tcp) still writes `e: ""` on responses, with
+//!   array bulks.
+//!
+//! nmsg reads a frame with `e: ""` as an event named `""`, not as a response.
+//! Every release's MsgPack encoder (msgpack-lite) writes integers outside the
+//! 32-bit range as float64, and its first release writes characters outside
+//! the Basic Multilingual Plane as CESU-8; nmsg's integer arguments do not yet
+//! accept such floats.
