@@ -89,7 +89,8 @@ impl Link {
     /// error hook, as a handler's do.
     fn route_response(&self, to: u32, position: u32, args: Args) {
         let router = &self.router;
-        match router.inner.pending.take_callback(to, position) {
+        let inner = &*router.inner;
+        match inner.pending.take_callback(&inner.outbox, to, position) {
             Some(cb) => match std::panic::catch_unwind(AssertUnwindSafe(|| cb.invoke(args))) {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => router.report(e),
@@ -165,8 +166,9 @@ impl Link {
         let failed = {
             // The queue's lock, held while the frames it gave out are failed:
             // none is taken meanwhile.
-            let queue = inner.outbox.lock();
-            inner.pending.connection_lost(queue.taken())
+            let mut queue = inner.outbox.lock();
+            let taken = queue.taken();
+            inner.pending.connection_lost(queue.table_mut(), taken)
         };
         fail_all(failed, || Error::Disconnected(why.clone()));
     }

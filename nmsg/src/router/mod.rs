@@ -13,6 +13,10 @@
 //! - `outbox`: the outgoing queue, bulks, bounds and wake-ups;
 //! - `pending`: ids, the callback table, deadlines, expiry, a lost connection;
 //! - `link`: the transport's side.
+//!
+//! Routes take no lock; the queue and the callback table share the queue's
+//! lock, because a frame is registered and queued in one step (one lock per
+//! frame, and a lost connection fails exactly the frames a transport took).
 
 use std::fmt;
 use std::sync::Arc;
@@ -205,9 +209,7 @@ impl Router {
         let (waiting_writer, (failed, timer)) = {
             let mut queue = inner.outbox.lock();
             let writer = queue.close();
-            // Under the queue's lock, as a frame is registered: none is
-            // registered after this.
-            (writer, inner.pending.close())
+            (writer, inner.pending.close(queue.table_mut()))
         };
         fail_all(failed, || Error::Closed);
         for waker in [waiting_writer, timer].into_iter().flatten() {
@@ -223,7 +225,7 @@ impl Router {
 
     /// Frames with callbacks that wait for answers.
     pub fn pending_frames(&self) -> usize {
-        self.inner.pending.len()
+        self.inner.pending.len(&self.inner.outbox)
     }
 
     /// Frames in the outgoing queue.

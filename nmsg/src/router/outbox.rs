@@ -14,6 +14,7 @@ use crate::error::Error;
 use crate::framing::put_message;
 
 use super::options::{Buffering, Options};
+use super::pending::{drop_table, Table};
 
 /// A router's outgoing queue.
 pub(super) struct Outbox {
@@ -23,7 +24,10 @@ pub(super) struct Outbox {
     space: Notify,
 }
 
-/// What [`Outbox`] guards.
+/// What [`Outbox`] guards: the queue, and the callback table of the frames
+/// in it and before it (owned by [`Pending`](super::pending::Pending), which
+/// alone reads and changes it), under one lock because a frame is registered
+/// and queued in one step.
 #[derive(Default)]
 pub(super) struct Queue {
     /// Complete length-prefixed messages, ready to write.
@@ -39,6 +43,13 @@ pub(super) struct Queue {
     /// cleared while a connection task runs ([`Outbox::writer_running`]).
     writer_waker: Option<Waker>,
     closed: bool,
+    table: Table,
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        drop_table(&mut self.table);
+    }
 }
 
 impl Queue {
@@ -56,6 +67,15 @@ impl Queue {
             });
         }
         Ok(())
+    }
+
+    /// The callback table ([`Pending`](super::pending::Pending)'s).
+    pub(super) fn table(&self) -> &Table {
+        &self.table
+    }
+
+    pub(super) fn table_mut(&mut self) -> &mut Table {
+        &mut self.table
     }
 
     /// The sequence number up to which a transport took frames.

@@ -2,13 +2,12 @@
 //! callbacks waiting for answers, deadlines and the timer task that expires
 //! them, and what a lost connection or a close does to them.
 
-use crate::sync::MutexExt;
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::BuildHasherDefault;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
@@ -18,13 +17,21 @@ use crate::callback::Registered;
 use crate::error::Error;
 use crate::frame::MAX_ID;
 
+use super::outbox::Outbox;
 use super::Inner;
 
 /// A frame's callbacks by position; `None` once invoked. Inline for one, as
 /// a request has: no allocation for the list.
 pub(super) type FrameCallbacks = smallvec::SmallVec<[(u32, Option<Registered>); 1]>;
 
-/// Ids, the callback table and the connection epoch of one router.
+/// The callback table: made with the first frame that has callbacks, so that
+/// a router that never sends a callback (many a server's socket) holds none
+/// of it. It lives under the outgoing queue's lock ([`Outbox`]): a frame is
+/// registered here and queued there in one step, and a lost connection fails
+/// exactly the frames a transport took from the queue.
+pub(super) type Table = Option<Box<Calls>>;
+
+/// Ids, the callback table's rules and the connection epoch of one router.
 pub(super) struct Pending {
     next_id: AtomicU32,
     /// Set once the id counter has passed [`MAX_ID`]: from then on an id may
@@ -32,9 +39,6 @@ pub(super) struct Pending {
     wrapped: AtomicBool,
     /// Bumped whenever a connection is lost; callbacks from an older epoch are dead.
     epoch: AtomicU64,
-    /// Made with the first frame that has callbacks: a router that never
-    /// sends a callback (many a server's socket) holds none of it.
-    calls: Mutex<Option<Box<Calls>>>,
 }
 
 /// A frame this side sent with callbacks, waiting for the peer to invoke them.
@@ -60,7 +64,7 @@ struct Waiting {
 /// spread out expire up to that much late, and never cost more than a pass over
 /// the waiting frames per gap.
 #[derive(Default)]
-struct Calls {
+pub(super) struct Calls {
     waiting: HashMap<u32, Waiting, BuildHasherDefault<IdHasher>>,
     /// No waiting frame has an earlier deadline; `None` with none waiting.
     earliest: Option<Instant>,
@@ -90,7 +94,6 @@ impl Pending {
             next_id: AtomicU32::new(0),
             wrapped: AtomicBool::new(false),
             epoch: AtomicU64::new(0),
-            calls: Mutex::new(None),
         }
     }
 
@@ -120,13 +123,13 @@ impl Pending {
     /// gets the id of a frame that still waits for answers: until the counter
     /// first wraps (after a billion frames) none can have it; after, the
     /// table is looked at, and taken ids skipped.
-    pub(super) fn allocate_id(&self, with_callbacks: bool) -> u32 {
+    pub(super) fn allocate_id(&self, with_callbacks: bool, outbox: &Outbox) -> u32 {
         let id = self.next_id();
         if !with_callbacks || !self.wrapped.load(Ordering::Relaxed) {
             return id;
         }
-        let calls = self.calls.locked();
-        let Some(calls) = calls.as_ref() else {
+        let queue = outbox.lock();
+        let Some(calls) = queue.table().as_ref() else {
             return id;
         };
         let mut id = id;
@@ -153,11 +156,11 @@ impl Pending {
     /// runtime for the timer.
     pub(super) fn register(
         &self,
+        table: &mut Table,
         frame: Registration<'_>,
         router: &Arc<Inner>,
     ) -> Result<Option<Waker>, Error> {
-        let mut calls = self.calls.locked();
-        let calls = calls.get_or_insert_with(Box::default);
+        let calls = table.get_or_insert_with(Box::default);
         if calls.waiting.len() >= frame.max_pending || calls.waiting.contains_key(&frame.id) {
             return Err(Error::TooManyPending {
                 limit: frame.max_pending,
@@ -189,9 +192,14 @@ impl Pending {
     }
 
     /// Takes the callback at `position` of frame `to`, if it still waits.
-    pub(super) fn take_callback(&self, to: u32, position: u32) -> Option<Registered> {
-        let mut calls = self.calls.locked();
-        let calls = calls.as_mut()?;
+    pub(super) fn take_callback(
+        &self,
+        outbox: &Outbox,
+        to: u32,
+        position: u32,
+    ) -> Option<Registered> {
+        let mut queue = outbox.lock();
+        let calls = queue.table_mut().as_mut()?;
         let waiting = calls.waiting.get_mut(&to)?;
         let cb = waiting
             .callbacks
@@ -208,10 +216,14 @@ impl Pending {
 
     /// A connection is gone: a new epoch begins, and the frames a transport
     /// took (sequence number up to `taken`) stop waiting. Gives their callbacks.
-    pub(super) fn connection_lost(&self, taken: u64) -> Vec<(u32, Option<Registered>)> {
+    pub(super) fn connection_lost(
+        &self,
+        table: &mut Table,
+        taken: u64,
+    ) -> Vec<(u32, Option<Registered>)> {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         let mut failed = Vec::new();
-        if let Some(calls) = self.calls.locked().as_mut() {
+        if let Some(calls) = table.as_mut() {
             calls.waiting.retain(|_, waiting| {
                 let lost = waiting.seq <= taken;
                 if lost {
@@ -225,8 +237,11 @@ impl Pending {
 
     /// The router is closed: every frame stops waiting. Gives their
     /// callbacks, and the timer task to wake.
-    pub(super) fn close(&self) -> (Vec<(u32, Option<Registered>)>, Option<Waker>) {
-        match self.calls.locked().as_mut() {
+    pub(super) fn close(
+        &self,
+        table: &mut Table,
+    ) -> (Vec<(u32, Option<Registered>)>, Option<Waker>) {
+        match table.as_mut() {
             Some(calls) => {
                 calls.earliest = None;
                 let failed = calls
@@ -241,18 +256,19 @@ impl Pending {
     }
 
     /// Frames that wait for answers.
-    pub(super) fn len(&self) -> usize {
-        self.calls.locked().as_ref().map_or(0, |c| c.waiting.len())
+    pub(super) fn len(&self, outbox: &Outbox) -> usize {
+        outbox
+            .lock()
+            .table()
+            .as_ref()
+            .map_or(0, |c| c.waiting.len())
     }
 }
 
-impl Drop for Pending {
-    fn drop(&mut self) {
-        // Let the timer task see that the router is gone.
-        let calls = self.calls.locked_mut();
-        if let Some(timer) = calls.as_mut().and_then(|calls| calls.timer.take()) {
-            timer.wake();
-        }
+/// The router is gone: lets the timer task see it.
+pub(super) fn drop_table(table: &mut Table) {
+    if let Some(timer) = table.as_mut().and_then(|calls| calls.timer.take()) {
+        timer.wake();
     }
 }
 
@@ -313,8 +329,8 @@ async fn run_timer(router: Weak<Inner>) {
         };
         let now = Instant::now();
         let (expired, next) = {
-            let mut calls = inner.pending.calls.locked();
-            let calls = calls.get_or_insert_with(Box::default);
+            let mut queue = inner.outbox.lock();
+            let calls = queue.table_mut().get_or_insert_with(Box::default);
             let mut expired = Vec::new();
             let due = calls.earliest.is_some_and(|e| e <= now);
             if due && quiet_until.is_none_or(|q| q <= now) {
@@ -372,17 +388,17 @@ mod tests {
 
     #[test]
     fn ids_wrap_after_a_billion_and_skip_zero() {
-        let p = Pending::new();
+        let (p, o) = (Pending::new(), Outbox::new());
         p.next_id.store(MAX_ID - 1, Ordering::Relaxed);
-        assert_eq!(p.allocate_id(false), MAX_ID);
-        assert_eq!(p.allocate_id(false), 1);
-        assert_eq!(p.allocate_id(false), 2);
+        assert_eq!(p.allocate_id(false, &o), MAX_ID);
+        assert_eq!(p.allocate_id(false, &o), 1);
+        assert_eq!(p.allocate_id(false, &o), 2);
     }
 
     /// Makes frame `id` wait in the table (no timer: the test has no runtime).
-    fn wait_on(p: &Pending, id: u32) {
-        let mut calls = p.calls.locked();
-        let calls = calls.get_or_insert_with(Box::default);
+    fn wait_on(outbox: &Outbox, id: u32) {
+        let mut queue = outbox.lock();
+        let calls = queue.table_mut().get_or_insert_with(Box::default);
         calls.waiting.insert(
             id,
             Waiting {
@@ -397,35 +413,35 @@ mod tests {
 
     #[test]
     fn a_frame_never_gets_the_id_of_a_live_frame_across_the_wrap() {
-        let p = Pending::new();
+        let (p, o) = (Pending::new(), Outbox::new());
         for id in [MAX_ID, 1, 2, 4] {
-            wait_on(&p, id);
+            wait_on(&o, id);
         }
         p.next_id.store(MAX_ID - 2, Ordering::Relaxed);
-        assert_eq!(p.allocate_id(true), MAX_ID - 1);
+        assert_eq!(p.allocate_id(true, &o), MAX_ID - 1);
         // As if the counter had wrapped before (the live frames above were
         // put there by hand).
         p.wrapped.store(true, Ordering::Relaxed);
         // MAX_ID, 1 and 2 are live: the next free id is 3, then 5.
-        assert_eq!(p.allocate_id(true), 3);
-        assert_eq!(p.allocate_id(true), 5);
+        assert_eq!(p.allocate_id(true, &o), 3);
+        assert_eq!(p.allocate_id(true, &o), 5);
         // Frames without callbacks take the counter as it is.
         p.next_id.store(MAX_ID - 1, Ordering::Relaxed);
-        assert_eq!(p.allocate_id(false), MAX_ID);
+        assert_eq!(p.allocate_id(false, &o), MAX_ID);
         // The wrap itself, from MAX_ID to 1, skips the live ids.
-        assert_eq!(p.allocate_id(true), 3);
-        let ids: Vec<u32> = (0..3).map(|_| p.allocate_id(true)).collect();
+        assert_eq!(p.allocate_id(true, &o), 3);
+        let ids: Vec<u32> = (0..3).map(|_| p.allocate_id(true, &o)).collect();
         assert_eq!(ids, [5, 6, 7]);
     }
 
     #[test]
     fn the_wrap_is_noticed_by_the_counter() {
-        let p = Pending::new();
-        wait_on(&p, 1);
+        let (p, o) = (Pending::new(), Outbox::new());
+        wait_on(&o, 1);
         p.next_id.store(MAX_ID, Ordering::Relaxed);
         assert!(!p.wrapped.load(Ordering::Relaxed));
         // The counter wraps to 1, which is live: the frame gets 2.
-        assert_eq!(p.allocate_id(true), 2);
+        assert_eq!(p.allocate_id(true, &o), 2);
         assert!(p.wrapped.load(Ordering::Relaxed));
     }
 

@@ -207,7 +207,7 @@ impl Router {
         let wire_timeout = (!positions.is_empty()
             && timeout != Duration::from_secs_f64(DEFAULT_TIMEOUT_SECS))
         .then_some(timeout.as_secs_f64());
-        let id = self.inner.pending.allocate_id(!positions.is_empty());
+        let id = (self.inner.pending).allocate_id(!positions.is_empty(), &self.inner.outbox);
         let mut bytes = scratch_take();
         let frame = OutFrame {
             id,
@@ -271,15 +271,18 @@ impl Router {
         } else {
             // Under the queue's lock: the frame's sequence number is the one
             // it is queued with just below.
+            let seq = queue.next_seq();
             let frame = Registration {
                 id: encoded.id,
                 callbacks: &mut encoded.callbacks,
                 timeout: encoded.timeout,
                 latency_allowance: opts.latency_allowance,
                 max_pending: opts.max_pending,
-                seq: queue.next_seq(),
+                seq,
             };
-            inner.pending.register(frame, &self.inner)?
+            inner
+                .pending
+                .register(queue.table_mut(), frame, &self.inner)?
         };
         let writer = queue.push(&encoded.bytes, opts);
         drop(queue);
