@@ -1,7 +1,8 @@
-//! The dispatch burst (`RouterBuilder::dispatch_burst`) under four arrangements
-//! of client and server, with the load of the benchmark's `inflight64`: 64
-//! `request("echo", [40 bytes])` outstanding on one loopback TCP connection,
-//! answered by the server's `on("echo")` handler.
+//! The dispatch burst (`ConnectionOptions::dispatch_burst`, which the client
+//! and server builders set) under four arrangements of client and server,
+//! with the load of the benchmark's `inflight64`: 64 `request("echo", [40
+//! bytes])` outstanding on one loopback TCP connection, answered by the
+//! server's `on("echo")` handler.
 //!
 //! ```text
 //! cargo run --release --example burst -- [--calls N] [--runs R] [--bursts 8,16,none]

@@ -506,7 +506,7 @@ async fn a_panicking_wiretap_is_reported_and_stops_only_that_event() {
     barrier(&client).await;
     let e = errors.try_recv().unwrap();
     assert!(
-        matches!(&e, Error::HandlerPanicked { event, message } if event == "bad" && message.contains("tap broke")),
+        matches!(&e, Error::HandlerPanicked { event, message, .. } if event == "bad" && message.contains("tap broke")),
         "{e}"
     );
     assert_eq!(hits.load(Ordering::SeqCst), 0);
@@ -786,7 +786,7 @@ async fn emit_with_timeout_sends_t_in_seconds_and_keeps_the_callback_that_long()
         .unwrap();
     let (cb, _reply3) = Callback::<()>::once();
     router.emit("z", args![cb]).unwrap();
-    let timeouts: Vec<Option<f64>> = messages(&MsgPack, router.take_outgoing().unwrap())
+    let timeouts: Vec<Option<f64>> = messages(&MsgPack, router.link().take_outgoing().unwrap())
         .into_iter()
         .flat_map(Message::into_frames)
         .map(|f| f.unwrap().timeout)
@@ -829,7 +829,7 @@ async fn the_default_timeout_of_a_router_is_sent_as_t() {
     let (cb, _reply) = Callback::<()>::once();
     router.emit("x", args![cb]).unwrap();
     router.emit("no-callbacks", args![1]).unwrap();
-    let timeouts: Vec<Option<f64>> = messages(&MsgPack, router.take_outgoing().unwrap())
+    let timeouts: Vec<Option<f64>> = messages(&MsgPack, router.link().take_outgoing().unwrap())
         .into_iter()
         .flat_map(Message::into_frames)
         .map(|f| f.unwrap().timeout)
@@ -949,16 +949,16 @@ async fn a_buffering_router_sends_what_is_queued_as_one_bulk() {
             router.emit("n", args![i]).unwrap();
         }
     }
-    let bulk = messages(&MsgPack, idle.take_outgoing().unwrap());
+    let bulk = messages(&MsgPack, idle.link().take_outgoing().unwrap());
     assert_eq!(bulk.len(), 1);
     assert!(matches!(bulk[0], Message::Bulk(_)));
     assert_eq!(frames_of(&bulk[0]), 3);
-    let singles = messages(&MsgPack, off.take_outgoing().unwrap());
+    let singles = messages(&MsgPack, off.link().take_outgoing().unwrap());
     assert_eq!(singles.len(), 3);
     assert!(singles.iter().all(|m| matches!(m, Message::Single(Ok(_)))));
 }
 
-/// `Router::next_outgoing`, for a transport of one's own; a connection runs a
+/// `Link::next_outgoing`, for a transport of one's own; a connection runs a
 /// cycle of its own (the next test).
 #[tokio::test(start_paused = true)]
 async fn a_cycle_router_collects_the_frames_of_one_cycle_into_one_bulk() {
@@ -968,7 +968,7 @@ async fn a_cycle_router_collects_the_frames_of_one_cycle_into_one_bulk() {
     router.emit("a", args![1]).unwrap();
     let taker = {
         let router = router.clone();
-        tokio::spawn(async move { router.next_outgoing().await })
+        tokio::spawn(async move { router.link().next_outgoing().await })
     };
     // Paused time: this lands 5 ms into the 10 ms cycle the first frame opened.
     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -1081,7 +1081,7 @@ fn a_router_without_transport_refuses_the_fourth_frame_with_queue_full() {
     );
     assert_eq!(router.queued_frames(), 3);
     // Once a transport takes what is queued, there is room again.
-    assert!(router.take_outgoing().is_some());
+    assert!(router.link().take_outgoing().is_some());
     router.emit("n", args![4]).unwrap();
     assert_eq!(router.queued_frames(), 1);
 }
@@ -1337,13 +1337,13 @@ async fn a_panicking_handler_is_reported_and_the_next_event_is_still_served() {
     barrier(&client).await;
     let e = errors.try_recv().unwrap();
     assert!(
-        matches!(&e, Error::HandlerPanicked { event, message } if event == "boom" && message == "kaboom"),
+        matches!(&e, Error::HandlerPanicked { event, message, .. } if event == "boom" && message == "kaboom"),
         "{e}"
     );
     client.emit("boom-later", ()).unwrap();
     let e = errors.recv().await.unwrap();
     assert!(
-        matches!(&e, Error::HandlerPanicked { event, message } if event == "boom-later" && message == "later"),
+        matches!(&e, Error::HandlerPanicked { event, message, .. } if event == "boom-later" && message == "later"),
         "{e}"
     );
     barrier(&client).await;
@@ -1357,10 +1357,10 @@ async fn a_timeout_too_large_for_a_duration_reads_as_none_and_panics_nothing() {
     router.on("x", move |args: Args| {
         let _ = tx.send(args.timeout());
     });
-    router.dispatch(bytes::Bytes::from_static(
+    router.link().dispatch(bytes::Bytes::from_static(
         br#"{"i":1,"e":"x","c":[0],"t":1e300}"#,
     ));
-    router.dispatch(bytes::Bytes::from_static(
+    router.link().dispatch(bytes::Bytes::from_static(
         br#"{"i":2,"e":"x","c":[0],"t":0.25}"#,
     ));
     assert_eq!(rx.recv().await.unwrap(), None);

@@ -1,4 +1,4 @@
-//! Bad input: malformed messages for each codec, fed to `Router::dispatch`,
+//! Bad input: malformed messages for each codec, fed to `Link::dispatch`,
 //! each reaching the error hook with the expected error while the router goes
 //! on serving the valid frames that follow (in the same bulk, for faults of a
 //! single frame); and broken stream framing, which closes only its own
@@ -130,7 +130,7 @@ fn run_cases(
     let h = harness(codec);
     let mut n = 0;
     for c in &cases {
-        h.router.dispatch(Bytes::from(c.bytes.clone()));
+        h.router.link().dispatch(Bytes::from(c.bytes.clone()));
         let errors = h.errors();
         assert_eq!(
             errors.len(),
@@ -146,7 +146,7 @@ fn run_cases(
         assert!(h.served().is_empty(), "{}: nothing is routed", c.name);
 
         n += 1;
-        h.router.dispatch(Bytes::from(valid(n)));
+        h.router.link().dispatch(Bytes::from(valid(n)));
         assert_eq!(
             h.served(),
             [n],
@@ -159,6 +159,7 @@ fn run_cases(
             let (first, last) = (valid(n + 1), valid(n + 2));
             n += 2;
             h.router
+                .link()
                 .dispatch(Bytes::from(bulk(&[&first, &c.bytes, &last])));
             let errors = h.errors();
             assert_eq!(errors.len(), 1, "{} in a bulk: {errors:?}", c.name);
@@ -527,7 +528,7 @@ fn a_bulk_element_that_is_not_a_map_spoils_only_itself() {
     bytes.extend(mp_valid(1));
     bytes.extend(mp(Value::from("not a frame")));
     bytes.extend(mp_valid(2));
-    h.router.dispatch(Bytes::from(bytes));
+    h.router.link().dispatch(Bytes::from(bytes));
     let errors = h.errors();
     assert!(
         matches!(
@@ -542,7 +543,7 @@ fn a_bulk_element_that_is_not_a_map_spoils_only_itself() {
     assert_eq!(h.served(), [1, 2]);
 
     let h = harness(Json);
-    h.router.dispatch(Bytes::from(format!(
+    h.router.link().dispatch(Bytes::from(format!(
         "[{},\"no\",{}]",
         json_valid_str(1),
         json_valid_str(2)
@@ -839,7 +840,7 @@ fn json_nesting_is_counted_outside_strings_only() {
         "[".repeat(300),
         "{".repeat(300)
     );
-    h.router.dispatch(Bytes::from(text));
+    h.router.link().dispatch(Bytes::from(text));
     assert!(h.errors().is_empty());
     assert_eq!(h.served(), [7]);
 }
@@ -847,7 +848,7 @@ fn json_nesting_is_counted_outside_strings_only() {
 #[test]
 fn keys_holding_nil_or_null_count_as_absent_as_in_the_original() {
     let h = harness(MsgPack);
-    h.router.dispatch(Bytes::from(mp(map(vec![
+    h.router.link().dispatch(Bytes::from(mp(map(vec![
         ("i", v(1)),
         ("e", v("ok")),
         ("a", Value::Array(vec![v(3)])),
@@ -860,7 +861,7 @@ fn keys_holding_nil_or_null_count_as_absent_as_in_the_original() {
     assert_eq!(h.served(), [3]);
 
     let h = harness(Json);
-    h.router.dispatch(Bytes::from(
+    h.router.link().dispatch(Bytes::from(
         r#"{"i":1,"e":"ok","a":[4],"c":null,"t":null,"r":null,"f":null}"#,
     ));
     assert!(h.errors().is_empty());
@@ -897,12 +898,12 @@ fn data_just_within_the_depth_limit_is_routed_and_decodes_one_level_more_is_refu
         router.on_error(move |e| {
             let _ = etx.send(e);
         });
-        router.dispatch(Bytes::from(within));
+        router.link().dispatch(Bytes::from(within));
         let errors: Vec<Error> = erx.try_iter().collect();
         assert!(errors.is_empty(), "{}: {errors:?}", codec.name());
         assert_eq!(rx.try_iter().collect::<Vec<_>>(), [126], "{}", codec.name());
 
-        router.dispatch(Bytes::from(over));
+        router.link().dispatch(Bytes::from(over));
         let errors: Vec<Error> = erx.try_iter().collect();
         assert!(
             matches!(

@@ -144,7 +144,7 @@ fn sockets_of(server: &Server) -> mpsc::UnboundedReceiver<Socket> {
 fn n_message(n: u64, pad: usize) -> Vec<u8> {
     let probe = Router::new();
     probe.emit("n", args![n, "x".repeat(pad)]).unwrap();
-    probe.take_outgoing().unwrap().to_vec()
+    probe.link().take_outgoing().unwrap().to_vec()
 }
 
 /// The padding that makes a router's first `n` event (`n` below 128) a payload

@@ -146,7 +146,7 @@ fn dispatch_everything(codec: impl Codec, payload: &[u8]) {
         }
         let _ = format!("{args:?}");
     });
-    router.dispatch(Bytes::copy_from_slice(payload));
+    router.link().dispatch(Bytes::copy_from_slice(payload));
 }
 
 /// 256 cases each, so the file runs in about a second; `PROPTEST_CASES=N`

@@ -176,6 +176,7 @@ async fn a_panicking_handler_is_reported_and_the_connection_goes_on() {
             nmsg::Error::HandlerPanicked {
                 event: e,
                 message: m,
+                ..
             } => {
                 assert_eq!((e.as_str(), m.as_str()), (event, message));
             }

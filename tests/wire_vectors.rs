@@ -410,7 +410,10 @@ fn frames_with_only_callbacks_or_a_timeout_encode_to_the_originals_bytes() {
 
 /// The payloads of the length-prefixed messages a router has queued.
 fn queued(router: &nmsg::Router) -> Vec<Vec<u8>> {
-    let out = router.take_outgoing().expect("the router queued a message");
+    let out = router
+        .link()
+        .take_outgoing()
+        .expect("the router queued a message");
     let mut codec = MessageCodec::default();
     let mut buf = BytesMut::from(&out[..]);
     let mut list = Vec::new();
@@ -493,7 +496,7 @@ async fn a_router_writes_callback_only_frames_and_t_as_the_original() {
             Ok(())
         });
         let request = encode_frame(codec, &event(7, "x", vec![Arg::Callback, Arg::Callback]));
-        router.dispatch(bytes::Bytes::from(request));
+        router.link().dispatch(bytes::Bytes::from(request));
         tokio::time::timeout(Duration::from_secs(10), done.recv())
             .await
             .expect("the handler ran")

@@ -191,16 +191,16 @@ impl<A: Send + 'static> LocalCallback for Forward<A> {
 /// as an argument), or the answer slot of a request, which the caller's future
 /// shares (one allocation for both, where a `Callback::once` takes a channel and
 /// a box).
-pub(crate) enum Local {
+pub(crate) enum Registered {
     Boxed(Box<dyn LocalCallback>),
     Answer(Arc<dyn AnswerSink>),
 }
 
-impl Local {
+impl Registered {
     pub(crate) fn invoke(self, args: Args) -> Result<(), Error> {
         match self {
-            Local::Boxed(cb) => cb.invoke(args),
-            Local::Answer(slot) => {
+            Registered::Boxed(cb) => cb.invoke(args),
+            Registered::Answer(slot) => {
                 slot.invoke(args);
                 Ok(())
             }
@@ -209,8 +209,8 @@ impl Local {
 
     pub(crate) fn fail(self, error: Error) {
         match self {
-            Local::Boxed(cb) => cb.fail(error),
-            Local::Answer(slot) => slot.fail(error),
+            Registered::Boxed(cb) => cb.fail(error),
+            Registered::Answer(slot) => slot.fail(error),
         }
     }
 }
@@ -224,7 +224,7 @@ pub(crate) trait AnswerSink: Send + Sync {
 }
 
 /// What a request's answer slot holds.
-enum Slot<A> {
+enum AnswerState<A> {
     /// No answer yet; the waiting task, once it has polled.
     Waiting(Option<Waker>),
     Ready(Result<A, Error>),
@@ -235,11 +235,11 @@ enum Slot<A> {
 /// The answer slot of a request, shared by the router's table and the
 /// [`Answer`] future.
 pub(crate) struct AnswerSlot<A> {
-    slot: Mutex<Slot<A>>,
+    slot: Mutex<AnswerState<A>>,
 }
 
 impl<A> AnswerSlot<A> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Slot<A>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, AnswerState<A>> {
         self.slot.locked()
     }
 
@@ -247,13 +247,13 @@ impl<A> AnswerSlot<A> {
         let waker = {
             let mut slot = self.lock();
             match &mut *slot {
-                Slot::Waiting(waker) => {
+                AnswerState::Waiting(waker) => {
                     let waker = waker.take();
-                    *slot = Slot::Ready(result);
+                    *slot = AnswerState::Ready(result);
                     waker
                 }
                 // Filled once only: the table hands the slot out once.
-                Slot::Ready(_) | Slot::Taken => None,
+                AnswerState::Ready(_) | AnswerState::Taken => None,
             }
         };
         if let Some(waker) = waker {
@@ -283,7 +283,7 @@ impl<A: FromArgs + Send> Answer<A> {
     /// An answer slot for the table, and the future that waits for it.
     pub(crate) fn new() -> (Arc<dyn AnswerSink>, Self) {
         let slot = Arc::new(AnswerSlot {
-            slot: Mutex::new(Slot::Waiting(None)),
+            slot: Mutex::new(AnswerState::Waiting(None)),
         });
         (slot.clone(), Answer { slot })
     }
@@ -294,18 +294,18 @@ impl<A> Future for Answer<A> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut slot = self.slot.lock();
-        match std::mem::replace(&mut *slot, Slot::Taken) {
-            Slot::Ready(result) => Poll::Ready(result),
-            Slot::Waiting(waker) => {
+        match std::mem::replace(&mut *slot, AnswerState::Taken) {
+            AnswerState::Ready(result) => Poll::Ready(result),
+            AnswerState::Waiting(waker) => {
                 let waker = match waker {
                     Some(w) if w.will_wake(cx.waker()) => w,
                     _ => cx.waker().clone(),
                 };
-                *slot = Slot::Waiting(Some(waker));
+                *slot = AnswerState::Waiting(Some(waker));
                 Poll::Pending
             }
             // Polled again after it was ready.
-            Slot::Taken => Poll::Ready(Err(Error::Closed)),
+            AnswerState::Taken => Poll::Ready(Err(Error::Closed)),
         }
     }
 }

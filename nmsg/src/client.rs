@@ -13,7 +13,9 @@ use crate::backoff::Backoff;
 use crate::codec::Codec;
 use crate::lifecycle::{Ending, Events, Lifecycle, Status, DEFAULT_STOP_TIMEOUT};
 use crate::router::{Buffering, Router, RouterBuilder};
-use crate::transport::{Address, BoxStream, CloseReason, Connector, Driver, Tcp, Unix};
+use crate::transport::{
+    Address, BoxStream, CloseReason, ConnectionOptions, Connector, Driver, Tcp, Unix,
+};
 
 /// How many lifecycle events a slow [`Client::events`] receiver may fall behind.
 const EVENT_CAPACITY: usize = 256;
@@ -57,6 +59,7 @@ pub enum ClientEvent {
 pub struct ClientBuilder {
     connector: Arc<dyn Connector>,
     router: RouterBuilder,
+    connection: ConnectionOptions,
     backoff: Backoff,
     stop_timeout: Duration,
 }
@@ -106,9 +109,9 @@ impl ClientBuilder {
 
     /// How many received messages the connection handles before it writes
     /// what their handlers queued, when more have arrived (see
-    /// [`RouterBuilder::dispatch_burst`]).
+    /// [`ConnectionOptions::dispatch_burst`]).
     pub fn dispatch_burst(mut self, messages: usize) -> Self {
-        self.router = self.router.dispatch_burst(messages);
+        self.connection = self.connection.dispatch_burst(messages);
         self
     }
 
@@ -151,6 +154,7 @@ impl Status for ClientStatus {
 /// on the task.
 struct ClientInner {
     router: Router,
+    connection: ConnectionOptions,
     connector: Arc<dyn Connector>,
     backoff: Backoff,
     stop_timeout: Duration,
@@ -163,6 +167,7 @@ impl ClientInner {
     fn new(builder: ClientBuilder) -> Self {
         ClientInner {
             router: builder.router.build(),
+            connection: builder.connection,
             connector: builder.connector,
             backoff: builder.backoff,
             stop_timeout: builder.stop_timeout,
@@ -221,6 +226,7 @@ impl Client {
         ClientBuilder {
             connector: Arc::new(connector),
             router: RouterBuilder::default(),
+            connection: ConnectionOptions::default(),
             backoff: Backoff::default(),
             stop_timeout: DEFAULT_STOP_TIMEOUT,
         }
@@ -343,7 +349,7 @@ impl<'a> Connected<'a> {
         Connected {
             inner,
             since: tokio::time::Instant::now(),
-            driver: Driver::new(stream, inner.router.clone()),
+            driver: Driver::new(stream, inner.router.link(), inner.connection),
             bound: None,
         }
     }
@@ -364,7 +370,7 @@ impl Future for Connected<'_> {
         }
         match this.bound.as_mut().map(|b| b.as_mut().poll(cx)) {
             Some(Poll::Ready(())) => {
-                inner.router.connection_lost(&format!(
+                inner.router.link().connection_lost(&format!(
                     "could not write what was queued within {:?}",
                     inner.stop_timeout
                 ));

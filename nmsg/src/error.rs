@@ -176,15 +176,18 @@ pub enum Error {
     /// A handler returned an error.
     #[error("handler for `{event}` failed: {source}")]
     Handler {
-        /// The event (or `callback`) whose handler failed.
+        /// The event whose handler failed.
         event: String,
         /// The handler's error.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// A handler panicked. The connection goes on.
-    #[error("handler for `{event}` panicked: {message}")]
+    /// A handler, wiretap, callback or hook panicked. The connection goes on.
+    #[error("{} panicked: {message}", .what.subject(event))]
     HandlerPanicked {
-        /// The event (or `callback`) whose handler panicked.
+        /// What panicked.
+        what: Panicked,
+        /// The event whose handler or wiretap panicked; empty for a callback
+        /// and for the server's `on_socket` hook.
         event: String,
         /// The panic message, if it was a string.
         message: String,
@@ -225,6 +228,33 @@ impl Error {
         Error::Argument {
             index,
             reason: reason.to_string(),
+        }
+    }
+}
+
+/// What panicked, in an [`Error::HandlerPanicked`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Panicked {
+    /// The handler of an event (set with `on`, an [`Api`](crate::Api) method
+    /// or the wildcard's).
+    Handler,
+    /// The router's wiretap.
+    Wiretap,
+    /// A callback this side sent, invoked by the peer.
+    Callback,
+    /// The server's `on_socket` hook.
+    SocketHook,
+}
+
+impl Panicked {
+    /// What the error's message names.
+    fn subject(self, event: &str) -> String {
+        match self {
+            Panicked::Handler => format!("handler for `{event}`"),
+            Panicked::Wiretap => format!("wiretap for `{event}`"),
+            Panicked::Callback => "callback".to_owned(),
+            Panicked::SocketHook => "on_socket hook".to_owned(),
         }
     }
 }

@@ -120,13 +120,21 @@ impl Encoder<Bytes> for MessageCodec {
     }
 }
 
-/// Appends one length-prefixed message to `dst`.
+/// Appends one length-prefixed message to `dst`, if its payload is at most
+/// `max` bytes. The writer of every single message a router queues; a bulk is
+/// written by the bulk writer of the codec module, with the same prefix.
 pub fn put_message(dst: &mut BytesMut, payload: &[u8], max: usize) -> Result<(), EncodeError> {
     check_size(payload.len(), max)?;
-    dst.reserve(PREFIX_LEN + payload.len());
-    dst.put_u32(payload.len() as u32);
+    put_prefix(dst, payload.len());
     dst.put_slice(payload);
     Ok(())
+}
+
+/// Appends the length prefix of a payload of `len` bytes (at most
+/// [`MAX_MESSAGE_SIZE_LIMIT`]), with room reserved for the payload.
+pub(crate) fn put_prefix(dst: &mut BytesMut, len: usize) {
+    dst.reserve(PREFIX_LEN + len);
+    dst.put_u32(len as u32);
 }
 
 /// Checks an encoded payload's size against the maximum.

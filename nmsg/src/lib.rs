@@ -36,7 +36,9 @@
 //! - [`frame`]: the wire model (event, response, bulk) and its validation.
 //! - [`args`](crate::Args) and [`callback`](crate::Callback): argument lists and callbacks.
 //! - [`router`](crate::Router): ids, the callback table with timeouts, routing, buffering.
-//! - [`transport`]: driving a router over a stream; TCP, Unix sockets, in-memory.
+//! - [`transport`]: driving a router over a stream through its [`Link`](transport::Link)
+//!   (the transport's handle, apart from the user's `Router`), with a connection's
+//!   own [`ConnectionOptions`](transport::ConnectionOptions); TCP, Unix sockets, in-memory.
 //! - [`Client`] and [`Server`]: connection lifecycle, backoff, the offline queue.
 //! - [`Value`]: the dynamic value type.
 //! - [`typed`] and [`events`]: the typed layer, `#[nmsg::events]` traits over the router.
@@ -71,7 +73,7 @@ pub use backoff::Backoff;
 pub use callback::{Callback, LocalCallback, RemoteCallback, Reply};
 pub use client::{Client, ClientBuilder, ClientEvent};
 pub use codec::{Codec, Json, MsgPack};
-pub use error::{Disconnect, EncodeError, Error, FramingError, ProtocolError};
+pub use error::{Disconnect, EncodeError, Error, FramingError, Panicked, ProtocolError};
 pub use handler::{AsyncReturn, BoxError, HandlerReturn, SyncReturn};
 pub use lifecycle::DEFAULT_STOP_TIMEOUT;
 pub use router::{

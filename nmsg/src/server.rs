@@ -16,7 +16,9 @@ use crate::error::Error;
 use crate::handler::HandlerReturn;
 use crate::lifecycle::{Ending, Events, Lifecycle, Status, DEFAULT_STOP_TIMEOUT};
 use crate::router::{Api, Buffering, Router, RouterBuilder};
-use crate::transport::{Acceptor, Address, Binder, CloseReason, Connection, Tcp, Unix};
+use crate::transport::{
+    Acceptor, Address, Binder, CloseReason, Connection, ConnectionOptions, Tcp, Unix,
+};
 use crate::Args;
 
 /// Default [`ServerBuilder::max_connections`].
@@ -75,6 +77,7 @@ type SocketHook = Arc<dyn Fn(Socket) + Send + Sync>;
 pub struct ServerBuilder {
     binder: Arc<dyn Binder>,
     router: RouterBuilder,
+    connection: ConnectionOptions,
     backoff: Backoff,
     max_connections: usize,
     api: Api,
@@ -129,9 +132,9 @@ impl ServerBuilder {
 
     /// How many received messages each socket handles before it writes what
     /// their handlers queued, when more have arrived (see
-    /// [`RouterBuilder::dispatch_burst`]).
+    /// [`ConnectionOptions::dispatch_burst`]).
     pub fn dispatch_burst(mut self, messages: usize) -> Self {
-        self.router = self.router.dispatch_burst(messages);
+        self.connection = self.connection.dispatch_burst(messages);
         self
     }
 
@@ -163,6 +166,7 @@ impl ServerBuilder {
         let inner = Arc::new(ServerInner {
             api: self.api,
             router: self.router,
+            connection: self.connection,
             max_connections: self.max_connections,
             stop_timeout: self.stop_timeout,
             sockets: Mutex::new(Sockets::default()),
@@ -205,6 +209,8 @@ struct ServerInner {
     api: Api,
     /// The options of every socket's router (one copy, which they share).
     router: RouterBuilder,
+    /// The options of every socket's connection.
+    connection: ConnectionOptions,
     max_connections: usize,
     stop_timeout: Duration,
     sockets: Mutex<Sockets>,
@@ -314,6 +320,7 @@ impl Server {
         ServerBuilder {
             binder: Arc::new(binder),
             router: RouterBuilder::default().buffering(Buffering::Idle),
+            connection: ConnectionOptions::default(),
             backoff: Backoff::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             api: Api::new(),
@@ -482,7 +489,8 @@ fn accept(inner: &Arc<ServerInner>, stream: crate::transport::BoxStream, peer: A
     router.set_api(Some(inner.api.clone()));
     // Held until the on_socket hook has set its handlers, so that no message
     // from this peer is routed before them.
-    let (conn, start) = Connection::spawn_held_then(stream, router, on_close(inner, id));
+    let (conn, start) =
+        Connection::spawn_held_then(stream, router, inner.connection, on_close(inner, id));
     let conn = Arc::new(conn);
     let socket = Socket {
         id,
@@ -502,7 +510,8 @@ fn accept(inner: &Arc<ServerInner>, stream: crate::transport::BoxStream, peer: A
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(socket.clone())))
         {
             socket.router().report(Error::HandlerPanicked {
-                event: "on_socket".into(),
+                what: crate::error::Panicked::SocketHook,
+                event: String::new(),
                 message: crate::handler::panic_message(&*panic),
             });
         }

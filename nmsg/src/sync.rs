@@ -11,16 +11,10 @@ use std::sync::{Mutex, MutexGuard};
 pub(crate) trait MutexExt<T> {
     /// Locks the mutex, poisoned or not.
     fn locked(&self) -> MutexGuard<'_, T>;
-    /// The value, through exclusive access, poisoned or not.
-    fn locked_mut(&mut self) -> &mut T;
 }
 
 impl<T> MutexExt<T> for Mutex<T> {
     fn locked(&self) -> MutexGuard<'_, T> {
         self.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn locked_mut(&mut self) -> &mut T {
-        self.get_mut().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -55,6 +55,15 @@ pub trait Codec: Send + Sync + fmt::Debug + 'static {
     /// Appends the end of a bulk message to `out`.
     fn bulk_end(&self, out: &mut Vec<u8>);
 
+    /// The most bytes [`Codec::bulk_start`] and [`Codec::bulk_end`] add to a
+    /// bulk message together: a buffered router keeps this much room in every
+    /// bulk it fills, and in every frame it encodes. The default, 6, is what
+    /// nmsg's own codecs need at the most (a 5-byte MsgPack array header; a
+    /// JSON bracket at each end).
+    fn bulk_overhead(&self) -> usize {
+        6
+    }
+
     /// Which of nmsg's own codecs this is; `None` (the default) for any other.
     /// Only nmsg can make a [`Builtin`], so other codecs always take the
     /// general path through [`Codec::deserialize_arg`].
@@ -100,16 +109,64 @@ pub fn decode_arg<T: DeserializeOwned>(codec: &dyn Codec, raw: &[u8]) -> Result<
     out.ok_or_else(|| "codec produced no value".to_owned())
 }
 
-/// Encodes a whole bulk message (no length prefix) from already encoded frames.
+/// Encodes a whole bulk message (no length prefix) from already encoded
+/// frames, with the bulk writer a buffered router uses.
 pub fn encode_bulk(codec: &dyn Codec, frames: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::new();
-    codec.bulk_start(frames.len(), &mut out);
-    for (n, frame) in frames.iter().enumerate() {
-        if n > 0 {
-            out.extend_from_slice(codec.bulk_separator());
-        }
-        out.extend_from_slice(frame);
+    let mut bulk = Bulk::default();
+    for frame in frames {
+        bulk.push(codec, frame);
     }
-    codec.bulk_end(&mut out);
-    out
+    let mut out = bytes::BytesMut::new();
+    bulk.seal(codec, &mut out);
+    out[crate::framing::PREFIX_LEN..].to_vec()
+}
+
+/// A bulk message being filled: encoded frames joined by the codec's
+/// separator, sealed into a length-prefixed message when it is sent.
+#[derive(Debug, Default)]
+pub(crate) struct Bulk {
+    /// The frames with separators, and while sealing, the bulk's end and start.
+    joined: Vec<u8>,
+    frames: usize,
+}
+
+impl Bulk {
+    /// True with no frame in it.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.frames == 0
+    }
+
+    /// True if a frame of `len` bytes may join the bulk without making it a
+    /// message larger than `max` (an empty bulk takes any frame: its size was
+    /// checked with the overhead when it was encoded).
+    pub(crate) fn fits(&self, codec: &dyn Codec, len: usize, max: usize) -> bool {
+        self.frames == 0
+            || self.joined.len() + codec.bulk_separator().len() + len + codec.bulk_overhead() <= max
+    }
+
+    /// Adds an encoded frame.
+    pub(crate) fn push(&mut self, codec: &dyn Codec, frame: &[u8]) {
+        if self.frames > 0 {
+            self.joined.extend_from_slice(codec.bulk_separator());
+        }
+        self.joined.extend_from_slice(frame);
+        self.frames += 1;
+    }
+
+    /// Appends the bulk to `dst` as one length-prefixed message, and empties it.
+    pub(crate) fn seal(&mut self, codec: &dyn Codec, dst: &mut bytes::BytesMut) {
+        // The bulk's end and start are appended to its frames, in the same
+        // buffer, and copied out in order: no buffer of their own per message.
+        let frames = self.joined.len();
+        codec.bulk_end(&mut self.joined);
+        let end = self.joined.len();
+        codec.bulk_start(self.frames, &mut self.joined);
+        let len = self.joined.len();
+        crate::framing::put_prefix(dst, len);
+        dst.extend_from_slice(&self.joined[end..]);
+        dst.extend_from_slice(&self.joined[..frames]);
+        dst.extend_from_slice(&self.joined[frames..end]);
+        self.joined.clear();
+        self.frames = 0;
+    }
 }

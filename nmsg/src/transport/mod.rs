@@ -1,9 +1,11 @@
 //! Transports: how a router's messages move over a byte stream.
 //!
 //! [`Connection::spawn`] drives one router over any `AsyncRead + AsyncWrite`
-//! stream: it reads length-prefixed messages into [`Router::dispatch`] and
-//! writes what the router queues ([`Router::take_outgoing`]; a transport of
-//! one's own can wait with [`Router::next_outgoing`]). [`memory`] links two routers in
+//! stream through the router's [`Link`]: it reads length-prefixed messages
+//! into [`Link::dispatch`] and writes what the router queues
+//! ([`Link::take_outgoing`]; a transport of one's own can wait with
+//! [`Link::next_outgoing`]). How it reads and when it writes are the
+//! connection's own [`ConnectionOptions`]. [`memory`] links two routers in
 //! one process. [`Connector`], [`Binder`] and [`Acceptor`] are the traits a
 //! client and a server open streams with; [`Tcp`], [`Unix`] and
 //! [`memory::Network`] implement them, and so can a user's own transport.
@@ -12,9 +14,9 @@
 //! the stream ending inside a message) and I/O errors. A payload that is not a
 //! valid message, even one the codec cannot decode at all, is reported to the
 //! router's error hook and skipped: the length prefix keeps the stream in step,
-//! so the next message is read as usual. (The protocol, see `nmsg::protocol`, allows closing the
-//! connection for an undecodable payload; nmsg keeps it, so that one bad message
-//! costs the peer nothing else.)
+//! so the next message is read as usual. (The protocol ([`crate::protocol`])
+//! allows closing the connection for an undecodable payload; nmsg keeps it, so
+//! that one bad message costs the peer nothing else.)
 
 use crate::sync::MutexExt;
 use std::future::Future;
@@ -32,12 +34,15 @@ use tokio_util::io::poll_read_buf;
 
 use crate::error::{Error, FramingError};
 use crate::framing::{MessageCodec, PREFIX_LEN};
-use crate::router::{Buffering, Router};
+use crate::router::{Pacer, Router};
 
 pub mod memory;
 mod net;
+mod options;
 
+pub use crate::router::Link;
 pub use net::{Acceptor, Address, Binder, BoxFuture, BoxStream, Connector, Stream, Tcp, Unix};
+pub use options::ConnectionOptions;
 
 /// Why a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,8 +53,32 @@ pub enum CloseReason {
     Local,
     /// The stream's framing broke (oversized or zero length prefix, truncated message).
     Framing(String),
-    /// An I/O error.
-    Io(String),
+    /// An I/O error, or a write that could not finish.
+    Io {
+        /// What kind of error it was.
+        kind: std::io::ErrorKind,
+        /// The error, as text.
+        message: String,
+    },
+}
+
+impl CloseReason {
+    fn io(e: &std::io::Error) -> Self {
+        CloseReason::Io {
+            kind: e.kind(),
+            message: e.to_string(),
+        }
+    }
+
+    /// What the callbacks that wait on the connection fail with: this
+    /// reason, and its kind of I/O error if it is one.
+    fn disconnect(&self) -> crate::error::Disconnect {
+        let kind = match self {
+            CloseReason::Io { kind, .. } => Some(*kind),
+            _ => None,
+        };
+        crate::error::Disconnect::new(kind, self.to_string())
+    }
 }
 
 impl std::fmt::Display for CloseReason {
@@ -58,7 +87,7 @@ impl std::fmt::Display for CloseReason {
             CloseReason::PeerClosed => f.write_str("the peer closed the connection"),
             CloseReason::Local => f.write_str("closed locally"),
             CloseReason::Framing(e) => write!(f, "framing error: {e}"),
-            CloseReason::Io(e) => write!(f, "i/o error: {e}"),
+            CloseReason::Io { message, .. } => write!(f, "i/o error: {message}"),
         }
     }
 }
@@ -74,25 +103,37 @@ pub struct Connection {
 impl Connection {
     /// Spawns the task that drives `router` over `stream`. Needs a tokio runtime.
     ///
-    /// When the stream ends, the router is told ([`Router::connection_lost`]):
+    /// When the stream ends, the router is told ([`Link::connection_lost`]):
     /// frames sent on it with callbacks fail with a disconnect error.
     pub fn spawn<S>(stream: S, router: Router) -> Connection
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
-        let (conn, start) = Connection::spawn_held(stream, router);
+        Connection::spawn_with(stream, router, ConnectionOptions::default())
+    }
+
+    /// [`Connection::spawn`] with these connection options.
+    pub fn spawn_with<S>(stream: S, router: Router, options: ConnectionOptions) -> Connection
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let on_close = |_: &Router, _: &CloseReason| {};
+        let (conn, start) =
+            Connection::spawn_held_then(Box::pin(stream), router, options, on_close);
         start.start();
         conn
     }
 
     /// Like [`Connection::spawn`], but the connection reads and writes nothing
-    /// until [`Start::start`] is called (or the `Start` is dropped), so handlers
-    /// can be set on its router before the first message is routed.
+    /// until [`Start::start`] is called, so handlers can be set on its router
+    /// before the first message is routed (a `Start` dropped unused starts it
+    /// too).
     pub fn spawn_held<S>(stream: S, router: Router) -> (Connection, Start)
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
-        Connection::spawn_held_then(Box::pin(stream), router, |_: &Router, _: &CloseReason| {})
+        let on_close = |_: &Router, _: &CloseReason| {};
+        Connection::spawn_held_then(Box::pin(stream), router, Default::default(), on_close)
     }
 
     /// [`Connection::spawn_held`] for a stream that needs no pinning, and
@@ -102,6 +143,7 @@ impl Connection {
     pub(crate) fn spawn_held_then<S, F>(
         stream: S,
         router: Router,
+        options: ConnectionOptions,
         on_close: F,
     ) -> (Connection, Start)
     where
@@ -114,7 +156,7 @@ impl Connection {
             ended: Notify::new(),
         });
         let task = tokio::spawn(ConnectionTask {
-            driver: Driver::new(stream, router.clone()),
+            driver: Driver::new(stream, router.link(), options),
             shared: shared.clone(),
             on_close: Some(on_close),
         })
@@ -124,7 +166,7 @@ impl Connection {
             shared: shared.clone(),
             task,
         };
-        (conn, Start(shared))
+        (conn, Start(Some(shared)))
     }
 
     /// The router this connection drives.
@@ -163,9 +205,11 @@ impl Connection {
             Ok(reason) => reason,
             Err(_) => {
                 self.task.abort();
-                let reason =
-                    CloseReason::Io(format!("could not write what was queued within {bound:?}"));
-                self.router.connection_lost(&reason.to_string());
+                let reason = CloseReason::Io {
+                    kind: std::io::ErrorKind::TimedOut,
+                    message: format!("could not write what was queued within {bound:?}"),
+                };
+                self.router.link().lost(reason.disconnect());
                 reason
             }
         }
@@ -180,25 +224,35 @@ impl Connection {
     pub fn abort(&self) {
         self.task.abort();
         if !self.is_closed() {
-            self.router.connection_lost(&CloseReason::Local.to_string());
+            self.router
+                .link()
+                .connection_lost(&CloseReason::Local.to_string());
         }
     }
 }
 
-/// Lets a connection made with [`Connection::spawn_held`] begin.
+/// Lets a connection made with [`Connection::spawn_held`] begin: call
+/// [`Start::start`]. A `Start` dropped without it starts the connection as
+/// well, so that no connection stays held by a value that is gone.
 #[derive(Debug)]
-pub struct Start(Arc<Shared>);
+pub struct Start(Option<Arc<Shared>>);
 
 impl Start {
     /// Begins reading and writing.
-    pub fn start(self) {
-        // Dropping it does.
+    pub fn start(mut self) {
+        self.begin();
+    }
+
+    fn begin(&mut self) {
+        if let Some(shared) = self.0.take() {
+            shared.signal.raise(START);
+        }
     }
 }
 
 impl Drop for Start {
     fn drop(&mut self) {
-        self.0.signal.raise(START);
+        self.begin();
     }
 }
 
@@ -297,7 +351,7 @@ where
         }
         let reason = std::task::ready!(this.driver.poll_run(cx));
         if let Some(on_close) = this.on_close.take() {
-            on_close(&this.driver.router, &reason);
+            on_close(this.driver.link.router(), &reason);
         }
         this.shared.finish(reason);
         Poll::Ready(())
@@ -339,16 +393,15 @@ enum Phase {
 ///
 /// A struct polled by hand rather than an `async fn`: tokio keeps a task's
 /// whole future in the task's allocation, so every open connection pays for
-/// it, and this way it holds only these fields. A server socket's task future
-/// is 152 bytes on x86-64 (tokio's allocation for it, 256); it was 1,104 with
-/// the `async fn` it replaces.
+/// it, and this way it holds only these fields (a server socket's task stays
+/// within 152 bytes on x86-64; BENCHMARKS.md has the figures).
 pub(crate) struct Driver<S> {
     reader: Reader<S>,
-    router: Router,
+    link: Link,
     /// What is being written.
     out: Bytes,
-    /// [`Buffering::Cycle`]: the end of the cycle the first frame queued opened.
-    cycle_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// When the router's queue may be taken ([`Buffering::Cycle`](crate::Buffering::Cycle)).
+    pacer: Pacer,
     phase: Phase,
 }
 
@@ -358,6 +411,9 @@ struct Reader<S> {
     /// What has arrived and is not dispatched yet; none while the stream is idle.
     input: BytesMut,
     codec: MessageCodec,
+    /// Messages dispatched before a write ([`ConnectionOptions::dispatch_burst`]);
+    /// `u32::MAX` for no limit. Small, beside the codec: every connection holds one.
+    burst_limit: u32,
 }
 
 impl<S> Reader<S>
@@ -390,17 +446,18 @@ impl<S> Driver<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    pub(crate) fn new(stream: S, router: Router) -> Self {
-        let codec = MessageCodec::new(router.max_message_size());
+    pub(crate) fn new(stream: S, link: Link, options: ConnectionOptions) -> Self {
+        let max = options.max_message_size_for(link.router().max_message_size());
         Driver {
             reader: Reader {
                 stream,
                 input: BytesMut::new(),
-                codec,
+                codec: MessageCodec::new(max),
+                burst_limit: u32::try_from(options.burst()).unwrap_or(u32::MAX),
             },
-            router,
+            link,
             out: Bytes::new(),
-            cycle_timer: None,
+            pacer: Pacer::default(),
             phase: Phase::Running,
         }
     }
@@ -410,7 +467,7 @@ where
     /// never cancelled.
     pub(crate) fn stop(&mut self) {
         if let Phase::Running = self.phase {
-            let tail = self.router.take_outgoing().map(Box::new);
+            let tail = self.link.take_outgoing().map(Box::new);
             self.phase = Phase::Stopping { tail };
         }
     }
@@ -428,7 +485,7 @@ where
                     let reason = std::mem::replace(&mut **reason, CloseReason::Local);
                     self.phase = Phase::Done;
                     tracing::debug!(%reason, "nmsg connection closed");
-                    self.router.connection_lost(&reason.to_string());
+                    self.link.lost(reason.disconnect());
                     return Poll::Ready(reason);
                 }
                 Phase::Done => return Poll::Ready(CloseReason::Local),
@@ -438,22 +495,25 @@ where
 
     /// Reads and writes until the stream ends, or, after a stop request, until
     /// the last bytes are written. One task reads and writes the unsplit stream.
-    /// After it dispatches the messages that have arrived (at most
-    /// [`DISPATCH_BURST`] at a time), it writes what their handlers queued in
+    /// After it dispatches the messages that have arrived (at most the
+    /// dispatch burst at a time), it writes what their handlers queued in
     /// the same turn: an answer costs no wake-up of its own, and the answers to
     /// a batch of requests go out together. Reading goes on while a write waits
     /// for room, so two peers that both send much never block each other.
     fn poll_stream(&mut self, cx: &mut Context<'_>) -> Poll<CloseReason> {
-        let router = &self.router;
+        let link = &self.link;
         let reader = &mut self.reader;
-        router.writer_running();
+        link.writer_running();
         loop {
             let mut progress = false;
             // Read and dispatch what has arrived; nothing more after a stop request.
             if let Phase::Running = self.phase {
-                // Messages dispatched since the last write (see DISPATCH_BURST).
+                // Messages dispatched since the last write (see `burst_limit`).
                 let mut burst = 0;
-                let burst_limit = router.dispatch_burst().unwrap_or_else(dispatch_burst);
+                let burst_limit = match reader.burst_limit {
+                    u32::MAX => usize::MAX,
+                    limit => limit as usize,
+                };
                 loop {
                     let polled = reader.poll_message(cx);
                     if polled.is_pending() && reader.input.is_empty() {
@@ -462,7 +522,7 @@ where
                     }
                     match polled {
                         Poll::Ready(Ok(Some(payload))) => {
-                            router.dispatch(payload);
+                            link.dispatch(payload);
                             progress = true;
                             burst += 1;
                             if burst == burst_limit || !holds_message(&reader.input) {
@@ -471,11 +531,11 @@ where
                         }
                         Poll::Ready(Ok(None)) => return Poll::Ready(CloseReason::PeerClosed),
                         Poll::Ready(Err(FramingError::Io(e))) => {
-                            return Poll::Ready(CloseReason::Io(e.to_string()))
+                            return Poll::Ready(CloseReason::io(&e))
                         }
                         Poll::Ready(Err(e)) => {
                             let reason = CloseReason::Framing(e.to_string());
-                            router.report(Error::Framing(e));
+                            link.router().report(Error::Framing(e));
                             return Poll::Ready(reason);
                         }
                         Poll::Pending => break,
@@ -486,23 +546,7 @@ where
                 if self.out.is_empty() {
                     let next = match &mut self.phase {
                         Phase::Stopping { tail } => tail.take().map(|tail| *tail),
-                        _ => match router.buffering() {
-                            // Buffering::Cycle: the first frame queued starts the
-                            // cycle; what is queued when it ends goes out together.
-                            Buffering::Cycle(cycle) => {
-                                if self.cycle_timer.is_none() && router.queued_frames() > 0 {
-                                    self.cycle_timer = Some(Box::pin(tokio::time::sleep(cycle)));
-                                }
-                                match self.cycle_timer.as_mut().map(|t| t.as_mut().poll(cx)) {
-                                    Some(Poll::Ready(())) => {
-                                        self.cycle_timer = None;
-                                        router.take_outgoing()
-                                    }
-                                    _ => None,
-                                }
-                            }
-                            _ => router.take_outgoing(),
-                        },
+                        _ => self.pacer.poll_take(link, cx),
                     };
                     match next {
                         Some(bytes) => self.out = bytes,
@@ -515,13 +559,16 @@ where
                 }
                 match Pin::new(&mut reader.stream).poll_write(cx, &self.out) {
                     Poll::Ready(Ok(0)) => {
-                        return Poll::Ready(CloseReason::Io("the stream took no bytes".into()))
+                        return Poll::Ready(CloseReason::Io {
+                            kind: std::io::ErrorKind::WriteZero,
+                            message: "the stream took no bytes".into(),
+                        })
                     }
                     Poll::Ready(Ok(n)) => {
                         self.out.advance(n);
                         progress = true;
                     }
-                    Poll::Ready(Err(e)) => return Poll::Ready(CloseReason::Io(e.to_string())),
+                    Poll::Ready(Err(e)) => return Poll::Ready(CloseReason::io(&e)),
                     Poll::Pending => break,
                 }
             }
@@ -539,8 +586,8 @@ where
             }
             // Nothing moved: wait for bytes to read, room to write, a frame to
             // send, the cycle's end or a stop request (all registered above).
-            if self.out.is_empty() && !stopping && self.cycle_timer.is_none() {
-                match router.poll_queued(cx) {
+            if self.out.is_empty() && !stopping && !self.pacer.is_timing() {
+                match link.poll_queued(cx) {
                     Poll::Ready(true) => continue,
                     Poll::Ready(false) => return Poll::Ready(CloseReason::Local),
                     Poll::Pending => {}
@@ -549,46 +596,6 @@ where
             return Poll::Pending;
         }
     }
-}
-
-/// Messages a connection dispatches before it writes what their handlers
-/// queued, even when more have arrived, unless its router's options say
-/// otherwise ([`RouterBuilder::dispatch_burst`](crate::RouterBuilder::dispatch_burst)).
-/// A peer that sends many requests at once gets the first answers while the
-/// rest are still being handled, so on a machine with more than one CPU both
-/// ends work at the same time instead of taking turns; each early write costs
-/// a system call, and the peer's thread may have to be woken for it.
-///
-/// The best value depends on where the two ends run. Measured with
-/// `examples/burst.rs`, 64 calls in flight on one loopback connection on two
-/// CPUs, nanoseconds per call, medians of 7 runs (BENCHMARKS.md, item 13):
-///
-/// | limit | two processes | one runtime, calls from a spawned task | one runtime, calls from `block_on` | a runtime each |
-/// |---:|---:|---:|---:|---:|
-/// | 8 | 1,151 | 912 | 1,998 | 987 |
-/// | 12 | 963 | 889 | 1,769 | 857 |
-/// | 14 | 935 | 882 | 1,736 | 797 |
-/// | 16 | 885 | 1,216 | 1,652 | 760 |
-/// | 32 | 1,133 | 1,462 | 1,484 | 1,342 |
-///
-/// 14 is within 6% of the best of these in three arrangements and 17% behind
-/// in the fourth; 8 (the value before) was 30 to 35% behind in three of them,
-/// 16 was 38% behind with calls from a spawned task. The benchmark
-/// (`examples/bench.rs`), whose arrangement is that one with another harness,
-/// measures 8 about 12% faster than 14: on one runtime the result swings with
-/// where tokio places the tasks. Where this process may run on one CPU only (its affinity or
-/// its cgroup's quota, as `std::thread::available_parallelism` says), there is
-/// no limit ([`dispatch_burst`]): no peer can run meanwhile, and the extra
-/// writes are pure cost.
-const DISPATCH_BURST: usize = 14;
-
-/// [`DISPATCH_BURST`], or no limit when this process can use one CPU only.
-fn dispatch_burst() -> usize {
-    static LIMIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *LIMIT.get_or_init(|| match std::thread::available_parallelism() {
-        Ok(cpus) if cpus.get() == 1 => usize::MAX,
-        _ => DISPATCH_BURST,
-    })
 }
 
 /// The read buffer a connection takes when bytes arrive (and gives back when idle).

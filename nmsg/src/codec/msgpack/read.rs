@@ -1,195 +1,11 @@
-//! The MsgPack codec: frames are maps keyed by one-letter strings.
+//! Reading a MsgPack message: a bounds-checked reader of frames, which leaves
+//! each data argument as a byte range.
 
-use super::{ArgVisitor, Codec, MAX_DEPTH};
-use crate::error::{EncodeError, ProtocolError};
-use crate::frame::{
-    CompactString, DataRanges, Frame, FrameFields, Message, OutFrame, OutKind, RawPositions,
-    SmallVec,
-};
+use super::super::MAX_DEPTH;
+use crate::error::ProtocolError;
+use crate::frame::{CompactString, DataRanges, Frame, FrameFields, RawPositions, SmallVec};
 
-/// The MsgPack codec, the protocol's default.
-///
-/// Structs are encoded as maps with field names (as JavaScript objects are), byte
-/// strings (`serde_bytes`, [`Value::Binary`](crate::Value::Binary)) as MsgPack `bin`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct MsgPack;
-
-impl Codec for MsgPack {
-    fn name(&self) -> &'static str {
-        "msgpack"
-    }
-
-    fn decode_message(&self, payload: &[u8]) -> Result<Message, ProtocolError> {
-        let mut r = Reader {
-            buf: payload,
-            pos: 0,
-        };
-        let message = match r.peek()? {
-            Kind::Map(_) => Message::Single(r.frame(1)?),
-            Kind::Array(n) => {
-                r.advance_header()?;
-                let mut frames = Vec::with_capacity((n as usize).min(1024));
-                for index in 0..n as usize {
-                    match r.peek()? {
-                        Kind::Map(_) => frames.push(r.frame(2)?),
-                        other => {
-                            r.skip(2)?;
-                            frames.push(Err(ProtocolError::NotAFrame {
-                                index,
-                                found: other.name(),
-                            }));
-                        }
-                    }
-                }
-                Message::Bulk(frames)
-            }
-            other => {
-                return Err(ProtocolError::NotAMessage {
-                    found: other.name(),
-                })
-            }
-        };
-        if r.pos != payload.len() {
-            return Err(undecodable("trailing bytes after the message"));
-        }
-        Ok(message)
-    }
-
-    fn deserialize_arg(&self, raw: &[u8], visit: &mut ArgVisitor<'_>) -> Result<(), String> {
-        let mut de = rmp_serde::Deserializer::from_read_ref(raw);
-        let mut erased = <dyn erased_serde::Deserializer<'_>>::erase(&mut de);
-        visit(&mut erased).map_err(|e| e.to_string())
-    }
-
-    fn encode_frame(&self, frame: &OutFrame<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        // `a` is written whenever the frame has arguments, `[]` when all are
-        // callbacks, and `t` between `a` and `c`: as the original writes them.
-        let has_args = !frame.data.is_empty() || !frame.callbacks.is_empty();
-        let has_callbacks = !frame.callbacks.is_empty();
-        let len = 1
-            + matches!(frame.kind, OutKind::Event(_)) as u32
-            + has_args as u32
-            + has_callbacks as u32
-            + frame.timeout.is_some() as u32
-            + 2 * matches!(frame.kind, OutKind::Response { .. }) as u32;
-        // The frame's own markers are written here, in their shortest forms
-        // (as rmp writes them): rmp's writers go through `io::Write` and its
-        // error path, several times the cost for the few bytes of a header.
-        put_len(out, len, 0x80, 0xde);
-        key(out, b'i');
-        put_uint(out, frame.id);
-        if let OutKind::Event(name) = frame.kind {
-            key(out, b'e');
-            put_str(out, name);
-        }
-        if has_args {
-            key(out, b'a');
-            put_len(out, frame.data.len() as u32, 0x90, 0xdc);
-            for &item in frame.data {
-                let mut ser = rmp_serde::Serializer::new(&mut *out).with_struct_map();
-                // `erased_serde::serialize` gives the serializer's own errors
-                // back; a bare `erased_serialize` call leaves them in its state.
-                erased_serde::serialize(item, &mut ser)
-                    .map_err(|e| EncodeError::Serialize(e.to_string()))?;
-            }
-        }
-        if let Some(t) = frame.timeout {
-            key(out, b't');
-            if t.fract() == 0.0 && t >= 0.0 && t < u32::MAX as f64 {
-                put_uint(out, t as u32);
-            } else {
-                let _ = rmp::encode::write_f64(out, t);
-            }
-        }
-        if has_callbacks {
-            key(out, b'c');
-            put_len(out, frame.callbacks.len() as u32, 0x90, 0xdc);
-            for &p in frame.callbacks {
-                put_uint(out, p);
-            }
-        }
-        if let OutKind::Response { to, position } = frame.kind {
-            key(out, b'r');
-            put_uint(out, to);
-            key(out, b'f');
-            put_uint(out, position);
-        }
-        Ok(())
-    }
-
-    fn bulk_start(&self, count: usize, out: &mut Vec<u8>) {
-        put_len(out, count as u32, 0x90, 0xdc);
-    }
-
-    fn bulk_separator(&self) -> &'static [u8] {
-        b""
-    }
-
-    fn bulk_end(&self, _out: &mut Vec<u8>) {}
-
-    fn builtin(&self) -> Option<super::Builtin> {
-        Some(super::Builtin(super::BuiltinKind::MsgPack))
-    }
-}
-
-#[inline]
-fn key(out: &mut Vec<u8>, k: u8) {
-    out.extend_from_slice(&[0xa1, k]);
-}
-
-/// An unsigned integer in its shortest form.
-#[inline]
-fn put_uint(out: &mut Vec<u8>, v: u32) {
-    match v {
-        0..=0x7f => out.push(v as u8),
-        0x80..=0xff => out.extend_from_slice(&[0xcc, v as u8]),
-        0x100..=0xffff => {
-            out.push(0xcd);
-            out.extend_from_slice(&(v as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(0xce);
-            out.extend_from_slice(&v.to_be_bytes());
-        }
-    }
-}
-
-/// A map or array header: `fix` is the fixmap or fixarray marker (up to 15
-/// entries), `m16` the 16-bit form's marker, followed by the 32-bit one.
-#[inline]
-fn put_len(out: &mut Vec<u8>, n: u32, fix: u8, m16: u8) {
-    match n {
-        0..=15 => out.push(fix | n as u8),
-        16..=0xffff => {
-            out.push(m16);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(m16 + 1);
-            out.extend_from_slice(&n.to_be_bytes());
-        }
-    }
-}
-
-/// A string, with its header in the shortest form.
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    let n = s.len();
-    match n {
-        0..=31 => out.push(0xa0 | n as u8),
-        32..=0xff => out.extend_from_slice(&[0xd9, n as u8]),
-        0x100..=0xffff => {
-            out.push(0xda);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(0xdb);
-            out.extend_from_slice(&(n as u32).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(s.as_bytes());
-}
-
-fn undecodable(reason: impl Into<String>) -> ProtocolError {
+pub(super) fn undecodable(reason: impl Into<String>) -> ProtocolError {
     ProtocolError::Undecodable {
         codec: "msgpack",
         reason: reason.into(),
@@ -197,11 +13,11 @@ fn undecodable(reason: impl Into<String>) -> ProtocolError {
 }
 
 /// The MsgPack nil marker.
-const NIL: u8 = 0xc0;
+pub(super) const NIL: u8 = 0xc0;
 
 /// A frame's key: one of the protocol's, or one this version does not know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Key {
+pub(super) enum Key {
     I,
     E,
     A,
@@ -214,7 +30,7 @@ enum Key {
 
 /// The kind of the next value, from its marker.
 #[derive(Debug, Clone, Copy)]
-enum Kind {
+pub(super) enum Kind {
     Nil,
     Bool,
     Uint(u64),
@@ -228,7 +44,7 @@ enum Kind {
 }
 
 impl Kind {
-    fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Kind::Nil => "nil",
             Kind::Bool => "a boolean",
@@ -251,31 +67,31 @@ impl Kind {
 /// event names, fixarray lists, bin 8/16 and str 8/16 arguments) by matching the
 /// bytes directly, and fall back to `header` for everything else, so unusual
 /// input gets the same results and errors as before, only more slowly.
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
+pub(super) struct Reader<'a> {
+    pub(super) buf: &'a [u8],
+    pub(super) pos: usize,
 }
 
 /// The error for a value that runs past the end of the message.
-fn cut_short() -> ProtocolError {
+pub(super) fn cut_short() -> ProtocolError {
     undecodable("message ends in the middle of a value")
 }
 
 impl<'a> Reader<'a> {
     /// The bytes from the reader's position on (empty at the end).
     #[inline]
-    fn rest(&self) -> &'a [u8] {
+    pub(super) fn rest(&self) -> &'a [u8] {
         self.buf.get(self.pos..).unwrap_or_default()
     }
 
-    fn bytes(&self, at: usize, n: usize) -> Result<&'a [u8], ProtocolError> {
+    pub(super) fn bytes(&self, at: usize, n: usize) -> Result<&'a [u8], ProtocolError> {
         at.checked_add(n)
             .and_then(|end| self.buf.get(at..end))
             .ok_or_else(cut_short)
     }
 
     /// The `N` bytes at `at`, for a big-endian number of a header.
-    fn be<const N: usize>(&self, at: usize) -> Result<[u8; N], ProtocolError> {
+    pub(super) fn be<const N: usize>(&self, at: usize) -> Result<[u8; N], ProtocolError> {
         self.buf
             .get(at..)
             .and_then(|rest| rest.first_chunk::<N>())
@@ -285,7 +101,7 @@ impl<'a> Reader<'a> {
 
     /// Reads the marker and fixed-size header of the next value without moving;
     /// returns its kind and the header's length in bytes.
-    fn header(&self) -> Result<(Kind, usize), ProtocolError> {
+    pub(super) fn header(&self) -> Result<(Kind, usize), ProtocolError> {
         let p = self.pos;
         let byte = *self
             .buf
@@ -340,7 +156,7 @@ impl<'a> Reader<'a> {
     /// The kind of the next value, without moving. Messages and bulk elements
     /// are nearly always a fixmap or a fixarray: those are read here.
     #[inline]
-    fn peek(&self) -> Result<Kind, ProtocolError> {
+    pub(super) fn peek(&self) -> Result<Kind, ProtocolError> {
         Ok(match *self.rest() {
             [b @ 0x80..=0x8f, ..] => Kind::Map((b & 0x0f) as u32),
             [b @ 0x90..=0x9f, ..] => Kind::Array((b & 0x0f) as u32),
@@ -349,7 +165,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Moves past the header of the next value (for containers: to their first element).
-    fn advance_header(&mut self) -> Result<Kind, ProtocolError> {
+    pub(super) fn advance_header(&mut self) -> Result<Kind, ProtocolError> {
         let (kind, len) = self.header()?;
         self.pos += len;
         Ok(kind)
@@ -361,7 +177,7 @@ impl<'a> Reader<'a> {
     /// A payload cut short is left to the caller's bounds check, which gives the
     /// same error as the general path.
     #[inline]
-    fn scalar_len(&self) -> Option<usize> {
+    pub(super) fn scalar_len(&self) -> Option<usize> {
         Some(match *self.rest() {
             [0x00..=0x7f | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff, ..] => 1,
             [b @ 0xa0..=0xbf, ..] => 1 + (b & 0x1f) as usize,
@@ -382,7 +198,7 @@ impl<'a> Reader<'a> {
     /// or binary data: those take one bounds check here, inlined, and only the
     /// rest go to the loop of [`Reader::skip_general`].
     #[inline]
-    fn skip(&mut self, depth: usize) -> Result<(), ProtocolError> {
+    pub(super) fn skip(&mut self, depth: usize) -> Result<(), ProtocolError> {
         match self.scalar_len() {
             Some(len) => {
                 self.bytes(self.pos, len)?;
@@ -395,7 +211,7 @@ impl<'a> Reader<'a> {
 
     /// [`Reader::skip`] for any value.
     #[inline(never)]
-    fn skip_general(&mut self, depth: usize) -> Result<(), ProtocolError> {
+    pub(super) fn skip_general(&mut self, depth: usize) -> Result<(), ProtocolError> {
         let mut open: Vec<u64> = Vec::new();
         let mut left: u64 = 1;
         loop {
@@ -431,7 +247,7 @@ impl<'a> Reader<'a> {
     /// Reads the `n` bytes of a string; `Ok(None)` if they are not UTF-8. The
     /// reader is past them either way: a bad string spoils its frame, not the
     /// frames after it.
-    fn str(&mut self, n: usize) -> Result<Option<&'a str>, ProtocolError> {
+    pub(super) fn str(&mut self, n: usize) -> Result<Option<&'a str>, ProtocolError> {
         let bytes = self.bytes(self.pos, n)?;
         self.pos += n;
         Ok(std::str::from_utf8(bytes).ok())
@@ -440,7 +256,7 @@ impl<'a> Reader<'a> {
     /// Reads a key in any form but a one-letter fixstr: its bytes if it is a
     /// string, with the reader past it; `None` if it is not a string, with the
     /// reader still before it.
-    fn key_str(&mut self) -> Result<Option<&'a [u8]>, ProtocolError> {
+    pub(super) fn key_str(&mut self) -> Result<Option<&'a [u8]>, ProtocolError> {
         let (kind, hlen) = self.header()?;
         let Kind::Str(len) = kind else {
             return Ok(None);
@@ -454,7 +270,10 @@ impl<'a> Reader<'a> {
     /// Reads a frame map at nesting level `depth`. Structural damage is an
     /// `Err` for the whole message; a frame whose keys have the wrong types is an
     /// `Ok(Err(..))`, with the reader past the frame so the next one can be read.
-    fn frame(&mut self, depth: usize) -> Result<Result<Frame, ProtocolError>, ProtocolError> {
+    pub(super) fn frame(
+        &mut self,
+        depth: usize,
+    ) -> Result<Result<Frame, ProtocolError>, ProtocolError> {
         let n = match *self.rest() {
             [b @ 0x80..=0x8f, ..] => {
                 self.pos += 1;
@@ -550,7 +369,7 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn wrong(
+    pub(super) fn wrong(
         &mut self,
         depth: usize,
         key: &'static str,
@@ -565,7 +384,7 @@ impl<'a> Reader<'a> {
     /// line, returning the nested `Result` through memory cost as much as the
     /// read itself.
     #[inline(always)]
-    fn uint(
+    pub(super) fn uint(
         &mut self,
         key: &'static str,
         depth: usize,
@@ -582,7 +401,7 @@ impl<'a> Reader<'a> {
     }
 
     #[inline(never)]
-    fn uint_general(
+    pub(super) fn uint_general(
         &mut self,
         key: &'static str,
         depth: usize,
@@ -601,7 +420,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn number(
+    pub(super) fn number(
         &mut self,
         key: &'static str,
         depth: usize,
@@ -617,7 +436,7 @@ impl<'a> Reader<'a> {
         Ok(Ok(v))
     }
 
-    fn string(
+    pub(super) fn string(
         &mut self,
         key: &'static str,
         depth: usize,
@@ -642,7 +461,7 @@ impl<'a> Reader<'a> {
     /// The length of the array that comes next and its header's length, with
     /// fixarray read here; `None` if the next value is not an array.
     #[inline]
-    fn array_header(&self) -> Result<Option<(u32, usize)>, ProtocolError> {
+    pub(super) fn array_header(&self) -> Result<Option<(u32, usize)>, ProtocolError> {
         if let [b @ 0x90..=0x9f, ..] = *self.rest() {
             return Ok(Some(((b & 0x0f) as u32, 1)));
         }
@@ -652,7 +471,7 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn uints(
+    pub(super) fn uints(
         &mut self,
         depth: usize,
     ) -> Result<Result<RawPositions, ProtocolError>, ProtocolError> {
@@ -682,7 +501,10 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn ranges(&mut self, depth: usize) -> Result<Result<DataRanges, ProtocolError>, ProtocolError> {
+    pub(super) fn ranges(
+        &mut self,
+        depth: usize,
+    ) -> Result<Result<DataRanges, ProtocolError>, ProtocolError> {
         let Some((n, hlen)) = self.array_header()? else {
             return Ok(Err(self.wrong(depth, "a", "an array")?));
         };
@@ -703,7 +525,7 @@ impl<'a> Reader<'a> {
 /// `SmallVec::with_capacity(n)`, without the out-of-line reserve call it
 /// makes even when `n` fits inline (nearly always, for a frame's lists).
 #[inline]
-fn small_vec<A: smallvec::Array>(n: usize) -> SmallVec<A> {
+pub(super) fn small_vec<A: smallvec::Array>(n: usize) -> SmallVec<A> {
     let mut v = SmallVec::new();
     if n > v.inline_size() {
         v.reserve_exact(n);
@@ -711,59 +533,10 @@ fn small_vec<A: smallvec::Array>(n: usize) -> SmallVec<A> {
     v
 }
 
-fn set<T>(slot: &mut Option<T>, v: T, key: &'static str) -> Result<(), ProtocolError> {
+pub(super) fn set<T>(slot: &mut Option<T>, v: T, key: &'static str) -> Result<(), ProtocolError> {
     if slot.is_some() {
         return Err(ProtocolError::DuplicateKey { key });
     }
     *slot = Some(v);
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The frame's markers are written by hand; they must be what rmp writes,
-    /// in the shortest form, at every boundary between forms.
-    #[test]
-    fn hand_written_markers_are_rmps_shortest_forms() {
-        let numbers = [
-            0u32,
-            1,
-            15,
-            16,
-            31,
-            32,
-            127,
-            128,
-            255,
-            256,
-            65_535,
-            65_536,
-            u32::MAX,
-        ];
-        for n in numbers {
-            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-            put_uint(&mut ours, n);
-            rmp::encode::write_uint(&mut theirs, n as u64).unwrap();
-            assert_eq!(ours, theirs, "uint {n}");
-
-            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-            put_len(&mut ours, n, 0x80, 0xde);
-            rmp::encode::write_map_len(&mut theirs, n).unwrap();
-            assert_eq!(ours, theirs, "map of {n}");
-
-            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-            put_len(&mut ours, n, 0x90, 0xdc);
-            rmp::encode::write_array_len(&mut theirs, n).unwrap();
-            assert_eq!(ours, theirs, "array of {n}");
-        }
-        for n in [0usize, 1, 31, 32, 255, 256, 65_535, 65_536, 70_000] {
-            let text = "x".repeat(n);
-            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-            put_str(&mut ours, &text);
-            rmp::encode::write_str(&mut theirs, &text).unwrap();
-            assert_eq!(ours, theirs, "string of {n}");
-        }
-    }
 }

@@ -1,0 +1,240 @@
+//! The MsgPack codec: frames are maps keyed by one-letter strings.
+
+use super::{ArgVisitor, Codec};
+use crate::error::{EncodeError, ProtocolError};
+use crate::frame::{Message, OutFrame, OutKind};
+
+mod read;
+
+use read::{undecodable, Kind, Reader};
+
+/// The MsgPack codec, the protocol's default.
+///
+/// Structs are encoded as maps with field names (as JavaScript objects are), byte
+/// strings (`serde_bytes`, [`Value::Binary`](crate::Value::Binary)) as MsgPack `bin`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MsgPack;
+
+impl Codec for MsgPack {
+    fn name(&self) -> &'static str {
+        "msgpack"
+    }
+
+    fn decode_message(&self, payload: &[u8]) -> Result<Message, ProtocolError> {
+        let mut r = Reader {
+            buf: payload,
+            pos: 0,
+        };
+        let message = match r.peek()? {
+            Kind::Map(_) => Message::Single(r.frame(1)?),
+            Kind::Array(n) => {
+                r.advance_header()?;
+                let mut frames = Vec::with_capacity((n as usize).min(1024));
+                for index in 0..n as usize {
+                    match r.peek()? {
+                        Kind::Map(_) => frames.push(r.frame(2)?),
+                        other => {
+                            r.skip(2)?;
+                            frames.push(Err(ProtocolError::NotAFrame {
+                                index,
+                                found: other.name(),
+                            }));
+                        }
+                    }
+                }
+                Message::Bulk(frames)
+            }
+            other => {
+                return Err(ProtocolError::NotAMessage {
+                    found: other.name(),
+                })
+            }
+        };
+        if r.pos != payload.len() {
+            return Err(undecodable("trailing bytes after the message"));
+        }
+        Ok(message)
+    }
+
+    fn deserialize_arg(&self, raw: &[u8], visit: &mut ArgVisitor<'_>) -> Result<(), String> {
+        let mut de = rmp_serde::Deserializer::from_read_ref(raw);
+        let mut erased = <dyn erased_serde::Deserializer<'_>>::erase(&mut de);
+        visit(&mut erased).map_err(|e| e.to_string())
+    }
+
+    fn encode_frame(&self, frame: &OutFrame<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        // `a` is written whenever the frame has arguments, `[]` when all are
+        // callbacks, and `t` between `a` and `c`: as the original writes them.
+        let has_args = !frame.data.is_empty() || !frame.callbacks.is_empty();
+        let has_callbacks = !frame.callbacks.is_empty();
+        let len = 1
+            + matches!(frame.kind, OutKind::Event(_)) as u32
+            + has_args as u32
+            + has_callbacks as u32
+            + frame.timeout.is_some() as u32
+            + 2 * matches!(frame.kind, OutKind::Response { .. }) as u32;
+        // The frame's own markers are written here, in their shortest forms
+        // (as rmp writes them): rmp's writers go through `io::Write` and its
+        // error path, several times the cost for the few bytes of a header.
+        put_len(out, len, 0x80, 0xde);
+        key(out, b'i');
+        put_uint(out, frame.id);
+        if let OutKind::Event(name) = frame.kind {
+            key(out, b'e');
+            put_str(out, name);
+        }
+        if has_args {
+            key(out, b'a');
+            put_len(out, frame.data.len() as u32, 0x90, 0xdc);
+            for &item in frame.data {
+                let mut ser = rmp_serde::Serializer::new(&mut *out).with_struct_map();
+                // `erased_serde::serialize` gives the serializer's own errors
+                // back; a bare `erased_serialize` call leaves them in its state.
+                erased_serde::serialize(item, &mut ser)
+                    .map_err(|e| EncodeError::Serialize(e.to_string()))?;
+            }
+        }
+        if let Some(t) = frame.timeout {
+            key(out, b't');
+            if t.fract() == 0.0 && t >= 0.0 && t < u32::MAX as f64 {
+                put_uint(out, t as u32);
+            } else {
+                let _ = rmp::encode::write_f64(out, t);
+            }
+        }
+        if has_callbacks {
+            key(out, b'c');
+            put_len(out, frame.callbacks.len() as u32, 0x90, 0xdc);
+            for &p in frame.callbacks {
+                put_uint(out, p);
+            }
+        }
+        if let OutKind::Response { to, position } = frame.kind {
+            key(out, b'r');
+            put_uint(out, to);
+            key(out, b'f');
+            put_uint(out, position);
+        }
+        Ok(())
+    }
+
+    fn bulk_start(&self, count: usize, out: &mut Vec<u8>) {
+        put_len(out, count as u32, 0x90, 0xdc);
+    }
+
+    fn bulk_separator(&self) -> &'static [u8] {
+        b""
+    }
+
+    fn bulk_end(&self, _out: &mut Vec<u8>) {}
+
+    fn builtin(&self) -> Option<super::Builtin> {
+        Some(super::Builtin(super::BuiltinKind::MsgPack))
+    }
+}
+
+#[inline]
+fn key(out: &mut Vec<u8>, k: u8) {
+    out.extend_from_slice(&[0xa1, k]);
+}
+
+/// An unsigned integer in its shortest form.
+#[inline]
+fn put_uint(out: &mut Vec<u8>, v: u32) {
+    match v {
+        0..=0x7f => out.push(v as u8),
+        0x80..=0xff => out.extend_from_slice(&[0xcc, v as u8]),
+        0x100..=0xffff => {
+            out.push(0xcd);
+            out.extend_from_slice(&(v as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(0xce);
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+    }
+}
+
+/// A map or array header: `fix` is the fixmap or fixarray marker (up to 15
+/// entries), `m16` the 16-bit form's marker, followed by the 32-bit one.
+#[inline]
+fn put_len(out: &mut Vec<u8>, n: u32, fix: u8, m16: u8) {
+    match n {
+        0..=15 => out.push(fix | n as u8),
+        16..=0xffff => {
+            out.push(m16);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(m16 + 1);
+            out.extend_from_slice(&n.to_be_bytes());
+        }
+    }
+}
+
+/// A string, with its header in the shortest form.
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    let n = s.len();
+    match n {
+        0..=31 => out.push(0xa0 | n as u8),
+        32..=0xff => out.extend_from_slice(&[0xd9, n as u8]),
+        0x100..=0xffff => {
+            out.push(0xda);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(0xdb);
+            out.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(s.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The frame's markers are written by hand; they must be what rmp writes,
+    /// in the shortest form, at every boundary between forms.
+    #[test]
+    fn hand_written_markers_are_rmps_shortest_forms() {
+        let numbers = [
+            0u32,
+            1,
+            15,
+            16,
+            31,
+            32,
+            127,
+            128,
+            255,
+            256,
+            65_535,
+            65_536,
+            u32::MAX,
+        ];
+        for n in numbers {
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            put_uint(&mut ours, n);
+            rmp::encode::write_uint(&mut theirs, n as u64).unwrap();
+            assert_eq!(ours, theirs, "uint {n}");
+
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            put_len(&mut ours, n, 0x80, 0xde);
+            rmp::encode::write_map_len(&mut theirs, n).unwrap();
+            assert_eq!(ours, theirs, "map of {n}");
+
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            put_len(&mut ours, n, 0x90, 0xdc);
+            rmp::encode::write_array_len(&mut theirs, n).unwrap();
+            assert_eq!(ours, theirs, "array of {n}");
+        }
+        for n in [0usize, 1, 31, 32, 255, 256, 65_535, 65_536, 70_000] {
+            let text = "x".repeat(n);
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            put_str(&mut ours, &text);
+            rmp::encode::write_str(&mut theirs, &text).unwrap();
+            assert_eq!(ours, theirs, "string of {n}");
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! [`Link`]: the side of a router that a transport drives.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+
+use crate::args::{Args, Received};
+use crate::error::{Disconnect, Error, Panicked, ProtocolError};
+use crate::frame::{Frame, FrameKind, Message};
+use crate::handler::panic_message;
+
+use super::options::Buffering;
+use super::pending::fail_all;
+use super::Router;
+
+/// The transport's handle on a [`Router`] ([`Router::link`]): it hands the
+/// router incoming messages ([`Link::dispatch`]), takes outgoing bytes from it
+/// ([`Link::take_outgoing`], [`Link::next_outgoing`]), and tells it when the
+/// connection is gone ([`Link::connection_lost`]). A
+/// [`Connection`](crate::transport::Connection) drives one; a transport of
+/// one's own can too. Cheap to clone.
+///
+/// One transport at a time should drive a router.
+#[derive(Debug, Clone)]
+pub struct Link {
+    router: Router,
+}
+
+impl Router {
+    /// The transport's handle on this router.
+    pub fn link(&self) -> Link {
+        Link {
+            router: self.clone(),
+        }
+    }
+}
+
+impl Link {
+    /// The router this link drives.
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// Routes one incoming message (the payload, without its length prefix).
+    ///
+    /// Malformed messages and frames go to the error hook; the other frames of
+    /// the message are still routed, and so are later messages. Sync handlers
+    /// run before this returns.
+    pub fn dispatch(&self, payload: Bytes) {
+        let router = &self.router;
+        let message = match router.inner.opts.codec.decode_message(&payload) {
+            Ok(m) => m,
+            Err(e) => return router.report(e.into()),
+        };
+        let epoch = router.epoch();
+        // A single frame (the common case) takes the payload without a list around it.
+        match message {
+            Message::Single(frame) => self.route_frame(payload, frame, epoch),
+            Message::Bulk(frames) => {
+                for frame in frames {
+                    self.route_frame(payload.clone(), frame, epoch);
+                }
+            }
+        }
+    }
+
+    fn route_frame(&self, payload: Bytes, frame: Result<Frame, ProtocolError>, epoch: u64) {
+        let router = &self.router;
+        match frame {
+            Ok(frame) => {
+                let received = Received::new(router.clone(), payload, frame, epoch);
+                match received.frame.kind {
+                    FrameKind::Event(_) => {
+                        router.inner.routes.route_event(router, Args::new(received))
+                    }
+                    FrameKind::Response { to, position } => {
+                        self.route_response(to, position, Args::new(received))
+                    }
+                }
+            }
+            Err(e) => router.report(e.into()),
+        }
+    }
+
+    /// Invokes the callback a response names; its errors and panics go to the
+    /// error hook, as a handler's do.
+    fn route_response(&self, to: u32, position: u32, args: Args) {
+        let router = &self.router;
+        let inner = &*router.inner;
+        match inner.pending.take_callback(&inner.outbox, to, position) {
+            Some(cb) => match std::panic::catch_unwind(AssertUnwindSafe(|| cb.invoke(args))) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => router.report(e),
+                Err(panic) => router.report(Error::HandlerPanicked {
+                    what: Panicked::Callback,
+                    event: String::new(),
+                    message: panic_message(&*panic),
+                }),
+            },
+            None => router.report(Error::StrayResponse {
+                frame: to,
+                position,
+            }),
+        }
+    }
+
+    /// Takes what is queued without waiting: complete length-prefixed
+    /// messages, ready to write in one go; `None` if nothing is.
+    pub fn take_outgoing(&self) -> Option<Bytes> {
+        let inner = &*self.router.inner;
+        inner.outbox.take(&*inner.opts.codec)
+    }
+
+    /// Waits for outgoing bytes and takes all that are queued (with
+    /// [`Buffering::Cycle`], at the end of the cycle the first of them
+    /// opened). `None` once the router is closed and everything queued was
+    /// taken.
+    pub async fn next_outgoing(&self) -> Option<Bytes> {
+        let mut pacer = Pacer::default();
+        std::future::poll_fn(|cx| loop {
+            if let Some(bytes) = pacer.poll_take(self, cx) {
+                return Poll::Ready(Some(bytes));
+            }
+            if pacer.is_timing() {
+                return Poll::Pending;
+            }
+            match self.poll_queued(cx) {
+                Poll::Ready(true) => continue,
+                Poll::Ready(false) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    /// For a connection task that polls [`Link::poll_queued`]: it is running,
+    /// so frames queued from now on (by the handlers it runs) need not wake it;
+    /// it takes them before it waits again. A task woken while it runs is
+    /// rescheduled as if it yielded, which wakes an idle worker thread: once
+    /// per call, that cross-thread wake-up cost more than the call itself.
+    pub(crate) fn writer_running(&self) {
+        self.router.inner.outbox.writer_running();
+    }
+
+    /// Ready with `true` when outgoing bytes are queued, `false` when the
+    /// router is closed and nothing is; otherwise the task is woken by the
+    /// next frame queued (one task at a time: the last one to poll).
+    pub(crate) fn poll_queued(&self, cx: &mut Context<'_>) -> Poll<bool> {
+        self.router.inner.outbox.poll_queued(cx)
+    }
+
+    /// Tells the router that its connection is gone: frames with callbacks that
+    /// a transport already took fail with [`Error::Disconnected`], and callbacks
+    /// received on that connection can no longer be invoked. What is still queued
+    /// stays queued, for the next connection.
+    pub fn connection_lost(&self, reason: &str) {
+        self.lost(Disconnect::new(None, reason));
+    }
+
+    /// [`Link::connection_lost`], for a connection that ended as `why` says.
+    pub(crate) fn lost(&self, why: Disconnect) {
+        let inner = &*self.router.inner;
+        let failed = {
+            // The queue's lock, held while the frames it gave out are failed:
+            // none is taken meanwhile.
+            let mut queue = inner.outbox.lock();
+            let taken = queue.taken();
+            inner.pending.connection_lost(queue.table_mut(), taken)
+        };
+        fail_all(failed, || Error::Disconnected(why.clone()));
+    }
+
+    /// Closes the router, as [`Router::close`].
+    pub fn close(&self) {
+        self.router.close();
+    }
+}
+
+/// Takes a router's outgoing bytes when its [`Buffering`] says: at once, or,
+/// with [`Buffering::Cycle`], at the end of the cycle that the first frame
+/// queued opened. The one implementation of the cycle, for
+/// [`Link::next_outgoing`] and a connection's task.
+#[derive(Default)]
+pub(crate) struct Pacer {
+    /// The end of the open cycle; boxed, as only `Cycle` routers make one.
+    cycle: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Pacer {
+    /// What may be written now: `None` when nothing is queued, or the cycle
+    /// is still open (then the task is woken at its end).
+    pub(crate) fn poll_take(&mut self, link: &Link, cx: &mut Context<'_>) -> Option<Bytes> {
+        let Buffering::Cycle(cycle) = link.router.buffering() else {
+            return link.take_outgoing();
+        };
+        if self.cycle.is_none() && link.router.queued_frames() > 0 {
+            self.cycle = Some(Box::pin(tokio::time::sleep(cycle)));
+        }
+        match self.cycle.as_mut().map(|t| t.as_mut().poll(cx)) {
+            Some(Poll::Ready(())) => {
+                self.cycle = None;
+                link.take_outgoing()
+            }
+            _ => None,
+        }
+    }
+
+    /// True while a cycle is open.
+    pub(crate) fn is_timing(&self) -> bool {
+        self.cycle.is_some()
+    }
+}

@@ -1,0 +1,235 @@
+//! The router: ids, the callback table with timeouts, event routing, and the
+//! outgoing queue with optional bulk buffering.
+//!
+//! A router knows nothing of sockets. A transport drives it through its
+//! [`Link`] ([`Router::link`]): it hands the router incoming messages
+//! ([`Link::dispatch`]) and takes outgoing bytes from it
+//! ([`Link::next_outgoing`]), already length-prefixed and ready to write.
+//!
+//! The parts, each the one owner of its state:
+//! - `options`: [`RouterBuilder`], the defaults, [`Buffering`];
+//! - `routes`: [`Api`], the handlers, wiretap and error hook, running handlers;
+//! - `send`: encoding a frame and queueing it, the `emit` family;
+//! - `outbox`: the outgoing queue, bulks, bounds and wake-ups;
+//! - `pending`: ids, the callback table, deadlines, expiry, a lost connection;
+//! - `link`: the transport's side.
+//!
+//! Routes take no lock; the queue and the callback table share the queue's
+//! lock, because a frame is registered and queued in one step (one lock per
+//! frame, and a lost connection fails exactly the frames a transport took).
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::args::Args;
+use crate::codec::Codec;
+use crate::error::Error;
+use crate::handler::HandlerReturn;
+
+mod link;
+mod options;
+mod outbox;
+mod pending;
+mod routes;
+mod send;
+
+pub use link::Link;
+pub(crate) use link::Pacer;
+pub use options::{
+    Buffering, RouterBuilder, DEFAULT_LATENCY_ALLOWANCE, DEFAULT_MAX_PENDING,
+    DEFAULT_MAX_QUEUED_BYTES, DEFAULT_MAX_QUEUED_FRAMES,
+};
+pub use routes::{Api, Flow, WILDCARD};
+
+use options::Options;
+use outbox::Outbox;
+use pending::{fail_all, Pending};
+use routes::RouteTable;
+
+/// What a router's handles share: its options and its parts.
+struct Inner {
+    opts: Arc<Options>,
+    routes: RouteTable,
+    outbox: Outbox,
+    pending: Pending,
+}
+
+/// Routes events and callbacks for one connection (or one client across its
+/// reconnections). Cheap to clone; usable from any task.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), nmsg::Error> {
+/// use nmsg::{args, Router};
+/// let (a, b) = (Router::new(), Router::new());
+/// let _link = nmsg::transport::memory::link(&a, &b);
+/// b.on("echo", |args: nmsg::Args| -> Result<(), nmsg::Error> {
+///     let text: String = args.get(0)?;
+///     args.callback(1)?.call((text,))
+/// });
+/// let (reply,): (String,) = a.request("echo", args!["hi"]).await?;
+/// assert_eq!(reply, "hi");
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Router {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Router {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Router")
+            .field("codec", &self.inner.opts.codec.name())
+            .field("buffering", &self.inner.opts.buffering)
+            .field("pending", &self.pending_frames())
+            .field("queued", &self.queued_frames())
+            .finish()
+    }
+}
+
+impl Default for Router {
+    fn default() -> Self {
+        Router::new()
+    }
+}
+
+impl Router {
+    /// A router with default options: MsgPack, unbuffered.
+    pub fn new() -> Router {
+        RouterBuilder::default().build()
+    }
+
+    /// Options for a router.
+    pub fn builder() -> RouterBuilder {
+        RouterBuilder::default()
+    }
+
+    fn with_options(opts: Arc<Options>) -> Router {
+        Router {
+            inner: Arc::new(Inner {
+                opts,
+                routes: RouteTable::new(),
+                outbox: Outbox::new(),
+                pending: Pending::new(),
+            }),
+        }
+    }
+
+    /// The router's codec.
+    pub fn codec(&self) -> Arc<dyn Codec> {
+        self.inner.opts.codec.clone()
+    }
+
+    pub(crate) fn codec_ref(&self) -> &Arc<dyn Codec> {
+        &self.inner.opts.codec
+    }
+
+    /// The largest message this router sends, and by default accepts.
+    pub fn max_message_size(&self) -> usize {
+        self.inner.opts.max_message_size
+    }
+
+    /// The router's buffering mode.
+    pub fn buffering(&self) -> Buffering {
+        self.inner.opts.buffering
+    }
+
+    /// True if both handles are the same router.
+    pub fn same(&self, other: &Router) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    // ----- handlers -----
+
+    /// Sets the handler for `event`, replacing any earlier one (as the original
+    /// does). The event `"*"` is the wildcard: its handler runs after the
+    /// event's own handler, for every event, with the event name as the first
+    /// argument.
+    ///
+    /// A handler is a closure taking [`Args`] and returning `()`,
+    /// `Result<(), E>`, or a future of either (spawned on the runtime). Sync
+    /// handlers run on the connection's reader task, so they should not block.
+    /// Errors and panics go to the error hook; the connection goes on.
+    pub fn on<F, R, M>(&self, event: impl Into<String>, handler: F) -> &Self
+    where
+        F: Fn(Args) -> R + Send + Sync + 'static,
+        R: HandlerReturn<M>,
+        M: 'static,
+    {
+        self.inner.routes.on(event.into(), routes::erase(handler));
+        self
+    }
+
+    /// Removes the handler for `event` (or the wildcard, for `"*"`); true if there was one.
+    pub fn off(&self, event: &str) -> bool {
+        self.inner.routes.off(event)
+    }
+
+    /// Serves this router with a shared [`Api`]: its methods take precedence
+    /// over `on` handlers. `None` removes it.
+    pub fn set_api(&self, api: Option<Api>) {
+        self.inner.routes.set_api(api);
+    }
+
+    /// Sets a wiretap that sees every incoming event first; returning
+    /// [`Flow::Stop`] ends its routing.
+    pub fn set_wiretap<F>(&self, tap: F)
+    where
+        F: Fn(&Args) -> Flow + Send + Sync + 'static,
+    {
+        self.inner.routes.set_wiretap(Arc::new(tap));
+    }
+
+    /// Sets the error hook, which receives protocol errors, handler errors and
+    /// panics, unhandled events and stray responses. Without one, they are
+    /// logged with `tracing`.
+    pub fn on_error<F>(&self, hook: F)
+    where
+        F: Fn(Error) + Send + Sync + 'static,
+    {
+        self.inner.routes.set_error_hook(Arc::new(hook));
+    }
+
+    /// Reports an error to the error hook.
+    pub fn report(&self, error: Error) {
+        self.inner.routes.report(error);
+    }
+
+    // ----- state -----
+
+    pub(crate) fn epoch(&self) -> u64 {
+        self.inner.pending.epoch()
+    }
+
+    /// Closes the router: emitting fails with [`Error::Closed`], pending
+    /// callbacks fail, and [`Link::next_outgoing`] returns what is still
+    /// queued, then `None`.
+    pub fn close(&self) {
+        let inner = &*self.inner;
+        let (waiting_writer, (failed, timer)) = {
+            let mut queue = inner.outbox.lock();
+            let writer = queue.close();
+            (writer, inner.pending.close(queue.table_mut()))
+        };
+        fail_all(failed, || Error::Closed);
+        for waker in [waiting_writer, timer].into_iter().flatten() {
+            waker.wake();
+        }
+        inner.outbox.notify_space();
+    }
+
+    /// True once [`Router::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.outbox.is_closed()
+    }
+
+    /// Frames with callbacks that wait for answers.
+    pub fn pending_frames(&self) -> usize {
+        self.inner.pending.len(&self.inner.outbox)
+    }
+
+    /// Frames in the outgoing queue.
+    pub fn queued_frames(&self) -> usize {
+        self.inner.outbox.queued_frames()
+    }
+}
