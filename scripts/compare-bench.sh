@@ -39,9 +39,10 @@ for line in open(sys.argv[1]):
     r = json.loads(rest)
     value = r.get("ops_per_sec", r.get("bytes_per_conn"))
     rows.setdefault((arrangement, r["scenario"], r["impl"]), {}).setdefault(build, []).append(value)
-print(f"{'arrangement':<12} {'scenario':<11} {'impl':<10} {'old median':>12} {'new median':>12} {'new/old':>8}  runs")
+print(f"{'arrangement':<12} {'scenario':<11} {'impl':<10} {'old median':>12} {'new median':>12} {'new/old':>8}  old range / new range")
 for (arrangement, scenario, impl), v in sorted(rows.items()):
     o, n = statistics.median(v.get("old", [0])), statistics.median(v.get("new", [0]))
     ratio = n / o if o else float("nan")
-    print(f"{arrangement:<12} {scenario:<11} {impl:<10} {o:>12.0f} {n:>12.0f} {ratio:>8.3f}  {len(v.get('old', []))}+{len(v.get('new', []))}")
+    spread = lambda xs: f"{min(xs):.0f}-{max(xs):.0f}" if xs else "-"
+    print(f"{arrangement:<12} {scenario:<11} {impl:<10} {o:>12.0f} {n:>12.0f} {ratio:>8.3f}  {spread(v.get('old', []))} / {spread(v.get('new', []))}")
 PY
