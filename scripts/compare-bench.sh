@@ -7,11 +7,13 @@
 #
 # Build each binary with `cargo build --release --example bench` in a checkout
 # of the commit to compare (target/release/examples/bench). ROUNDS defaults to
-# 5, SCENARIOS to seq,inflight64,fire, IMPLS to nmsg. Each run is `--quick`.
+# 5, SCENARIOS to seq,inflight64,fire, IMPLS to nmsg. Each run is `--quick`
+# unless BENCH_FLAGS says otherwise (BENCH_FLAGS= for the full windows).
 set -euo pipefail
 old=${1:?usage: compare-bench.sh OLD NEW [ROUNDS] [SCENARIOS] [IMPLS]}
 new=${2:?usage: compare-bench.sh OLD NEW [ROUNDS] [SCENARIOS] [IMPLS]}
 rounds=${3:-5}
+read -r -a bench_flags <<<"${BENCH_FLAGS---quick}"
 scenarios=${4:-seq,inflight64,fire}
 impls=${5:-nmsg}
 out=$(mktemp)
@@ -25,7 +27,7 @@ for round in $(seq "$rounds"); do
         for build in "${order[@]}"; do
             bin=$old
             [[ $build == new ]] && bin=$new
-            "$bin" --quick --json --scenario "$scenarios" --impl "$impls" "${flags[@]}" 2>/dev/null |
+            "$bin" "${bench_flags[@]}" --json --scenario "$scenarios" --impl "$impls" "${flags[@]}" 2>/dev/null |
                 sed "s/^/$build $arrangement /" >>"$out"
         done
     done

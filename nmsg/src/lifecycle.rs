@@ -1,15 +1,17 @@
 //! The lifecycle of a task that runs in the background: a client's
-//! (connecting, connected, stopped) and a server's (binding, listening,
-//! stopped), one mechanism for both, learnt once.
+//! (connecting, connected, stopped), a server's (binding, listening,
+//! stopped) and a connection's (open, or closed for a reason), one mechanism
+//! for the three, learnt once.
 //!
 //! A [`Lifecycle`] holds three things that the task's handles and the task
 //! share:
 //!
 //! - the **status**, which any handle reads ([`Lifecycle::status`]) or waits
 //!   on ([`Lifecycle::wait_for`]); where a task ends for a reason, the status
-//!   carries it (a connection's would be `Option<CloseReason>`);
-//! - the **stop request**, raised from any handle ([`Lifecycle::request_stop`])
-//!   and seen by the one task, which polls it by hand in its own futures
+//!   carries it (a connection's is `Option<CloseReason>`);
+//! - the **requests** ([`Signal`] flags that stay raised: the stop, and a
+//!   held connection's start), raised from any handle ([`Lifecycle::request_stop`],
+//!   [`Lifecycle::raise`]) and seen by the one task, which polls it by hand in its own futures
 //!   ([`Lifecycle::poll_stop`]) or wraps a wait in it
 //!   ([`Lifecycle::unless_stopped`]);
 //! - the **end**, recorded once ([`Lifecycle::end`]; the first end stands,
@@ -32,18 +34,62 @@
 use std::future::Future;
 use std::marker::PhantomData;
 use std::ops::Deref;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::task::AtomicWaker;
 use tokio::sync::{broadcast, Notify};
 
 use crate::sync::MutexExt;
-use crate::transport::{Signal, STOP};
 
 /// Default bound on how long [`Client::stop`](crate::Client::stop) and
 /// [`Server::stop`](crate::Server::stop) spend writing what is queued.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// [`Signal`] flag: the task may begin (a connection made held waits for it).
+pub(crate) const START: u8 = 1;
+/// [`Signal`] flag: stop (a connection: close gracefully).
+pub(crate) const STOP: u8 = 2;
+
+/// Requests to one task, raised from anywhere: flags that stay set, and the
+/// task's waker, woken when one is raised. Small enough to keep for every
+/// connection (a `Notify` and the `Notified` future its task would hold take
+/// about 100 bytes, a oneshot channel another allocation).
+#[derive(Default)]
+pub(crate) struct Signal {
+    flags: AtomicU8,
+    task: AtomicWaker,
+}
+
+impl std::fmt::Debug for Signal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signal")
+            .field("flags", &self.flags.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Signal {
+    /// Sets `flag` and wakes the task.
+    pub(crate) fn raise(&self, flag: u8) {
+        self.flags.fetch_or(flag, Ordering::AcqRel);
+        self.task.wake();
+    }
+
+    /// True if `flag` is set.
+    pub(crate) fn is_raised(&self, flag: u8) -> bool {
+        self.flags.load(Ordering::Acquire) & flag != 0
+    }
+
+    /// For the task: true if `flag` is set; otherwise the task is woken when a
+    /// flag is raised.
+    pub(crate) fn poll_raised(&self, flag: u8, cx: &mut Context<'_>) -> bool {
+        self.task.register(cx.waker());
+        self.is_raised(flag)
+    }
+}
 
 /// The status type of a [`Lifecycle`].
 pub(crate) trait Status: Clone {
@@ -130,7 +176,23 @@ impl<S: Status> Lifecycle<S> {
 
     /// Asks the task to stop. The request stays: the task sees it at its next poll.
     pub(crate) fn request_stop(&self) {
-        self.requests.raise(STOP);
+        self.raise(STOP);
+    }
+
+    /// Raises a request flag ([`START`], [`STOP`]) and wakes the task.
+    pub(crate) fn raise(&self, flag: u8) {
+        self.requests.raise(flag);
+    }
+
+    /// True if the request `flag` is raised.
+    pub(crate) fn is_raised(&self, flag: u8) -> bool {
+        self.requests.is_raised(flag)
+    }
+
+    /// For the task: true if the request `flag` is raised; otherwise the task
+    /// is woken when a flag is raised.
+    pub(crate) fn poll_raised(&self, flag: u8, cx: &mut Context<'_>) -> bool {
+        self.requests.poll_raised(flag, cx)
     }
 
     /// Asks the task to stop, and waits until it has ended: the task ends

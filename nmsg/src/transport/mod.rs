@@ -18,22 +18,19 @@
 //! allows closing the connection for an undecodable payload; nmsg keeps it, so
 //! that one bad message costs the peer nothing else.)
 
-use crate::sync::MutexExt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::Notify;
 use tokio_util::codec::Decoder;
 use tokio_util::io::poll_read_buf;
 
 use crate::error::{Error, FramingError};
 use crate::framing::{MessageCodec, PREFIX_LEN};
+use crate::lifecycle::{Lifecycle, Status, START, STOP};
 use crate::router::{Pacer, Router};
 
 pub mod memory;
@@ -150,11 +147,7 @@ impl Connection {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         F: FnOnce(&Router, &CloseReason) + Send + Unpin + 'static,
     {
-        let shared = Arc::new(Shared {
-            signal: Signal::default(),
-            end: Mutex::new(None),
-            ended: Notify::new(),
-        });
+        let shared = Arc::new(Shared::new(None));
         let task = tokio::spawn(ConnectionTask {
             driver: Driver::new(stream, router.link(), options),
             shared: shared.clone(),
@@ -176,31 +169,25 @@ impl Connection {
 
     /// True once the connection has ended.
     pub fn is_closed(&self) -> bool {
-        self.shared.reason().is_some()
+        self.shared.status().is_some()
     }
 
     /// Waits until the connection ends, and says why.
     pub async fn closed(&self) -> CloseReason {
-        loop {
-            let ended = self.shared.ended.notified();
-            if let Some(reason) = self.shared.reason() {
-                return reason;
-            }
-            ended.await;
-        }
+        self.shared.wait_for(Option::clone).await
     }
 
     /// Closes gracefully: writes what is queued, shuts the stream down, and
     /// waits for the task to end.
     pub async fn close(&self) -> CloseReason {
-        self.shared.signal.raise(STOP);
+        self.shared.request_stop();
         self.closed().await
     }
 
     /// Closes gracefully, as [`Connection::close`], but if writing what is queued
     /// takes longer than `bound`, drops the connection there.
     pub async fn close_within(&self, bound: std::time::Duration) -> CloseReason {
-        self.shared.signal.raise(STOP);
+        self.shared.request_stop();
         match tokio::time::timeout(bound, self.closed()).await {
             Ok(reason) => reason,
             Err(_) => {
@@ -217,7 +204,7 @@ impl Connection {
 
     /// Asks the connection to close without waiting (it still writes what is queued).
     pub fn shutdown(&self) {
-        self.shared.signal.raise(STOP);
+        self.shared.request_stop();
     }
 
     /// Drops the connection at once, without writing what is queued.
@@ -245,7 +232,7 @@ impl Start {
 
     fn begin(&mut self) {
         if let Some(shared) = self.0.take() {
-            shared.signal.raise(START);
+            shared.raise(START);
         }
     }
 }
@@ -256,73 +243,14 @@ impl Drop for Start {
     }
 }
 
-/// [`Signal`] flag: the connection may begin.
-const START: u8 = 1;
-/// [`Signal`] flag: close gracefully.
-pub(crate) const STOP: u8 = 2;
+/// What a [`Connection`], its [`Start`] and its task share: the lifecycle
+/// that client and server tasks have too, with the close reason as its status
+/// (`None` while the connection is open) and a start request beside the stop.
+type Shared = Lifecycle<Option<CloseReason>>;
 
-/// Requests to one task, raised from anywhere: flags that stay set, and the
-/// task's waker, woken when one is raised. Small enough to keep for every
-/// connection (a `Notify` and the `Notified` future its task would hold take
-/// about 100 bytes, a oneshot channel another allocation).
-#[derive(Default)]
-pub(crate) struct Signal {
-    flags: AtomicU8,
-    task: AtomicWaker,
-}
-
-impl std::fmt::Debug for Signal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Signal")
-            .field("flags", &self.flags.load(Ordering::Relaxed))
-            .finish()
-    }
-}
-
-impl Signal {
-    /// Sets `flag` and wakes the task.
-    pub(crate) fn raise(&self, flag: u8) {
-        self.flags.fetch_or(flag, Ordering::AcqRel);
-        self.task.wake();
-    }
-
-    /// True if `flag` is set.
-    pub(crate) fn is_raised(&self, flag: u8) -> bool {
-        self.flags.load(Ordering::Acquire) & flag != 0
-    }
-
-    /// For the task: true if `flag` is set; otherwise the task is woken when a
-    /// flag is raised.
-    pub(crate) fn poll_raised(&self, flag: u8, cx: &mut Context<'_>) -> bool {
-        self.task.register(cx.waker());
-        self.is_raised(flag)
-    }
-}
-
-/// What a [`Connection`], its [`Start`] and its task share.
-#[derive(Debug)]
-struct Shared {
-    signal: Signal,
-    /// Why the connection ended, once it has.
-    end: Mutex<Option<CloseReason>>,
-    /// Wakes the callers of [`Connection::closed`] when it ends.
-    ended: Notify,
-}
-
-impl Shared {
-    fn reason(&self) -> Option<CloseReason> {
-        self.end.locked().clone()
-    }
-
-    /// Records the end (the first one recorded stands) and wakes the waiters.
-    fn finish(&self, reason: CloseReason) {
-        let mut end = self.end.locked();
-        if end.is_none() {
-            *end = Some(reason);
-        }
-        drop(end);
-        self.ended.notify_waiters();
-    }
+impl Status for Option<CloseReason> {
+    /// A task that ends without saying why was aborted, or its runtime shut down.
+    const ENDED: Self = Some(CloseReason::Local);
 }
 
 /// The task of a [`Connection`]: waits for its start, drives the stream, runs
@@ -342,18 +270,18 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        let signal = &this.shared.signal;
-        if !signal.poll_raised(START, cx) {
+        let shared = &this.shared;
+        if !shared.poll_raised(START, cx) {
             return Poll::Pending;
         }
-        if signal.is_raised(STOP) {
+        if shared.is_raised(STOP) {
             this.driver.stop();
         }
         let reason = std::task::ready!(this.driver.poll_run(cx));
         if let Some(on_close) = this.on_close.take() {
             on_close(this.driver.link.router(), &reason);
         }
-        this.shared.finish(reason);
+        this.shared.end(Some(reason));
         Poll::Ready(())
     }
 }
@@ -361,7 +289,7 @@ where
 impl<S, F> Drop for ConnectionTask<S, F> {
     fn drop(&mut self) {
         // Aborted, or its runtime shut down: the waiters learn that it ended.
-        self.shared.finish(CloseReason::Local);
+        self.shared.end(Some(CloseReason::Local));
     }
 }
 
