@@ -35,11 +35,16 @@
 //! - [`codec`]: the [`Codec`] trait, [`MsgPack`] (default) and [`Json`].
 //! - [`frame`]: the wire model (event, response, bulk) and its validation.
 //! - [`args`](crate::Args) and [`callback`](crate::Callback): argument lists and callbacks.
-//! - [`router`](crate::Router): ids, the callback table with timeouts, routing, buffering.
+//! - [`router`](crate::Router): the user's handle, a facade over parts with one job
+//!   each: options, routes (handlers, the wildcard, the wiretap, the `Api`), sending
+//!   (encoding, the `emit` family), the outbox (queue, bulks, bounds), pending
+//!   callbacks (ids, deadlines, connection lost) and the transport's `Link`.
 //! - [`transport`]: driving a router over a stream through its [`Link`](transport::Link)
 //!   (the transport's handle, apart from the user's `Router`), with a connection's
 //!   own [`ConnectionOptions`](transport::ConnectionOptions); TCP, Unix sockets, in-memory.
-//! - [`Client`] and [`Server`]: connection lifecycle, backoff, the offline queue.
+//! - [`Client`] and [`Server`]: connecting and accepting, backoff, the offline queue.
+//!   Client, server and each connection share one lifecycle mechanism: a status to
+//!   read or wait on, a stop request, and the end with its reason.
 //! - [`Value`]: the dynamic value type.
 //! - [`typed`] and [`events`]: the typed layer, `#[nmsg::events]` traits over the router.
 
