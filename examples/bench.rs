@@ -41,7 +41,8 @@
 //!   processes on two CPUs would (each end then waits for input in its own
 //!   `epoll`); `idle10k` runs on the clients' runtime;
 //! - `--dispatch-burst N`: nmsg's clients and servers are built with
-//!   `RouterBuilder::dispatch_burst(N)` instead of the default.
+//!   `ServerBuilder::dispatch_burst(N)` and `ClientBuilder::dispatch_burst(N)`
+//!   instead of the default.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -142,7 +143,7 @@ struct Config {
     idle_same_process: bool,
     /// `--split-runtimes`: servers and clients on runtimes of their own.
     split_runtimes: bool,
-    /// `--dispatch-burst N`, for nmsg's routers.
+    /// `--dispatch-burst N`, for nmsg's connections.
     dispatch_burst: Option<usize>,
 }
 
