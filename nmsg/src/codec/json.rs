@@ -399,12 +399,26 @@ mod tests {
     use super::*;
 
     /// A key whose value is `null` is absent (as serde's `Option` reads it),
-    /// with white space around the value or not.
+    /// with white space around the value or not: the frame is valid, as if
+    /// the key were not there, where a `null` read as a value would be of the
+    /// wrong type.
     #[test]
     fn a_null_key_is_absent() {
-        for text in [r#"{"e":"x","i":null}"#, "{\"e\":\"x\",\"i\" : \n null \t}"] {
+        for text in [
+            r#"{"i":1,"e":"x","a":null,"t":null}"#,
+            "{\"i\":1,\"e\":\"x\",\"a\" : \n null \t,\"c\":\tnull}",
+        ] {
             let decoded = Json.decode_message(text.as_bytes());
-            assert!(decoded.is_ok(), "{text}: {decoded:?}");
+            match decoded {
+                Ok(crate::frame::Message::Single(Ok(frame))) => {
+                    assert!(
+                        frame.data.is_empty() && frame.callbacks.is_empty(),
+                        "{text}"
+                    );
+                    assert_eq!(frame.timeout, None, "{text}");
+                }
+                other => panic!("{text}: {other:?}"),
+            }
         }
     }
 }
