@@ -21,6 +21,9 @@ use std::sync::{Arc, Mutex, Once};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+mod js_support;
+use js_support::{js_dir, js_ready};
+
 /// How long a peer may take to start and print its address.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a client run may take (each scenario has a 10 s timeout of its own):
@@ -57,55 +60,6 @@ fn rust_peer() -> PathBuf {
     profile_dir
         .join("examples")
         .join(format!("conformance{}", std::env::consts::EXE_SUFFIX))
-}
-
-fn js_dir() -> PathBuf {
-    root().join("tests").join("js")
-}
-
-/// Checks for Node.js 20+ and installs the JavaScript dependencies once;
-/// panics, saying why, when that cannot be done.
-fn js_ready() {
-    static INSTALL: Once = Once::new();
-    let version = match Command::new("node").arg("--version").output() {
-        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-        Ok(out) => panic!(
-            "`node --version` failed ({}): the JavaScript interop tests need Node.js 20+ on PATH",
-            out.status
-        ),
-        Err(e) => panic!(
-            "node is not installed ({e}): the JavaScript interop tests need Node.js 20+ on PATH"
-        ),
-    };
-    let major: u32 = version
-        .trim_start_matches('v')
-        .split('.')
-        .next()
-        .and_then(|m| m.parse().ok())
-        .unwrap_or_else(|| panic!("cannot read the Node.js version from {version:?}"));
-    assert!(
-        major >= 20,
-        "Node.js {version} is too old: the JavaScript interop tests need Node.js 20+"
-    );
-    INSTALL.call_once(|| {
-        if !js_dir()
-            .join("node_modules")
-            .join("@msgpack")
-            .join("msgpack")
-            .exists()
-        {
-            eprintln!(
-                "installing the JavaScript peer's dependencies: npm ci in {}",
-                js_dir().display()
-            );
-            let status = Command::new("npm")
-                .args(["ci", "--prefer-offline", "--no-audit", "--no-fund"])
-                .current_dir(js_dir())
-                .status()
-                .expect("npm is not installed");
-            assert!(status.success(), "npm ci failed in tests/js");
-        }
-    });
 }
 
 // ---------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 //! The typed layer against itself and against the dynamic API: both lower to
 //! the same frames, so every mix works. See `typed_support` for the transport.
 
+mod js_support;
 mod typed_support;
 
 use std::time::Duration;
@@ -352,9 +353,7 @@ async fn a_reply_can_be_a_callback() -> Result<(), nmsg::Error> {
 // through `cb(value)`, error-first `cb(null, v)` / `cb(err)`, nested callbacks.
 
 mod js_peer {
-    use std::path::{Path, PathBuf};
     use std::process::Stdio;
-    use std::sync::Once;
     use std::time::Duration;
 
     use tokio::io::{AsyncBufReadExt, BufReader};
@@ -362,40 +361,7 @@ mod js_peer {
 
     pub const LIMIT: Duration = super::LIMIT;
 
-    fn js_dir() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests")
-            .join("js")
-    }
-
-    /// Checks for node, and installs the JavaScript dependencies once if
-    /// missing (`npm ci` in tests/js). Without node the test fails.
-    fn js_ready() {
-        static INSTALL: Once = Once::new();
-        let node = std::process::Command::new("node").arg("--version").output();
-        match node {
-            Ok(o) if o.status.success() => {}
-            _ => panic!(
-                "node is not installed: the typed JavaScript interop tests need Node.js 20+ on PATH"
-            ),
-        }
-        INSTALL.call_once(|| {
-            let installed = js_dir()
-                .join("node_modules")
-                .join("@msgpack")
-                .join("msgpack")
-                .exists();
-            if !installed {
-                eprintln!("installing the JavaScript peer's dependencies: npm ci in tests/js");
-                let status = std::process::Command::new("npm")
-                    .args(["ci", "--no-audit", "--no-fund"])
-                    .current_dir(js_dir())
-                    .status()
-                    .expect("npm is not installed");
-                assert!(status.success(), "npm ci failed in tests/js");
-            }
-        });
-    }
+    use super::js_support::{js_dir, js_ready};
 
     /// The running JavaScript server; killed when dropped (a failing test too).
     pub struct JsServer {
