@@ -208,6 +208,22 @@ pub struct OutFrame<'a> {
     pub timeout: Option<f64>,
 }
 
+impl OutFrame<'_> {
+    /// Whether a codec writes `a`: whenever the frame has arguments, `[]`
+    /// when all of them are callbacks, as the original writes it.
+    pub fn writes_data(&self) -> bool {
+        !self.data.is_empty() || !self.callbacks.is_empty()
+    }
+
+    /// `t` as a whole number of seconds, when it is one: JavaScript writes
+    /// `3`, not `3.0`, and a codec writes such a `t` as an integer.
+    pub fn timeout_whole_secs(&self) -> Option<u32> {
+        self.timeout
+            .filter(|t| t.fract() == 0.0 && *t >= 0.0 && *t < u32::MAX as f64)
+            .map(|t| t as u32)
+    }
+}
+
 impl std::fmt::Debug for OutFrame<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OutFrame")

@@ -332,7 +332,7 @@ impl Codec for Json {
         }
         // `a` is written whenever the frame has arguments, `[]` when all are
         // callbacks, and `t` between `a` and `c`: as the original writes them.
-        if !frame.data.is_empty() || !frame.callbacks.is_empty() {
+        if frame.writes_data() {
             out.extend_from_slice(b",\"a\":[");
             let saw_binary = Cell::new(false);
             for (n, &item) in frame.data.iter().enumerate() {
@@ -359,11 +359,13 @@ impl Codec for Json {
         }
         if let Some(t) = frame.timeout {
             out.extend_from_slice(b",\"t\":");
-            // A whole number of seconds as JavaScript writes it: `3`, not `3.0`.
-            if t.fract() == 0.0 && t >= 0.0 && t < u32::MAX as f64 {
-                let _ = write!(out, "{}", t as u32);
-            } else {
-                let _ = serde_json::to_writer(&mut *out, &t);
+            match frame.timeout_whole_secs() {
+                Some(secs) => {
+                    let _ = write!(out, "{secs}");
+                }
+                None => {
+                    let _ = serde_json::to_writer(&mut *out, &t);
+                }
             }
         }
         if !frame.callbacks.is_empty() {

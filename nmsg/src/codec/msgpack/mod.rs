@@ -65,7 +65,7 @@ impl Codec for MsgPack {
     fn encode_frame(&self, frame: &OutFrame<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         // `a` is written whenever the frame has arguments, `[]` when all are
         // callbacks, and `t` between `a` and `c`: as the original writes them.
-        let has_args = !frame.data.is_empty() || !frame.callbacks.is_empty();
+        let has_args = frame.writes_data();
         let has_callbacks = !frame.callbacks.is_empty();
         let len = 1
             + matches!(frame.kind, OutKind::Event(_)) as u32
@@ -96,10 +96,11 @@ impl Codec for MsgPack {
         }
         if let Some(t) = frame.timeout {
             key(out, b't');
-            if t.fract() == 0.0 && t >= 0.0 && t < u32::MAX as f64 {
-                put_uint(out, t as u32);
-            } else {
-                let _ = rmp::encode::write_f64(out, t);
+            match frame.timeout_whole_secs() {
+                Some(secs) => put_uint(out, secs),
+                None => {
+                    let _ = rmp::encode::write_f64(out, t);
+                }
             }
         }
         if has_callbacks {
