@@ -370,10 +370,8 @@ impl Future for Connected<'_> {
         }
         match this.bound.as_mut().map(|b| b.as_mut().poll(cx)) {
             Some(Poll::Ready(())) => {
-                inner.router.link().connection_lost(&format!(
-                    "could not write what was queued within {:?}",
-                    inner.stop_timeout
-                ));
+                let reason = CloseReason::unwritten_within(inner.stop_timeout);
+                inner.router.link().lost(reason.disconnect());
                 Poll::Ready(None)
             }
             _ => Poll::Pending,

@@ -67,9 +67,18 @@ impl CloseReason {
         }
     }
 
+    /// A connection dropped because what was queued could not be written
+    /// within `bound` (a stop timeout).
+    pub(crate) fn unwritten_within(bound: std::time::Duration) -> Self {
+        CloseReason::Io {
+            kind: std::io::ErrorKind::TimedOut,
+            message: format!("could not write what was queued within {bound:?}"),
+        }
+    }
+
     /// What the callbacks that wait on the connection fail with: this
     /// reason, and its kind of I/O error if it is one.
-    fn disconnect(&self) -> crate::error::Disconnect {
+    pub(crate) fn disconnect(&self) -> crate::error::Disconnect {
         let kind = match self {
             CloseReason::Io { kind, .. } => Some(*kind),
             _ => None,
@@ -192,10 +201,7 @@ impl Connection {
             Ok(reason) => reason,
             Err(_) => {
                 self.task.abort();
-                let reason = CloseReason::Io {
-                    kind: std::io::ErrorKind::TimedOut,
-                    message: format!("could not write what was queued within {bound:?}"),
-                };
+                let reason = CloseReason::unwritten_within(bound);
                 self.router.link().lost(reason.disconnect());
                 reason
             }
@@ -211,9 +217,7 @@ impl Connection {
     pub fn abort(&self) {
         self.task.abort();
         if !self.is_closed() {
-            self.router
-                .link()
-                .connection_lost(&CloseReason::Local.to_string());
+            self.router.link().lost(CloseReason::Local.disconnect());
         }
     }
 }
