@@ -1221,6 +1221,17 @@ impl RawPeer {
         self.stream.write_all(&message).await.unwrap();
     }
 
+    /// A `sync(n)` event, frame `id`: once [`answered_router`]'s channel gives
+    /// `n`, the router has routed everything the peer wrote before it.
+    async fn sync(&mut self, id: u32, n: u32) {
+        self.write(map(vec![
+            ("i", v(id)),
+            ("e", v("sync")),
+            ("a", Value::Array(vec![v(n)])),
+        ]))
+        .await;
+    }
+
     /// A response frame `{i, r, f, a: [text]}`.
     async fn respond(&mut self, id: u32, to: u32, position: u32, text: &str) {
         self.write(map(vec![
@@ -1263,6 +1274,30 @@ fn recording(
     })
 }
 
+/// `router` emits `two(A, "data", B)`, A and B recording callbacks; gives the
+/// frame's id, as the peer read it, and what the callbacks record.
+async fn emit_two_callbacks(
+    router: &nmsg::Router,
+    peer: &mut RawPeer,
+) -> (
+    u32,
+    tokio::sync::mpsc::UnboundedReceiver<(&'static str, String)>,
+) {
+    let (calls_tx, calls) = tokio::sync::mpsc::unbounded_channel();
+    router
+        .emit(
+            "two",
+            args![recording("A", &calls_tx), "data", recording("B", &calls_tx)],
+        )
+        .unwrap();
+    // Only the callbacks hold senders now: once both are gone (run, or
+    // failed by their timeout, at once on paused time), `calls` ends.
+    drop(calls_tx);
+    let frame = peer.read_frame().await;
+    assert_eq!(&frame.callbacks[..], [0, 2]);
+    (frame.id, calls)
+}
+
 /// Everything a channel holds now.
 fn drain<T>(rx: &mut tokio::sync::mpsc::UnboundedReceiver<T>) -> Vec<T> {
     std::iter::from_fn(|| rx.try_recv().ok()).collect()
@@ -1280,29 +1315,12 @@ async fn a_second_answer_to_an_answered_callback_of_a_pending_frame_is_stray_and
 ) {
     let (conn, mut peer, mut errors, mut synced) = answered_router();
     let router = conn.router().clone();
-    let (calls_tx, mut calls) = tokio::sync::mpsc::unbounded_channel();
-    router
-        .emit(
-            "two",
-            args![recording("A", &calls_tx), "data", recording("B", &calls_tx)],
-        )
-        .unwrap();
-    // Only the callbacks hold senders now: once both are gone (run, or
-    // failed by their timeout, at once on paused time), `calls` ends.
-    drop(calls_tx);
-    let frame = peer.read_frame().await;
-    assert_eq!(&frame.callbacks[..], [0, 2]);
-    let x = frame.id;
+    let (x, mut calls) = emit_two_callbacks(&router, &mut peer).await;
 
     // The peer answers A twice (two response frames of its own), B not yet.
     peer.respond(1, x, 0, "first").await;
     peer.respond(2, x, 0, "second").await;
-    peer.write(map(vec![
-        ("i", v(3)),
-        ("e", v("sync")),
-        ("a", Value::Array(vec![v(1)])),
-    ]))
-    .await;
+    peer.sync(3, 1).await;
     assert_eq!(synced.recv().await, Some(1));
     assert_eq!(drain(&mut calls), [("A", "first".to_owned())], "A ran once");
     let reported: Vec<_> = drain(&mut errors).iter().map(stray).collect();
@@ -1329,29 +1347,12 @@ async fn a_second_answer_to_an_answered_callback_of_a_pending_frame_is_stray_and
 async fn a_response_whose_f_names_a_data_position_is_stray_and_harms_nothing_else() {
     let (conn, mut peer, mut errors, mut synced) = answered_router();
     let router = conn.router().clone();
-    let (calls_tx, mut calls) = tokio::sync::mpsc::unbounded_channel();
-    router
-        .emit(
-            "two",
-            args![recording("A", &calls_tx), "data", recording("B", &calls_tx)],
-        )
-        .unwrap();
-    // Only the callbacks hold senders now: once both are gone (run, or
-    // failed by their timeout, at once on paused time), `calls` ends.
-    drop(calls_tx);
-    let frame = peer.read_frame().await;
-    assert_eq!(&frame.callbacks[..], [0, 2]);
-    let x = frame.id;
+    let (x, mut calls) = emit_two_callbacks(&router, &mut peer).await;
 
     // Position 1 is the data argument; 3 is past the end of the list.
     peer.respond(1, x, 1, "to the data").await;
     peer.respond(2, x, 3, "past the end").await;
-    peer.write(map(vec![
-        ("i", v(3)),
-        ("e", v("sync")),
-        ("a", Value::Array(vec![v(1)])),
-    ]))
-    .await;
+    peer.sync(3, 1).await;
     assert_eq!(synced.recv().await, Some(1));
     let reported: Vec<_> = drain(&mut errors).iter().map(stray).collect();
     assert_eq!(reported, [Some((x, 1)), Some((x, 3))]);
