@@ -53,6 +53,17 @@ struct Options {
     until_eof: bool,
 }
 
+impl Options {
+    /// `--buffered`: bulks as soon as the writer is free; else one message a frame.
+    fn buffering(&self) -> Buffering {
+        if self.buffered {
+            Buffering::Idle
+        } else {
+            Buffering::Off
+        }
+    }
+}
+
 fn usage(problem: &str) -> ! {
     eprintln!("{problem}\nusage: conformance serve|connect --addr HOST:PORT [--codec msgpack|json] [--buffered] [--until-eof]");
     std::process::exit(2);
@@ -260,11 +271,7 @@ async fn main() {
 async fn serve(opts: Options) -> i32 {
     let tally = Arc::new(Tally::default());
     let server = Server::tcp(&opts.addr)
-        .buffering(if opts.buffered {
-            Buffering::Idle
-        } else {
-            Buffering::Off
-        })
+        .buffering(opts.buffering())
         .codec(Observed::new(opts.json, tally.clone()))
         .start();
     let counted = tally.clone();
@@ -431,11 +438,7 @@ type Outcome = Result<(), String>;
 async fn connect(opts: Options) -> i32 {
     let tally = Arc::new(Tally::default());
     let client = Client::tcp(&opts.addr)
-        .buffering(if opts.buffered {
-            Buffering::Idle
-        } else {
-            Buffering::Off
-        })
+        .buffering(opts.buffering())
         .codec(Observed::new(opts.json, tally.clone()))
         .start();
     let router = client.router().clone();

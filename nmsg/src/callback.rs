@@ -1,7 +1,6 @@
 //! Callbacks: [`Callback<A>`], passed as an argument or received as one, and
 //! [`RemoteCallback`], the dynamic handle to a callback a peer sent.
 
-use crate::sync::MutexExt;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -14,6 +13,7 @@ use tokio::sync::oneshot;
 use crate::args::{Args, FromArgs, IntoArgs, Received};
 use crate::error::Error;
 use crate::frame::OutKind;
+use crate::sync::MutexExt;
 
 /// A callback this side sent, waiting in the router's table for the peer to invoke it.
 pub trait LocalCallback: Send + 'static {

@@ -2,7 +2,6 @@
 //! connection a socket with its own router, and serves them all with a shared
 //! [`Api`].
 
-use crate::sync::MutexExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,6 +15,7 @@ use crate::error::Error;
 use crate::handler::HandlerReturn;
 use crate::lifecycle::{Ending, Events, Lifecycle, Status, DEFAULT_STOP_TIMEOUT};
 use crate::router::{Api, Buffering, Router, RouterBuilder};
+use crate::sync::MutexExt;
 use crate::transport::{
     Acceptor, Address, Binder, CloseReason, Connection, ConnectionOptions, Tcp, Unix,
 };
@@ -411,8 +411,9 @@ impl Server {
 }
 
 /// The server's task: binds, accepts, until stopped. It holds the server
-/// through `inner`, dropped last (parameters drop in reverse order): the status says stopped once the task has
-/// done everything else, however it ends. [`Server::stop`] waits for that.
+/// through `inner`, dropped last (parameters drop in reverse order): the
+/// status says stopped once the task has done everything else, however it
+/// ends. [`Server::stop`] waits for that.
 async fn run(inner: Ending<ServerInner, ServerStatus>, binder: Arc<dyn Binder>, backoff: Backoff) {
     let life = &inner.life;
     let emit = |e: ServerEvent| inner.events.send(e);

@@ -2,7 +2,6 @@
 //! open bulk of a buffered router, the queue's bounds, and the wake-ups of the
 //! writer and of the callers waiting for room.
 
-use crate::sync::MutexExt;
 use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -12,6 +11,7 @@ use tokio::sync::Notify;
 use crate::codec::{Bulk, Codec};
 use crate::error::Error;
 use crate::framing::put_message;
+use crate::sync::MutexExt;
 
 use super::options::{Buffering, Options};
 use super::pending::{drop_table, Table};

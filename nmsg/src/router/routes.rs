@@ -77,7 +77,7 @@ impl Api {
         M: 'static,
     {
         let event = event.into();
-        let handler: Arc<dyn ErasedHandler> = Arc::new(FnHandler::new(handler));
+        let handler = erase(handler);
         self.table.rcu(|table| {
             let mut table = HandlerMap::clone(table);
             table.insert(event.clone(), handler.clone());
