@@ -160,6 +160,13 @@ impl Link {
         self.lost(Disconnect::new(None, reason));
     }
 
+    /// [`Link::lost`], for a transport that took `taken` (complete
+    /// length-prefixed messages, from [`Link::take_outgoing`]) and wrote only
+    /// its first `written` bytes.
+    pub(crate) fn lost_with(&self, why: Disconnect, _taken: &[u8], _written: usize) {
+        self.lost(why)
+    }
+
     /// [`Link::connection_lost`], for a connection that ended as `why` says.
     pub(crate) fn lost(&self, why: Disconnect) {
         let inner = &*self.router.inner;

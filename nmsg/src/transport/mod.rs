@@ -304,16 +304,22 @@ pub(crate) fn task_future_size<S, F>(_on_close: &F) -> usize {
     std::mem::size_of::<ConnectionTask<S, F>>()
 }
 
-/// Where a [`Driver`] is. The rare states box what they hold, so that the
-/// state of every open connection takes two words.
+/// Where a [`Driver`] is: running, or, boxed, one of the rare states of its
+/// end, so that the state of every open connection takes one word.
 enum Phase {
     /// Reading and writing.
     Running,
+    /// Ending.
+    Ending(Box<Ending>),
+}
+
+/// The states of a [`Driver`]'s end.
+enum Ending {
     /// After a stop request: nothing more is read; `tail`, what was queued at
     /// the request, is written after what is being written now.
-    Stopping { tail: Option<Box<Bytes>> },
+    Stopping { tail: Option<Bytes> },
     /// Shutting the stream down, then the connection has ended for this reason.
-    Closing(Box<CloseReason>),
+    Closing(CloseReason),
     /// Ended.
     Done,
 }
@@ -330,8 +336,10 @@ enum Phase {
 pub(crate) struct Driver<S> {
     reader: Reader<S>,
     link: Link,
-    /// What is being written.
+    /// What is being written: complete messages taken from the router, of
+    /// which the first `written` bytes are written.
     out: Bytes,
+    written: usize,
     /// When the router's queue may be taken ([`Buffering::Cycle`](crate::Buffering::Cycle)).
     pacer: Pacer,
     phase: Phase,
@@ -389,6 +397,7 @@ where
             },
             link,
             out: Bytes::new(),
+            written: 0,
             pacer: Pacer::default(),
             phase: Phase::Running,
         }
@@ -399,28 +408,34 @@ where
     /// never cancelled.
     pub(crate) fn stop(&mut self) {
         if let Phase::Running = self.phase {
-            let tail = self.link.take_outgoing().map(Box::new);
-            self.phase = Phase::Stopping { tail };
+            let tail = self.link.take_outgoing();
+            self.phase = Phase::Ending(Box::new(Ending::Stopping { tail }));
         }
     }
 
     /// Drives the connection; ready with the reason once it has ended.
     pub(crate) fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<CloseReason> {
         loop {
-            match &mut self.phase {
-                Phase::Running | Phase::Stopping { .. } => {
+            let ending = match &mut self.phase {
+                Phase::Running => None,
+                Phase::Ending(ending) => Some(&mut **ending),
+            };
+            match ending {
+                None | Some(Ending::Stopping { .. }) => {
                     let reason = std::task::ready!(self.poll_stream(cx));
-                    self.phase = Phase::Closing(Box::new(reason));
+                    self.phase = Phase::Ending(Box::new(Ending::Closing(reason)));
                 }
-                Phase::Closing(reason) => {
+                Some(ending @ Ending::Closing(_)) => {
                     let _ = std::task::ready!(Pin::new(&mut self.reader.stream).poll_shutdown(cx));
-                    let reason = std::mem::replace(&mut **reason, CloseReason::Local);
-                    self.phase = Phase::Done;
+                    let Ending::Closing(reason) = std::mem::replace(ending, Ending::Done) else {
+                        unreachable!("matched as Closing")
+                    };
                     tracing::debug!(%reason, "nmsg connection closed");
-                    self.link.lost(reason.disconnect());
+                    let out = std::mem::take(&mut self.out);
+                    self.link.lost_with(reason.disconnect(), &out, self.written);
                     return Poll::Ready(reason);
                 }
-                Phase::Done => return Poll::Ready(CloseReason::Local),
+                Some(Ending::Done) => return Poll::Ready(CloseReason::Local),
             }
         }
     }
@@ -475,21 +490,28 @@ where
                 }
             }
             loop {
-                if self.out.is_empty() {
+                if self.written == self.out.len() {
                     let next = match &mut self.phase {
-                        Phase::Stopping { tail } => tail.take().map(|tail| *tail),
-                        _ => self.pacer.poll_take(link, cx),
+                        Phase::Ending(ending) => match &mut **ending {
+                            Ending::Stopping { tail } => tail.take(),
+                            _ => None,
+                        },
+                        Phase::Running => self.pacer.poll_take(link, cx),
                     };
                     match next {
-                        Some(bytes) => self.out = bytes,
+                        Some(bytes) => {
+                            self.out = bytes;
+                            self.written = 0;
+                        }
                         None => {
                             // Written: let go of the buffer it came in.
                             self.out = Bytes::new();
+                            self.written = 0;
                             break;
                         }
                     }
                 }
-                match Pin::new(&mut reader.stream).poll_write(cx, &self.out) {
+                match Pin::new(&mut reader.stream).poll_write(cx, &self.out[self.written..]) {
                     Poll::Ready(Ok(0)) => {
                         return Poll::Ready(CloseReason::Io {
                             kind: std::io::ErrorKind::WriteZero,
@@ -497,7 +519,7 @@ where
                         })
                     }
                     Poll::Ready(Ok(n)) => {
-                        self.out.advance(n);
+                        self.written += n;
                         progress = true;
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(CloseReason::io(&e)),
@@ -505,20 +527,22 @@ where
                 }
             }
             let stopping = match &self.phase {
-                Phase::Stopping { tail } => {
-                    if self.out.is_empty() && tail.is_none() {
-                        return Poll::Ready(CloseReason::Local);
+                Phase::Ending(ending) => {
+                    if let Ending::Stopping { tail: None } = **ending {
+                        if self.written == self.out.len() {
+                            return Poll::Ready(CloseReason::Local);
+                        }
                     }
                     true
                 }
-                _ => false,
+                Phase::Running => false,
             };
             if progress {
                 continue;
             }
             // Nothing moved: wait for bytes to read, room to write, a frame to
             // send, the cycle's end or a stop request (all registered above).
-            if self.out.is_empty() && !stopping && !self.pacer.is_timing() {
+            if self.written == self.out.len() && !stopping && !self.pacer.is_timing() {
                 match link.poll_queued(cx) {
                     Poll::Ready(true) => continue,
                     Poll::Ready(false) => return Poll::Ready(CloseReason::Local),
