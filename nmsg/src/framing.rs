@@ -86,8 +86,9 @@ impl Decoder for MessageCodec {
                 if len == 0 {
                     return Err(FramingError::Empty);
                 }
-                // Room for the whole payload; the check above bounds it.
-                src.reserve((len as usize).saturating_sub(src.len()));
+                // No room reserved for the payload here: the reader grows its
+                // buffer with the bytes that actually arrive, so a prefix
+                // alone holds no memory.
                 len
             }
         };
@@ -150,6 +151,20 @@ pub(crate) fn check_size(size: usize, max: usize) -> Result<(), EncodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_announced_length_reserves_nothing_before_its_bytes_arrive() {
+        // A prefix announcing 16 MiB - 1, then one byte: the five bytes of a
+        // peer that would hold 16 MiB of this process for nothing.
+        let mut codec = MessageCodec::default();
+        let mut buf = BytesMut::from(&[0x00, 0xff, 0xff, 0xff, 0x01][..]);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert!(
+            buf.capacity() < 64 * 1024,
+            "5 bytes received reserve {} bytes",
+            buf.capacity()
+        );
+    }
 
     use std::collections::VecDeque;
     use std::io;

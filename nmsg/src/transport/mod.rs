@@ -366,8 +366,10 @@ where
             if let Some(message) = self.codec.decode(&mut self.input)? {
                 return Poll::Ready(Ok(Some(message)));
             }
-            if self.input.capacity() == 0 {
-                self.input.reserve(READ_BUFFER);
+            if self.input.capacity() == self.input.len() {
+                // Full: grow with what has arrived (doubling, from the read
+                // buffer's size), never by what a length prefix announces.
+                self.input.reserve(READ_BUFFER.max(self.input.len()));
             }
             match std::task::ready!(poll_read_buf(
                 Pin::new(&mut self.stream),
