@@ -5,14 +5,18 @@ use std::time::Duration;
 /// An exponential backoff schedule: `initial`, then each delay `factor` times
 /// the last, capped at `max`, with optional random jitter.
 ///
-/// The default is the original's: 1 s, 2 s, 4 s, … up to one hour, no jitter.
+/// The default is the original's schedule, 1 s, 2 s, 4 s, … up to one hour,
+/// with each delay shortened by up to [`DEFAULT_JITTER`] (20 %) of itself, so
+/// that the clients of a restarted server do not all reconnect at once.
+/// [`Backoff::new`] makes a schedule without jitter.
 ///
 /// ```
 /// use std::time::Duration;
 /// let b = nmsg::Backoff::default();
-/// assert_eq!(b.delay(0), Duration::from_secs(1));
-/// assert_eq!(b.delay(3), Duration::from_secs(8));
-/// assert_eq!(b.delay(40), Duration::from_secs(3600));
+/// assert!(b.delay(0) <= Duration::from_secs(1) && b.delay(0) >= Duration::from_millis(800));
+/// assert!(b.delay(40) <= Duration::from_secs(3600));
+/// let plain = nmsg::Backoff::new(Duration::from_secs(1), Duration::from_secs(3600));
+/// assert_eq!(plain.delay(3), Duration::from_secs(8));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backoff {
@@ -23,8 +27,8 @@ pub struct Backoff {
     /// The longest delay (default 1 hour).
     pub max: Duration,
     /// Each delay is shortened by a random part of up to this fraction of
-    /// itself (default 0: none; 0.5 spreads delays over `[d/2, d]`), so that
-    /// many clients do not retry in lockstep.
+    /// itself (default [`DEFAULT_JITTER`], 0.2, which spreads delays over
+    /// `[0.8 d, d]`; 0 for none), so that many clients do not retry in lockstep.
     pub jitter: f64,
 }
 
@@ -34,10 +38,14 @@ impl Default for Backoff {
             initial: Duration::from_secs(1),
             factor: 2.0,
             max: Duration::from_secs(3600),
-            jitter: 0.0,
+            jitter: DEFAULT_JITTER,
         }
     }
 }
+
+/// The default jitter of a [`Backoff`]: each delay is shortened by a random
+/// part of up to 20 % of itself.
+pub const DEFAULT_JITTER: f64 = 0.2;
 
 impl Backoff {
     /// A schedule starting at `initial`, doubling, up to `max`, without jitter.
@@ -45,6 +53,7 @@ impl Backoff {
         Backoff {
             initial,
             max,
+            jitter: 0.0,
             ..Backoff::default()
         }
     }
@@ -84,6 +93,18 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_schedule_spreads_the_clients_of_a_restarted_server() {
+        let b = Backoff::default();
+        let delays: Vec<Duration> = (0..200).map(|_| b.delay(2)).collect();
+        assert!(delays
+            .iter()
+            .all(|d| *d >= Duration::from_millis(3_200) && *d <= Duration::from_secs(4)));
+        // 200 clients do not all wait the same time: one in lockstep is the bug.
+        assert!(delays.iter().any(|d| *d < Duration::from_millis(3_800)));
+        assert!(delays.iter().any(|d| *d > Duration::from_millis(3_900)));
+    }
 
     #[test]
     fn delays_grow_by_the_factor_up_to_the_maximum() {

@@ -87,7 +87,7 @@ impl ClientBuilder {
         self
     }
 
-    /// The reconnection schedule (default [`Backoff::default`]: 1 s doubling up to 1 hour).
+    /// The reconnection schedule (default [`Backoff::default`]: 1 s doubling up to 1 hour, each delay shortened by up to 20 %).
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
         self

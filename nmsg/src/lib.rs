@@ -74,7 +74,7 @@ pub mod typed;
 mod value;
 
 pub use args::{Arg, Args, FromArg, FromArgs, IntoArgs, OutArgs, ToArg};
-pub use backoff::Backoff;
+pub use backoff::{Backoff, DEFAULT_JITTER};
 pub use callback::{Callback, LocalCallback, RemoteCallback, Reply};
 pub use client::{Client, ClientBuilder, ClientEvent};
 pub use codec::{Codec, Json, MsgPack};
