@@ -446,6 +446,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn requests_find_free_ids_among_65536_live_ones_at_the_wrap() {
+        // 65,536 requests kept waiting (long timeout) whose ids run across
+        // the wrap: MAX_ID - 99 ..= MAX_ID, then 1 ..= 65,436. The counter is
+        // then set back before them, so the next request meets the whole run
+        // of live ids (it once recursed per live id and overflowed the stack).
+        const LIVE: usize = 65_536;
+        let router = crate::Router::builder()
+            .max_pending(LIVE + 16)
+            .max_queued_frames(LIVE + 16)
+            .max_queued_bytes(usize::MAX)
+            .default_timeout(Duration::from_secs(3600))
+            .build();
+        let pending = &router.inner.pending;
+        pending.next_id.store(MAX_ID - 100, Ordering::Relaxed);
+        let live: Vec<_> = (0..LIVE)
+            .map(|n| router.request::<()>("live", (n as u32,)))
+            .collect();
+        assert!(pending.wrapped.load(Ordering::Relaxed));
+        assert_eq!(router.queued_frames(), LIVE);
+        router.link().take_outgoing().unwrap();
+        pending.next_id.store(MAX_ID - 200, Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        // The 100 ids below the run are free, then the run is skipped.
+        let ids: Vec<u32> = (0..102)
+            .map(|_| pending.allocate_id(true, &router.inner.outbox))
+            .collect();
+        assert_eq!(
+            ids[..100],
+            (MAX_ID - 199..=MAX_ID - 100).collect::<Vec<_>>()[..]
+        );
+        assert_eq!(ids[100..], [65_437, 65_438]);
+        // A request through the send path meets the run too, and is queued.
+        pending.next_id.store(MAX_ID - 100, Ordering::Relaxed);
+        let _late = router.request::<()>("late", ());
+        assert_eq!(router.queued_frames(), 1);
+        // Bounded time: one table lookup per live id. A generous bound, for
+        // a debug build on a busy machine; the run takes milliseconds.
+        assert!(started.elapsed() < Duration::from_secs(10));
+        drop(live);
+    }
+
+    #[tokio::test]
     async fn a_request_after_the_wrap_skips_the_id_of_one_still_waiting() {
         let router = crate::Router::new();
         let _first = router.request::<()>("first", ());
