@@ -264,16 +264,29 @@ async fn emit_wait_of_a_frame_larger_than_the_byte_bound_fails_instead_of_waitin
     let waited = tokio::time::timeout(LIMIT, router.emit_wait("n", args![1u64, &big]))
         .await
         .expect("emit_wait waits for room that cannot come");
+    // a clear error, not a "full" queue that holds nothing
     assert!(
         matches!(
             waited,
-            Err(Error::QueueFull {
-                frames: 0,
-                bytes: 0
-            })
+            Err(Error::FrameExceedsQueue { size, max_queued_bytes: QUEUE_BYTES }) if size > 2 * QUEUE_BYTES
         ),
         "{waited:?}"
     );
+    // emit says the same, with the frames already queued not counted against it
+    router.emit("n", args![3u64, ""]).unwrap();
+    let emitted = router.emit("n", args![1u64, &big]);
+    assert!(
+        matches!(emitted, Err(Error::FrameExceedsQueue { .. })),
+        "{emitted:?}"
+    );
+    let waited = tokio::time::timeout(LIMIT, router.emit_wait("n", args![1u64, &big]))
+        .await
+        .expect("emit_wait waits behind a queued frame for room that cannot come");
+    assert!(
+        matches!(waited, Err(Error::FrameExceedsQueue { .. })),
+        "{waited:?}"
+    );
+    router.link().take_outgoing().unwrap();
     assert_eq!(router.queued_frames(), 0);
     // a frame that fits is still queued
     router.emit_wait("n", args![2u64, ""]).await.unwrap();

@@ -164,6 +164,16 @@ pub enum Error {
         /// Bytes queued.
         bytes: usize,
     },
+    /// One frame is larger than the outgoing queue's byte bound
+    /// ([`max_queued_bytes`](crate::RouterBuilder::max_queued_bytes)): no
+    /// room will ever come for it, so `emit` and `emit_wait` refuse it at once.
+    #[error("a frame of {size} bytes can never fit the outgoing queue (max_queued_bytes = {max_queued_bytes})")]
+    FrameExceedsQueue {
+        /// The encoded frame's size.
+        size: usize,
+        /// The queue's byte bound.
+        max_queued_bytes: usize,
+    },
     /// A callback was not invoked by the peer before its timeout.
     #[error("no answer within {0:?}")]
     Timeout(Duration),

@@ -58,6 +58,12 @@ impl Queue {
         if self.closed {
             return Err(Error::Closed);
         }
+        if len > opts.max_queued_bytes {
+            return Err(Error::FrameExceedsQueue {
+                size: len,
+                max_queued_bytes: opts.max_queued_bytes,
+            });
+        }
         if self.queued_frames + 1 > opts.max_queued_frames
             || self.queued_bytes + len > opts.max_queued_bytes
         {

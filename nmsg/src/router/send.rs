@@ -68,6 +68,13 @@ fn refusal(e: &Error) -> Error {
             frames: *frames,
             bytes: *bytes,
         },
+        Error::FrameExceedsQueue {
+            size,
+            max_queued_bytes,
+        } => Error::FrameExceedsQueue {
+            size: *size,
+            max_queued_bytes: *max_queued_bytes,
+        },
         Error::NoRuntime => Error::NoRuntime,
         _ => Error::Closed,
     }
@@ -97,8 +104,8 @@ impl Router {
     /// [`Router::emit`], but waits for room when the outgoing queue is full
     /// instead of failing. The frame is encoded at once; the future (which is
     /// `Send` and `'static`) only waits for room. A frame that an empty queue
-    /// cannot take (larger than `max_queued_bytes`) fails with
-    /// [`Error::QueueFull`], as with `emit`: no room would ever come for it.
+    /// cannot take (larger than `max_queued_bytes`) fails at once with
+    /// [`Error::FrameExceedsQueue`], as with `emit`: no room would ever come for it.
     pub fn emit_wait<'a>(
         &self,
         event: &str,
