@@ -12,8 +12,7 @@
 //! - `send`: encoding a frame and queueing it, the `emit` family;
 //! - `outbox`: the outgoing queue, bulks, bounds and wake-ups;
 //! - `pending`: ids, the callback table, deadlines, expiry, a lost connection;
-//! - `link`: the transport's side;
-//! - `flow`: whether the transport may read more now.
+//! - `link`: the transport's side.
 //!
 //! Routes take no lock; the queue and the callback table share the queue's
 //! lock, because a frame is registered and queued in one step (one lock per
@@ -27,7 +26,6 @@ use crate::codec::Codec;
 use crate::error::Error;
 use crate::handler::HandlerReturn;
 
-mod flow;
 mod link;
 mod options;
 mod outbox;
