@@ -319,6 +319,10 @@ const SCAN_GAP: Duration = Duration::from_millis(10);
 /// Drops waiting frames whose deadline passed. One task per router, started
 /// with the first frame that has callbacks; ends when the router is dropped.
 async fn run_timer(router: Weak<Inner>) {
+    // Dropped when the task ends or is dropped unfinished (its runtime shut
+    // down): the next frame with callbacks then starts a timer task again,
+    // on its own runtime, instead of waiting on one that is gone.
+    let _restart = TimerGone(router.clone());
     // Made for the first deadline, then moved to each next one.
     let mut sleep: Option<Pin<Box<tokio::time::Sleep>>> = None;
     // No look-through before this instant (see `Calls`).
@@ -382,6 +386,22 @@ async fn run_timer(router: Weak<Inner>) {
     .await
 }
 
+/// Marks a router's timer task as gone when dropped ([`run_timer`]).
+struct TimerGone(Weak<Inner>);
+
+impl Drop for TimerGone {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0.upgrade() {
+            let mut queue = inner.outbox.lock();
+            if let Some(calls) = queue.table_mut().as_mut() {
+                calls.timer_running = false;
+                calls.timer = None;
+                calls.timer_armed = None;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -443,6 +463,40 @@ mod tests {
         // The counter wraps to 1, which is live: the frame gets 2.
         assert_eq!(p.allocate_id(true, &o), 2);
         assert!(p.wrapped.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn callbacks_time_out_after_the_runtime_of_the_first_timer_shut_down() {
+        let router = crate::Router::builder()
+            .default_timeout(Duration::from_secs(1))
+            .build();
+        let first = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        // The first request starts the timer task on `first`, which then shuts down.
+        let early = {
+            let _in_first = first.enter();
+            router.request::<()>("early", ())
+        };
+        first.block_on(tokio::task::yield_now());
+        drop(early);
+        drop(first);
+        let second = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        second.block_on(async {
+            let reply = router.request::<()>("late", ());
+            // Paused time runs on while nothing else can: a timer that is
+            // alive fails the reply after 1 s (plus the latency allowance).
+            let outcome = tokio::time::timeout(Duration::from_secs(60), reply).await;
+            assert!(
+                matches!(outcome, Ok(Err(Error::Timeout(_)))),
+                "the reply did not time out: {outcome:?}"
+            );
+        });
     }
 
     #[tokio::test]
