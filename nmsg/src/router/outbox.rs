@@ -227,8 +227,9 @@ pub(super) struct Queue {
     queued_frames: usize,
     queued_bytes: usize,
     /// What the last two takes gave out, for a lost connection to count what
-    /// it did not write.
-    given: Ledger,
+    /// it did not write; made at the first take (a router that never sends,
+    /// as many a server socket's, holds none).
+    given: Option<Box<Ledger>>,
     /// Losses kept for the router's owner ([`Queue::keep_losses`]) instead
     /// of being reported to the error hook.
     kept: Option<Box<Kept>>,
@@ -303,10 +304,13 @@ impl Queue {
         codec: &dyn Codec,
         bulks: bool,
     ) -> Option<Tally> {
-        let mut lost = self.given.lost(unwritten, bulks);
+        let mut lost = Tally::default();
+        if let Some(given) = &mut self.given {
+            lost = given.lost(unwritten, bulks);
+            given.forget();
+            given.stopping = false;
+        }
         lost.add(self.drop_responses(codec, bulks));
-        self.given.forget();
-        self.given.stopping = false;
         if lost.frames == 0 {
             return None;
         }
@@ -334,7 +338,7 @@ impl Queue {
 
     /// See [`Link::stopping`](super::Link::stopping).
     pub(super) fn stopping(&mut self) {
-        self.given.stopping = true;
+        self.given.get_or_insert_with(Box::default).stopping = true;
     }
 
     /// What is queued: frames, and their encoded bytes.
@@ -496,8 +500,8 @@ impl Outbox {
             q.responses = 0;
             q.taken = q.seq;
             let out = q.ready.split().freeze();
-            q.given
-                .record(out.as_ptr() as usize, out.len(), frames, &mut q.runs);
+            let given = q.given.get_or_insert_with(Box::default);
+            given.record(out.as_ptr() as usize, out.len(), frames, &mut q.runs);
             out
         };
         self.space.notify_waiters();
@@ -517,7 +521,9 @@ impl Outbox {
     /// counts none of it.
     pub(super) fn poll_queued(&self, cx: &mut Context<'_>) -> Poll<bool> {
         let mut q = self.lock();
-        q.given.forget();
+        if let Some(given) = &mut q.given {
+            given.forget();
+        }
         if q.queued_frames > 0 {
             return Poll::Ready(true);
         }
