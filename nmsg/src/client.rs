@@ -138,6 +138,7 @@ impl ClientBuilder {
     }
 
     /// How long [`Client::stop`] may spend writing what is queued (default 5 s).
+    /// What it could not write by then is reported in a [`ClientEvent::Lost`].
     pub fn stop_timeout(mut self, timeout: Duration) -> Self {
         self.stop_timeout = timeout;
         self
@@ -297,7 +298,9 @@ impl Client {
 
     /// Stops: writes what is queued if connected (within the stop timeout),
     /// closes the connection cleanly, and closes the router, so later emits
-    /// fail with [`Error::Closed`](crate::Error::Closed). Idempotent.
+    /// fail with [`Error::Closed`](crate::Error::Closed). Idempotent. What
+    /// could not be written comes in a [`ClientEvent::Lost`], what was never
+    /// handed to a connection as [`ClientEvent::Stopped`]'s `unsent`.
     pub async fn stop(&self) {
         self.inner.life.stop().await;
     }
