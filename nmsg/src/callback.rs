@@ -392,7 +392,7 @@ impl RemoteCallback {
         };
         received
             .router
-            .send(kind, args.into_args(), None)
+            .send_response(kind, args.into_args(), received.epoch)
             .inspect_err(|_| received.release(self.slot))
     }
 }

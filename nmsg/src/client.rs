@@ -7,6 +7,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::broadcast;
 
 use crate::backoff::Backoff;
@@ -30,9 +33,27 @@ pub enum ClientEvent {
         address: Address,
     },
     /// The connection ended. Frames with callbacks sent on it failed with
-    /// [`Error::Disconnected`](crate::Error::Disconnected).
+    /// [`Error::Disconnected`](crate::Error::Disconnected). What was lost
+    /// with it, if anything, follows as [`ClientEvent::Lost`].
     Disconnected {
         /// Why.
+        reason: String,
+    },
+    /// Frames were lost with a connection, at a disconnect or at the stop:
+    /// the messages it had taken from the queue and not written whole (a
+    /// message written in part is lost whole; "written" means the stream
+    /// took the bytes, not that the server read them), and the responses
+    /// still queued for it (answers to the server's requests on that
+    /// connection, which mean nothing to the next one). Frames still queued
+    /// otherwise are not lost: they go out on the next connection, or are
+    /// counted as `unsent` at the stop.
+    Lost {
+        /// How many frames.
+        frames: usize,
+        /// Their bytes as they would have gone on the wire (length prefixes
+        /// and bulk headers included).
+        bytes: usize,
+        /// Why the connection ended.
         reason: String,
     },
     /// A connection attempt failed; the next one comes after `delay`.
@@ -46,10 +67,11 @@ pub enum ClientEvent {
     },
     /// The client stopped.
     Stopped {
-        /// Frames still in the client's queue at the stop, never handed to a
-        /// connection (the client was not connected). Frames a connection had
-        /// already taken but could not write within the stop timeout are not
-        /// counted here: they end with that connection.
+        /// Frames still in the client's queue when its router closed, never
+        /// handed to a connection: exactly the frames emitted and neither
+        /// written nor reported in a [`ClientEvent::Lost`] (frames a
+        /// connection took but could not write within the stop timeout come
+        /// in the `Lost` just before).
         unsent: usize,
     },
 }
@@ -116,6 +138,7 @@ impl ClientBuilder {
     }
 
     /// How long [`Client::stop`] may spend writing what is queued (default 5 s).
+    /// What it could not write by then is reported in a [`ClientEvent::Lost`].
     pub fn stop_timeout(mut self, timeout: Duration) -> Self {
         self.stop_timeout = timeout;
         self
@@ -160,19 +183,36 @@ struct ClientInner {
     stop_timeout: Duration,
     /// The status, stopped by [`Client::stop`].
     life: Lifecycle<ClientStatus>,
+    /// Set when the stop timeout ends the connection: its stream
+    /// ([`Cuttable`]) then refuses to write.
+    cut: AtomicBool,
     events: Events<ClientEvent>,
 }
 
 impl ClientInner {
     fn new(builder: ClientBuilder) -> Self {
+        let router = builder.router.build();
+        router.keep_losses();
         ClientInner {
-            router: builder.router.build(),
+            router,
             connection: builder.connection,
             connector: builder.connector,
             backoff: builder.backoff,
             stop_timeout: builder.stop_timeout,
             life: Lifecycle::new(ClientStatus::Connecting),
+            cut: AtomicBool::new(false),
             events: Events::new(EVENT_CAPACITY),
+        }
+    }
+
+    /// Sends a [`ClientEvent::Lost`] for what was lost since the last one.
+    fn report_loss(&self) {
+        if let Some((lost, reason)) = self.router.take_loss() {
+            self.events.send(ClientEvent::Lost {
+                frames: lost.frames,
+                bytes: lost.bytes,
+                reason: reason.to_string(),
+            });
         }
     }
 }
@@ -258,7 +298,9 @@ impl Client {
 
     /// Stops: writes what is queued if connected (within the stop timeout),
     /// closes the connection cleanly, and closes the router, so later emits
-    /// fail with [`Error::Closed`](crate::Error::Closed). Idempotent.
+    /// fail with [`Error::Closed`](crate::Error::Closed). Idempotent. What
+    /// could not be written comes in a [`ClientEvent::Lost`], what was never
+    /// handed to a connection as [`ClientEvent::Stopped`]'s `unsent`.
     pub async fn stop(&self) {
         self.inner.life.stop().await;
     }
@@ -300,6 +342,7 @@ async fn run(task: Ending<ClientInner, ClientStatus>) {
                 inner.events.send(ClientEvent::Disconnected {
                     reason: reason.clone(),
                 });
+                inner.report_loss();
                 // A connection that lived a while resets the schedule and is retried
                 // at once; one the server dropped right away counts as a failed
                 // attempt, so a server that accepts and closes is not hammered.
@@ -326,8 +369,8 @@ async fn run(task: Ending<ClientInner, ClientStatus>) {
             break;
         }
     }
-    let unsent = inner.router.queued_frames();
-    inner.router.close();
+    inner.report_loss();
+    let unsent = inner.router.close_counting().frames;
     inner.events.send(ClientEvent::Stopped { unsent });
     // The guard's drop sets the status to stopped, with everything else done.
 }
@@ -339,13 +382,15 @@ struct Connected<'a> {
     inner: &'a ClientInner,
     /// When it connected.
     since: tokio::time::Instant,
-    driver: Driver<BoxStream>,
+    driver: Driver<Cuttable<'a>>,
     /// Set at the stop request; boxed, as it is rarely needed.
     bound: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<'a> Connected<'a> {
     fn new(inner: &'a ClientInner, stream: BoxStream) -> Self {
+        inner.cut.store(false, Ordering::Relaxed);
+        let stream = Cuttable { stream, inner };
         Connected {
             inner,
             since: tokio::time::Instant::now(),
@@ -370,12 +415,78 @@ impl Future for Connected<'_> {
         }
         match this.bound.as_mut().map(|b| b.as_mut().poll(cx)) {
             Some(Poll::Ready(())) => {
-                let reason = CloseReason::unwritten_within(inner.stop_timeout);
-                inner.router.link().lost(reason.disconnect());
+                // The stream refuses to write from now on: the connection
+                // ends as for any failed write, and tells the router exactly
+                // what it took and did not write.
+                inner.cut.store(true, Ordering::Relaxed);
+                if this.driver.poll_run(cx).is_pending() {
+                    // Not expected (a refused write ends it at once); the
+                    // router then counts what it gave out.
+                    let reason = CloseReason::unwritten_within(inner.stop_timeout);
+                    inner.router.link().lost(reason.disconnect());
+                }
                 Poll::Ready(None)
             }
             _ => Poll::Pending,
         }
+    }
+}
+
+/// A client's stream, which its stop timeout cuts: from then on writes fail
+/// (with the error the stop timeout's reason has) and shutting down is done
+/// at once, so that the connection ends the way it does for a failed write.
+struct Cuttable<'a> {
+    stream: BoxStream,
+    inner: &'a ClientInner,
+}
+
+impl Cuttable<'_> {
+    fn is_cut(&self) -> bool {
+        self.inner.cut.load(Ordering::Relaxed)
+    }
+}
+
+impl AsyncRead for Cuttable<'_> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Cuttable<'_> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.is_cut() {
+            let message = match CloseReason::unwritten_within(self.inner.stop_timeout) {
+                CloseReason::Io { message, .. } => message,
+                other => other.to_string(),
+            };
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                message,
+            )));
+        }
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.is_cut() {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.is_cut() {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 

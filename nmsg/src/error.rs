@@ -174,6 +174,24 @@ pub enum Error {
         /// The queue's byte bound.
         max_queued_bytes: usize,
     },
+    /// Frames were lost with a connection: reported to the error hook of a
+    /// router that a [`Connection`](crate::transport::Connection) drives (a
+    /// [`Client`](crate::Client) reports them as
+    /// [`ClientEvent::Lost`](crate::ClientEvent::Lost) instead). They are the
+    /// messages the connection had taken and not written whole (a message
+    /// written in part is lost whole), and the responses still queued for
+    /// it, which mean nothing on another connection. Frames with callbacks
+    /// among them also fail their callbacks with [`Error::Disconnected`].
+    #[error("{frames} frames ({bytes} bytes) were lost with the connection: {reason}")]
+    FramesLost {
+        /// How many frames.
+        frames: usize,
+        /// Their bytes as they would have gone on the wire (length prefixes
+        /// and bulk headers included).
+        bytes: usize,
+        /// Why the connection ended.
+        reason: Disconnect,
+    },
     /// A callback was not invoked by the peer before its timeout.
     #[error("no answer within {0:?}")]
     Timeout(Duration),

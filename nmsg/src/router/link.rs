@@ -13,6 +13,7 @@ use crate::frame::{Frame, FrameKind, Message};
 use crate::handler::panic_message;
 
 use super::options::Buffering;
+use super::outbox::Unwritten;
 use super::pending::fail_all;
 use super::Router;
 
@@ -154,30 +155,67 @@ impl Link {
 
     /// Tells the router that its connection is gone: frames with callbacks that
     /// a transport already took fail with [`Error::Disconnected`], and callbacks
-    /// received on that connection can no longer be invoked. What is still queued
+    /// received on that connection can no longer be invoked. The responses
+    /// still queued (answers to that connection's frames) are dropped, with
+    /// the callbacks they carry, and reported as lost
+    /// ([`Error::FramesLost`] to the error hook); what else is still queued
     /// stays queued, for the next connection.
     pub fn connection_lost(&self, reason: &str) {
-        self.lost(Disconnect::new(None, reason));
+        self.lose(Disconnect::new(None, reason), Unwritten::Nothing);
     }
 
-    /// [`Link::lost`], for a transport that took `taken` (complete
+    /// [`Link::connection_lost`], for a transport that took `taken` (complete
     /// length-prefixed messages, from [`Link::take_outgoing`]) and wrote only
-    /// its first `written` bytes.
-    pub(crate) fn lost_with(&self, why: Disconnect, _taken: &[u8], _written: usize) {
-        self.lost(why)
+    /// its first `written` bytes: the messages from the first not written
+    /// whole are lost too, and counted (with the tail it took at a stop
+    /// request, when it was still at `taken`).
+    pub(crate) fn lost_with(&self, why: Disconnect, taken: &[u8], written: usize) {
+        self.lose(why, Unwritten::Chunk { taken, written })
     }
 
-    /// [`Link::connection_lost`], for a connection that ended as `why` says.
+    /// [`Link::connection_lost`], for a connection whose task is gone and
+    /// cannot say what it wrote: what it took since it last had nothing to
+    /// write counts as lost, whole (and the take before that, when a stop
+    /// request ([`Link::stopping`]) may have taken a tail while it was still
+    /// written).
     pub(crate) fn lost(&self, why: Disconnect) {
-        let inner = &*self.router.inner;
-        let failed = {
+        self.lose(why, Unwritten::Unknown)
+    }
+
+    /// The connection is asked to stop and may be dropped before it writes
+    /// all it took ([`Connection::close_within`](crate::transport::Connection::close_within)):
+    /// a take from now on may be its tail, taken while the take before is
+    /// still written, so a loss that cannot say what was written counts both.
+    pub(crate) fn stopping(&self) {
+        self.router.inner.outbox.lock().stopping();
+    }
+
+    fn lose(&self, why: Disconnect, unwritten: Unwritten<'_>) {
+        let router = &self.router;
+        let inner = &*router.inner;
+        let opts = &*inner.opts;
+        let (failed, lost) = {
             // The queue's lock, held while the frames it gave out are failed:
             // none is taken meanwhile.
             let mut queue = inner.outbox.lock();
+            let bulks = opts.buffering != Buffering::Off;
+            let lost = queue.lose(unwritten, &why, &*opts.codec, bulks);
             let taken = queue.taken();
-            inner.pending.connection_lost(queue.table_mut(), taken)
+            (
+                inner.pending.connection_lost(queue.table_mut(), taken),
+                lost,
+            )
         };
         fail_all(failed, || Error::Disconnected(why.clone()));
+        // The dropped responses made room.
+        inner.outbox.notify_space();
+        if let Some(lost) = lost {
+            router.report(Error::FramesLost {
+                frames: lost.frames,
+                bytes: lost.bytes,
+                reason: why,
+            });
+        }
     }
 
     /// Closes the router, as [`Router::close`].

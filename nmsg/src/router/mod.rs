@@ -43,6 +43,7 @@ pub use routes::{Api, Flow, WILDCARD};
 
 use options::Options;
 use outbox::Outbox;
+pub(crate) use outbox::Tally;
 use pending::{fail_all, Pending};
 use routes::RouteTable;
 
@@ -205,17 +206,40 @@ impl Router {
     /// callbacks fail, and [`Link::next_outgoing`] returns what is still
     /// queued, then `None`.
     pub fn close(&self) {
+        self.close_counting();
+    }
+
+    /// [`Router::close`]; gives what was queued at the close (frames and
+    /// their encoded bytes), counted under the same lock, so that no frame
+    /// queued meanwhile is missed.
+    pub(crate) fn close_counting(&self) -> Tally {
         let inner = &*self.inner;
-        let (waiting_writer, (failed, timer)) = {
+        let (queued, waiting_writer, (failed, timer)) = {
             let mut queue = inner.outbox.lock();
             let writer = queue.close();
-            (writer, inner.pending.close(queue.table_mut()))
+            let queued = queue.queued();
+            (queued, writer, inner.pending.close(queue.table_mut()))
         };
         fail_all(failed, || Error::Closed);
         for waker in [waiting_writer, timer].into_iter().flatten() {
             waker.wake();
         }
         inner.outbox.notify_space();
+        queued
+    }
+
+    /// The router's owner reports what is lost with a connection itself
+    /// (a client, as [`ClientEvent::Lost`](crate::ClientEvent::Lost)): from
+    /// now on losses are kept for [`Router::take_loss`] instead of going to
+    /// the error hook as [`Error::FramesLost`].
+    pub(crate) fn keep_losses(&self) {
+        self.inner.outbox.lock().keep_losses();
+    }
+
+    /// What was lost with connections since the last call (see
+    /// [`Router::keep_losses`]), with the reason of the last loss.
+    pub(crate) fn take_loss(&self) -> Option<(Tally, crate::error::Disconnect)> {
+        self.inner.outbox.lock().take_loss()
     }
 
     /// True once [`Router::close`] was called.

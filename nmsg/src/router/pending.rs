@@ -49,6 +49,9 @@ struct Waiting {
     timeout: Duration,
     /// Outgoing sequence number of the frame, to tell whether a connection took it.
     seq: u64,
+    /// The frame is a response: it means something on its connection only,
+    /// and is dropped, not kept for the next, when that connection is lost.
+    response: bool,
 }
 
 /// The frames that wait for answers, their deadlines, and the timer task that
@@ -86,6 +89,8 @@ pub(super) struct Registration<'a> {
     pub(super) max_pending: usize,
     /// The frame's outgoing sequence number.
     pub(super) seq: u64,
+    /// The frame is a response (see [`Waiting`]).
+    pub(super) response: bool,
 }
 
 impl Pending {
@@ -186,6 +191,7 @@ impl Pending {
                 deadline,
                 timeout: frame.timeout,
                 seq: frame.seq,
+                response: frame.response,
             },
         );
         Ok(timer)
@@ -215,7 +221,9 @@ impl Pending {
     }
 
     /// A connection is gone: a new epoch begins, and the frames a transport
-    /// took (sequence number up to `taken`) stop waiting. Gives their callbacks.
+    /// took (sequence number up to `taken`) stop waiting, and so do the
+    /// responses still queued, which the queue drops (every response belongs
+    /// to the connection that is gone). Gives their callbacks.
     pub(super) fn connection_lost(
         &self,
         table: &mut Table,
@@ -225,7 +233,7 @@ impl Pending {
         let mut failed = Vec::new();
         if let Some(calls) = table.as_mut() {
             calls.waiting.retain(|_, waiting| {
-                let lost = waiting.seq <= taken;
+                let lost = waiting.seq <= taken || waiting.response;
                 if lost {
                     failed.extend(std::mem::take(&mut waiting.callbacks));
                 }
@@ -427,6 +435,7 @@ mod tests {
                 deadline: Instant::now(),
                 timeout: Duration::ZERO,
                 seq: 0,
+                response: false,
             },
         );
     }

@@ -22,6 +22,9 @@ pub(super) struct Encoded {
     bytes: Vec<u8>,
     callbacks: FrameCallbacks,
     timeout: Duration,
+    /// For a response: the connection epoch of the frame it answers; queued
+    /// only while that connection lasts.
+    epoch: Option<u64>,
 }
 
 impl Drop for Encoded {
@@ -76,6 +79,7 @@ fn refusal(e: &Error) -> Error {
             max_queued_bytes: *max_queued_bytes,
         },
         Error::NoRuntime => Error::NoRuntime,
+        Error::Disconnected(why) => Error::Disconnected(why.clone()),
         _ => Error::Closed,
     }
 }
@@ -112,7 +116,7 @@ impl Router {
         args: impl IntoArgs<'a>,
     ) -> impl std::future::Future<Output = Result<(), Error>> + Send + 'static {
         let router = self.clone();
-        let encoded = self.encode(OutKind::Event(event), args.into_args(), None, None);
+        let encoded = self.encode(OutKind::Event(event), args.into_args(), None, None, None);
         async move {
             let mut encoded = encoded?;
             loop {
@@ -171,6 +175,20 @@ impl Router {
         self.send_with(kind, args, timeout, None)
     }
 
+    /// Sends a response (`kind` is [`OutKind::Response`]) to a frame received
+    /// in connection epoch `epoch`: refused with [`Error::Disconnected`] once
+    /// that connection is lost, checked under the queue's lock, so that no
+    /// response is queued for the connection after it (the queue drops the
+    /// responses queued before it at the loss).
+    pub(crate) fn send_response(
+        &self,
+        kind: OutKind<'_>,
+        args: OutArgs<'_>,
+        epoch: u64,
+    ) -> Result<(), Error> {
+        self.send_from(kind, args, None, None, Some(epoch))
+    }
+
     /// [`Router::send`], with `answer` as a last callback after `args`.
     fn send_with(
         &self,
@@ -179,7 +197,19 @@ impl Router {
         timeout: Option<Duration>,
         answer: Option<Arc<dyn AnswerSink>>,
     ) -> Result<(), Error> {
-        let mut encoded = self.encode(kind, args, timeout, answer)?;
+        self.send_from(kind, args, timeout, answer, None)
+    }
+
+    /// [`Router::send_with`], for a response when `epoch` is given.
+    fn send_from(
+        &self,
+        kind: OutKind<'_>,
+        args: OutArgs<'_>,
+        timeout: Option<Duration>,
+        answer: Option<Arc<dyn AnswerSink>>,
+        epoch: Option<u64>,
+    ) -> Result<(), Error> {
+        let mut encoded = self.encode(kind, args, timeout, answer, epoch)?;
         self.enqueue(&mut encoded).inspect_err(|e| {
             fail_all(std::mem::take(&mut encoded.callbacks), || refusal(e));
         })
@@ -193,6 +223,7 @@ impl Router {
         args: OutArgs<'_>,
         timeout: Option<Duration>,
         answer: Option<Arc<dyn AnswerSink>>,
+        epoch: Option<u64>,
     ) -> Result<Encoded, Error> {
         let opts = &*self.inner.opts;
         // The data arguments, borrowed, and the callbacks' positions, inline up
@@ -252,6 +283,7 @@ impl Router {
             bytes,
             callbacks,
             timeout,
+            epoch,
         };
         match result {
             Ok(()) => Ok(encoded),
@@ -273,6 +305,12 @@ impl Router {
         let opts = &*inner.opts;
         let mut queue = inner.outbox.lock();
         queue.admit(encoded.bytes.len(), opts)?;
+        let response = encoded.epoch.is_some();
+        if response && encoded.epoch != Some(inner.pending.epoch()) {
+            return Err(Error::disconnected(
+                "the connection this callback came on has closed",
+            ));
+        }
         let timer = if encoded.callbacks.is_empty() {
             None
         } else {
@@ -286,12 +324,13 @@ impl Router {
                 latency_allowance: opts.latency_allowance,
                 max_pending: opts.max_pending,
                 seq,
+                response,
             };
             inner
                 .pending
                 .register(queue.table_mut(), frame, &self.inner)?
         };
-        let writer = queue.push(&encoded.bytes, opts);
+        let writer = queue.push(&encoded.bytes, response, opts);
         drop(queue);
         if let Some(waker) = writer {
             waker.wake();

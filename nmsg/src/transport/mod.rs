@@ -196,6 +196,9 @@ impl Connection {
     /// Closes gracefully, as [`Connection::close`], but if writing what is queued
     /// takes longer than `bound`, drops the connection there.
     pub async fn close_within(&self, bound: std::time::Duration) -> CloseReason {
+        // It may be dropped before it writes what it took: the tail it takes
+        // now is counted with what it was writing then.
+        self.router.link().stopping();
         self.shared.request_stop();
         match tokio::time::timeout(bound, self.closed()).await {
             Ok(reason) => reason,
