@@ -13,6 +13,7 @@ use crate::error::Error;
 use crate::framing::put_message;
 use crate::sync::MutexExt;
 
+use super::flow::ReadGate;
 use super::options::{Buffering, Options};
 use super::pending::{drop_table, Table};
 
@@ -22,6 +23,9 @@ pub(super) struct Outbox {
     /// Wakes the callers of [`Router::emit_wait`](super::Router::emit_wait)
     /// when the queue was taken (or closed).
     space: Notify,
+    /// Whether the transport may read now, as far as the queue's level says
+    /// ([`ReadGate`]): raised by a push, lowered by a take.
+    pub(super) gate: ReadGate,
 }
 
 /// What [`Outbox`] guards: the queue, and the callback table of the frames
@@ -96,6 +100,11 @@ impl Queue {
         self.writer_waker.take()
     }
 
+    /// Frames and bytes queued now.
+    pub(super) fn level(&self) -> (usize, usize) {
+        (self.queued_frames, self.queued_bytes)
+    }
+
     /// The sequence number the next frame queued gets.
     pub(super) fn next_seq(&self) -> u64 {
         self.seq + 1
@@ -127,6 +136,7 @@ impl Outbox {
         Outbox {
             queue: Mutex::new(Queue::default()),
             space: Notify::new(),
+            gate: ReadGate::default(),
         }
     }
 
@@ -142,7 +152,7 @@ impl Outbox {
 
     /// Takes all that is queued (sealing the open bulk); `None` if nothing is.
     pub(super) fn take(&self, codec: &dyn Codec) -> Option<Bytes> {
-        let out = {
+        let (out, lowered) = {
             let mut guard = self.lock();
             let q = &mut *guard;
             if q.queued_frames == 0 {
@@ -154,9 +164,12 @@ impl Outbox {
             q.queued_frames = 0;
             q.queued_bytes = 0;
             q.taken = q.seq;
-            q.ready.split().freeze()
+            (q.ready.split().freeze(), self.gate.lower())
         };
         self.space.notify_waiters();
+        if lowered {
+            self.gate.wake_reader();
+        }
         Some(out)
     }
 

@@ -292,6 +292,7 @@ impl Router {
                 .register(queue.table_mut(), frame, &self.inner)?
         };
         let writer = queue.push(&encoded.bytes, opts);
+        inner.outbox.gate.raise_at(queue.level(), opts);
         drop(queue);
         if let Some(waker) = writer {
             waker.wake();
