@@ -574,6 +574,7 @@ const ACCEPT_BACKOFF: Backoff = Backoff {
     factor: 2.0,
     max: Duration::from_secs(1),
     jitter: 0.0,
+    seed: None,
 };
 
 /// Accept failures of one connection each, in a row, beyond which they wait
