@@ -10,6 +10,11 @@
 //! mark and lowers when it is taken, and a count of the running handlers that
 //! only async handlers touch (once when spawned, once when they end). One
 //! waker, the transport's, is woken when either changes back.
+//!
+//! The running handlers' tasks are cancelled when the router closes: a server
+//! socket's router closes with its connection, and at the server's stop. A
+//! client's router outlives each of its connections, so its handlers run on
+//! across a reconnection (still within the bound), until the client stops.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
