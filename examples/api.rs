@@ -18,7 +18,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
 
     let server = Server::tcp("127.0.0.1:0").api(api).start();
-    let Some(nmsg::transport::Address::Tcp(addr)) = server.started().await else {
+    let Ok(nmsg::transport::Address::Tcp(addr)) = server.started().await else {
         return Err("server did not start".into());
     };
     println!("server: listening on {addr}, serving `add` and `upper` from one Api");

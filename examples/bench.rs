@@ -935,7 +935,7 @@ mod dynamic {
             count.fetch_add(1, Ordering::Relaxed);
         });
         match server.started().await {
-            Some(nmsg::transport::Address::Tcp(addr)) => Ok((server, addr)),
+            Ok(nmsg::transport::Address::Tcp(addr)) => Ok((server, addr)),
             other => Err(format!("nmsg server did not start: {other:?}")),
         }
     }
@@ -994,7 +994,7 @@ mod typed {
         let server = nmsg_server().start();
         BenchApi::new(Handler(count)).register(server.api());
         match server.started().await {
-            Some(nmsg::transport::Address::Tcp(addr)) => Ok((server, addr)),
+            Ok(nmsg::transport::Address::Tcp(addr)) => Ok((server, addr)),
             other => Err(format!("nmsg server did not start: {other:?}")),
         }
     }

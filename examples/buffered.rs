@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = Server::tcp("127.0.0.1:0").start();
-    let Some(nmsg::transport::Address::Tcp(addr)) = server.started().await else {
+    let Ok(nmsg::transport::Address::Tcp(addr)) = server.started().await else {
         return Err("server did not start".into());
     };
     let count = Arc::new(AtomicUsize::new(0));

@@ -135,7 +135,7 @@ fn server(burst: usize) -> Server {
 
 async fn server_address(server: &Server) -> String {
     match server.started().await {
-        Some(nmsg::transport::Address::Tcp(addr)) => addr.to_string(),
+        Ok(nmsg::transport::Address::Tcp(addr)) => addr.to_string(),
         other => panic!("the server did not start on TCP: {other:?}"),
     }
 }

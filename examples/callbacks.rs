@@ -15,7 +15,7 @@ type Inner = Callback<(Callback<(String, Callback<(String,)>)>,)>;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = Server::tcp("127.0.0.1:0").start();
-    let addr = server.started().await.ok_or("server did not start")?;
+    let addr = server.started().await?;
     let nmsg::transport::Address::Tcp(addr) = addr else {
         unreachable!("a TCP server")
     };

@@ -277,7 +277,7 @@ async fn serve(opts: Options) -> i32 {
     let counted = tally.clone();
     server.on_socket(move |socket| install_handlers(socket, counted.clone()));
     match server.started().await {
-        Some(Address::Tcp(addr)) => println!("LISTENING {addr}"),
+        Ok(Address::Tcp(addr)) => println!("LISTENING {addr}"),
         other => {
             eprintln!("could not listen: {other:?}");
             return 1;

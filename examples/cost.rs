@@ -125,7 +125,7 @@ async fn measure(opts: Options) -> Result<(), String> {
     server.on("fire", move |_args: Args| {
         counter.fetch_add(1, Ordering::Relaxed);
     });
-    let Some(nmsg::transport::Address::Tcp(addr)) = server.started().await else {
+    let Ok(nmsg::transport::Address::Tcp(addr)) = server.started().await else {
         return Err("the server did not start on TCP".into());
     };
     let client = Client::tcp(addr.to_string()).start();

@@ -44,10 +44,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let _ = received.send(()).await;
         }
     });
-    server
-        .started()
-        .await
-        .ok_or("the server stopped before it started")?;
+    server.started().await?;
     println!("Server started.");
     started_tx.send(true)?;
 

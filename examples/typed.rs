@@ -94,7 +94,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = Server::tcp("127.0.0.1:0")
         .api(GreeterApi::new(MyGreeter).into_api())
         .start();
-    let Some(Address::Tcp(addr)) = server.started().await else {
+    let Ok(Address::Tcp(addr)) = server.started().await else {
         return Err("the server did not start".into());
     };
     println!(

@@ -16,7 +16,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (text, reply): (String, nmsg::RemoteCallback) = args.parse()?;
         reply.call((text,))
     });
-    let address = server.started().await.ok_or("server did not start")?;
+    let address = server.started().await?;
     println!("server: listening on {address}");
 
     let client = Client::unix(&path).start();

@@ -18,7 +18,7 @@ fn fast() -> Backoff {
 
 async fn tcp_addr(server: &Server) -> SocketAddr {
     match server.started().await {
-        Some(Address::Tcp(a)) => a,
+        Ok(Address::Tcp(a)) => a,
         other => panic!("server did not start on TCP: {other:?}"),
     }
 }
@@ -235,7 +235,7 @@ async fn server_retries_binding_while_the_address_is_taken() {
         }
     }
     first.stop().await;
-    assert!(second.started().await.is_some());
+    assert!(second.started().await.is_ok());
     second.stop().await;
 }
 
@@ -554,7 +554,7 @@ async fn echo_over_a_unix_socket() {
         let (v, cb): (String, RemoteCallback) = args.parse()?;
         cb.call((v,))
     });
-    assert_eq!(server.started().await, Some(Address::Unix(path.clone())));
+    assert_eq!(server.started().await.unwrap(), Address::Unix(path.clone()));
     let client = Client::unix(&path).backoff(fast()).start();
     echo_once(&client, "over unix").await;
     client.stop().await;

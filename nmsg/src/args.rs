@@ -204,9 +204,11 @@ macro_rules! args {
 }
 
 /// The frame an [`Args`] came with, shared by its clones and its callbacks.
+/// It holds no bytes of the message: the data arguments are in the `Args`
+/// ([`Args::detached`]), so a [`RemoteCallback`] kept after its handler keeps
+/// only this, not the buffer the message was read into.
 pub(crate) struct Received {
     pub(crate) router: Router,
-    pub(crate) payload: Bytes,
     pub(crate) frame: Frame,
     /// "Invoked" flags of the first 64 callbacks, one bit each: no allocation
     /// per frame for them.
@@ -216,19 +218,39 @@ pub(crate) struct Received {
     pub(crate) epoch: u64,
 }
 
+/// A frame just received and the message it came in ([`Received::new`]),
+/// which [`Args::new`] takes; reads as the [`Received`].
+pub(crate) struct Incoming {
+    received: Arc<Received>,
+    payload: Bytes,
+}
+
+impl std::ops::Deref for Incoming {
+    type Target = Received;
+
+    fn deref(&self) -> &Received {
+        &self.received
+    }
+}
+
 impl Received {
-    pub(crate) fn new(router: Router, payload: Bytes, frame: Frame, epoch: u64) -> Arc<Self> {
+    /// `frame`, received in `payload` (its data ranges count from the
+    /// payload's start) while the connection epoch was `epoch`.
+    // Gives the frame with its message, for `Args::new`: the transport's side
+    // makes both in one call.
+    #[allow(clippy::new_ret_no_self)]
+    pub(crate) fn new(router: Router, payload: Bytes, frame: Frame, epoch: u64) -> Incoming {
         let invoked_more = (64..frame.callbacks.len())
             .map(|_| AtomicBool::new(false))
             .collect();
-        Arc::new(Received {
+        let received = Arc::new(Received {
             router,
-            payload,
             frame,
             invoked: AtomicU64::new(0),
             invoked_more,
             epoch,
-        })
+        });
+        Incoming { received, payload }
     }
 
     pub(crate) fn claim(&self, slot: usize) -> bool {
@@ -277,26 +299,63 @@ enum Slot<'a> {
 /// });
 /// # }
 /// ```
+///
+/// The data stays in the buffer the message was read into, shared with the
+/// other messages read with it: an `Args` given to a sync handler holds that
+/// buffer (8 KiB or more) while it lives. An async handler's `Args` holds a
+/// copy of its own frame's bytes instead, made when the handler is called;
+/// [`Args::detached`] makes one for an `Args` kept otherwise.
 #[derive(Clone)]
 pub struct Args {
     pub(crate) received: Arc<Received>,
+    /// The bytes the data arguments are in: the message they came in, or a
+    /// copy of this frame's part of it ([`Args::detached`]).
+    payload: Bytes,
+    /// Where `payload` starts in the message (the frame's data ranges count
+    /// from the message's start).
+    base: usize,
     /// For the wildcard handler: the event name stands first.
     with_name: bool,
 }
 
 impl Args {
-    pub(crate) fn new(received: Arc<Received>) -> Self {
+    pub(crate) fn new(incoming: Incoming) -> Self {
         Args {
-            received,
+            received: incoming.received,
+            payload: incoming.payload,
+            base: 0,
             with_name: false,
         }
     }
 
     pub(crate) fn with_event_name(&self) -> Self {
         Args {
-            received: self.received.clone(),
             with_name: true,
+            ..self.clone()
         }
+    }
+
+    /// These arguments, holding a copy of their own frame's bytes rather than
+    /// the buffer the message was read into (which other messages share, 8 KiB
+    /// or more): for an `Args` kept long after its handler returned. The
+    /// callbacks are the same (invoking one through either invokes it).
+    /// Async handlers get theirs detached already.
+    pub fn detached(&self) -> Args {
+        self.clone().detach()
+    }
+
+    /// [`Args::detached`], in place.
+    pub(crate) fn detach(mut self) -> Args {
+        let data = &self.received.frame.data;
+        let start = data.iter().map(|r| r.start).min().unwrap_or(self.base);
+        let end = data.iter().map(|r| r.end).max().unwrap_or(start);
+        self.payload = if end > start {
+            Bytes::copy_from_slice(&self.payload[start - self.base..end - self.base])
+        } else {
+            Bytes::new()
+        };
+        self.base = start;
+        self
     }
 
     fn frame(&self) -> &Frame {
@@ -352,7 +411,10 @@ impl Args {
         }
         match frame.callbacks.binary_search(&(index as u32)) {
             Ok(slot) => Slot::Callback(slot),
-            Err(before) => Slot::Data(&self.received.payload[frame.data[index - before].clone()]),
+            Err(before) => {
+                let range = &frame.data[index - before];
+                Slot::Data(&self.payload[range.start - self.base..range.end - self.base])
+            }
         }
     }
 
@@ -499,5 +561,51 @@ mod tests {
         received.release(1);
         assert!(received.claim(64) && received.claim(1));
         assert!(received.is_invoked(0) && received.is_invoked(63));
+    }
+
+    #[test]
+    fn detached_arguments_hold_only_their_frames_bytes_and_read_the_same() {
+        // A frame in the middle of a larger message (as in a bulk): its data
+        // ranges count from the message's start.
+        let mut payload = vec![0xc0; 100];
+        let five = payload.len();
+        payload.push(0x05);
+        let hi = payload.len();
+        payload.extend_from_slice(&[0xa2, b'h', b'i']);
+        payload.extend_from_slice(&[0xc0; 50]);
+        let frame = Frame {
+            id: 1,
+            kind: FrameKind::Event("e".into()),
+            data: [five..five + 1, hi..hi + 3].into_iter().collect(),
+            callbacks: [2].into_iter().collect(),
+            timeout: None,
+        };
+        let args = Args::new(Received::new(Router::new(), Bytes::from(payload), frame, 0));
+        let kept = args.detached();
+        assert_eq!(kept.payload.len(), 4, "the frame's own bytes only");
+        for a in [&args, &kept, &kept.with_event_name().detached()] {
+            let skip = a.with_name as usize;
+            assert_eq!(a.get::<u64>(skip).unwrap(), 5);
+            assert_eq!(a.get::<String>(skip + 1).unwrap(), "hi");
+            assert!(a.is_callback(skip + 2));
+        }
+        // The callbacks are shared: a claim through one shows in the other.
+        assert!(kept.received.claim(0));
+        assert!(args.received.is_invoked(0));
+        // No data at all: nothing is kept.
+        let empty = Frame {
+            id: 2,
+            kind: FrameKind::Event("e".into()),
+            data: Default::default(),
+            callbacks: Default::default(),
+            timeout: None,
+        };
+        let none = Args::new(Received::new(
+            Router::new(),
+            Bytes::from_static(b"xyz"),
+            empty,
+            0,
+        ));
+        assert!(none.detached().payload.is_empty());
     }
 }

@@ -30,6 +30,11 @@ pub struct Backoff {
     /// itself (default [`DEFAULT_JITTER`], 0.2, which spreads delays over
     /// `[0.8 d, d]`; 0 for none), so that many clients do not retry in lockstep.
     pub jitter: f64,
+    /// Where the jitter's random parts come from: `None` (default), the
+    /// thread's generator; `Some(seed)`, a generator seeded with `seed` and
+    /// the attempt's number, so that each delay is the same on every run
+    /// ([`Backoff::seed`], for tests: schedules with one seed are in lockstep).
+    pub seed: Option<u64>,
 }
 
 impl Default for Backoff {
@@ -39,6 +44,7 @@ impl Default for Backoff {
             factor: 2.0,
             max: Duration::from_secs(3600),
             jitter: DEFAULT_JITTER,
+            seed: None,
         }
     }
 }
@@ -70,6 +76,13 @@ impl Backoff {
         self
     }
 
+    /// Draws the jitter from a generator seeded with `seed` and the attempt:
+    /// the same delays on every run, for tests (see the `seed` field).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
     /// The delay before retry number `attempt + 1` (attempt 0 is the first retry).
     pub fn delay(&self, attempt: u32) -> Duration {
         let max = self.max.as_secs_f64();
@@ -81,7 +94,14 @@ impl Backoff {
             max
         };
         let jittered = if self.jitter > 0.0 {
-            base * (1.0 - self.jitter.clamp(0.0, 1.0) * fastrand::f64())
+            let draw = match self.seed {
+                None => fastrand::f64(),
+                Some(seed) => fastrand::Rng::with_seed(
+                    seed ^ u64::from(attempt).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                )
+                .f64(),
+            };
+            base * (1.0 - self.jitter.clamp(0.0, 1.0) * draw)
         } else {
             base
         };
@@ -104,6 +124,38 @@ mod tests {
         // 200 clients do not all wait the same time: one in lockstep is the bug.
         assert!(delays.iter().any(|d| *d < Duration::from_millis(3_800)));
         assert!(delays.iter().any(|d| *d > Duration::from_millis(3_900)));
+    }
+
+    #[test]
+    fn a_seeded_schedule_gives_the_same_delays_on_every_run_and_seeds_spread() {
+        let a = Backoff::default().seed(7);
+        let delays: Vec<Duration> = (0..10).map(|n| a.delay(n)).collect();
+        // The same seed, another time: the same delays.
+        assert_eq!(delays, (0..10).map(|n| a.delay(n)).collect::<Vec<_>>());
+        assert_eq!(delays[0], Backoff::default().seed(7).delay(0));
+        for (n, d) in delays.iter().enumerate() {
+            let full =
+                Backoff::new(Duration::from_secs(1), Duration::from_secs(3600)).delay(n as u32);
+            assert!(*d <= full && *d >= full.mul_f64(0.8), "{n}: {d:?}");
+        }
+        // The attempts of one schedule are not all shortened alike, and
+        // schedules of different seeds differ: 100 seeds, 100 first delays.
+        let fractions: Vec<u64> = delays
+            .iter()
+            .enumerate()
+            .map(|(n, d)| (d.as_secs_f64() / 2f64.powi(n as i32) * 1e6) as u64)
+            .collect();
+        let mut distinct = fractions.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), fractions.len(), "{fractions:?}");
+        let mut firsts: Vec<Duration> = (0..100)
+            .map(|s| Backoff::default().seed(s).delay(0))
+            .collect();
+        firsts.sort();
+        firsts.dedup();
+        assert_eq!(firsts.len(), 100);
+        assert!(firsts[0] < Duration::from_millis(820) && firsts[99] > Duration::from_millis(980));
     }
 
     #[test]

@@ -231,6 +231,15 @@ pub enum Error {
         /// The callback position it names.
         position: u32,
     },
+    /// A server could not bind its address, and retrying cannot fix it (see
+    /// [`Server::started`](crate::Server::started)).
+    #[error("cannot bind {address}: {source}")]
+    Bind {
+        /// The address, as its transport writes it.
+        address: String,
+        /// The error of the bind.
+        source: std::sync::Arc<std::io::Error>,
+    },
     /// A callback needs a tokio runtime for its timeout, and none is running.
     #[error("callbacks need a tokio runtime: emit from within one")]
     NoRuntime,

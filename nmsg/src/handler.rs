@@ -38,6 +38,12 @@ pub enum AsyncReturn {}
     note = "an async handler is a closure returning an `async move {{ .. }}` block"
 )]
 pub trait HandlerReturn<M>: Send + 'static {
+    /// True for a future, which is spawned and may keep its arguments long
+    /// after the message was dispatched: the router gives it
+    /// [`Args::detached`] ones, which hold their own bytes.
+    #[doc(hidden)]
+    const SPAWNED: bool = false;
+
     #[doc(hidden)]
     fn into_outcome(self) -> Outcome;
 }
@@ -62,6 +68,8 @@ where
     F: Future + Send + 'static,
     F::Output: HandlerReturn<SyncReturn>,
 {
+    const SPAWNED: bool = true;
+
     fn into_outcome(self) -> Outcome {
         Outcome::Later(Box::pin(async move {
             match self.await.into_outcome() {
@@ -98,6 +106,8 @@ where
     M: 'static,
 {
     fn call(&self, args: Args) -> Outcome {
+        // Known when compiled: a sync handler pays nothing for it.
+        let args = if R::SPAWNED { args.detach() } else { args };
         (self.f)(args).into_outcome()
     }
 }

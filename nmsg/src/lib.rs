@@ -83,7 +83,7 @@ pub use handler::{AsyncReturn, BoxError, HandlerReturn, SyncReturn};
 pub use lifecycle::DEFAULT_STOP_TIMEOUT;
 pub use router::{
     Api, Buffering, Flow, Router, RouterBuilder, DEFAULT_LATENCY_ALLOWANCE, DEFAULT_MAX_PENDING,
-    DEFAULT_MAX_QUEUED_BYTES, DEFAULT_MAX_QUEUED_FRAMES, WILDCARD,
+    DEFAULT_MAX_QUEUED_BYTES, DEFAULT_MAX_QUEUED_FRAMES, DEFAULT_MAX_RUNNING_HANDLERS, WILDCARD,
 };
 pub use server::{Server, ServerBuilder, ServerEvent, Socket, DEFAULT_MAX_CONNECTIONS};
 pub use value::{from_value, to_value, Value};

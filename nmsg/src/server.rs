@@ -38,7 +38,8 @@ pub enum ServerEvent {
         /// The address it listens on (with the real port when bound to port 0).
         address: Address,
     },
-    /// Binding failed (for example, the address is taken); the next attempt comes after `delay`.
+    /// Binding failed in a way that retrying may fix (for example, the
+    /// address is taken); the next attempt comes after `delay`.
     BindFailed {
         /// How many attempts failed in a row.
         attempt: u32,
@@ -46,6 +47,24 @@ pub enum ServerEvent {
         delay: Duration,
         /// Why the last attempt failed.
         error: String,
+    },
+    /// Binding failed in a way that retrying cannot fix (see
+    /// [`Server::started`]): the server stops, and `started` gives the error.
+    StartFailed {
+        /// Why.
+        error: String,
+    },
+    /// Accepting a connection failed. When the process or the system ran out
+    /// of file descriptors or memory, accepting waits `delay` (growing from
+    /// 10 ms to 1 s while it goes on); any other failure concerns one
+    /// connection only (it was aborted before it was accepted, a socket
+    /// option could not be set on it), and the next one is accepted at once
+    /// (`delay` zero).
+    AcceptFailed {
+        /// Why.
+        error: String,
+        /// The wait before accepting again.
+        delay: Duration,
     },
     /// A connection was accepted.
     Connected {
@@ -179,10 +198,15 @@ impl ServerBuilder {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 enum ServerStatus {
     Binding,
     Listening(Address),
+    /// Binding failed in a way retrying cannot fix; the server stopped.
+    Failed {
+        address: String,
+        error: Arc<std::io::Error>,
+    },
     Stopped,
 }
 
@@ -390,12 +414,38 @@ impl Server {
         self.inner.events.subscribe()
     }
 
-    /// Waits until the server listens, and gives its address; `None` if it
-    /// stopped first.
-    pub async fn started(&self) -> Option<Address> {
+    /// Waits until the server listens, and gives its address.
+    ///
+    /// Binding is retried with the server's backoff while retrying may help:
+    /// the address is in use (another server holds it), or another error that
+    /// may pass (too many open files, no buffer space, an interrupted call,
+    /// any other error of a binder of one's own). It is not retried, and this
+    /// gives [`Error::Bind`] with the cause, when retrying cannot fix it:
+    ///
+    /// - the name does not resolve (also when no name service is reachable),
+    ///   or resolves to no address;
+    /// - permission denied (`EACCES`, `EPERM`: a privileged port, a directory
+    ///   the process may not write);
+    /// - the address is not one of this machine's (`EADDRNOTAVAIL`);
+    /// - the address is not valid (`EINVAL`, text that is not `host:port`),
+    ///   or not supported;
+    /// - a Unix socket's directory does not exist, is not a directory, or is
+    ///   on a read-only file system.
+    ///
+    /// Gives [`Error::Closed`] if the server was stopped before it listened,
+    /// and after it stopped.
+    pub async fn started(&self) -> Result<Address, Error> {
         let life = &self.inner.life;
-        life.wait_for(|s| (*s != ServerStatus::Binding).then(|| s.address()))
-            .await
+        life.wait_for(|s| match s {
+            ServerStatus::Binding => None,
+            ServerStatus::Listening(address) => Some(Ok(address.clone())),
+            ServerStatus::Failed { address, error } => Some(Err(Error::Bind {
+                address: address.clone(),
+                source: error.clone(),
+            })),
+            ServerStatus::Stopped => Some(Err(Error::Closed)),
+        })
+        .await
     }
 
     /// The address it listens on, if it is listening.
@@ -424,6 +474,19 @@ async fn run(inner: Ending<ServerInner, ServerStatus>, binder: Arc<dyn Binder>, 
         };
         match attempt {
             Ok(acceptor) => break acceptor,
+            Err(error) if !retrying_may_fix(&error) => {
+                let address = binder.address();
+                tracing::warn!(%error, %address, "nmsg server cannot bind, and retrying cannot fix it");
+                emit(ServerEvent::StartFailed {
+                    error: error.to_string(),
+                });
+                finish(&inner, None).await;
+                life.end(ServerStatus::Failed {
+                    address,
+                    error: Arc::new(error),
+                });
+                return;
+            }
             Err(error) => {
                 let delay = backoff.delay(failures);
                 failures = failures.saturating_add(1);
@@ -447,14 +510,18 @@ async fn run(inner: Ending<ServerInner, ServerStatus>, binder: Arc<dyn Binder>, 
     tracing::debug!(%address, "nmsg server listening");
     life.set(ServerStatus::Listening(address.clone()));
     emit(ServerEvent::Started { address });
-    let mut accept_failures = 0u32;
+    // Failures in a row: of resource exhaustion (they grow the wait), and
+    // of any kind (a listener that fails every time is not spun on).
+    let mut exhausted = 0u32;
+    let mut in_a_row = 0u32;
     loop {
         let Some(accepted) = life.unless_stopped(acceptor.accept()).await else {
             break;
         };
         match accepted {
             Ok((stream, peer)) => {
-                accept_failures = 0;
+                exhausted = 0;
+                in_a_row = 0;
                 let full = inner.sockets.locked().live.len() >= inner.max_connections;
                 if full {
                     tracing::warn!(%peer, limit = inner.max_connections, "nmsg server refused a connection: at its limit");
@@ -465,23 +532,100 @@ async fn run(inner: Ending<ServerInner, ServerStatus>, binder: Arc<dyn Binder>, 
                 accept(inner.shared(), stream, peer);
             }
             Err(error) => {
-                // Accept errors (such as running out of file descriptors) are
-                // usually passing: wait a little, growing, and go on.
-                let delay = Backoff::new(Duration::from_millis(10), Duration::from_secs(1))
-                    .delay(accept_failures);
-                accept_failures = accept_failures.saturating_add(1);
-                tracing::warn!(%error, "nmsg server accept failed");
-                if life
-                    .unless_stopped(tokio::time::sleep(delay))
-                    .await
-                    .is_none()
-                {
+                in_a_row = in_a_row.saturating_add(1);
+                // Out of file descriptors or memory: wait a little, growing,
+                // for some to be freed. Anything else concerns the one
+                // connection (aborted before it was accepted, a socket option
+                // that could not be set): accept the next at once.
+                let delay = if is_exhaustion(&error) || in_a_row > SPIN_LIMIT {
+                    let delay = ACCEPT_BACKOFF.delay(exhausted);
+                    exhausted = exhausted.saturating_add(1);
+                    tracing::warn!(%error, ?delay, "nmsg server accept failed");
+                    delay
+                } else {
+                    tracing::debug!(%error, "nmsg server accept failed for one connection");
+                    Duration::ZERO
+                };
+                emit(ServerEvent::AcceptFailed {
+                    error: error.to_string(),
+                    delay,
+                });
+                let wait = async {
+                    if delay.is_zero() {
+                        // Lets the rest of the runtime run between failures.
+                        tokio::task::yield_now().await
+                    } else {
+                        tokio::time::sleep(delay).await
+                    }
+                };
+                if life.unless_stopped(wait).await.is_none() {
                     break;
                 }
             }
         }
     }
     finish(&inner, Some(acceptor)).await;
+}
+
+/// The wait after an accept that failed for want of file descriptors or
+/// memory: 10 ms, doubling up to 1 s while it goes on.
+const ACCEPT_BACKOFF: Backoff = Backoff {
+    initial: Duration::from_millis(10),
+    factor: 2.0,
+    max: Duration::from_secs(1),
+    jitter: 0.0,
+    seed: None,
+};
+
+/// Accept failures of one connection each, in a row, beyond which they wait
+/// as resource exhaustion does: a listener that fails every time is not spun on.
+const SPIN_LIMIT: u32 = 1_000;
+
+/// `errno` values of resource exhaustion (the same on Linux, macOS and the
+/// BSDs, but for `ENOBUFS`).
+#[cfg(unix)]
+mod errno {
+    pub(super) const ENFILE: i32 = 23;
+    pub(super) const EMFILE: i32 = 24;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub(super) const ENOBUFS: i32 = 105;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    pub(super) const ENOBUFS: i32 = 55;
+}
+
+/// True when an accept failed because the process or the system ran out of
+/// file descriptors (`EMFILE`, `ENFILE`), buffer space (`ENOBUFS`) or memory.
+fn is_exhaustion(error: &std::io::Error) -> bool {
+    if error.kind() == std::io::ErrorKind::OutOfMemory {
+        return true;
+    }
+    #[cfg(unix)]
+    {
+        matches!(
+            error.raw_os_error(),
+            Some(errno::ENFILE | errno::EMFILE | errno::ENOBUFS)
+        )
+    }
+    #[cfg(not(unix))]
+    {
+        false
+    }
+}
+
+/// Whether a failed bind may succeed when tried again (see
+/// [`Server::started`] for which errors are which).
+fn retrying_may_fix(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    match error.kind() {
+        PermissionDenied | AddrNotAvailable | InvalidInput | Unsupported | NotFound
+        | NotADirectory | ReadOnlyFilesystem => false,
+        AddrInUse | Interrupted | WouldBlock | TimedOut | OutOfMemory | Other => true,
+        // The other errors of the system (too many open files, no buffer
+        // space, ...) may pass. Without a code of the system, and of no kind
+        // a binder of one's own would pick, it is the name service's: the
+        // name does not resolve (std: "failed to lookup address information").
+        _ => error.raw_os_error().is_some(),
+    }
 }
 
 fn accept(inner: &Arc<ServerInner>, stream: crate::transport::BoxStream, peer: Address) {

@@ -12,7 +12,9 @@
 //! - `send`: encoding a frame and queueing it, the `emit` family;
 //! - `outbox`: the outgoing queue, bulks, bounds and wake-ups;
 //! - `pending`: ids, the callback table, deadlines, expiry, a lost connection;
-//! - `link`: the transport's side.
+//! - `link`: the transport's side;
+//! - `flow`: whether the transport may read more now, and the async handlers
+//!   that run (counted, cancelled when the router closes).
 //!
 //! Routes take no lock; the queue and the callback table share the queue's
 //! lock, because a frame is registered and queued in one step (one lock per
@@ -26,6 +28,7 @@ use crate::codec::Codec;
 use crate::error::Error;
 use crate::handler::HandlerReturn;
 
+mod flow;
 mod link;
 mod options;
 mod outbox;
@@ -37,7 +40,7 @@ pub use link::Link;
 pub(crate) use link::Pacer;
 pub use options::{
     Buffering, RouterBuilder, DEFAULT_LATENCY_ALLOWANCE, DEFAULT_MAX_PENDING,
-    DEFAULT_MAX_QUEUED_BYTES, DEFAULT_MAX_QUEUED_FRAMES,
+    DEFAULT_MAX_QUEUED_BYTES, DEFAULT_MAX_QUEUED_FRAMES, DEFAULT_MAX_RUNNING_HANDLERS,
 };
 pub use routes::{Api, Flow, WILDCARD};
 
@@ -203,8 +206,9 @@ impl Router {
     }
 
     /// Closes the router: emitting fails with [`Error::Closed`], pending
-    /// callbacks fail, and [`Link::next_outgoing`] returns what is still
-    /// queued, then `None`.
+    /// callbacks fail, the async handlers still running are cancelled
+    /// (dropped at their next `.await`), and [`Link::next_outgoing`] returns
+    /// what is still queued, then `None`.
     pub fn close(&self) {
         self.close_counting();
     }
@@ -225,6 +229,7 @@ impl Router {
             waker.wake();
         }
         inner.outbox.notify_space();
+        inner.routes.handlers.cancel();
         queued
     }
 

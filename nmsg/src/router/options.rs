@@ -16,6 +16,8 @@ pub const DEFAULT_MAX_PENDING: usize = 65_536;
 pub const DEFAULT_MAX_QUEUED_FRAMES: usize = 10_000;
 /// Default [`RouterBuilder::max_queued_bytes`].
 pub const DEFAULT_MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
+/// Default [`RouterBuilder::max_running_handlers`].
+pub const DEFAULT_MAX_RUNNING_HANDLERS: usize = 1_024;
 /// Default [`RouterBuilder::latency_allowance`], as in the original.
 pub const DEFAULT_LATENCY_ALLOWANCE: Duration = Duration::from_millis(500);
 
@@ -58,6 +60,7 @@ pub(super) struct Options {
     pub(super) max_message_size: usize,
     pub(super) max_queued_frames: usize,
     pub(super) max_queued_bytes: usize,
+    pub(super) max_running_handlers: usize,
 }
 
 impl fmt::Debug for RouterBuilder {
@@ -72,6 +75,7 @@ impl fmt::Debug for RouterBuilder {
             .field("max_message_size", &o.max_message_size)
             .field("max_queued_frames", &o.max_queued_frames)
             .field("max_queued_bytes", &o.max_queued_bytes)
+            .field("max_running_handlers", &o.max_running_handlers)
             .finish()
     }
 }
@@ -89,6 +93,7 @@ impl Default for RouterBuilder {
                 max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
                 max_queued_frames: DEFAULT_MAX_QUEUED_FRAMES,
                 max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
+                max_running_handlers: DEFAULT_MAX_RUNNING_HANDLERS,
             })
         });
         RouterBuilder { opts: opts.clone() }
@@ -148,6 +153,11 @@ impl RouterBuilder {
 
     /// At most this many frames wait in the outgoing queue, for example while
     /// a client is disconnected (default [`DEFAULT_MAX_QUEUED_FRAMES`], 10,000).
+    /// Once the queue holds half of this (or half of
+    /// [`max_queued_bytes`](RouterBuilder::max_queued_bytes)), the transport
+    /// reads nothing more from the peer until the queue is taken, so that a
+    /// peer that does not read its answers waits, and the answers of what was
+    /// read still find room.
     pub fn max_queued_frames(mut self, max: usize) -> Self {
         Arc::make_mut(&mut self.opts).max_queued_frames = max;
         self
@@ -157,6 +167,18 @@ impl RouterBuilder {
     /// [`DEFAULT_MAX_QUEUED_BYTES`], 64 MiB).
     pub fn max_queued_bytes(mut self, max: usize) -> Self {
         Arc::make_mut(&mut self.opts).max_queued_bytes = max;
+        self
+    }
+
+    /// At most this many of the router's async handlers run at once (default
+    /// [`DEFAULT_MAX_RUNNING_HANDLERS`], 1,024). While that many run, the
+    /// transport reads nothing more from the peer
+    /// ([`Link::poll_read_ready`](crate::transport::Link::poll_read_ready)),
+    /// so a peer that sends requests faster than its handlers finish waits
+    /// instead of growing this process. Sync handlers do not count. 0 is
+    /// taken as 1.
+    pub fn max_running_handlers(mut self, max: usize) -> Self {
+        Arc::make_mut(&mut self.opts).max_running_handlers = max.max(1);
         self
     }
 

@@ -26,6 +26,7 @@ use crate::error::Error;
 use crate::framing::{put_message, PREFIX_LEN};
 use crate::sync::MutexExt;
 
+use super::flow::ReadGate;
 use super::options::{Buffering, Options};
 use super::pending::{drop_table, Table};
 
@@ -201,6 +202,9 @@ pub(super) struct Outbox {
     /// Wakes the callers of [`Router::emit_wait`](super::Router::emit_wait)
     /// when the queue was taken (or closed).
     space: Notify,
+    /// Whether the transport may read now, as far as the queue's level says
+    /// ([`ReadGate`]): raised by a push, lowered by a take.
+    pub(super) gate: ReadGate,
 }
 
 /// What [`Outbox`] guards: the queue, and the callback table of the frames
@@ -349,6 +353,11 @@ impl Queue {
         }
     }
 
+    /// Frames and bytes queued now.
+    pub(super) fn level(&self) -> (usize, usize) {
+        (self.queued_frames, self.queued_bytes)
+    }
+
     /// The sequence number the next frame queued gets.
     pub(super) fn next_seq(&self) -> u64 {
         self.seq + 1
@@ -471,6 +480,7 @@ impl Outbox {
         Outbox {
             queue: Mutex::new(Queue::default()),
             space: Notify::new(),
+            gate: ReadGate::default(),
         }
     }
 
@@ -486,7 +496,7 @@ impl Outbox {
 
     /// Takes all that is queued (sealing the open bulk); `None` if nothing is.
     pub(super) fn take(&self, codec: &dyn Codec) -> Option<Bytes> {
-        let out = {
+        let (out, lowered) = {
             let mut guard = self.lock();
             let q = &mut *guard;
             if q.queued_frames == 0 {
@@ -502,9 +512,12 @@ impl Outbox {
             let out = q.ready.split().freeze();
             let given = q.given.get_or_insert_with(Box::default);
             given.record(out.as_ptr() as usize, out.len(), frames, &mut q.runs);
-            out
+            (out, self.gate.lower())
         };
         self.space.notify_waiters();
+        if lowered {
+            self.gate.wake_reader();
+        }
         Some(out)
     }
 

@@ -15,6 +15,7 @@ use crate::error::{Error, Panicked};
 use crate::frame::FrameKind;
 use crate::handler::{panic_message, BoxError, ErasedHandler, FnHandler, HandlerReturn, Outcome};
 
+use super::flow::Handlers;
 use super::Router;
 
 /// The wildcard event name: its handler sees every event, with the name first.
@@ -106,8 +107,11 @@ impl Api {
 /// A router's routes. Replaced whole (copy on write) when one of them
 /// changes, which is rare: routing an event takes no lock and clones no
 /// handler, and a handler may change the routes while it runs. Routers with
-/// none share one empty table.
-pub(super) struct RouteTable(ArcSwap<Routes>);
+/// none share one empty table. Beside them, the async handlers that run.
+pub(super) struct RouteTable {
+    table: ArcSwap<Routes>,
+    pub(super) handlers: Handlers,
+}
 
 #[derive(Clone, Default)]
 struct Routes {
@@ -138,15 +142,16 @@ impl RouteTable {
     /// No routes; the empty table is shared.
     pub(super) fn new() -> Self {
         static EMPTY: std::sync::OnceLock<Arc<Routes>> = std::sync::OnceLock::new();
-        RouteTable(ArcSwap::new(
-            EMPTY.get_or_init(|| Arc::new(Routes::default())).clone(),
-        ))
+        RouteTable {
+            table: ArcSwap::new(EMPTY.get_or_init(|| Arc::new(Routes::default())).clone()),
+            handlers: Handlers::default(),
+        }
     }
 
     /// Applies `change` to a copy of the routes and puts the copy in place
     /// (`change` runs again if another thread changed them meanwhile).
     fn change(&self, mut change: impl FnMut(&mut Routes)) {
-        self.0.rcu(|routes| {
+        self.table.rcu(|routes| {
             let mut routes = Routes::clone(routes);
             change(&mut routes);
             routes
@@ -189,7 +194,7 @@ impl RouteTable {
 
     /// Gives `error` to the error hook, or logs it without one.
     pub(super) fn report(&self, error: Error) {
-        let hook = self.0.load().rare().and_then(|r| r.error_hook.clone());
+        let hook = self.table.load().rare().and_then(|r| r.error_hook.clone());
         match hook {
             Some(hook) => hook(error),
             None => match &error {
@@ -205,7 +210,7 @@ impl RouteTable {
     pub(super) fn route_event(&self, router: &Router, args: Args) {
         // Held while the handlers run: a handler that changes the routes
         // replaces them without waiting for this snapshot to go.
-        let routes = self.0.load();
+        let routes = self.table.load();
         // The name is copied (inline up to 24 bytes), not shared: `args` goes
         // to the handler, and the name is needed after it for error reports.
         let event = match &args.received.frame.kind {
@@ -249,32 +254,31 @@ impl RouteTable {
 }
 
 /// Runs `handler` for `event`: a sync one here, an async one spawned on the
-/// runtime; its errors and panics go to `router`'s error hook.
+/// runtime (counted among the router's running handlers, and cancelled when
+/// it closes); its errors and panics go to `router`'s error hook.
 fn run(router: &Router, event: &str, handler: &dyn ErasedHandler, args: Args) {
     match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(args))) {
         Ok(Outcome::Done(Ok(()))) => {}
         Ok(Outcome::Done(Err(e))) => router.report(handler_error(event, e)),
-        Ok(Outcome::Later(future)) => {
-            let owned = router.clone();
-            let event = event.to_owned();
-            let task = async move {
-                match AssertUnwindSafe(future).catch_unwind().await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => owned.report(handler_error(&event, e)),
-                    Err(panic) => owned.report(Error::HandlerPanicked {
-                        what: Panicked::Handler,
-                        event,
-                        message: panic_message(&*panic),
-                    }),
-                }
-            };
-            match tokio::runtime::Handle::try_current() {
-                Ok(handle) => {
-                    handle.spawn(task);
-                }
-                Err(_) => router.report(Error::NoRuntime),
+        Ok(Outcome::Later(future)) => match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let event = event.to_owned();
+                router.spawn_handler(&runtime, move |running| async move {
+                    let outcome = AssertUnwindSafe(future).catch_unwind().await;
+                    let router = running.router();
+                    match outcome {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => router.report(handler_error(&event, e)),
+                        Err(panic) => router.report(Error::HandlerPanicked {
+                            what: Panicked::Handler,
+                            event,
+                            message: panic_message(&*panic),
+                        }),
+                    }
+                })
             }
-        }
+            Err(_) => router.report(Error::NoRuntime),
+        },
         Err(panic) => router.report(Error::HandlerPanicked {
             what: Panicked::Handler,
             event: event.to_owned(),

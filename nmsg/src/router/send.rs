@@ -331,6 +331,7 @@ impl Router {
                 .register(queue.table_mut(), frame, &self.inner)?
         };
         let writer = queue.push(&encoded.bytes, response, opts);
+        inner.outbox.gate.raise_at(queue.level(), opts);
         drop(queue);
         if let Some(waker) = writer {
             waker.wake();

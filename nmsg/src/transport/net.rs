@@ -51,7 +51,9 @@ pub trait Connector: Send + Sync + 'static {
 
 /// The server side of a transport: binds a listener.
 pub trait Binder: Send + Sync + 'static {
-    /// Binds. An error (such as the address being taken) is retried with backoff.
+    /// Binds. A server retries an error that retrying may fix (such as the
+    /// address being taken) with backoff, and ends its start with any other
+    /// ([`Server::started`](crate::Server::started) says which are which).
     fn bind(&self) -> BoxFuture<'_, io::Result<Box<dyn Acceptor>>>;
     /// Where it binds, for logs and events.
     fn address(&self) -> String;
@@ -129,18 +131,41 @@ impl Acceptor for TcpAcceptor {
 
 /// Unix domain sockets: connects to or binds a socket path.
 ///
-/// The server removes its socket file when it stops. A file left at the path
-/// by a process that died makes the bind fail as "address in use", which the
-/// server retries; remove such a file before starting.
+/// The server removes its socket file when it stops (or its listener is
+/// dropped), only if the file at the path is still the socket it bound: one
+/// that another process put there since (after removing the first) stays. A
+/// file left at the path by a process that died makes the bind fail as
+/// "address in use", which the server retries; remove such a file before
+/// starting.
+///
+/// The socket file's mode is what the process's umask leaves, unless
+/// [`Unix::mode`] sets one.
 #[derive(Debug, Clone)]
 pub struct Unix {
     path: PathBuf,
+    /// `None`: what the umask gives.
+    mode: Option<u32>,
 }
 
 impl Unix {
     /// A Unix socket transport for `path`.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Unix { path: path.into() }
+        Unix {
+            path: path.into(),
+            mode: None,
+        }
+    }
+
+    /// The permission bits the server's socket file gets once bound, such as
+    /// `0o600` (only this user may connect) or `0o660` (and the group);
+    /// default: none set, the file has what the process's umask leaves
+    /// (often `0o755`). They are set right after the bind: until then, for
+    /// a moment, the file has the umask's; where that matters, put the socket
+    /// in a directory only the intended users may enter. A mode that cannot
+    /// be set fails the bind. Only for binding; a client ignores it.
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = Some(mode);
+        self
     }
 }
 
@@ -165,11 +190,26 @@ impl Connector for Unix {
 impl Binder for Unix {
     fn bind(&self) -> BoxFuture<'_, io::Result<Box<dyn Acceptor>>> {
         Box::pin(async move {
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
             let listener = tokio::net::UnixListener::bind(&self.path)?;
-            Ok(Box::new(UnixAcceptor {
+            // What the bind created, to know it again at the end; the file
+            // is removed (it is this listener's) if what follows fails.
+            let mut acceptor = UnixAcceptor {
                 listener,
                 path: self.path.clone(),
-            }) as Box<dyn Acceptor>)
+                created: None,
+            };
+            let file = std::fs::symlink_metadata(&self.path)?;
+            acceptor.created = Some((file.dev(), file.ino()));
+            if let Some(mode) = self.mode {
+                if let Err(e) =
+                    std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(mode))
+                {
+                    acceptor.close();
+                    return Err(e);
+                }
+            }
+            Ok(Box::new(acceptor) as Box<dyn Acceptor>)
         })
     }
 
@@ -182,6 +222,9 @@ impl Binder for Unix {
 struct UnixAcceptor {
     listener: tokio::net::UnixListener,
     path: PathBuf,
+    /// The device and inode of the socket file the bind created; `None`
+    /// once it was removed (or never known).
+    created: Option<(u64, u64)>,
 }
 
 #[cfg(unix)]
@@ -200,7 +243,25 @@ impl Acceptor for UnixAcceptor {
         Address::Unix(self.path.clone())
     }
 
+    /// Removes the socket file, if the file at the path is still the one
+    /// the bind created (same device and inode).
     fn close(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        use std::os::unix::fs::MetadataExt;
+        let Some((dev, ino)) = self.created.take() else {
+            return;
+        };
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(file) if file.dev() == dev && file.ino() == ino => {
+                let _ = std::fs::remove_file(&self.path);
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(unix)]
+impl Drop for UnixAcceptor {
+    fn drop(&mut self) {
+        self.close();
     }
 }
