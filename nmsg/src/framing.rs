@@ -4,6 +4,8 @@
 //! anything, and treats an incomplete message as "wait for more bytes", not as
 //! an error.
 
+use std::num::NonZeroU32;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -39,8 +41,9 @@ pub struct MessageCodec {
     /// The length of the message whose prefix was taken from the buffer and
     /// whose payload has not all arrived yet. The prefix is gone from the
     /// buffer then, so an empty buffer at end of stream is not a clean end.
-    /// (Small on purpose: every connection holds a codec.)
-    awaiting: Option<u32>,
+    /// (Small on purpose: every connection holds a codec; a message is never
+    /// empty, so the length needs no word of its own to say "none".)
+    awaiting: Option<NonZeroU32>,
 }
 
 impl MessageCodec {
@@ -57,6 +60,30 @@ impl MessageCodec {
     pub fn max_message_size(&self) -> usize {
         self.max as usize
     }
+
+    /// How many more bytes `src` needs before the message it begins is
+    /// whole: the rest of the payload once its prefix was decoded, or the rest
+    /// of the prefix; 0 when [`Decoder::decode`] would give a message now.
+    /// A reader grows its buffer by this, never by more than the peer has
+    /// announced.
+    pub fn missing(&self, src: &[u8]) -> usize {
+        match self.awaiting {
+            Some(len) => (len.get() as usize).saturating_sub(src.len()),
+            None => match src.get(..PREFIX_LEN) {
+                None => PREFIX_LEN - src.len(),
+                Some(prefix) => {
+                    let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
+                    (len as usize).saturating_sub(src.len() - PREFIX_LEN)
+                }
+            },
+        }
+    }
+
+    /// True when `src` holds part of a message and not all of it: the peer has
+    /// begun a message and not finished it.
+    pub fn is_partial(&self, src: &[u8]) -> bool {
+        (self.awaiting.is_some() || !src.is_empty()) && self.missing(src) > 0
+    }
 }
 
 impl Default for MessageCodec {
@@ -71,7 +98,7 @@ impl Decoder for MessageCodec {
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FramingError> {
         let len = match self.awaiting {
-            Some(len) => len,
+            Some(len) => len.get(),
             None => {
                 let Some(prefix) = src.get(..PREFIX_LEN) else {
                     return Ok(None);
@@ -93,7 +120,7 @@ impl Decoder for MessageCodec {
             }
         };
         if src.len() < len as usize {
-            self.awaiting = Some(len);
+            self.awaiting = NonZeroU32::new(len);
             return Ok(None);
         }
         self.awaiting = None;
@@ -299,6 +326,27 @@ mod tests {
             "{err:?}"
         );
         assert!(buf.capacity() < 1024, "reserved {} bytes", buf.capacity());
+    }
+
+    #[test]
+    fn missing_counts_what_the_message_begun_still_needs() {
+        let mut codec = MessageCodec::default();
+        assert_eq!(codec.missing(&[]), PREFIX_LEN);
+        assert!(!codec.is_partial(&[]));
+        assert_eq!(codec.missing(&[0, 0]), 2);
+        assert!(codec.is_partial(&[0, 0]));
+        let mut buf = BytesMut::from(&[0, 0, 0, 5, b'a', b'b'][..]);
+        assert_eq!(codec.missing(&buf), 3);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        // The prefix is taken: the buffer holds the payload's first bytes only.
+        assert_eq!(codec.missing(&buf), 3);
+        buf.truncate(0);
+        assert!(codec.is_partial(&buf), "a prefix alone is a message begun");
+        buf.extend_from_slice(b"abcde");
+        assert_eq!(codec.missing(&buf), 0);
+        assert!(!codec.is_partial(&buf));
+        assert_eq!(&codec.decode(&mut buf).unwrap().unwrap()[..], b"abcde");
+        assert!(!codec.is_partial(&buf));
     }
 
     #[test]

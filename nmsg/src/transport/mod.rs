@@ -369,11 +369,8 @@ where
             if let Some(message) = self.codec.decode(&mut self.input)? {
                 return Poll::Ready(Ok(Some(message)));
             }
-            if self.input.capacity() == self.input.len() {
-                // Full: grow with what has arrived (doubling, from the read
-                // buffer's size), never by what a length prefix announces.
-                self.input.reserve(READ_BUFFER.max(self.input.len()));
-            }
+            let missing = self.codec.missing(&self.input);
+            make_room(&mut self.input, missing);
             match std::task::ready!(poll_read_buf(
                 Pin::new(&mut self.stream),
                 cx,
@@ -562,6 +559,34 @@ where
 /// The read buffer a connection takes when bytes arrive (and gives back when idle).
 const READ_BUFFER: usize = 8 * 1024;
 
+/// Below this much free room a read buffer is grown before the next read.
+const MIN_ROOM: usize = 1024;
+
+/// Makes room in `input` for the next read, where the message it begins
+/// needs `missing` more bytes. A buffer grows with what has arrived, never by
+/// what a length prefix announces: to one read buffer, then doubling, and
+/// never beyond the message the peer is sending. So a peer holds memory in
+/// proportion to the bytes it has sent.
+fn make_room(input: &mut BytesMut, missing: usize) {
+    let len = input.len();
+    if input.capacity() - len >= MIN_ROOM {
+        return;
+    }
+    let whole = len + missing;
+    if whole <= READ_BUFFER {
+        // Small messages: one read buffer (reclaimed, when what was read
+        // before is no longer held, rather than allocated anew).
+        input.reserve(READ_BUFFER - len);
+    } else {
+        // A large message: double what has arrived, up to its whole length.
+        // Allocated exactly: `reserve` may round a large request up to twice it.
+        let capacity = whole.min((2 * len).max(READ_BUFFER));
+        let mut grown = BytesMut::with_capacity(capacity);
+        grown.extend_from_slice(input);
+        *input = grown;
+    }
+}
+
 /// True when `buf` starts with a whole length-prefixed message (a cheap check
 /// that may say no when the codec is mid-message; then the next read decides).
 fn holds_message(buf: &[u8]) -> bool {
@@ -571,5 +596,61 @@ fn holds_message(buf: &[u8]) -> bool {
             buf.len() - PREFIX_LEN >= len
         }
         None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use tokio::io::AsyncWriteExt;
+
+    /// Polls `driver` once; true while it runs on.
+    async fn poll_once<S: AsyncRead + AsyncWrite + Unpin>(driver: &mut Driver<S>) -> bool {
+        std::future::poll_fn(|cx| Poll::Ready(driver.poll_run(cx).is_pending())).await
+    }
+
+    /// A driver over one end of an in-memory stream, and the other end.
+    fn driver() -> (Driver<tokio::io::DuplexStream>, tokio::io::DuplexStream) {
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        let driver = Driver::new(ours, Router::new().link(), ConnectionOptions::default());
+        (driver, theirs)
+    }
+
+    #[tokio::test]
+    async fn five_bytes_announcing_16_mib_hold_one_read_buffer() {
+        let (mut driver, mut peer) = driver();
+        peer.write_all(&[0x00, 0xff, 0xff, 0xff, 0x01])
+            .await
+            .unwrap();
+        assert!(poll_once(&mut driver).await);
+        let held = driver.reader.input.capacity();
+        assert!(held <= READ_BUFFER, "5 bytes hold {held} bytes");
+    }
+
+    /// The buffer of a large message grows as its bytes arrive, and never
+    /// beyond what its prefix announced.
+    #[tokio::test]
+    async fn a_large_message_grows_its_buffer_up_to_its_announced_length() {
+        const LEN: usize = 1024 * 1024 + 1;
+        let (mut driver, mut peer) = driver();
+        peer.write_all(&(LEN as u32).to_be_bytes()).await.unwrap();
+        let chunk = [7u8; 8 * 1024];
+        let mut sent = 0;
+        let mut most = 0;
+        while sent + chunk.len() < LEN {
+            peer.write_all(&chunk).await.unwrap();
+            sent += chunk.len();
+            assert!(poll_once(&mut driver).await);
+            let held = driver.reader.input.capacity();
+            most = most.max(held);
+            // Doubling: at most twice what has arrived (or one read buffer).
+            assert!(
+                held <= (2 * sent).max(READ_BUFFER),
+                "{sent} bytes hold {held}"
+            );
+        }
+        assert_eq!(driver.reader.input.len(), sent);
+        assert!(most <= LEN, "a message of {LEN} bytes held {most}");
     }
 }
