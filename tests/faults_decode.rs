@@ -384,7 +384,9 @@ fn a_bulk_broken_near_its_end_routes_none_of_its_frames() {
         assert!(
             matches!(
                 &seen[..],
-                [Seen::Error(Error::Protocol(ProtocolError::Undecodable { .. }))]
+                [Seen::Error(Error::Protocol(
+                    ProtocolError::Undecodable { .. }
+                ))]
             ),
             "{}: one error and nothing routed: {seen:?}",
             codec.name()

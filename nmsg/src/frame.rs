@@ -160,9 +160,10 @@ impl FrameFields {
     }
 }
 
-/// A decoded message: one frame, or the frames of a bulk in order. Each frame
-/// is validated on its own, so one malformed frame of a bulk does not take the
-/// others down.
+/// A decoded message, collected ([`Codec::decode_all`](crate::Codec::decode_all)):
+/// one frame, or the frames of a bulk in order. Each frame is validated on its
+/// own, so one malformed frame of a bulk does not take the others down. A
+/// router does not collect a message: it routes each frame as it is decoded.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
     /// A single frame.

@@ -1,12 +1,12 @@
 //! The MsgPack codec: frames are maps keyed by one-letter strings.
 
-use super::{ArgVisitor, Codec};
+use super::{ArgVisitor, Codec, Decoded, FrameSink};
 use crate::error::{EncodeError, ProtocolError};
-use crate::frame::{Message, OutFrame, OutKind};
+use crate::frame::{OutFrame, OutKind};
 
 mod read;
 
-use read::{undecodable, Kind, Reader};
+use read::{Kind, Reader};
 
 /// The MsgPack codec, the protocol's default.
 ///
@@ -20,40 +20,51 @@ impl Codec for MsgPack {
         "msgpack"
     }
 
-    fn decode_message(&self, payload: &[u8]) -> Result<Message, ProtocolError> {
+    fn decode_message(
+        &self,
+        payload: &[u8],
+        bulk: &mut FrameSink<'_>,
+    ) -> Result<Decoded, ProtocolError> {
         let mut r = Reader {
             buf: payload,
             pos: 0,
         };
-        let message = match r.peek()? {
-            Kind::Map(_) => Message::Single(r.frame(1)?),
+        match r.peek()? {
+            Kind::Map(_) => {
+                let frame = r.frame(1)?;
+                r.at_end()?;
+                Ok(Decoded::Single(frame))
+            }
             Kind::Array(n) => {
+                // The whole message is checked before its first frame goes:
+                // one that cannot be decoded routes none of them. The check
+                // walks it once and allocates nothing per element.
+                let mut check = Reader {
+                    buf: payload,
+                    pos: 0,
+                };
+                check.skip(1)?;
+                check.at_end()?;
                 r.advance_header()?;
-                let mut frames = Vec::with_capacity((n as usize).min(1024));
                 for index in 0..n as usize {
-                    match r.peek()? {
-                        Kind::Map(_) => frames.push(r.frame(2)?),
+                    let frame = match r.peek()? {
+                        Kind::Map(_) => r.frame(2)?,
                         other => {
                             r.skip(2)?;
-                            frames.push(Err(ProtocolError::NotAFrame {
+                            Err(ProtocolError::NotAFrame {
                                 index,
                                 found: other.name(),
-                            }));
+                            })
                         }
-                    }
+                    };
+                    bulk(frame);
                 }
-                Message::Bulk(frames)
+                Ok(Decoded::Bulk(n as usize))
             }
-            other => {
-                return Err(ProtocolError::NotAMessage {
-                    found: other.name(),
-                })
-            }
-        };
-        if r.pos != payload.len() {
-            return Err(undecodable("trailing bytes after the message"));
+            other => Err(ProtocolError::NotAMessage {
+                found: other.name(),
+            }),
         }
-        Ok(message)
     }
 
     fn deserialize_arg(&self, raw: &[u8], visit: &mut ArgVisitor<'_>) -> Result<(), String> {
