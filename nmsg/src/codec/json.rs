@@ -426,6 +426,60 @@ impl Codec for Json {
 mod tests {
     use super::*;
 
+    /// The frames of `text` as the sink got them, and what the decoder gave.
+    fn sunk(
+        text: &str,
+    ) -> (
+        Vec<Result<u32, ProtocolError>>,
+        Result<Decoded, ProtocolError>,
+    ) {
+        let mut frames = Vec::new();
+        let decoded = Json.decode_message(text.as_bytes(), &mut |f| frames.push(f.map(|f| f.id)));
+        (frames, decoded)
+    }
+
+    #[test]
+    fn a_bulk_hands_every_element_to_the_sink_in_order_and_a_single_frame_none() {
+        let (frames, decoded) = sunk(r#"[{"i":1,"e":"x"}, null ,{"i":2,"e":"x"},7]"#);
+        assert_eq!(decoded, Ok(Decoded::Bulk(4)));
+        assert_eq!(
+            frames,
+            [
+                Ok(1),
+                Err(ProtocolError::NotAFrame {
+                    index: 1,
+                    found: "null"
+                }),
+                Ok(2),
+                Err(ProtocolError::NotAFrame {
+                    index: 3,
+                    found: "a number"
+                }),
+            ]
+        );
+
+        let (frames, decoded) = sunk(r#"{"i":3,"e":"x"}"#);
+        assert!(frames.is_empty());
+        assert!(matches!(decoded, Ok(Decoded::Single(Ok(f))) if f.id == 3));
+    }
+
+    #[test]
+    fn a_bulk_that_cannot_be_decoded_hands_over_no_frame() {
+        for text in [
+            r#"[{"i":1,"e":"x"},{"i":2,"e":"x"}"#,
+            r#"[{"i":1,"e":"x"},{"i":2,"e":"x"}] x"#,
+            r#"[{"i":1,"e":"x"},{"i":2,"e":"x"},]"#,
+            r#"[{"i":1,"e":"x"},{"i":2,"e":"x"},{"i":3,"e":"x}]"#,
+        ] {
+            let (frames, decoded) = sunk(text);
+            assert!(frames.is_empty(), "{text}: {frames:?}");
+            assert!(
+                matches!(decoded, Err(ProtocolError::Undecodable { .. })),
+                "{text}: {decoded:?}"
+            );
+        }
+    }
+
     /// A key whose value is `null` is absent (as serde's `Option` reads it),
     /// with white space around the value or not: the frame is valid, as if
     /// the key were not there, where a `null` read as a value would be of the
