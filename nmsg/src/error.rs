@@ -128,6 +128,17 @@ pub enum Error {
     /// A received message or frame broke the protocol.
     #[error("protocol error: {0}")]
     Protocol(#[from] ProtocolError),
+    /// Several frames of one bulk message broke the protocol: reported once,
+    /// as a summary, when the message has been routed (its good frames were).
+    /// A message with one bad frame reports [`Error::Protocol`] instead.
+    #[error("{count} frames of a bulk message broke the protocol; the first: {}", list_errors(.first))]
+    MalformedFrames {
+        /// How many frames of the message were bad.
+        count: usize,
+        /// The errors of the first of them, in order: at most
+        /// [`REPORTED_FRAME_ERRORS`](crate::frame::REPORTED_FRAME_ERRORS).
+        first: Vec<ProtocolError>,
+    },
     /// An outgoing frame could not be encoded; nothing was sent.
     #[error("encode error: {0}")]
     Encode(#[from] EncodeError),
@@ -243,6 +254,12 @@ pub enum Error {
     /// A callback needs a tokio runtime for its timeout, and none is running.
     #[error("callbacks need a tokio runtime: emit from within one")]
     NoRuntime,
+}
+
+/// The errors of [`Error::MalformedFrames`], joined for its message.
+fn list_errors(errors: &[ProtocolError]) -> String {
+    let list: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    list.join("; ")
 }
 
 impl Error {
