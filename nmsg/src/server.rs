@@ -157,6 +157,21 @@ impl ServerBuilder {
         self
     }
 
+    /// How long a message may take to arrive whole once its first byte has
+    /// (default 30 s); past it each socket closes (see
+    /// [`ConnectionOptions::partial_message_timeout`]).
+    pub fn partial_message_timeout(mut self, timeout: Duration) -> Self {
+        self.connection = self.connection.partial_message_timeout(timeout);
+        self
+    }
+
+    /// Closes each socket when no byte has arrived for this long (default: none;
+    /// see [`ConnectionOptions::idle_timeout`]).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.connection = self.connection.idle_timeout(timeout);
+        self
+    }
+
     /// The shared handler table that serves every socket (default: an empty
     /// one, reachable with [`Server::api`]). Takes an [`Api`] or anything that
     /// converts into one, such as the `<Trait>Api` that `#[nmsg::events]` generates.
@@ -634,8 +649,12 @@ fn accept(inner: &Arc<ServerInner>, stream: crate::transport::BoxStream, peer: A
     router.set_api(Some(inner.api.clone()));
     // Held until the on_socket hook has set its handlers, so that no message
     // from this peer is routed before them.
-    let (conn, start) =
-        Connection::spawn_held_then(stream, router, inner.connection, on_close(inner, id));
+    let (conn, start) = Connection::spawn_held_then(
+        stream,
+        router,
+        inner.connection.clone(),
+        on_close(inner, id),
+    );
     let conn = Arc::new(conn);
     let socket = Socket {
         id,

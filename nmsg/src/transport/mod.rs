@@ -28,10 +28,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::Decoder;
 use tokio_util::io::poll_read_buf;
 
+use tokio::time::{Instant, Sleep};
+
 use crate::error::{Error, FramingError};
 use crate::framing::{MessageCodec, PREFIX_LEN};
 use crate::lifecycle::{Lifecycle, Status, START, STOP};
 use crate::router::{Pacer, Router};
+use options::Settings;
 
 pub mod memory;
 mod net;
@@ -39,7 +42,7 @@ mod options;
 
 pub use crate::router::Link;
 pub use net::{Acceptor, Address, Binder, BoxFuture, BoxStream, Connector, Stream, Tcp, Unix};
-pub use options::ConnectionOptions;
+pub use options::{ConnectionOptions, DEFAULT_PARTIAL_MESSAGE_TIMEOUT};
 
 /// Why a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -343,8 +346,8 @@ pub(crate) struct Driver<S> {
     /// which the first `written` bytes are written.
     out: Bytes,
     written: usize,
-    /// When the router's queue may be taken ([`Buffering::Cycle`](crate::Buffering::Cycle)).
-    pacer: Pacer,
+    /// When the router's queue may be taken, and the deadlines of reading.
+    timers: Timers,
     phase: Phase,
 }
 
@@ -354,17 +357,21 @@ struct Reader<S> {
     /// What has arrived and is not dispatched yet; none while the stream is idle.
     input: BytesMut,
     codec: MessageCodec,
-    /// Messages dispatched before a write ([`ConnectionOptions::dispatch_burst`]);
-    /// `u32::MAX` for no limit. Small, beside the codec: every connection holds one.
-    burst_limit: u32,
+    /// The connection's options (shared with the other connections made with them).
+    settings: Arc<Settings>,
 }
 
 impl<S> Reader<S>
 where
     S: AsyncRead + Unpin,
 {
-    /// The next message: `None` at a clean end of the stream.
-    fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, FramingError>> {
+    /// The next message: `None` at a clean end of the stream. Sets `arrived`
+    /// when bytes were read.
+    fn poll_message(
+        &mut self,
+        cx: &mut Context<'_>,
+        arrived: &mut bool,
+    ) -> Poll<Result<Option<Bytes>, FramingError>> {
         loop {
             if let Some(message) = self.codec.decode(&mut self.input)? {
                 return Poll::Ready(Ok(Some(message)));
@@ -377,7 +384,7 @@ where
                 &mut self.input
             )) {
                 Ok(0) => return Poll::Ready(self.codec.decode_eof(&mut self.input)),
-                Ok(_) => {}
+                Ok(_) => *arrived = true,
                 Err(e) => return Poll::Ready(Err(FramingError::Io(e))),
             }
         }
@@ -395,12 +402,12 @@ where
                 stream,
                 input: BytesMut::new(),
                 codec: MessageCodec::new(max),
-                burst_limit: u32::try_from(options.burst()).unwrap_or(u32::MAX),
+                settings: options.settings().clone(),
             },
             link,
             out: Bytes::new(),
             written: 0,
-            pacer: Pacer::default(),
+            timers: Timers::default(),
             phase: Phase::Running,
         }
     }
@@ -449,28 +456,64 @@ where
     /// the same turn: an answer costs no wake-up of its own, and the answers to
     /// a batch of requests go out together. Reading goes on while a write waits
     /// for room, so two peers that both send much never block each other.
+    ///
+    /// Before each message it asks the router whether it may read
+    /// ([`Link::poll_read_ready`]): while its queue is over the high-water
+    /// mark or its async handlers are at their bound, reading pauses (writing
+    /// goes on) until the router wakes the task. While it waits for bytes
+    /// with a message begun, or with an idle timeout, a deadline runs
+    /// ([`Timers`]).
     fn poll_stream(&mut self, cx: &mut Context<'_>) -> Poll<CloseReason> {
         let link = &self.link;
         let reader = &mut self.reader;
+        let timers = &mut self.timers;
         link.writer_running();
         loop {
             let mut progress = false;
             // Read and dispatch what has arrived; nothing more after a stop request.
             if let Phase::Running = self.phase {
-                // Messages dispatched since the last write (see `burst_limit`).
+                // Messages dispatched since the last write (see `dispatch_burst`).
                 let mut burst = 0;
-                let burst_limit = match reader.burst_limit {
-                    u32::MAX => usize::MAX,
-                    limit => limit as usize,
-                };
+                let burst_limit = reader.settings.burst();
+                // Bytes were read (for the idle timeout).
+                let mut arrived = false;
                 loop {
-                    let polled = reader.poll_message(cx);
-                    if polled.is_pending() && reader.input.is_empty() {
-                        // Idle: give the read buffer back; an idle connection holds none.
-                        reader.input = BytesMut::new();
+                    if link.poll_read_ready(cx).is_pending() {
+                        // Paused by the router, not by the peer: its deadlines wait too.
+                        timers.pause_reading();
+                        break;
+                    }
+                    let polled = reader.poll_message(cx, &mut arrived);
+                    if polled.is_pending() {
+                        if reader.input.is_empty() {
+                            // Idle: give the read buffer back; an idle connection holds none.
+                            reader.input = BytesMut::new();
+                        }
+                        let begun = reader.codec.is_partial(&reader.input);
+                        let settings = &reader.settings;
+                        match timers.poll_reading(begun, arrived, settings, cx) {
+                            Poll::Pending => {}
+                            Poll::Ready(Deadline::Partial) => {
+                                let e = FramingError::Stalled {
+                                    timeout: settings.partial_message_timeout,
+                                };
+                                let reason = CloseReason::Framing(e.to_string());
+                                link.router().report(Error::Framing(e));
+                                return Poll::Ready(reason);
+                            }
+                            Poll::Ready(Deadline::Idle(timeout)) => {
+                                return Poll::Ready(CloseReason::Io {
+                                    kind: std::io::ErrorKind::TimedOut,
+                                    message: format!(
+                                        "no bytes arrived within the idle timeout of {timeout:?}"
+                                    ),
+                                })
+                            }
+                        }
                     }
                     match polled {
                         Poll::Ready(Ok(Some(payload))) => {
+                            timers.message_whole();
                             link.dispatch(payload);
                             progress = true;
                             burst += 1;
@@ -498,7 +541,7 @@ where
                             Ending::Stopping { tail } => tail.take(),
                             _ => None,
                         },
-                        Phase::Running => self.pacer.poll_take(link, cx),
+                        Phase::Running => timers.poll_take(link, cx),
                     };
                     match next {
                         Some(bytes) => {
@@ -544,7 +587,7 @@ where
             }
             // Nothing moved: wait for bytes to read, room to write, a frame to
             // send, the cycle's end or a stop request (all registered above).
-            if self.written == self.out.len() && !stopping && !self.pacer.is_timing() {
+            if self.written == self.out.len() && !stopping && !timers.is_cycling() {
                 match link.poll_queued(cx) {
                     Poll::Ready(true) => continue,
                     Poll::Ready(false) => return Poll::Ready(CloseReason::Local),
@@ -552,6 +595,154 @@ where
                 }
             }
             return Poll::Pending;
+        }
+    }
+}
+
+/// The timers of a [`Driver`], boxed together and only while one runs (an
+/// idle connection holds a null pointer): the cycle of a
+/// [`Buffering::Cycle`](crate::Buffering::Cycle) router ([`Pacer`]), and the
+/// deadlines of reading.
+///
+/// A reading deadline is armed only when a read ends with a message begun
+/// (the partial message timeout) or when the connection has an idle
+/// timeout; a connection that receives whole messages and has no idle
+/// timeout never makes one. Both are counted from when reading began to wait
+/// for bytes, and both stop while the router pauses reading.
+#[derive(Default)]
+struct Timers(Option<Box<TimerState>>);
+
+#[derive(Default)]
+struct TimerState {
+    pacer: Pacer,
+    /// Wakes the task at the earlier deadline, or before it: moved back
+    /// only when it fires, so that bytes arriving cost no timer update.
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// When the message begun must be whole.
+    partial: Option<Instant>,
+    /// When the connection is idle too long, unless bytes arrive.
+    idle: Option<Instant>,
+}
+
+/// A reading deadline that passed.
+#[derive(Debug, PartialEq, Eq)]
+enum Deadline {
+    /// The message begun is not whole within the partial message timeout.
+    Partial,
+    /// No bytes within the idle timeout (this one).
+    Idle(std::time::Duration),
+}
+
+impl Timers {
+    /// What may be written now ([`Pacer::poll_take`]).
+    fn poll_take(&mut self, link: &Link, cx: &mut Context<'_>) -> Option<Bytes> {
+        match &mut self.0 {
+            Some(state) => {
+                let taken = state.pacer.poll_take(link, cx);
+                self.tidy();
+                taken
+            }
+            None => {
+                // A pacer without a cycle open is no more than a null pointer.
+                let mut pacer = Pacer::default();
+                let taken = pacer.poll_take(link, cx);
+                if pacer.is_timing() {
+                    self.0.get_or_insert_with(Default::default).pacer = pacer;
+                }
+                taken
+            }
+        }
+    }
+
+    /// A message arrived whole: the next one begun gets the whole partial
+    /// message timeout. (A null check when no deadline runs.)
+    fn message_whole(&mut self) {
+        if let Some(state) = &mut self.0 {
+            state.partial = None;
+        }
+    }
+
+    /// True while a cycle is open.
+    fn is_cycling(&self) -> bool {
+        self.0.as_ref().is_some_and(|s| s.pacer.is_timing())
+    }
+
+    /// Drops the box once nothing runs in it.
+    fn tidy(&mut self) {
+        if let Some(state) = &self.0 {
+            if state.partial.is_none() && state.idle.is_none() && !state.pacer.is_timing() {
+                self.0 = None;
+            }
+        }
+    }
+
+    /// The router paused reading: the deadlines stop, and start again from
+    /// the whole timeouts when reading waits for bytes again.
+    fn pause_reading(&mut self) {
+        if let Some(state) = &mut self.0 {
+            state.partial = None;
+            state.idle = None;
+            self.tidy();
+        }
+    }
+
+    /// Reading waits for bytes, with a message `begun` or not, and bytes
+    /// `arrived` since it last waited or not: arms, keeps or drops the
+    /// deadlines; ready with the one that passed.
+    fn poll_reading(
+        &mut self,
+        begun: bool,
+        arrived: bool,
+        settings: &Settings,
+        cx: &mut Context<'_>,
+    ) -> Poll<Deadline> {
+        let idle = settings.idle_timeout;
+        if !begun && idle.is_none() {
+            // The common case: whole messages, no idle timeout.
+            if self.0.is_some() {
+                self.pause_reading();
+            }
+            return Poll::Pending;
+        }
+        let state = self.0.get_or_insert_with(Default::default);
+        let mut now = None;
+        let mut clock = || *now.get_or_insert_with(Instant::now);
+        if !begun {
+            state.partial = None;
+        } else if state.partial.is_none() {
+            state.partial = clock().checked_add(settings.partial_message_timeout);
+        }
+        if let Some(timeout) = idle {
+            if arrived || state.idle.is_none() {
+                state.idle = clock().checked_add(timeout);
+            }
+        }
+        loop {
+            let deadline = match (state.partial, state.idle) {
+                (Some(a), Some(b)) => a.min(b),
+                (Some(a), None) | (None, Some(a)) => a,
+                (None, None) => {
+                    // Timeouts too long to count.
+                    state.sleep = None;
+                    return Poll::Pending;
+                }
+            };
+            let sleep = state
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            if sleep.deadline() > deadline {
+                sleep.as_mut().reset(deadline);
+            }
+            std::task::ready!(sleep.as_mut().poll(cx));
+            if sleep.deadline() < deadline {
+                // Set for a deadline that was moved back since (bytes arrived).
+                sleep.as_mut().reset(deadline);
+                continue;
+            }
+            if state.partial == Some(deadline) {
+                return Poll::Ready(Deadline::Partial);
+            }
+            return Poll::Ready(Deadline::Idle(idle.unwrap_or_default()));
         }
     }
 }
