@@ -245,3 +245,302 @@ async fn a_peer_that_pipelines_100000_requests_to_a_sleeping_handler_is_read_as_
     assert!(peak < 16 << 20, "{peak} bytes live at the peak");
     drop(conn);
 }
+
+// ----- a message begun must be whole in time -----
+
+/// The 5 bytes of the issue: a prefix announcing 16 MiB − 1, then one byte.
+const BEGUN: [u8; 5] = [0x00, 0xff, 0xff, 0xff, 0x01];
+
+/// A connection with these options over an in-memory stream; the peer's end,
+/// and the errors its router's hook gets.
+fn connection(
+    options: ConnectionOptions,
+) -> (
+    Connection,
+    tokio::io::DuplexStream,
+    std::sync::mpsc::Receiver<Error>,
+) {
+    let (ours, peer) = tokio::io::duplex(64 * 1024);
+    let router = Router::new();
+    answering(&router);
+    router.on("note", |_args: Args| {});
+    let (tx, errors) = std::sync::mpsc::channel();
+    router.on_error(move |e| {
+        let _ = tx.send(e);
+    });
+    (Connection::spawn_with(ours, router, options), peer, errors)
+}
+
+fn stalled(timeout: Duration) -> CloseReason {
+    CloseReason::Framing(FramingError::Stalled { timeout }.to_string())
+}
+
+/// A peer that begins a message and goes silent is disconnected once the
+/// partial message timeout has passed (30 s by default), and the error hook
+/// says why.
+#[tokio::test(start_paused = true)]
+async fn a_message_begun_and_never_finished_closes_the_connection_at_the_timeout() {
+    for (options, timeout) in [
+        (ConnectionOptions::new(), Duration::from_secs(30)),
+        (
+            ConnectionOptions::new().partial_message_timeout(Duration::from_secs(2)),
+            Duration::from_secs(2),
+        ),
+    ] {
+        let (conn, mut peer, errors) = connection(options);
+        let start = Instant::now();
+        peer.write_all(&BEGUN).await.unwrap();
+        let reason = tokio::time::timeout(Duration::from_secs(3600), conn.closed())
+            .await
+            .expect("a silent peer with a message begun stays connected");
+        let took = start.elapsed();
+        assert_eq!(reason, stalled(timeout));
+        assert!(
+            took >= timeout && took < timeout + Duration::from_millis(100),
+            "closed after {took:?}"
+        );
+        let error = errors.try_recv().expect("the error hook is told");
+        assert!(
+            matches!(error, Error::Framing(FramingError::Stalled { timeout: t }) if t == timeout),
+            "{error:?}"
+        );
+        println!("{reason}");
+    }
+}
+
+/// A peer that trickles a message a byte at a time is disconnected at the
+/// timeout too: the time counts from the message's first byte, not the last.
+#[tokio::test(start_paused = true)]
+async fn a_message_trickled_a_byte_at_a_time_closes_at_the_timeout() {
+    let timeout = Duration::from_secs(2);
+    let (conn, mut peer, _errors) =
+        connection(ConnectionOptions::new().partial_message_timeout(timeout));
+    let start = Instant::now();
+    peer.write_all(&[0, 0, 1, 0]).await.unwrap();
+    let trickle = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if peer.write_all(&[0]).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        reason = conn.closed() => assert_eq!(reason, stalled(timeout)),
+        _ = trickle => {}
+        _ = tokio::time::sleep(Duration::from_secs(3600)) => panic!("a trickling peer stays connected"),
+    }
+    let took = start.elapsed();
+    assert!(
+        took < timeout + Duration::from_millis(150),
+        "closed after {took:?}"
+    );
+}
+
+/// Messages that each arrive whole within the timeout keep the connection,
+/// even when the stream always holds one begun: each message gets its own
+/// time. (Here each takes 1.5 s of a 2 s timeout, for 10 messages.)
+#[tokio::test(start_paused = true)]
+async fn messages_that_each_arrive_in_time_keep_the_connection() {
+    let (conn, peer, errors) =
+        connection(ConnectionOptions::new().partial_message_timeout(Duration::from_secs(2)));
+    let (rx, mut tx) = tokio::io::split(peer);
+    let answers = tokio::spawn(count_messages(rx));
+    // Each message's second half goes with the next one's first.
+    let wires: Vec<Vec<u8>> = (0..10)
+        .map(|n| request(n + 1, "ask", n as u64, true))
+        .collect();
+    let mut held: &[u8] = &[];
+    for wire in &wires {
+        let (first, second) = wire.split_at(wire.len() / 2);
+        tx.write_all(&[held, first].concat()).await.unwrap();
+        held = second;
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+    }
+    tx.write_all(held).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!conn.is_closed(), "{:?}", conn.closed().await);
+    assert!(errors.try_recv().is_err());
+    tx.shutdown().await.unwrap();
+    assert_eq!(conn.closed().await, CloseReason::PeerClosed);
+    assert_eq!(answers.await.unwrap(), 10);
+}
+
+/// While the router pauses reading (here, its one async handler runs), the
+/// partial message timeout does not count: the peer is not the one late.
+#[tokio::test(start_paused = true)]
+async fn the_partial_message_timeout_waits_while_the_router_pauses_reading() {
+    let (ours, mut peer) = tokio::io::duplex(64 * 1024);
+    let router = Router::builder().max_running_handlers(1).build();
+    router.on("slow", |_args: Args| async {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    });
+    answering(&router);
+    let timeout = Duration::from_secs(2);
+    let conn = Connection::spawn_with(
+        ours,
+        router.clone(),
+        ConnectionOptions::new().partial_message_timeout(timeout),
+    );
+    let ask = request(2, "ask", 7, true);
+    let (first, second) = ask.split_at(3);
+    peer.write_all(&[&request(1, "slow", 0, false)[..], first].concat())
+        .await
+        .unwrap();
+    // The slow handler runs 10 s; the message begun waits unread meanwhile,
+    // then gets its whole time again.
+    tokio::time::sleep(Duration::from_millis(10_500)).await;
+    assert!(!conn.is_closed(), "{:?}", conn.closed().await);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    peer.write_all(second).await.unwrap();
+    let mut prefix = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(1), peer.read_exact(&mut prefix))
+        .await
+        .expect("the request was not answered")
+        .unwrap();
+    assert!(!conn.is_closed());
+}
+
+// ----- idle timeout -----
+
+/// With an idle timeout, a connection that receives nothing for that long
+/// closes (`TimedOut`); one that receives a message more often stays. With
+/// none (the default), an idle connection stays for an hour and more.
+#[tokio::test(start_paused = true)]
+async fn an_idle_timeout_closes_a_connection_that_receives_nothing() {
+    let idle = Duration::from_secs(5);
+    let (conn, mut peer, errors) = connection(ConnectionOptions::new().idle_timeout(idle));
+    let start = Instant::now();
+    for n in 0..5 {
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        peer.write_all(&request(n + 1, "note", 0, false))
+            .await
+            .unwrap();
+    }
+    let sent = Instant::now();
+    let reason = tokio::time::timeout(Duration::from_secs(3600), conn.closed())
+        .await
+        .expect("an idle connection stays");
+    let took = sent.elapsed();
+    assert!(start.elapsed() >= Duration::from_secs(20));
+    assert!(
+        matches!(
+            reason,
+            CloseReason::Io {
+                kind: std::io::ErrorKind::TimedOut,
+                ..
+            }
+        ),
+        "{reason:?}"
+    );
+    assert!(
+        took >= idle && took < idle + Duration::from_millis(100),
+        "closed after {took:?}"
+    );
+    assert!(errors.try_recv().is_err(), "an idle close is not an error");
+    println!("{reason}");
+
+    let (conn, _peer, _errors) = connection(ConnectionOptions::new());
+    tokio::time::sleep(Duration::from_secs(7200)).await;
+    assert!(!conn.is_closed());
+}
+
+// ----- the issue's scenario -----
+
+/// A server at `max_connections(50)`, held by 50 sockets that each send the
+/// 5 bytes of a message begun and go silent: a well-behaved client is
+/// served within the partial message timeout plus 1 s.
+#[tokio::test(start_paused = true)]
+async fn fifty_silent_sockets_with_a_message_begun_free_their_slots_in_time() {
+    let timeout = Duration::from_secs(3);
+    let net = Network::new();
+    let server = Server::builder(net.binder("svc"))
+        .max_connections(50)
+        .partial_message_timeout(timeout)
+        .start();
+    server.on("echo", |args: Args| -> Result<(), Error> {
+        let n: u64 = args.get(0)?;
+        args.callback(1)?.call((n,))
+    });
+    server.started().await.unwrap();
+    let start = Instant::now();
+    let mut silent = Vec::new();
+    for _ in 0..50 {
+        let (mut stream, _) = net.connector("svc").connect().await.unwrap();
+        stream.write_all(&BEGUN).await.unwrap();
+        silent.push(stream);
+    }
+    while server.socket_count() < 50 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let client = Client::builder(net.connector("svc"))
+        .backoff(Backoff {
+            initial: Duration::from_millis(100),
+            factor: 1.0,
+            max: Duration::from_millis(100),
+            jitter: 0.0,
+            seed: None,
+        })
+        .start();
+    let served = async {
+        loop {
+            match client.router().request::<(u64,)>("echo", (7u64,)).await {
+                Ok((n,)) => return n,
+                Err(Error::Disconnected(_)) | Err(Error::Timeout(_)) => continue,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    };
+    let n = tokio::time::timeout(Duration::from_secs(3600), served)
+        .await
+        .expect("never served");
+    let took = start.elapsed();
+    println!("served after {took:?}");
+    assert_eq!(n, 7);
+    assert!(
+        took <= timeout + Duration::from_secs(1),
+        "served after {took:?}"
+    );
+    client.stop().await;
+    server.stop().await;
+}
+
+/// The same when reading pauses with a message begun: its time stops while
+/// the router's queue is over its high-water mark (the peer does not read
+/// what this side emits) and starts whole again once the peer reads.
+#[tokio::test(start_paused = true)]
+async fn a_message_begun_before_reading_paused_gets_its_whole_time_after() {
+    let (ours, peer) = tokio::io::duplex(256);
+    let router = Router::builder().max_queued_frames(10).build();
+    answering(&router);
+    let timeout = Duration::from_secs(2);
+    let conn = Connection::spawn_with(
+        ours,
+        router.clone(),
+        ConnectionOptions::new().partial_message_timeout(timeout),
+    );
+    let (mut rx, mut tx) = tokio::io::split(peer);
+    let ask = request(1, "ask", 7, true);
+    let (first, second) = ask.split_at(2);
+    tx.write_all(first).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A frame larger than the stream's buffer, then enough to fill half the queue.
+    router.emit("push", ("x".repeat(1024),)).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..5 {
+        router.emit("push", (0,)).unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(!conn.is_closed(), "{:?}", conn.closed().await);
+    // The peer reads at last; the message begun 10 s ago gets 2 s from now.
+    let reading = tokio::spawn(async move { count_messages(&mut rx).await });
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(!conn.is_closed(), "{:?}", conn.closed().await);
+    tx.write_all(second).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!conn.is_closed(), "{:?}", conn.closed().await);
+    tx.shutdown().await.unwrap();
+    assert_eq!(conn.closed().await, CloseReason::PeerClosed);
+    // The large frame, five small ones, and the answer.
+    assert_eq!(reading.await.unwrap(), 7);
+}

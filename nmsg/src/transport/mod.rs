@@ -468,6 +468,8 @@ where
         let reader = &mut self.reader;
         let timers = &mut self.timers;
         link.writer_running();
+        // Bytes were read since reading last waited (for the idle timeout).
+        let mut arrived = false;
         loop {
             let mut progress = false;
             // Read and dispatch what has arrived; nothing more after a stop request.
@@ -475,8 +477,6 @@ where
                 // Messages dispatched since the last write (see `dispatch_burst`).
                 let mut burst = 0;
                 let burst_limit = reader.settings.burst();
-                // Bytes were read (for the idle timeout).
-                let mut arrived = false;
                 loop {
                     if link.poll_read_ready(cx).is_pending() {
                         // Paused by the router, not by the peer: its deadlines wait too.
@@ -491,7 +491,9 @@ where
                         }
                         let begun = reader.codec.is_partial(&reader.input);
                         let settings = &reader.settings;
-                        match timers.poll_reading(begun, arrived, settings, cx) {
+                        let polled = timers.poll_reading(begun, arrived, settings, cx);
+                        arrived = false;
+                        match polled {
                             Poll::Pending => {}
                             Poll::Ready(Deadline::Partial) => {
                                 let e = FramingError::Stalled {
