@@ -41,7 +41,9 @@ mod net;
 mod options;
 
 pub use crate::router::Link;
-pub use net::{Acceptor, Address, Binder, BoxFuture, BoxStream, Connector, Stream, Tcp, Unix};
+pub use net::{
+    Acceptor, Address, Binder, BoxFuture, BoxStream, Connector, Keepalive, Stream, Tcp, Unix,
+};
 pub use options::{ConnectionOptions, DEFAULT_PARTIAL_MESSAGE_TIMEOUT};
 
 /// Why a connection ended.
