@@ -544,3 +544,69 @@ async fn a_message_begun_before_reading_paused_gets_its_whole_time_after() {
     // The large frame, five small ones, and the answer.
     assert_eq!(reading.await.unwrap(), 7);
 }
+
+// ----- a budget of bytes for all of a server's sockets -----
+
+/// A server whose sockets may buffer 1 MiB together: one peer sends most
+/// of a 900 KiB message and holds most of the budget; a second that sends
+/// a message as large waits for room (its writes block) until the first
+/// message is whole and let go, then is read and served too.
+#[tokio::test(start_paused = true)]
+async fn a_socket_over_the_servers_byte_budget_waits_until_the_total_falls() {
+    const LEN: usize = 900 * 1024;
+    let net = Network::new();
+    let server = Server::builder(net.binder("svc"))
+        .max_buffered_bytes(1 << 20)
+        .start();
+    let (tx, mut got) = tokio::sync::mpsc::unbounded_channel();
+    server.on("big", move |args: Args| -> Result<(), Error> {
+        let (who, text): (u64, String) = args.parse()?;
+        let _ = tx.send((who, text.len()));
+        Ok(())
+    });
+    server.started().await.unwrap();
+    // Two messages of LEN bytes each: an event `big` with a number and a string.
+    let big = |who: u64| {
+        let mut frame = Vec::new();
+        let text = "x".repeat(LEN - 40);
+        let data: [&dyn erased_serde::Serialize; 2] = [&who, &text];
+        MsgPack
+            .encode_frame(
+                &OutFrame {
+                    id: who as u32,
+                    kind: OutKind::Event("big"),
+                    data: &data,
+                    callbacks: &[],
+                    timeout: None,
+                },
+                &mut frame,
+            )
+            .unwrap();
+        let mut wire = (frame.len() as u32).to_be_bytes().to_vec();
+        wire.extend_from_slice(&frame);
+        wire
+    };
+    let (first, second) = (big(1), big(2));
+    let (mut a, _) = net.connector("svc").connect().await.unwrap();
+    let (mut b, _) = net.connector("svc").connect().await.unwrap();
+    a.write_all(&first[..600 * 1024]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let mut second_sent = Box::pin(b.write_all(&second));
+    let blocked = tokio::time::timeout(Duration::from_secs(5), &mut second_sent).await;
+    assert!(
+        blocked.is_err(),
+        "the second message was read whole, over the budget"
+    );
+    assert!(got.try_recv().is_err());
+    // The first message is whole: handled, its buffer let go, and the
+    // second is read on.
+    a.write_all(&first[600 * 1024..]).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), second_sent)
+        .await
+        .expect("the second socket was never read again")
+        .unwrap();
+    let mut served = vec![got.recv().await.unwrap(), got.recv().await.unwrap()];
+    served.sort();
+    assert_eq!(served, [(1, LEN - 40), (2, LEN - 40)]);
+    server.stop().await;
+}

@@ -34,7 +34,7 @@ use crate::error::{Error, FramingError};
 use crate::framing::{MessageCodec, PREFIX_LEN};
 use crate::lifecycle::{Lifecycle, Status, START, STOP};
 use crate::router::{Pacer, Router};
-use options::Settings;
+use options::{Budget, Settings};
 
 pub mod memory;
 mod net;
@@ -369,17 +369,32 @@ where
 {
     /// The next message: `None` at a clean end of the stream. Sets `arrived`
     /// when bytes were read.
+    /// A message that needs a larger buffer waits for room in the budget
+    /// ([`ConnectionOptions::max_buffered_bytes`]), which `timers` counts.
     fn poll_message(
         &mut self,
         cx: &mut Context<'_>,
         arrived: &mut bool,
+        timers: &mut Timers,
     ) -> Poll<Result<Option<Bytes>, FramingError>> {
         loop {
             if let Some(message) = self.codec.decode(&mut self.input)? {
                 return Poll::Ready(Ok(Some(message)));
             }
             let missing = self.codec.missing(&self.input);
-            make_room(&mut self.input, missing);
+            match room(&self.input, missing) {
+                Room::Enough => {}
+                Room::ReadBuffer => {
+                    self.input.reserve(READ_BUFFER - self.input.len());
+                    timers.input_held(self.input.capacity());
+                }
+                Room::Grow(capacity) => {
+                    if let Some(budget) = &self.settings.budget {
+                        std::task::ready!(timers.poll_charge_input(budget, capacity, cx));
+                    }
+                    grow(&mut self.input, capacity);
+                }
+            }
             match std::task::ready!(poll_read_buf(
                 Pin::new(&mut self.stream),
                 cx,
@@ -443,6 +458,7 @@ where
                     };
                     tracing::debug!(%reason, "nmsg connection closed");
                     let out = std::mem::take(&mut self.out);
+                    out_done(&self.reader.settings, out.len());
                     self.link.lost_with(reason.disconnect(), &out, self.written);
                     return Poll::Ready(reason);
                 }
@@ -480,16 +496,22 @@ where
                 let mut burst = 0;
                 let burst_limit = reader.settings.burst();
                 loop {
+                    if self.out.len() > READ_BUFFER && over_budget(&reader.settings, cx) {
+                        // Over the shared budget, with a large write unwritten.
+                        timers.pause_reading();
+                        break;
+                    }
                     if link.poll_read_ready(cx).is_pending() {
                         // Paused by the router, not by the peer: its deadlines wait too.
                         timers.pause_reading();
                         break;
                     }
-                    let polled = reader.poll_message(cx, &mut arrived);
+                    let polled = reader.poll_message(cx, &mut arrived, timers);
                     if polled.is_pending() {
                         if reader.input.is_empty() {
                             // Idle: give the read buffer back; an idle connection holds none.
                             reader.input = BytesMut::new();
+                            timers.input_held(0);
                         }
                         let begun = reader.codec.is_partial(&reader.input);
                         let settings = &reader.settings;
@@ -547,8 +569,10 @@ where
                         },
                         Phase::Running => timers.poll_take(link, cx),
                     };
+                    out_done(&reader.settings, self.out.len());
                     match next {
                         Some(bytes) => {
+                            out_taken(&reader.settings, bytes.len());
                             self.out = bytes;
                             self.written = 0;
                         }
@@ -626,6 +650,17 @@ struct TimerState {
     partial: Option<Instant>,
     /// When the connection is idle too long, unless bytes arrive.
     idle: Option<Instant>,
+    /// What the input buffer holds beyond a read buffer, counted in `budget`.
+    charged: usize,
+    budget: Option<Arc<Budget>>,
+}
+
+impl Drop for TimerState {
+    fn drop(&mut self) {
+        if let Some(budget) = &self.budget {
+            budget.release(self.charged);
+        }
+    }
 }
 
 /// A reading deadline that passed.
@@ -666,6 +701,43 @@ impl Timers {
         }
     }
 
+    /// The input buffer grows to `capacity` (from what was counted): ready
+    /// once what it holds beyond a read buffer is counted in `budget`;
+    /// pending while that does not fit, the task woken when some is released.
+    fn poll_charge_input(
+        &mut self,
+        budget: &Arc<Budget>,
+        capacity: usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
+        let state = self.0.get_or_insert_with(Default::default);
+        let charge = capacity.saturating_sub(READ_BUFFER);
+        if charge > state.charged {
+            std::task::ready!(budget.poll_charge(charge - state.charged, cx));
+        } else {
+            budget.release(state.charged - charge);
+        }
+        state.charged = charge;
+        state.budget.get_or_insert_with(|| budget.clone());
+        Poll::Ready(())
+    }
+
+    /// The input buffer now holds `capacity` bytes (0: none), no more than
+    /// counted: what it no longer holds is released. (A null check when
+    /// nothing is counted.)
+    fn input_held(&mut self, capacity: usize) {
+        if let Some(state) = &mut self.0 {
+            let charge = capacity.saturating_sub(READ_BUFFER);
+            if charge < state.charged {
+                if let Some(budget) = &state.budget {
+                    budget.release(state.charged - charge);
+                }
+                state.charged = charge;
+                self.tidy();
+            }
+        }
+    }
+
     /// True while a cycle is open.
     fn is_cycling(&self) -> bool {
         self.0.as_ref().is_some_and(|s| s.pacer.is_timing())
@@ -674,7 +746,11 @@ impl Timers {
     /// Drops the box once nothing runs in it.
     fn tidy(&mut self) {
         if let Some(state) = &self.0 {
-            if state.partial.is_none() && state.idle.is_none() && !state.pacer.is_timing() {
+            if state.partial.is_none()
+                && state.idle.is_none()
+                && state.charged == 0
+                && !state.pacer.is_timing()
+            {
                 self.0 = None;
             }
         }
@@ -751,35 +827,82 @@ impl Timers {
     }
 }
 
+/// A chunk of `len` bytes was taken to write: counted in the budget if it
+/// is larger than a read buffer (small writes touch no shared counter).
+fn out_taken(settings: &Settings, len: usize) {
+    if len > READ_BUFFER {
+        if let Some(budget) = &settings.budget {
+            budget.charge(len);
+        }
+    }
+}
+
+/// A chunk of `len` bytes taken to write is written, or dropped.
+fn out_done(settings: &Settings, len: usize) {
+    if len > READ_BUFFER {
+        if let Some(budget) = &settings.budget {
+            budget.release(len);
+        }
+    }
+}
+
+/// True while the shared budget is over (the task is woken when it falls).
+fn over_budget(settings: &Settings, cx: &mut Context<'_>) -> bool {
+    match &settings.budget {
+        Some(budget) => budget.poll_within(cx).is_pending(),
+        None => false,
+    }
+}
+
+impl<S> Drop for Driver<S> {
+    fn drop(&mut self) {
+        // A task aborted with a chunk unwritten.
+        out_done(&self.reader.settings, self.out.len());
+    }
+}
+
 /// The read buffer a connection takes when bytes arrive (and gives back when idle).
 const READ_BUFFER: usize = 8 * 1024;
 
 /// Below this much free room a read buffer is grown before the next read.
 const MIN_ROOM: usize = 1024;
 
-/// Makes room in `input` for the next read, where the message it begins
+/// How a read buffer makes room for the next read.
+enum Room {
+    /// It has room enough.
+    Enough,
+    /// One read buffer: for small messages (reclaimed, when what was read
+    /// before is no longer held, rather than allocated anew).
+    ReadBuffer,
+    /// A large message: a buffer of this capacity, twice what has arrived,
+    /// up to the message's whole length.
+    Grow(usize),
+}
+
+/// How `input` makes room for the next read, where the message it begins
 /// needs `missing` more bytes. A buffer grows with what has arrived, never by
 /// what a length prefix announces: to one read buffer, then doubling, and
 /// never beyond the message the peer is sending. So a peer holds memory in
 /// proportion to the bytes it has sent.
-fn make_room(input: &mut BytesMut, missing: usize) {
+fn room(input: &BytesMut, missing: usize) -> Room {
     let len = input.len();
     if input.capacity() - len >= MIN_ROOM {
-        return;
+        return Room::Enough;
     }
     let whole = len + missing;
     if whole <= READ_BUFFER {
-        // Small messages: one read buffer (reclaimed, when what was read
-        // before is no longer held, rather than allocated anew).
-        input.reserve(READ_BUFFER - len);
+        Room::ReadBuffer
     } else {
-        // A large message: double what has arrived, up to its whole length.
-        // Allocated exactly: `reserve` may round a large request up to twice it.
-        let capacity = whole.min((2 * len).max(READ_BUFFER));
-        let mut grown = BytesMut::with_capacity(capacity);
-        grown.extend_from_slice(input);
-        *input = grown;
+        Room::Grow(whole.min((2 * len).max(READ_BUFFER)))
     }
+}
+
+/// Moves `input` to a buffer of exactly `capacity` (`reserve` may round a
+/// large request up to twice it).
+fn grow(input: &mut BytesMut, capacity: usize) {
+    let mut grown = BytesMut::with_capacity(capacity);
+    grown.extend_from_slice(input);
+    *input = grown;
 }
 
 /// True when `buf` starts with a whole length-prefixed message (a cheap check
@@ -798,7 +921,7 @@ fn holds_message(buf: &[u8]) -> bool {
 mod tests {
     use super::*;
 
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// Polls `driver` once; true while it runs on.
     async fn poll_once<S: AsyncRead + AsyncWrite + Unpin>(driver: &mut Driver<S>) -> bool {
@@ -810,6 +933,46 @@ mod tests {
         let (ours, theirs) = tokio::io::duplex(64 * 1024);
         let driver = Driver::new(ours, Router::new().link(), ConnectionOptions::default());
         (driver, theirs)
+    }
+
+    /// The budget counts what a large message's buffer holds beyond a read
+    /// buffer while it arrives, and nothing once it is handled and the
+    /// connection idle; nor once a driver with a message begun is dropped.
+    /// A large write is counted until written.
+    #[tokio::test]
+    async fn the_budget_counts_large_buffers_while_they_are_held() {
+        const LEN: usize = 200 * 1024;
+        let options = ConnectionOptions::new().max_buffered_bytes(1 << 30);
+        let budget = options.settings().budget.clone().unwrap();
+        let router = Router::new();
+        let (ours, mut peer) = tokio::io::duplex(1 << 20);
+        let mut driver = Driver::new(ours, router.link(), options.clone());
+        let mut message = (LEN as u32).to_be_bytes().to_vec();
+        message.extend(std::iter::repeat_n(0xc0, LEN));
+        peer.write_all(&message[..LEN / 2]).await.unwrap();
+        assert!(poll_once(&mut driver).await);
+        let held = budget.used();
+        assert!(held >= LEN / 2 - READ_BUFFER && held <= LEN, "{held}");
+        peer.write_all(&message[LEN / 2..]).await.unwrap();
+        assert!(poll_once(&mut driver).await);
+        assert_eq!(budget.used(), 0, "after the message");
+        peer.write_all(&message[..LEN / 2]).await.unwrap();
+        assert!(poll_once(&mut driver).await);
+        assert!(budget.used() > 0);
+        drop(driver);
+        assert_eq!(budget.used(), 0, "after the drop");
+
+        // A large write, to a peer that does not read it yet.
+        let (ours, mut peer) = tokio::io::duplex(1024);
+        let mut driver = Driver::new(ours, router.link(), options);
+        router.emit("big", ("x".repeat(LEN),)).unwrap();
+        assert!(poll_once(&mut driver).await);
+        assert!(budget.used() > LEN, "{}", budget.used());
+        let mut sink = vec![0; 64 * 1024];
+        while budget.used() > 0 {
+            let _ = peer.read(&mut sink).await.unwrap();
+            assert!(poll_once(&mut driver).await);
+        }
     }
 
     #[tokio::test]
