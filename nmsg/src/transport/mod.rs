@@ -952,7 +952,7 @@ mod tests {
         peer.write_all(&message[..LEN / 2]).await.unwrap();
         assert!(poll_once(&mut driver).await);
         let held = budget.used();
-        assert!(held >= LEN / 2 - READ_BUFFER && held <= LEN, "{held}");
+        assert!((LEN / 2 - READ_BUFFER..=LEN).contains(&held), "{held}");
         peer.write_all(&message[LEN / 2..]).await.unwrap();
         assert!(poll_once(&mut driver).await);
         assert_eq!(budget.used(), 0, "after the message");
