@@ -11,7 +11,10 @@
 //! [`memory::Network`] implement them, and so can a user's own transport.
 //!
 //! What closes a connection: broken framing (a zero or oversized length prefix,
-//! the stream ending inside a message) and I/O errors. A payload that is not a
+//! the stream ending inside a message, a message begun and not whole within
+//! the [partial message timeout](ConnectionOptions::partial_message_timeout)),
+//! I/O errors, and the [idle timeout](ConnectionOptions::idle_timeout) if one
+//! is set. A payload that is not a
 //! valid message, even one the codec cannot decode at all, is reported to the
 //! router's error hook and skipped: the length prefix keeps the stream in step,
 //! so the next message is read as usual. (The protocol ([`crate::protocol`])
@@ -25,10 +28,9 @@ use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{Instant, Sleep};
 use tokio_util::codec::Decoder;
 use tokio_util::io::poll_read_buf;
-
-use tokio::time::{Instant, Sleep};
 
 use crate::error::{Error, FramingError};
 use crate::framing::{MessageCodec, PREFIX_LEN};
@@ -636,7 +638,10 @@ where
 /// (the partial message timeout) or when the connection has an idle
 /// timeout; a connection that receives whole messages and has no idle
 /// timeout never makes one. Both are counted from when reading began to wait
-/// for bytes, and both stop while the router pauses reading.
+/// for bytes, and both stop while reading pauses (the router's bounds, or a
+/// large write unwritten over the byte budget); not while a message waits
+/// for room in the budget. The box also holds what the input buffer counts
+/// in the byte budget, and gives it back when dropped.
 #[derive(Default)]
 struct Timers(Option<Box<TimerState>>);
 
