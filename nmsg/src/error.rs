@@ -119,6 +119,14 @@ pub enum FramingError {
     /// An I/O error on the stream.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
+    /// A message begun was not whole within the connection's
+    /// [`partial_message_timeout`](crate::transport::ConnectionOptions::partial_message_timeout):
+    /// the peer sends too slowly or stopped in the middle of a message.
+    #[error("a message begun was not whole within {timeout:?} (the partial message timeout; raise it for slow peers sending large messages)")]
+    Stalled {
+        /// The timeout.
+        timeout: Duration,
+    },
 }
 
 /// The error type of nmsg's public API.

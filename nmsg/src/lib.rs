@@ -85,7 +85,9 @@ pub use router::{
     Api, Buffering, Flow, Router, RouterBuilder, DEFAULT_LATENCY_ALLOWANCE, DEFAULT_MAX_PENDING,
     DEFAULT_MAX_QUEUED_BYTES, DEFAULT_MAX_QUEUED_FRAMES, DEFAULT_MAX_RUNNING_HANDLERS, WILDCARD,
 };
-pub use server::{Server, ServerBuilder, ServerEvent, Socket, DEFAULT_MAX_CONNECTIONS};
+pub use server::{
+    Server, ServerBuilder, ServerEvent, Socket, DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_CONNECTIONS,
+};
 pub use value::{from_value, to_value, Value};
 pub use {nmsg_macros::events, typed::Peer, typed::Response};
 
