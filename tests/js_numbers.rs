@@ -1,0 +1,140 @@
+//! JavaScript numbers: a Node.js peer whose MsgPack library writes every number
+//! outside the 32-bit range as a float64 (msgpack-lite 0.1 and 0.2, as
+//! `Date.now()` or `2 ** 40`) reaches integer parameters, typed and dynamic;
+//! a float that is no integer of the type is a clear error.
+
+use std::time::Duration;
+
+use nmsg::{args, Args, Callback};
+
+#[nmsg::events]
+pub trait Clock {
+    fn tick(&self, at: u64);
+    async fn add(&self, a: i64, b: i64) -> i64;
+}
+
+struct Ticks(tokio::sync::mpsc::UnboundedSender<u64>);
+
+impl Clock for Ticks {
+    fn tick(&self, at: u64) {
+        let _ = self.0.send(at);
+    }
+
+    async fn add(&self, a: i64, b: i64) -> i64 {
+        a + b
+    }
+}
+
+/// The floats msgpack-lite writes for `Date.now()`, 2^40, -5e9 and 2^53 − 1.
+const JS_NUMBERS: [f64; 4] = [
+    1_460_592_000_000.0,
+    1_099_511_627_776.0,
+    -5_000_000_000.0,
+    9_007_199_254_740_991.0,
+];
+
+#[tokio::test]
+async fn a_typed_server_takes_integral_floats_for_integer_parameters() {
+    let (client, server, _conns) = nmsg::transport::memory::pair();
+    let (tx, mut ticks) = tokio::sync::mpsc::unbounded_channel();
+    ClockApi::new(Ticks(tx)).register(&server);
+    // The frames a msgpack-lite client writes: floats where Rust wants integers.
+    client.emit("tick", args![1_460_592_000_000.0f64]).unwrap();
+    let at = tokio::time::timeout(Duration::from_secs(5), ticks.recv()).await;
+    assert_eq!(at.unwrap(), Some(1_460_592_000_000));
+    for (a, b) in [(JS_NUMBERS[1], 1.0), (JS_NUMBERS[2], JS_NUMBERS[3])] {
+        let (done, reply) = Callback::<(i64,)>::once();
+        client.emit("add", args![a, b, done]).unwrap();
+        let (sum,) = tokio::time::timeout(Duration::from_secs(5), reply)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(sum, a as i64 + b as i64);
+    }
+}
+
+#[tokio::test]
+async fn a_typed_reply_takes_an_integral_float() {
+    let (client, server, _conns) = nmsg::transport::memory::pair();
+    // A JavaScript server answering add with a float64 sum.
+    server.on("add", |args: Args| -> Result<(), nmsg::Error> {
+        let sum = args.get::<f64>(0)? + args.get::<f64>(1)?;
+        args.callback(2)?.call((sum,))
+    });
+    let sum = tokio::time::timeout(
+        Duration::from_secs(5),
+        ClockClient::new(&client).add(1 << 40, 1),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(sum, (1 << 40) + 1);
+}
+
+#[tokio::test]
+async fn args_take_integral_floats_and_name_what_does_not_fit() {
+    let (client, server, _conns) = nmsg::transport::memory::pair();
+    let (tx, mut got) = tokio::sync::mpsc::unbounded_channel();
+    server.on("n", move |args: Args| {
+        let _ = tx.send((
+            args.get::<u64>(0).map_err(|e| e.to_string()),
+            args.parse::<(i64, i64, u8)>()
+                .map(|t| t.1)
+                .map_err(|e| e.to_string()),
+            args.get::<i64>(1).map_err(|e| e.to_string()),
+            args.get::<u32>(2).map_err(|e| e.to_string()),
+            args.get::<i32>(3).map_err(|e| e.to_string()),
+        ));
+    });
+    client
+        .emit("n", args![JS_NUMBERS[0], JS_NUMBERS[2], 1.5f64, f64::NAN])
+        .unwrap();
+    let (first, parsed, second, third, fourth) =
+        tokio::time::timeout(Duration::from_secs(5), got.recv())
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(first, Ok(1_460_592_000_000));
+    assert_eq!(second, Ok(-5_000_000_000));
+    assert_eq!(
+        third,
+        Err("argument 2: invalid type: floating point `1.5`, expected u32".into())
+    );
+    assert_eq!(
+        parsed,
+        Err("argument 2: invalid type: floating point `1.5`, expected u8".into())
+    );
+    assert_eq!(
+        fourth,
+        Err("argument 3: invalid type: floating point `NaN`, expected i32".into())
+    );
+}
+
+#[test]
+fn from_value_takes_integral_floats() {
+    let v = nmsg::to_value(&(JS_NUMBERS[0], 2.5, JS_NUMBERS[2])).unwrap();
+    let (at, half, neg): (u64, f64, i64) = nmsg::from_value(v).unwrap();
+    assert_eq!((at, half, neg), (1_460_592_000_000, 2.5, -5_000_000_000));
+    let err = nmsg::from_value::<(u64, u64)>(nmsg::to_value(&(1.0, 0.5)).unwrap()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("floating point `0.5`, expected u64"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn the_json_codec_takes_integral_floats_too() {
+    let a = nmsg::Router::builder().codec(nmsg::Json).build();
+    let b = nmsg::Router::builder().codec(nmsg::Json).build();
+    let _conns = nmsg::transport::memory::link(&a, &b);
+    let (tx, mut got) = tokio::sync::mpsc::unbounded_channel();
+    b.on("n", move |args: Args| {
+        let _ = tx.send(args.get::<u64>(0).map_err(|e| e.to_string()));
+    });
+    a.emit("n", args![JS_NUMBERS[1]]).unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), got.recv())
+        .await
+        .unwrap();
+    assert_eq!(got, Some(Ok(1 << 40)));
+}
