@@ -11,6 +11,7 @@ use nmsg::{args, Args, Callback};
 pub trait Clock {
     fn tick(&self, at: u64);
     async fn add(&self, a: i64, b: i64) -> i64;
+    async fn sub(&self, a: i64, b: i64) -> Result<i64, String>;
 }
 
 struct Ticks(tokio::sync::mpsc::UnboundedSender<u64>);
@@ -22,6 +23,10 @@ impl Clock for Ticks {
 
     async fn add(&self, a: i64, b: i64) -> i64 {
         a + b
+    }
+
+    async fn sub(&self, a: i64, b: i64) -> Result<i64, String> {
+        Ok(a - b)
     }
 }
 
@@ -137,4 +142,39 @@ async fn the_json_codec_takes_integral_floats_too() {
         .await
         .unwrap();
     assert_eq!(got, Some(Ok(1 << 40)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_error_first_method_answers_arguments_that_do_not_fit_at_once() {
+    let (client, server, _conns) = nmsg::transport::memory::pair();
+    let (tx, _ticks) = tokio::sync::mpsc::unbounded_channel();
+    ClockApi::new(Ticks(tx)).register(&server);
+    let (errors_tx, mut errors) = tokio::sync::mpsc::unbounded_channel();
+    server.on_error(move |e| {
+        let _ = errors_tx.send(e.to_string());
+    });
+    // A Node caller's `sub(1.5, 2, (err, v) => ..)`: the error comes back, not a timeout.
+    let (done, reply) = Callback::<(Option<String>, Option<i64>)>::once();
+    client.emit("sub", args![1.5f64, 2, done]).unwrap();
+    let start = tokio::time::Instant::now();
+    let (error, value) = reply.await.unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "answered after {:?}",
+        start.elapsed()
+    );
+    assert_eq!(
+        error.as_deref(),
+        Some("bad arguments for sub: argument 0: invalid type: floating point `1.5`, expected i64")
+    );
+    assert_eq!(value, None);
+    // The error hook hears of it, with the event's name.
+    let reported = errors.recv().await.unwrap();
+    assert!(
+        reported.contains("sub") && reported.contains("floating point `1.5`"),
+        "{reported}"
+    );
+    // And the typed client sees the handler's error, not a timeout.
+    let answer = ClockClient::new(&client).sub(5, 2).await.unwrap();
+    assert_eq!(answer, Ok(3));
 }
