@@ -178,3 +178,63 @@ async fn an_error_first_method_answers_arguments_that_do_not_fit_at_once() {
     let answer = ClockClient::new(&client).sub(5, 2).await.unwrap();
     assert_eq!(answer, Ok(3));
 }
+
+/// "a🌍" as msgpack-lite 0.1.17 writes it: the surrogate halves as 3-byte
+/// sequences (CESU-8), not valid UTF-8.
+const CESU8_STR: &[u8] = &[0xa7, 0x61, 0xed, 0xa0, 0xbc, 0xed, 0xbc, 0x8d];
+
+/// A message of one frame `{i: 9, e: "echo", a: [<CESU-8 "a🌍">, <bin of the same bytes>]}`,
+/// as the seed's release writes it.
+fn cesu8_frame() -> bytes::Bytes {
+    let mut m = vec![
+        0x83, 0xa1, b'i', 0x09, 0xa1, b'e', 0xa4, b'e', b'c', b'h', b'o', 0xa1, b'a', 0x92,
+    ];
+    m.extend_from_slice(CESU8_STR);
+    m.extend_from_slice(&[0xc4, 7]);
+    m.extend_from_slice(&CESU8_STR[1..]);
+    bytes::Bytes::from(m)
+}
+
+#[test]
+fn strings_written_as_cesu8_decode_to_the_characters_meant() {
+    let router = nmsg::Router::new();
+    let got = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let keep = got.clone();
+    router.on("echo", move |args: Args| {
+        *keep.lock().unwrap() = Some((
+            args.get::<String>(0).map_err(|e| e.to_string()),
+            args.value(0).map_err(|e| e.to_string()),
+            args.get::<serde_bytes::ByteBuf>(1)
+                .map(|b| b.into_vec())
+                .map_err(|e| e.to_string()),
+            args.value(1).map_err(|e| e.to_string()),
+        ));
+    });
+    router.link().dispatch(cesu8_frame());
+    let (text, value, bytes, bin) = got.lock().unwrap().take().expect("the frame was routed");
+    assert_eq!(text, Ok("a🌍".to_string()));
+    assert_eq!(value, Ok(nmsg::Value::from("a🌍")));
+    // Binary stays binary, whatever its bytes.
+    assert_eq!(bytes, Ok(CESU8_STR[1..].to_vec()));
+    assert_eq!(bin, Ok(nmsg::Value::Binary(CESU8_STR[1..].to_vec())));
+}
+
+#[test]
+fn other_invalid_utf8_is_still_an_error() {
+    let router = nmsg::Router::new();
+    let got = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let keep = got.clone();
+    router.on("echo", move |args: Args| {
+        *keep.lock().unwrap() = Some(args.get::<String>(0).map_err(|e| e.to_string()));
+    });
+    // A lone high surrogate, and a stray 0xff byte.
+    for bad in [&[0xa4, 0x61, 0xed, 0xa0, 0xbc][..], &[0xa2, 0xed, 0xff]] {
+        let mut m = vec![
+            0x83, 0xa1, b'i', 0x09, 0xa1, b'e', 0xa4, b'e', b'c', b'h', b'o', 0xa1, b'a', 0x91,
+        ];
+        m.extend_from_slice(bad);
+        router.link().dispatch(bytes::Bytes::from(m));
+        let text = got.lock().unwrap().take().expect("the frame was routed");
+        assert!(text.is_err(), "{bad:x?} decoded as {text:?}");
+    }
+}

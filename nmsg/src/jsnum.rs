@@ -20,9 +20,33 @@
 //! float64: a JavaScript peer loses their precision before they are sent, and
 //! a float it sends for one is taken as the integer it holds exactly.
 
+use std::cell::Cell;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, Unexpected, Visitor};
+
+thread_local! {
+    /// Raised when a value deserialized on this thread was handed over as
+    /// bytes that may be a CESU-8 string ([`may_be_cesu8`]).
+    static CESU8_SUSPECT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Notes bytes handed to a visitor that may be a string msgpack-lite 0.1
+/// wrote as CESU-8: MsgPack's reader hands over a `str` that is not UTF-8
+/// as bytes, and a surrogate's CESU-8 form begins with 0xED.
+fn may_be_cesu8(bytes: &[u8]) {
+    if bytes.contains(&0xED) {
+        CESU8_SUSPECT.with(|s| s.set(true));
+    }
+}
+
+/// Runs `decode` and says whether what it deserialized may have held a
+/// CESU-8 string (then the caller rewrites the input and decodes again).
+pub(crate) fn watching_for_cesu8<T>(decode: impl FnOnce() -> T) -> (T, bool) {
+    CESU8_SUSPECT.with(|s| s.set(false));
+    let out = decode();
+    (out, CESU8_SUSPECT.with(|s| s.replace(false)))
+}
 
 /// A deserializer whose integer types also accept integral floats; the same
 /// for every value nested in what it deserializes.
@@ -199,12 +223,15 @@ macro_rules! visit_common {
             self.0.visit_string(v)
         }
         fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<V::Value, E> {
+            may_be_cesu8(v);
             self.0.visit_bytes(v)
         }
         fn visit_borrowed_bytes<E: de::Error>(self, v: &'de [u8]) -> Result<V::Value, E> {
+            may_be_cesu8(v);
             self.0.visit_borrowed_bytes(v)
         }
         fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<V::Value, E> {
+            may_be_cesu8(&v);
             self.0.visit_byte_buf(v)
         }
         fn visit_none<E: de::Error>(self) -> Result<V::Value, E> {

@@ -205,5 +205,8 @@
 //! nmsg reads a frame with `e: ""` as an event named `""`, not as a response.
 //! Every release's MsgPack encoder (msgpack-lite) writes integers outside the
 //! 32-bit range as float64, which nmsg's integer types accept ([JavaScript
-//! numbers](#javascript-numbers)); its first release writes characters outside
-//! the Basic Multilingual Plane as CESU-8.
+//! numbers](#javascript-numbers)); its first release (msgpack-lite 0.1.17)
+//! writes characters outside the Basic Multilingual Plane as CESU-8 (each as
+//! two 3-byte surrogate sequences), which is not valid UTF-8: nmsg decodes
+//! such a string argument to the characters meant (other invalid UTF-8 is
+//! still an error; event names are not rewritten).

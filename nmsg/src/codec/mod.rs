@@ -95,8 +95,19 @@ pub fn decode_arg<T: DeserializeOwned>(codec: &dyn Codec, raw: &[u8]) -> Result<
     // hands back and dispatches every step through a vtable.
     match codec.builtin() {
         Some(Builtin(BuiltinKind::MsgPack)) => {
-            let mut de = rmp_serde::Deserializer::from_read_ref(raw);
-            return T::deserialize(JsNumbers(&mut de)).map_err(|e| e.to_string());
+            let decode = |raw: &[u8]| {
+                let mut de = rmp_serde::Deserializer::from_read_ref(raw);
+                T::deserialize(JsNumbers(&mut de)).map_err(|e| e.to_string())
+            };
+            // Strings that msgpack-lite 0.1 wrote as CESU-8 come as bytes;
+            // only an argument that handed such bytes over is looked at again.
+            return match crate::jsnum::watching_for_cesu8(|| decode(raw)) {
+                (decoded, false) => decoded,
+                (decoded, true) => match msgpack::utf8_from_cesu8(raw) {
+                    Some(fixed) => decode(&fixed),
+                    None => decoded,
+                },
+            };
         }
         Some(Builtin(BuiltinKind::Json)) => {
             let mut de = serde_json::Deserializer::from_slice(raw);

@@ -4,7 +4,10 @@ use super::{ArgVisitor, Codec};
 use crate::error::{EncodeError, ProtocolError};
 use crate::frame::{Message, OutFrame, OutKind};
 
+mod cesu;
 mod read;
+
+pub(crate) use cesu::utf8_from_cesu8;
 
 use read::{undecodable, Kind, Reader};
 
