@@ -64,6 +64,7 @@ mod error;
 pub mod frame;
 pub mod framing;
 mod handler;
+mod jsnum;
 mod lifecycle;
 pub mod protocol;
 mod router;

@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{EncodeError, ProtocolError};
 use crate::frame::{Frame, Message, OutFrame};
+use crate::jsnum::JsNumbers;
 
 mod json;
 mod msgpack;
@@ -126,7 +127,9 @@ enum BuiltinKind {
     Json,
 }
 
-/// Deserializes one argument through a codec.
+/// Deserializes one argument through a codec. Integer types accept the
+/// integral floats a JavaScript peer may write for them (see
+/// [`protocol`](crate::protocol#javascript-numbers)).
 pub fn decode_arg<T: DeserializeOwned>(codec: &dyn Codec, raw: &[u8]) -> Result<T, String> {
     // The built-in codecs deserialize straight into `T`, with the deserializer
     // their `deserialize_arg` would erase (same configuration, same errors, no
@@ -134,18 +137,29 @@ pub fn decode_arg<T: DeserializeOwned>(codec: &dyn Codec, raw: &[u8]) -> Result<
     // hands back and dispatches every step through a vtable.
     match codec.builtin() {
         Some(Builtin(BuiltinKind::MsgPack)) => {
-            let mut de = rmp_serde::Deserializer::from_read_ref(raw);
-            return T::deserialize(&mut de).map_err(|e| e.to_string());
+            let decode = |raw: &[u8]| {
+                let mut de = rmp_serde::Deserializer::from_read_ref(raw);
+                T::deserialize(JsNumbers(&mut de)).map_err(|e| e.to_string())
+            };
+            // Strings that msgpack-lite 0.1 wrote as CESU-8 come as bytes;
+            // only an argument that handed such bytes over is looked at again.
+            return match crate::jsnum::watching_for_cesu8(|| decode(raw)) {
+                (decoded, false) => decoded,
+                (decoded, true) => match msgpack::utf8_from_cesu8(raw) {
+                    Some(fixed) => decode(&fixed),
+                    None => decoded,
+                },
+            };
         }
         Some(Builtin(BuiltinKind::Json)) => {
             let mut de = serde_json::Deserializer::from_slice(raw);
-            return T::deserialize(&mut de).map_err(|e| e.to_string());
+            return T::deserialize(JsNumbers(&mut de)).map_err(|e| e.to_string());
         }
         None => {}
     }
     let mut out = None;
     codec.deserialize_arg(raw, &mut |de| {
-        out = Some(erased_serde::deserialize::<T>(de)?);
+        out = Some(T::deserialize(JsNumbers(de))?);
         Ok(())
     })?;
     out.ok_or_else(|| "codec produced no value".to_owned())

@@ -4,7 +4,10 @@ use super::{ArgVisitor, Codec, Decoded, FrameSink};
 use crate::error::{EncodeError, ProtocolError};
 use crate::frame::{OutFrame, OutKind};
 
+mod cesu;
 mod read;
+
+pub(crate) use cesu::utf8_from_cesu8;
 
 use read::{Kind, Reader};
 
