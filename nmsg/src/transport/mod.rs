@@ -20,6 +20,14 @@
 //! so the next message is read as usual. (The protocol ([`crate::protocol`])
 //! allows closing the connection for an undecodable payload; nmsg keeps it, so
 //! that one bad message costs the peer nothing else.)
+//!
+//! A graceful close ([`Connection::close`], a client's or a server's stop)
+//! stops dispatching, writes what is queued, shuts its side of the stream
+//! down and reads, discarding, until the peer closes its side: a socket
+//! closed with unread input is reset by the system, which can discard the
+//! last bytes written before the peer has them. The whole close is bounded
+//! ([`ConnectionOptions::stop_timeout`], 5 s); at the bound the connection
+//! is dropped and what it did not write is counted as lost.
 
 use std::future::Future;
 use std::pin::Pin;
