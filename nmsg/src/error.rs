@@ -196,7 +196,10 @@ pub enum Error {
     /// Frames were lost with a connection: reported to the error hook of a
     /// router that a [`Connection`](crate::transport::Connection) drives (a
     /// [`Client`](crate::Client) reports them as
-    /// [`ClientEvent::Lost`](crate::ClientEvent::Lost) instead). They are the
+    /// [`ClientEvent::Lost`](crate::ClientEvent::Lost) instead; a server
+    /// socket's router gets one count when the socket ends, with the frames
+    /// still queued then, also sent as
+    /// [`ServerEvent::Lost`](crate::ServerEvent::Lost)). They are the
     /// messages the connection had taken and not written whole (a message
     /// written in part is lost whole), and the responses still queued for
     /// it, which mean nothing on another connection. Frames with callbacks

@@ -81,11 +81,30 @@ pub enum ServerEvent {
         /// The peer's address.
         peer: Address,
     },
-    /// A connection ended.
+    /// A connection ended. What was lost with it, if anything, follows as
+    /// [`ServerEvent::Lost`].
     Disconnected {
         /// The socket's id.
         socket: u64,
         /// Why.
+        reason: String,
+    },
+    /// Frames were lost with a socket's connection when it ended (a
+    /// disconnect, [`Socket::close`], the server's stop): the messages it had
+    /// taken from its queue and not written whole (a message written in part
+    /// is lost whole; "written" means the stream took the bytes, not that the
+    /// peer read them), including what the stop timeout cut off, and every
+    /// frame still in its queue. The socket's error hook gets the same count
+    /// as [`Error::FramesLost`].
+    Lost {
+        /// The socket's id.
+        socket: u64,
+        /// How many frames.
+        frames: usize,
+        /// Their bytes as they would have gone on the wire (length prefixes
+        /// and bulk headers included).
+        bytes: usize,
+        /// Why the connection ended.
         reason: String,
     },
     /// The server stopped.
@@ -195,7 +214,11 @@ impl ServerBuilder {
         self
     }
 
-    /// How long [`Server::stop`] may spend writing what each socket has queued (default 5 s).
+    /// How long [`Server::stop`] and [`Socket::close`] may spend closing a
+    /// socket (default 5 s): writing what it has queued, shutting the stream
+    /// down, and reading (and discarding) what the peer still sends until it
+    /// closes its side. At the bound the connection is dropped; what it did
+    /// not write is reported in a [`ServerEvent::Lost`].
     pub fn stop_timeout(mut self, timeout: Duration) -> Self {
         self.stop_timeout = timeout;
         self
@@ -215,9 +238,8 @@ impl ServerBuilder {
         let inner = Arc::new(ServerInner {
             api: self.api,
             router: self.router,
-            connection: self.connection,
+            connection: self.connection.stop_timeout(self.stop_timeout),
             max_connections: self.max_connections,
-            stop_timeout: self.stop_timeout,
             sockets: Mutex::new(Sockets::default()),
             life: Lifecycle::new(ServerStatus::Binding),
             events: Events::new(EVENT_CAPACITY),
@@ -266,7 +288,6 @@ struct ServerInner {
     /// The options of every socket's connection.
     connection: ConnectionOptions,
     max_connections: usize,
-    stop_timeout: Duration,
     sockets: Mutex<Sockets>,
     /// The status, stopped by [`Server::stop`].
     life: Lifecycle<ServerStatus>,
@@ -323,7 +344,10 @@ impl Socket {
         self.conn.closed().await
     }
 
-    /// Closes the connection after writing what is queued.
+    /// Closes the connection gracefully, within the server's
+    /// [`stop_timeout`](ServerBuilder::stop_timeout), as
+    /// [`Connection::close`] does: what it could not write by then is
+    /// reported in a [`ServerEvent::Lost`].
     pub async fn close(&self) -> CloseReason {
         self.conn.close().await
     }
@@ -484,7 +508,9 @@ impl Server {
     }
 
     /// Stops: no more connections are accepted, every socket writes what it
-    /// has queued (within the stop timeout) and closes. Idempotent.
+    /// has queued, shuts its side down and reads (discarding) until the peer
+    /// closes its side, within the stop timeout, and closes. What a socket
+    /// could not write is reported in a [`ServerEvent::Lost`]. Idempotent.
     pub async fn stop(&self) {
         self.inner.life.stop().await;
     }
@@ -661,6 +687,8 @@ fn retrying_may_fix(error: &std::io::Error) -> bool {
 fn accept(inner: &Arc<ServerInner>, stream: crate::transport::BoxStream, peer: Address) {
     let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
     let router = inner.router.clone().build();
+    // Reported at the socket's end, with what is still queued (`on_close`).
+    router.keep_losses();
     router.set_api(Some(inner.api.clone()));
     // Held until the on_socket hook has set its handlers, so that no message
     // from this peer is routed before them.
@@ -705,13 +733,34 @@ fn on_close(
 ) -> impl FnOnce(&Router, &CloseReason) + Send + Unpin + 'static {
     let watcher = Arc::downgrade(inner);
     move |router: &Router, reason: &CloseReason| {
-        router.close();
+        // What the connection lost, and what is still queued: no other
+        // connection will send it.
+        let queued = router.close_counting();
+        let (frames, bytes) = match router.take_loss() {
+            Some((lost, _)) => (lost.frames + queued.frames, lost.bytes + queued.bytes),
+            None => (queued.frames, queued.bytes),
+        };
+        if frames > 0 {
+            router.report(Error::FramesLost {
+                frames,
+                bytes,
+                reason: reason.disconnect(),
+            });
+        }
         if let Some(inner) = watcher.upgrade() {
             inner.sockets.locked().live.remove(&id);
             inner.events.send(ServerEvent::Disconnected {
                 socket: id,
                 reason: reason.to_string(),
             });
+            if frames > 0 {
+                inner.events.send(ServerEvent::Lost {
+                    socket: id,
+                    frames,
+                    bytes,
+                    reason: reason.to_string(),
+                });
+            }
         }
     }
 }
@@ -726,8 +775,8 @@ async fn finish(inner: &ServerInner, acceptor: Option<Box<dyn Acceptor>>) {
         let mut s = inner.sockets.locked();
         s.live.drain().map(|(_, s)| s).collect()
     };
-    let bound = inner.stop_timeout;
-    futures_util::future::join_all(sockets.iter().map(|s| s.conn.close_within(bound))).await;
+    // Each bounded by the stop timeout (the sockets' connection options).
+    futures_util::future::join_all(sockets.iter().map(|s| s.conn.close())).await;
     for s in &sockets {
         s.router().close();
     }

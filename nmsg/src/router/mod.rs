@@ -213,15 +213,15 @@ impl Router {
         self.close_counting();
     }
 
-    /// [`Router::close`]; gives what was queued at the close (frames and
-    /// their encoded bytes), counted under the same lock, so that no frame
-    /// queued meanwhile is missed.
+    /// [`Router::close`]; gives what was queued at the close (frames, and
+    /// their bytes as they would go on the wire), counted under the same
+    /// lock, so that no frame queued meanwhile is missed.
     pub(crate) fn close_counting(&self) -> Tally {
         let inner = &*self.inner;
         let (queued, waiting_writer, (failed, timer)) = {
             let mut queue = inner.outbox.lock();
             let writer = queue.close();
-            let queued = queue.queued();
+            let queued = queue.queued_on_wire(&*inner.opts.codec);
             (queued, writer, inner.pending.close(queue.table_mut()))
         };
         fail_all(failed, || Error::Closed);

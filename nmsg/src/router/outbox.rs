@@ -237,6 +237,9 @@ pub(super) struct Queue {
     /// Losses kept for the router's owner ([`Queue::keep_losses`]) instead
     /// of being reported to the error hook.
     kept: Option<Box<Kept>>,
+    /// Set by [`Queue::keep_losses`]; `kept` is made at the first loss, so
+    /// that a connection that loses nothing (a server socket's) costs none.
+    keeps_losses: bool,
     /// Frames ever queued, and the sequence number up to which a transport took them.
     seq: u64,
     taken: u64,
@@ -318,19 +321,18 @@ impl Queue {
         if lost.frames == 0 {
             return None;
         }
-        match &mut self.kept {
-            Some(kept) => {
-                kept.lost.add(lost);
-                kept.reason = Some(why.clone());
-                None
-            }
-            None => Some(lost),
+        if !self.keeps_losses {
+            return Some(lost);
         }
+        let kept = self.kept.get_or_insert_with(Box::default);
+        kept.lost.add(lost);
+        kept.reason = Some(why.clone());
+        None
     }
 
     /// From now on losses are kept for [`Queue::take_loss`], not reported.
     pub(super) fn keep_losses(&mut self) {
-        self.kept.get_or_insert_with(Box::default);
+        self.keeps_losses = true;
     }
 
     /// The losses kept since the last call, with the reason of the last.
@@ -345,7 +347,20 @@ impl Queue {
         self.given.get_or_insert_with(Box::default).stopping = true;
     }
 
+    /// What is queued: frames, and their bytes as they would go on the wire
+    /// (length prefixes and bulk headers included: the open bulk is sealed).
+    pub(super) fn queued_on_wire(&mut self, codec: &dyn Codec) -> Tally {
+        if !self.bulk.is_empty() {
+            self.seal_bulk(codec);
+        }
+        Tally {
+            frames: self.queued_frames,
+            bytes: self.ready.len(),
+        }
+    }
+
     /// What is queued: frames, and their encoded bytes.
+    #[cfg(test)]
     pub(super) fn queued(&self) -> Tally {
         Tally {
             frames: self.queued_frames,

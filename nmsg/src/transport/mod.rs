@@ -20,6 +20,14 @@
 //! so the next message is read as usual. (The protocol ([`crate::protocol`])
 //! allows closing the connection for an undecodable payload; nmsg keeps it, so
 //! that one bad message costs the peer nothing else.)
+//!
+//! A graceful close ([`Connection::close`], a client's or a server's stop)
+//! stops dispatching, writes what is queued, shuts its side of the stream
+//! down and reads, discarding, until the peer closes its side: a socket
+//! closed with unread input is reset by the system, which can discard the
+//! last bytes written before the peer has them. The whole close is bounded
+//! ([`ConnectionOptions::stop_timeout`], 5 s); at the bound the connection
+//! is dropped and what it did not write is counted as lost.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -163,7 +171,11 @@ impl Connection {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         F: FnOnce(&Router, &CloseReason) + Send + Unpin + 'static,
     {
-        let shared = Arc::new(Shared::new(None));
+        let shared = Arc::new(Shared {
+            life: Lifecycle::new(None),
+            stop_bound: Default::default(),
+        });
+        shared.set_stop_bound(options.stop_bound());
         let task = tokio::spawn(ConnectionTask {
             driver: Driver::new(stream, router.link(), options),
             shared: shared.clone(),
@@ -193,33 +205,37 @@ impl Connection {
         self.shared.wait_for(Option::clone).await
     }
 
-    /// Closes gracefully: writes what is queued, shuts the stream down, and
-    /// waits for the task to end.
+    /// Closes gracefully: writes what is queued, shuts the stream down, reads
+    /// and discards what the peer still sends until it closes its side (so
+    /// that closing with unread input does not make the system reset the
+    /// connection, which can discard the last bytes written), and waits for
+    /// the task to end.
+    ///
+    /// Bounded by the connection's
+    /// [`stop_timeout`](ConnectionOptions::stop_timeout) (default 5 s): a peer
+    /// that does not read, or does not close, cannot hold it longer. At the
+    /// bound the connection is dropped, and what it did not write is counted
+    /// and reported as lost ([`Error::FramesLost`] to the router's error
+    /// hook); it ends with an I/O error of kind `TimedOut` then.
     pub async fn close(&self) -> CloseReason {
-        self.shared.request_stop();
+        self.shutdown();
         self.closed().await
     }
 
-    /// Closes gracefully, as [`Connection::close`], but if writing what is queued
-    /// takes longer than `bound`, drops the connection there.
+    /// Closes gracefully, as [`Connection::close`], within `bound` instead of
+    /// the connection's stop timeout (a bound given after the close began
+    /// changes nothing).
     pub async fn close_within(&self, bound: std::time::Duration) -> CloseReason {
-        // It may be dropped before it writes what it took: the tail it takes
-        // now is counted with what it was writing then.
-        self.router.link().stopping();
-        self.shared.request_stop();
-        match tokio::time::timeout(bound, self.closed()).await {
-            Ok(reason) => reason,
-            Err(_) => {
-                self.task.abort();
-                let reason = CloseReason::unwritten_within(bound);
-                self.router.link().lost(reason.disconnect());
-                reason
-            }
-        }
+        self.shared.set_stop_bound(bound);
+        self.close().await
     }
 
-    /// Asks the connection to close without waiting (it still writes what is queued).
+    /// Asks the connection to close gracefully without waiting, as
+    /// [`Connection::close`] does.
     pub fn shutdown(&self) {
+        // If it is aborted while it writes, the tail it takes now is
+        // counted with what it was writing then.
+        self.router.link().stopping();
         self.shared.request_stop();
     }
 
@@ -259,8 +275,41 @@ impl Drop for Start {
 
 /// What a [`Connection`], its [`Start`] and its task share: the lifecycle
 /// that client and server tasks have too, with the close reason as its status
-/// (`None` while the connection is open) and a start request beside the stop.
-type Shared = Lifecycle<Option<CloseReason>>;
+/// (`None` while the connection is open) and a start request beside the stop;
+/// and the bound of a graceful close, kept here rather than in the task,
+/// which every open connection pays for.
+struct Shared {
+    life: Lifecycle<Option<CloseReason>>,
+    /// In nanoseconds (584 years at most).
+    stop_bound: std::sync::atomic::AtomicU64,
+}
+
+impl Shared {
+    fn set_stop_bound(&self, bound: std::time::Duration) {
+        let nanos = u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX);
+        self.stop_bound
+            .store(nanos, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn stop_bound(&self) -> std::time::Duration {
+        let nanos = self.stop_bound.load(std::sync::atomic::Ordering::Relaxed);
+        std::time::Duration::from_nanos(nanos)
+    }
+}
+
+impl std::ops::Deref for Shared {
+    type Target = Lifecycle<Option<CloseReason>>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.life
+    }
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.life.fmt(f)
+    }
+}
 
 impl Status for Option<CloseReason> {
     /// A task that ends without saying why was aborted, or its runtime shut down.
@@ -288,8 +337,8 @@ where
         if !shared.poll_raised(START, cx) {
             return Poll::Pending;
         }
-        if shared.is_raised(STOP) {
-            this.driver.stop();
+        if this.driver.is_running() && shared.is_raised(STOP) {
+            this.driver.stop(shared.stop_bound());
         }
         let reason = std::task::ready!(this.driver.poll_run(cx));
         if let Some(on_close) = this.on_close.take() {
@@ -325,18 +374,42 @@ enum Phase {
 
 /// The states of a [`Driver`]'s end.
 enum Ending {
-    /// After a stop request: nothing more is read; `tail`, what was queued at
-    /// the request, is written after what is being written now.
-    Stopping { tail: Option<Bytes> },
+    /// After a stop request: `tail`, what was queued at the request, is
+    /// written after what is being written now; what arrives is read and
+    /// discarded, not dispatched.
+    Stopping { tail: Option<Bytes>, stop: Stop },
+    /// A graceful stop wrote everything: the stream's write side is shut down
+    /// (once `shut`), then what arrives is read and discarded until the peer
+    /// closes its side. Closing a socket with unread input makes the system
+    /// reset the connection, which can discard the last bytes written before
+    /// the peer has them.
+    Draining { stop: Stop, shut: bool },
     /// Shutting the stream down, then the connection has ended for this reason.
     Closing(CloseReason),
     /// Ended.
     Done,
 }
 
+/// The bound of a graceful stop: at its `deadline`, `bound` after the stop
+/// request, the connection is dropped.
+struct Stop {
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    bound: std::time::Duration,
+    /// The peer closed its side: nothing more to read.
+    eof: bool,
+}
+
+impl Stop {
+    fn is_over(&mut self, cx: &mut Context<'_>) -> bool {
+        self.deadline.as_mut().poll(cx).is_ready()
+    }
+}
+
 /// Drives a router over a stream until the stream ends or [`Driver::stop`] is
-/// called (then it writes what is queued and shuts the stream down), tells the
-/// router the connection is lost, and says why it ended. A [`Connection`] runs
+/// called (then it writes what is queued, shuts its side of the stream down
+/// and discards what arrives until the peer closes its side, within a bound),
+/// tells the router the connection is lost, with what it took and did not
+/// write, and says why it ended. A [`Connection`] runs
 /// one on a task of its own; a client, on its reconnecting task.
 ///
 /// A struct polled by hand rather than an `async fn`: tokio keeps a task's
@@ -431,13 +504,31 @@ where
         }
     }
 
-    /// Begins closing gracefully: nothing more is read, what is queued now is
-    /// written last, then the stream is shut down. A write, once started, is
-    /// never cancelled.
-    pub(crate) fn stop(&mut self) {
+    /// True until a stop request or the end.
+    pub(crate) fn is_running(&self) -> bool {
+        matches!(self.phase, Phase::Running)
+    }
+
+    /// Begins closing gracefully, within `bound`: nothing more is
+    /// dispatched (what arrives is read and discarded), what is queued now is
+    /// written last, the stream's write side is shut down, and what arrives
+    /// is discarded until the peer closes its side. A write, once started, is
+    /// never cancelled; at the bound the connection ends at once, and what it
+    /// did not write is counted as lost.
+    pub(crate) fn stop(&mut self, bound: std::time::Duration) {
         if let Phase::Running = self.phase {
             let tail = self.link.take_outgoing();
-            self.phase = Phase::Ending(Box::new(Ending::Stopping { tail }));
+            // Nothing more is dispatched: a message begun is not needed.
+            self.reader.input = BytesMut::new();
+            self.timers.input_held(0);
+            // Its own bound replaces the reading deadlines.
+            self.timers.pause_reading();
+            let stop = Stop {
+                deadline: Box::pin(tokio::time::sleep(bound)),
+                bound,
+                eof: false,
+            };
+            self.phase = Phase::Ending(Box::new(Ending::Stopping { tail, stop }));
         }
     }
 
@@ -449,24 +540,96 @@ where
                 Phase::Ending(ending) => Some(&mut **ending),
             };
             match ending {
-                None | Some(Ending::Stopping { .. }) => {
+                None => {
                     let reason = std::task::ready!(self.poll_stream(cx));
                     self.phase = Phase::Ending(Box::new(Ending::Closing(reason)));
                 }
-                Some(ending @ Ending::Closing(_)) => {
+                Some(Ending::Stopping { stop, .. }) => {
+                    if stop.is_over(cx) {
+                        // Dropped at the bound, not shut down: a shutdown may
+                        // have to write too.
+                        let reason = CloseReason::unwritten_within(stop.bound);
+                        return self.finish(reason);
+                    }
+                    let reason = std::task::ready!(self.poll_stream(cx));
+                    let next = match (reason, &mut self.phase) {
+                        (CloseReason::Local, Phase::Ending(ending)) => {
+                            let Ending::Stopping { stop, .. } =
+                                std::mem::replace(&mut **ending, Ending::Done)
+                            else {
+                                unreachable!("matched as Stopping")
+                            };
+                            Ending::Draining { stop, shut: false }
+                        }
+                        (reason, _) => {
+                            self.tail_to_out();
+                            Ending::Closing(reason)
+                        }
+                    };
+                    self.phase = Phase::Ending(Box::new(next));
+                }
+                Some(Ending::Draining { stop, shut }) => {
+                    // Everything was written: whatever ends it now, nothing is lost.
+                    if stop.is_over(cx) {
+                        return self.finish(CloseReason::Local);
+                    }
+                    let stream = &mut self.reader.stream;
+                    if !*shut {
+                        let _ = std::task::ready!(Pin::new(&mut *stream).poll_shutdown(cx));
+                        *shut = true;
+                    }
+                    if !stop.eof {
+                        // An error (the peer reset the connection) ends it too.
+                        let _ = std::task::ready!(poll_discard(stream, cx));
+                    }
+                    return self.finish(CloseReason::Local);
+                }
+                Some(Ending::Closing(_)) => {
                     let _ = std::task::ready!(Pin::new(&mut self.reader.stream).poll_shutdown(cx));
-                    let Ending::Closing(reason) = std::mem::replace(ending, Ending::Done) else {
+                    let Phase::Ending(ending) = &mut self.phase else {
                         unreachable!("matched as Closing")
                     };
-                    tracing::debug!(%reason, "nmsg connection closed");
-                    let out = std::mem::take(&mut self.out);
-                    out_done(&self.reader.settings, out.len());
-                    self.link.lost_with(reason.disconnect(), &out, self.written);
-                    return Poll::Ready(reason);
+                    let Ending::Closing(reason) = std::mem::replace(&mut **ending, Ending::Done)
+                    else {
+                        unreachable!("matched as Closing")
+                    };
+                    return self.finish(reason);
                 }
                 Some(Ending::Done) => return Poll::Ready(CloseReason::Local),
             }
         }
+    }
+
+    /// After a stop request, when what it wrote before is written whole: the
+    /// tail becomes what it writes, so that a loss counts it exactly. (While
+    /// it still writes the take before, the router counts the tail, its last
+    /// take, whole with it.)
+    fn tail_to_out(&mut self) {
+        if let Phase::Ending(ending) = &mut self.phase {
+            if let Ending::Stopping { tail, .. } = &mut **ending {
+                if self.written == self.out.len() {
+                    if let Some(tail) = tail.take() {
+                        let settings = &self.reader.settings;
+                        out_done(settings, self.out.len());
+                        out_taken(settings, tail.len());
+                        self.out = tail;
+                        self.written = 0;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends the connection for `reason`: tells the router, with what it took
+    /// and did not write.
+    fn finish(&mut self, reason: CloseReason) -> Poll<CloseReason> {
+        self.tail_to_out();
+        self.phase = Phase::Ending(Box::new(Ending::Done));
+        tracing::debug!(%reason, "nmsg connection closed");
+        let out = std::mem::take(&mut self.out);
+        out_done(&self.reader.settings, out.len());
+        self.link.lost_with(reason.disconnect(), &out, self.written);
+        Poll::Ready(reason)
     }
 
     /// Reads and writes until the stream ends, or, after a stop request, until
@@ -492,8 +655,19 @@ where
         let mut arrived = false;
         loop {
             let mut progress = false;
-            // Read and dispatch what has arrived; nothing more after a stop request.
-            if let Phase::Running = self.phase {
+            // Read and dispatch what has arrived; after a stop request, read
+            // and discard it.
+            if let Phase::Ending(ending) = &mut self.phase {
+                if let Ending::Stopping { stop, .. } = &mut **ending {
+                    if !stop.eof {
+                        match poll_discard(&mut reader.stream, cx) {
+                            Poll::Ready(Ok(())) => stop.eof = true,
+                            Poll::Ready(Err(e)) => return Poll::Ready(CloseReason::io(&e)),
+                            Poll::Pending => {}
+                        }
+                    }
+                }
+            } else {
                 // Messages dispatched since the last write (see `dispatch_burst`).
                 let mut burst = 0;
                 let burst_limit = reader.settings.burst();
@@ -566,7 +740,7 @@ where
                 if self.written == self.out.len() {
                     let next = match &mut self.phase {
                         Phase::Ending(ending) => match &mut **ending {
-                            Ending::Stopping { tail } => tail.take(),
+                            Ending::Stopping { tail, .. } => tail.take(),
                             _ => None,
                         },
                         Phase::Running => timers.poll_take(link, cx),
@@ -603,7 +777,7 @@ where
             }
             let stopping = match &self.phase {
                 Phase::Ending(ending) => {
-                    if let Ending::Stopping { tail: None } = **ending {
+                    if let Ending::Stopping { tail: None, .. } = **ending {
                         if self.written == self.out.len() {
                             return Poll::Ready(CloseReason::Local);
                         }
@@ -865,6 +1039,29 @@ impl<S> Drop for Driver<S> {
         out_done(&self.reader.settings, self.out.len());
     }
 }
+
+/// Reads and discards what arrives until the end of the stream (ready with
+/// `Ok`), an error, or nothing more has arrived (pending). A peer that sends
+/// without pause gets [`DISCARD_READS`] reads per turn of the task, which
+/// then yields: a stream need not limit itself as tokio's do.
+fn poll_discard<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<()>> {
+    let mut scrap = [0u8; 8 * 1024];
+    for _ in 0..DISCARD_READS {
+        let mut buf = tokio::io::ReadBuf::new(&mut scrap);
+        std::task::ready!(Pin::new(&mut *stream).poll_read(cx, &mut buf))?;
+        if buf.filled().is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+    }
+    cx.waker().wake_by_ref();
+    Poll::Pending
+}
+
+/// Reads of a closing connection's input, discarded, per turn of its task.
+const DISCARD_READS: usize = 16;
 
 /// The read buffer a connection takes when bytes arrive (and gives back when idle).
 const READ_BUFFER: usize = 8 * 1024;

@@ -34,6 +34,8 @@ pub(crate) struct Settings {
     pub(crate) idle_timeout: Option<Duration>,
     /// Shared by every connection made with these options (and their clones).
     pub(crate) budget: Option<Arc<Budget>>,
+    /// `None`: [`DEFAULT_STOP_TIMEOUT`](crate::DEFAULT_STOP_TIMEOUT).
+    stop_timeout: Option<Duration>,
 }
 
 impl Default for Settings {
@@ -44,6 +46,7 @@ impl Default for Settings {
             partial_message_timeout: DEFAULT_PARTIAL_MESSAGE_TIMEOUT,
             idle_timeout: None,
             budget: None,
+            stop_timeout: None,
         }
     }
 }
@@ -131,6 +134,25 @@ impl ConnectionOptions {
     /// larger than the whole budget is read when nothing else holds any.
     pub fn max_buffered_bytes(self, max: usize) -> Self {
         self.edit(|s| s.budget = Some(Arc::new(Budget::new(max))))
+    }
+
+    /// How long a graceful close ([`Connection::close`](super::Connection::close))
+    /// may take: writing what is queued, shutting the stream down, and reading
+    /// (and discarding) what the peer still sends until it closes its side.
+    /// At the bound the connection is dropped; what it had not written is
+    /// counted as lost ([`Error::FramesLost`](crate::Error::FramesLost)).
+    /// Default [`DEFAULT_STOP_TIMEOUT`](crate::DEFAULT_STOP_TIMEOUT), 5 s. A
+    /// server's sockets take the server's
+    /// [`stop_timeout`](crate::ServerBuilder::stop_timeout) instead.
+    pub fn stop_timeout(self, timeout: Duration) -> Self {
+        self.edit(|s| s.stop_timeout = Some(timeout))
+    }
+
+    /// The bound of a graceful close, the default applied.
+    pub(crate) fn stop_bound(&self) -> Duration {
+        self.settings
+            .stop_timeout
+            .unwrap_or(crate::lifecycle::DEFAULT_STOP_TIMEOUT)
     }
 
     /// The read limit for a connection of a router whose limit is `router_max`.
