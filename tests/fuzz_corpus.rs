@@ -55,8 +55,8 @@ fn replay(target: &str, body: fn(&[u8])) {
     }
     assert!(
         failed.is_empty(),
-        "{} of {} inputs of {target} panic (the panics are above; rerun one with \
-         `cargo +nightly fuzz run {target} fuzz/PATH` in fuzz/):\n{}",
+        "{} of {} inputs of {target} panic (the panics are above; in fuzz/, rerun one with \
+         `cargo +nightly fuzz run {target} PATH`):\n{}",
         failed.len(),
         corpus.len() + regressions.len(),
         failed.join("\n")
