@@ -3,6 +3,7 @@
 # (default 60), one after the other, at the lowest CPU priority.
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
+#   scripts/fuzz.sh merge [TARGET...]
 #
 # Needs nightly Rust and cargo-fuzz (`cargo install cargo-fuzz`). TARGETs
 # default to all of them: framing, msgpack_message, json_message.
@@ -17,6 +18,10 @@
 # copy the minimised input into fuzz/regressions/TARGET/ (then
 # `cargo test --test fuzz_corpus` replays it on stable Rust), and fix it.
 #
+# `merge` adds to the checked-in corpus the inputs of fuzz/found/TARGET that
+# reach code it does not (new edges only, so it stays a few hundred files),
+# named by their SHA-1; commit them so `cargo test` replays them.
+#
 # FUZZ_JOBS (default 1) runs that many fuzzing processes per target; FUZZ_NICE
 # (default 19) is the niceness; FUZZ_FLAGS adds libFuzzer flags.
 set -euo pipefail
@@ -26,6 +31,16 @@ cd "$(dirname "$0")/../fuzz"
 targets=("$@")
 if ((${#targets[@]} == 0)); then
     targets=(framing msgpack_message json_message)
+fi
+
+if [[ $seconds == merge ]]; then
+    for target in "${targets[@]}"; do
+        [[ -d found/$target ]] || continue
+        echo "== $target: merging fuzz/found/$target into fuzz/corpus/$target" >&2
+        nice -n "${FUZZ_NICE:-19}" cargo +nightly fuzz run "$target" "corpus/$target" "found/$target" -- \
+            -merge=1 -use_counters=0 2>&1 | grep -E '^MERGE-OUTER: [0-9]+ new files' >&2
+    done
+    exit 0
 fi
 read -r -a extra <<<"${FUZZ_FLAGS:-}"
 jobs=${FUZZ_JOBS:-1}

@@ -4,10 +4,12 @@
 //! (`fuzz/src/lib.rs`, included here), so `cargo test` keeps what fuzzing
 //! found fixed. `scripts/fuzz.sh` runs the fuzzer itself.
 //!
-//! The seed corpus is written by the ignored tests `write_seed_corpus` (this
-//! file: the wire vectors, framing edge cases) and `write_fuzz_seeds`
-//! (tests/malformed.rs: its malformed messages):
-//! `cargo test --test fuzz_corpus --test malformed -- --ignored`.
+//! The seeds of the corpus, named for what they are, are written by the
+//! ignored tests `write_seed_corpus` (this file: the wire vectors, framing edge
+//! cases) and `write_fuzz_seeds` (tests/malformed.rs: its malformed messages):
+//! `cargo test --test fuzz_corpus --test malformed -- --ignored`. The files
+//! named by a SHA-1 are inputs fuzzing found that reach code the others do not
+//! (`scripts/fuzz.sh merge`).
 
 #[path = "../fuzz/src/lib.rs"]
 mod targets;
