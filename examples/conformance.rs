@@ -33,8 +33,8 @@ use std::time::Duration;
 
 use nmsg::Peer;
 
-use nmsg::codec::{ArgVisitor, Builtin};
-use nmsg::frame::{FrameKind, Message, OutFrame};
+use nmsg::codec::{ArgVisitor, Builtin, Decoded, FrameSink};
+use nmsg::frame::{Frame, FrameKind, OutFrame};
 use nmsg::transport::Address;
 use nmsg::{
     args, Args, Buffering, Callback, Client, Codec, EncodeError, Error, ProtocolError,
@@ -206,24 +206,34 @@ impl Codec for Observed {
         self.inner.name()
     }
 
-    fn decode_message(&self, payload: &[u8]) -> Result<Message, ProtocolError> {
-        let message = self.inner.decode_message(payload)?;
-        let frames = match &message {
-            Message::Single(frame) => std::slice::from_ref(frame),
-            Message::Bulk(frames) => {
+    fn decode_message(
+        &self,
+        payload: &[u8],
+        bulk: &mut FrameSink<'_>,
+    ) -> Result<Decoded, ProtocolError> {
+        let observe = |frame: &Result<Frame, ProtocolError>| {
+            if let Ok(Frame {
+                kind: FrameKind::Response { to, position },
+                ..
+            }) = frame
+            {
+                self.tally.response_received(*to, *position);
+            }
+        };
+        let decoded = self.inner.decode_message(payload, &mut |frame| {
+            observe(&frame);
+            bulk(frame)
+        })?;
+        match &decoded {
+            Decoded::Single(frame) => observe(frame),
+            Decoded::Bulk(frames) => {
                 self.tally.bulks.fetch_add(1, Ordering::Relaxed);
                 self.tally
                     .bulk_frames
-                    .fetch_add(frames.len() as u64, Ordering::Relaxed);
-                frames.as_slice()
-            }
-        };
-        for frame in frames.iter().flatten() {
-            if let FrameKind::Response { to, position } = frame.kind {
-                self.tally.response_received(to, position);
+                    .fetch_add(*frames as u64, Ordering::Relaxed);
             }
         }
-        Ok(message)
+        Ok(decoded)
     }
 
     fn deserialize_arg(&self, raw: &[u8], visit: &mut ArgVisitor<'_>) -> Result<(), String> {

@@ -427,7 +427,7 @@ async fn malformed_payloads_are_skipped_and_the_same_connection_goes_on() {
         .unwrap();
     let mut payload = vec![0u8; u32::from_be_bytes(len) as usize];
     raw.read_exact(&mut payload).await.unwrap();
-    let frames = nmsg::Codec::decode_message(&nmsg::MsgPack, &payload)
+    let frames = nmsg::Codec::decode_all(&nmsg::MsgPack, &payload)
         .unwrap()
         .into_frames();
     let frame = frames[0].as_ref().unwrap();

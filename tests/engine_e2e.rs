@@ -65,7 +65,7 @@ fn messages(codec: &dyn Codec, mut out: Bytes) -> Vec<Message> {
     while !out.is_empty() {
         let len = u32::from_be_bytes(out[..4].try_into().unwrap()) as usize;
         let payload = out.slice(4..4 + len);
-        list.push(codec.decode_message(&payload).unwrap());
+        list.push(codec.decode_all(&payload).unwrap());
         out = out.slice(4 + len..);
     }
     list
@@ -106,7 +106,7 @@ fn tapped_link(a: &Router, b: &Router) -> ((Connection, Connection), Wire) {
                     break;
                 }
                 let message = input.split_to(4 + len);
-                let decoded = codec.decode_message(&message[4..]).unwrap();
+                let decoded = codec.decode_all(&message[4..]).unwrap();
                 seen.lock().unwrap().push((Instant::now(), decoded));
             }
             to_b.write_all(&buf[..n]).await.unwrap();
@@ -126,7 +126,7 @@ async fn read_message(stream: &mut DuplexStream, codec: &dyn Codec) -> Message {
     stream.read_exact(&mut prefix).await.unwrap();
     let mut payload = vec![0u8; u32::from_be_bytes(prefix) as usize];
     stream.read_exact(&mut payload).await.unwrap();
-    codec.decode_message(&payload).unwrap()
+    codec.decode_all(&payload).unwrap()
 }
 
 /// The event names of a message's frames, and whether it is a bulk.

@@ -58,7 +58,7 @@ async fn read_payload(stream: &mut (impl AsyncRead + Unpin)) -> Option<Vec<u8>> 
 /// The frames of a MsgPack message: for each, its event name, or `None` for a response.
 fn frame_kinds(payload: &[u8]) -> Vec<Option<String>> {
     MsgPack
-        .decode_message(payload)
+        .decode_all(payload)
         .unwrap()
         .into_frames()
         .into_iter()
@@ -76,7 +76,7 @@ fn messages_of(bytes: &[u8]) -> Vec<(usize, usize)> {
     while at < bytes.len() {
         let len = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
         let end = at + 4 + len;
-        let frames = MsgPack.decode_message(&bytes[at + 4..end]).unwrap();
+        let frames = MsgPack.decode_all(&bytes[at + 4..end]).unwrap();
         let frames = match frames {
             Message::Single(_) => 1,
             Message::Bulk(frames) => frames.len(),

@@ -1209,7 +1209,7 @@ impl RawPeer {
         self.stream.read_exact(&mut prefix).await.unwrap();
         let mut payload = vec![0u8; u32::from_be_bytes(prefix) as usize];
         self.stream.read_exact(&mut payload).await.unwrap();
-        let mut frames = MsgPack.decode_message(&payload).unwrap().into_frames();
+        let mut frames = MsgPack.decode_all(&payload).unwrap().into_frames();
         assert_eq!(frames.len(), 1);
         frames.pop().unwrap().unwrap()
     }

@@ -137,6 +137,21 @@ impl ClientBuilder {
         self
     }
 
+    /// How long a message may take to arrive whole once its first byte has
+    /// (default 30 s); past it the connection closes (see
+    /// [`ConnectionOptions::partial_message_timeout`]).
+    pub fn partial_message_timeout(mut self, timeout: Duration) -> Self {
+        self.connection = self.connection.partial_message_timeout(timeout);
+        self
+    }
+
+    /// Closes the connection when no byte has arrived for this long (default: none;
+    /// see [`ConnectionOptions::idle_timeout`]).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.connection = self.connection.idle_timeout(timeout);
+        self
+    }
+
     /// How long [`Client::stop`] may spend writing what is queued (default 5 s).
     /// What it could not write by then is reported in a [`ClientEvent::Lost`].
     pub fn stop_timeout(mut self, timeout: Duration) -> Self {
@@ -394,7 +409,7 @@ impl<'a> Connected<'a> {
         Connected {
             inner,
             since: tokio::time::Instant::now(),
-            driver: Driver::new(stream, inner.router.link(), inner.connection),
+            driver: Driver::new(stream, inner.router.link(), inner.connection.clone()),
             bound: None,
         }
     }

@@ -119,6 +119,14 @@ pub enum FramingError {
     /// An I/O error on the stream.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
+    /// A message begun was not whole within the connection's
+    /// [`partial_message_timeout`](crate::transport::ConnectionOptions::partial_message_timeout):
+    /// the peer sends too slowly or stopped in the middle of a message.
+    #[error("a message begun was not whole within {timeout:?} (the partial message timeout; raise it for slow peers sending large messages)")]
+    Stalled {
+        /// The timeout.
+        timeout: Duration,
+    },
 }
 
 /// The error type of nmsg's public API.
@@ -128,6 +136,17 @@ pub enum Error {
     /// A received message or frame broke the protocol.
     #[error("protocol error: {0}")]
     Protocol(#[from] ProtocolError),
+    /// Several frames of one bulk message broke the protocol: reported once,
+    /// as a summary, when the message has been routed (its good frames were).
+    /// A message with one bad frame reports [`Error::Protocol`] instead.
+    #[error("{count} frames of a bulk message broke the protocol; the first: {}", list_errors(.first))]
+    MalformedFrames {
+        /// How many frames of the message were bad.
+        count: usize,
+        /// The errors of the first of them, in order: at most
+        /// [`REPORTED_FRAME_ERRORS`](crate::frame::REPORTED_FRAME_ERRORS).
+        first: Vec<ProtocolError>,
+    },
     /// An outgoing frame could not be encoded; nothing was sent.
     #[error("encode error: {0}")]
     Encode(#[from] EncodeError),
@@ -243,6 +262,12 @@ pub enum Error {
     /// A callback needs a tokio runtime for its timeout, and none is running.
     #[error("callbacks need a tokio runtime: emit from within one")]
     NoRuntime,
+}
+
+/// The errors of [`Error::MalformedFrames`], joined for its message.
+fn list_errors(errors: &[ProtocolError]) -> String {
+    let list: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    list.join("; ")
 }
 
 impl Error {

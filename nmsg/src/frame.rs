@@ -35,6 +35,11 @@ pub const DEFAULT_TIMEOUT_SECS: f64 = 15.0;
 /// The largest frame id; the counter wraps from here back to 1.
 pub const MAX_ID: u32 = 1_000_000_000;
 
+/// How many frame errors [`Error::MalformedFrames`](crate::Error::MalformedFrames)
+/// keeps of a bulk message whose frames are bad: the first 3. The others are
+/// counted only, so a bulk of millions of bad frames costs one small report.
+pub const REPORTED_FRAME_ERRORS: usize = 3;
+
 /// The keys of one frame, as a codec found them.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct FrameFields {
@@ -155,9 +160,10 @@ impl FrameFields {
     }
 }
 
-/// A decoded message: one frame, or the frames of a bulk in order. Each frame
-/// is validated on its own, so one malformed frame of a bulk does not take the
-/// others down.
+/// A decoded message, collected ([`Codec::decode_all`](crate::Codec::decode_all)):
+/// one frame, or the frames of a bulk in order. Each frame is validated on its
+/// own, so one malformed frame of a bulk does not take the others down. A
+/// router does not collect a message: it routes each frame as it is decoded.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
     /// A single frame.

@@ -64,6 +64,7 @@ mod error;
 pub mod frame;
 pub mod framing;
 mod handler;
+mod jsnum;
 mod lifecycle;
 pub mod protocol;
 mod router;
@@ -85,7 +86,9 @@ pub use router::{
     Api, Buffering, Flow, Router, RouterBuilder, DEFAULT_LATENCY_ALLOWANCE, DEFAULT_MAX_PENDING,
     DEFAULT_MAX_QUEUED_BYTES, DEFAULT_MAX_QUEUED_FRAMES, DEFAULT_MAX_RUNNING_HANDLERS, WILDCARD,
 };
-pub use server::{Server, ServerBuilder, ServerEvent, Socket, DEFAULT_MAX_CONNECTIONS};
+pub use server::{
+    Server, ServerBuilder, ServerEvent, Socket, DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_CONNECTIONS,
+};
 pub use value::{from_value, to_value, Value};
 pub use {nmsg_macros::events, typed::Peer, typed::Response};
 

@@ -53,6 +53,21 @@
 //! original; data nests at most [`codec::MAX_DEPTH`](crate::codec::MAX_DEPTH)
 //! (128) levels, and a deeper frame is malformed.
 //!
+//! ## JavaScript numbers
+//!
+//! JavaScript has one number type, a float64, and the MsgPack libraries of
+//! Node.js write integers differently: msgpack-lite (every release of the
+//! original uses it) writes each number outside the 32-bit integer range as a
+//! float64 (`Date.now()` arrives as `1460592000000.0`), others write int64.
+//! So nmsg's integer types (`i8` to `i64`, `u8` to `u64`, in arguments, typed
+//! parameters and replies, and [`from_value`](crate::from_value)) accept a float
+//! that is integral and in the type's range, as the integer it holds exactly;
+//! any other float (`1.5`, NaN, out of range) is an argument error that names
+//! the position, the value and the type (`argument 1: invalid type: floating
+//! point `1.5`, expected i64`). Integers above 2^53 (`Number.MAX_SAFE_INTEGER`)
+//! lose precision on the JavaScript side: a Node.js peer cannot hold them
+//! exactly, whatever nmsg sends.
+//!
 //! # 3. Messages and frames
 //!
 //! A message is one **frame** (a map) or a **bulk**: an array of frames,
@@ -189,6 +204,9 @@
 //!
 //! nmsg reads a frame with `e: ""` as an event named `""`, not as a response.
 //! Every release's MsgPack encoder (msgpack-lite) writes integers outside the
-//! 32-bit range as float64, and its first release writes characters outside
-//! the Basic Multilingual Plane as CESU-8; nmsg's integer arguments do not yet
-//! accept such floats.
+//! 32-bit range as float64, which nmsg's integer types accept ([JavaScript
+//! numbers](#javascript-numbers)); its first release (msgpack-lite 0.1.17)
+//! writes characters outside the Basic Multilingual Plane as CESU-8 (each as
+//! two 3-byte surrogate sequences), which is not valid UTF-8: nmsg decodes
+//! such a string argument to the characters meant (other invalid UTF-8 is
+//! still an error; event names are not rewritten).

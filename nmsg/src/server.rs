@@ -24,6 +24,9 @@ use crate::Args;
 /// Default [`ServerBuilder::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
+/// Default [`ServerBuilder::max_buffered_bytes`]: 1 GiB.
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 1 << 30;
+
 /// How many lifecycle events a slow [`Server::events`] receiver may fall
 /// behind (more than a client's: one server reports the connections of many
 /// peers).
@@ -154,6 +157,33 @@ impl ServerBuilder {
     /// [`ConnectionOptions::dispatch_burst`]).
     pub fn dispatch_burst(mut self, messages: usize) -> Self {
         self.connection = self.connection.dispatch_burst(messages);
+        self
+    }
+
+    /// How long a message may take to arrive whole once its first byte has
+    /// (default 30 s); past it each socket closes (see
+    /// [`ConnectionOptions::partial_message_timeout`]).
+    pub fn partial_message_timeout(mut self, timeout: Duration) -> Self {
+        self.connection = self.connection.partial_message_timeout(timeout);
+        self
+    }
+
+    /// At most this many bytes buffered by all the sockets together (default
+    /// [`DEFAULT_MAX_BUFFERED_BYTES`], 1 GiB): the buffers of large messages
+    /// being received and of large writes not written yet, beyond one read
+    /// buffer (8 KiB) per socket. Over it, sockets that need more wait: see
+    /// [`ConnectionOptions::max_buffered_bytes`]. Keep it above the largest
+    /// message size (16 MiB by default) times the large messages expected at
+    /// once.
+    pub fn max_buffered_bytes(mut self, max: usize) -> Self {
+        self.connection = self.connection.max_buffered_bytes(max);
+        self
+    }
+
+    /// Closes each socket when no byte has arrived for this long (default: none;
+    /// see [`ConnectionOptions::idle_timeout`]).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.connection = self.connection.idle_timeout(timeout);
         self
     }
 
@@ -344,7 +374,7 @@ impl Server {
         ServerBuilder {
             binder: Arc::new(binder),
             router: RouterBuilder::default().buffering(Buffering::Idle),
-            connection: ConnectionOptions::default(),
+            connection: ConnectionOptions::default().max_buffered_bytes(DEFAULT_MAX_BUFFERED_BYTES),
             backoff: Backoff::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             api: Api::new(),
@@ -634,8 +664,12 @@ fn accept(inner: &Arc<ServerInner>, stream: crate::transport::BoxStream, peer: A
     router.set_api(Some(inner.api.clone()));
     // Held until the on_socket hook has set its handlers, so that no message
     // from this peer is routed before them.
-    let (conn, start) =
-        Connection::spawn_held_then(stream, router, inner.connection, on_close(inner, id));
+    let (conn, start) = Connection::spawn_held_then(
+        stream,
+        router,
+        inner.connection.clone(),
+        on_close(inner, id),
+    );
     let conn = Arc::new(conn);
     let socket = Socket {
         id,

@@ -5,13 +5,13 @@ use std::fmt;
 use std::io;
 use std::ops::Range;
 
-use serde::de::{IgnoredAny, MapAccess, Visitor};
+use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{ArgVisitor, Codec, MAX_DEPTH};
+use super::{ArgVisitor, Codec, Decoded, FrameSink, MAX_DEPTH};
 use crate::error::{EncodeError, ProtocolError};
-use crate::frame::{Frame, FrameFields, Message, OutFrame, OutKind, SmallVec};
+use crate::frame::{Frame, FrameFields, OutFrame, OutKind, SmallVec};
 
 /// The JSON codec.
 ///
@@ -256,6 +256,34 @@ fn frame(message: &str, raw: &RawValue, enclosing: usize) -> Result<Frame, Proto
     .validate()
 }
 
+/// Reads a bulk's elements one at a time, each as a raw value borrowed from
+/// the message, and hands each, parsed as a frame, to the sink before it
+/// reads the next. Gives the number of elements.
+struct EachFrame<'t, 's, 'f> {
+    text: &'t str,
+    bulk: &'s mut FrameSink<'f>,
+}
+
+impl<'de> Visitor<'de> for EachFrame<'_, '_, '_> {
+    type Value = usize;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a bulk (an array of frames)")
+    }
+
+    fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<usize, S::Error> {
+        let mut index = 0;
+        while let Some(raw) = seq.next_element::<&'de RawValue>()? {
+            (self.bulk)(frame(self.text, raw, 1).map_err(|e| match e {
+                ProtocolError::NotAMessage { found } => ProtocolError::NotAFrame { index, found },
+                other => other,
+            }));
+            index += 1;
+        }
+        Ok(index)
+    }
+}
+
 /// A compact formatter that refuses byte arrays, so binary data never turns
 /// into an array of numbers on the wire.
 struct NoBinary<'a> {
@@ -281,29 +309,27 @@ impl Codec for Json {
         "json"
     }
 
-    fn decode_message(&self, payload: &[u8]) -> Result<Message, ProtocolError> {
+    fn decode_message(
+        &self,
+        payload: &[u8],
+        bulk: &mut FrameSink<'_>,
+    ) -> Result<Decoded, ProtocolError> {
         let text = std::str::from_utf8(payload).map_err(|_| undecodable("payload is not UTF-8"))?;
         match first_byte(text) {
             Some(b'{') => {
                 let raw: &RawValue = serde_json::from_str(text).map_err(undecodable)?;
-                Ok(Message::Single(frame(text, raw, 0)))
+                Ok(Decoded::Single(frame(text, raw, 0)))
             }
             Some(b'[') => {
-                let items: Vec<&RawValue> = serde_json::from_str(text).map_err(undecodable)?;
-                Ok(Message::Bulk(
-                    items
-                        .into_iter()
-                        .enumerate()
-                        .map(|(index, raw)| {
-                            frame(text, raw, 1).map_err(|e| match e {
-                                ProtocolError::NotAMessage { found } => {
-                                    ProtocolError::NotAFrame { index, found }
-                                }
-                                other => other,
-                            })
-                        })
-                        .collect(),
-                ))
+                // The whole message is checked before its first frame goes:
+                // one that cannot be decoded routes none of them. A raw
+                // value is read in one pass, at any depth, with no allocation.
+                let _: &RawValue = serde_json::from_str(text).map_err(undecodable)?;
+                let mut de = serde_json::Deserializer::from_str(text);
+                let count = serde::Deserializer::deserialize_seq(&mut de, EachFrame { text, bulk })
+                    .and_then(|count| de.end().map(|()| count))
+                    .map_err(undecodable)?;
+                Ok(Decoded::Bulk(count))
             }
             None => Err(undecodable("empty payload")),
             Some(_) => {
@@ -400,6 +426,60 @@ impl Codec for Json {
 mod tests {
     use super::*;
 
+    /// The frames of `text` as the sink got them, and what the decoder gave.
+    fn sunk(
+        text: &str,
+    ) -> (
+        Vec<Result<u32, ProtocolError>>,
+        Result<Decoded, ProtocolError>,
+    ) {
+        let mut frames = Vec::new();
+        let decoded = Json.decode_message(text.as_bytes(), &mut |f| frames.push(f.map(|f| f.id)));
+        (frames, decoded)
+    }
+
+    #[test]
+    fn a_bulk_hands_every_element_to_the_sink_in_order_and_a_single_frame_none() {
+        let (frames, decoded) = sunk(r#"[{"i":1,"e":"x"}, null ,{"i":2,"e":"x"},7]"#);
+        assert_eq!(decoded, Ok(Decoded::Bulk(4)));
+        assert_eq!(
+            frames,
+            [
+                Ok(1),
+                Err(ProtocolError::NotAFrame {
+                    index: 1,
+                    found: "null"
+                }),
+                Ok(2),
+                Err(ProtocolError::NotAFrame {
+                    index: 3,
+                    found: "a number"
+                }),
+            ]
+        );
+
+        let (frames, decoded) = sunk(r#"{"i":3,"e":"x"}"#);
+        assert!(frames.is_empty());
+        assert!(matches!(decoded, Ok(Decoded::Single(Ok(f))) if f.id == 3));
+    }
+
+    #[test]
+    fn a_bulk_that_cannot_be_decoded_hands_over_no_frame() {
+        for text in [
+            r#"[{"i":1,"e":"x"},{"i":2,"e":"x"}"#,
+            r#"[{"i":1,"e":"x"},{"i":2,"e":"x"}] x"#,
+            r#"[{"i":1,"e":"x"},{"i":2,"e":"x"},]"#,
+            r#"[{"i":1,"e":"x"},{"i":2,"e":"x"},{"i":3,"e":"x}]"#,
+        ] {
+            let (frames, decoded) = sunk(text);
+            assert!(frames.is_empty(), "{text}: {frames:?}");
+            assert!(
+                matches!(decoded, Err(ProtocolError::Undecodable { .. })),
+                "{text}: {decoded:?}"
+            );
+        }
+    }
+
     /// A key whose value is `null` is absent (as serde's `Option` reads it),
     /// with white space around the value or not: the frame is valid, as if
     /// the key were not there, where a `null` read as a value would be of the
@@ -410,7 +490,7 @@ mod tests {
             r#"{"i":1,"e":"x","a":null,"t":null}"#,
             "{\"i\":1,\"e\":\"x\",\"a\" : \n null \t,\"c\":\tnull}",
         ] {
-            let decoded = Json.decode_message(text.as_bytes());
+            let decoded = Json.decode_all(text.as_bytes());
             match decoded {
                 Ok(crate::frame::Message::Single(Ok(frame))) => {
                     assert!(

@@ -8,7 +8,8 @@ use std::fmt;
 use serde::de::DeserializeOwned;
 
 use crate::error::{EncodeError, ProtocolError};
-use crate::frame::{Message, OutFrame};
+use crate::frame::{Frame, Message, OutFrame};
+use crate::jsnum::JsNumbers;
 
 mod json;
 mod msgpack;
@@ -25,19 +26,61 @@ pub const MAX_DEPTH: usize = 128;
 pub type ArgVisitor<'v> =
     dyn FnMut(&mut dyn erased_serde::Deserializer<'_>) -> Result<(), erased_serde::Error> + 'v;
 
+/// Where [`Codec::decode_message`] hands the frames of a bulk message: one at
+/// a time, in order, each as soon as it is decoded. A frame that breaks the
+/// protocol comes as its error; the frames after it still come.
+pub type FrameSink<'s> = dyn FnMut(Result<Frame, ProtocolError>) + 's;
+
+/// What [`Codec::decode_message`] found in a message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    /// A message of one frame: the frame, or what is wrong with it.
+    Single(Result<Frame, ProtocolError>),
+    /// A bulk message of this many elements, each handed to the sink.
+    Bulk(usize),
+}
+
 /// A message encoding.
 ///
 /// A codec parses whole messages into frames ([`Codec::decode_message`]) but leaves
 /// each data argument as a byte range, and deserializes an argument only when a
 /// handler asks for it ([`Codec::deserialize_arg`]). It encodes one frame at a
 /// time; a bulk message is the codec's array form of already encoded frames.
+///
+/// A codec decodes what a peer it may not trust sent: decoding a message must
+/// cost memory for the frame at hand, not for the message's element count (a
+/// 16 MiB message may announce 16 million elements), and never panic.
 pub trait Codec: Send + Sync + fmt::Debug + 'static {
     /// A short name for messages and logs, such as `"msgpack"`.
     fn name(&self) -> &'static str;
 
-    /// Decodes one message. `Err` means the payload cannot be decoded at all;
-    /// errors of single frames are inside the [`Message`].
-    fn decode_message(&self, payload: &[u8]) -> Result<Message, ProtocolError>;
+    /// Decodes one message. A message of one frame gives [`Decoded::Single`];
+    /// the frames of a bulk go to `bulk`, one at a time and in order, as they
+    /// are decoded (a router routes each before the next is decoded), and
+    /// give [`Decoded::Bulk`]. A frame that breaks the protocol is an `Err`
+    /// frame; the others are still given.
+    ///
+    /// `Err` means the payload cannot be decoded at all (not the codec's
+    /// form, cut short, trailing bytes, nested too deep), and then no frame
+    /// was given to `bulk`: a codec checks a bulk's whole structure before it
+    /// hands over the first frame, as nmsg's own codecs do in one pass that
+    /// allocates nothing per element.
+    fn decode_message(
+        &self,
+        payload: &[u8],
+        bulk: &mut FrameSink<'_>,
+    ) -> Result<Decoded, ProtocolError>;
+
+    /// Decodes one message and collects its frames, for tests and tools: its
+    /// memory grows with the message's element count, which a router's
+    /// decoding never does.
+    fn decode_all(&self, payload: &[u8]) -> Result<Message, ProtocolError> {
+        let mut frames = Vec::new();
+        match self.decode_message(payload, &mut |frame| frames.push(frame))? {
+            Decoded::Single(frame) => Ok(Message::Single(frame)),
+            Decoded::Bulk(_) => Ok(Message::Bulk(frames)),
+        }
+    }
 
     /// Gives `visit` a deserializer for the argument encoded in `raw` (a range
     /// produced by [`Codec::decode_message`]).
@@ -84,7 +127,9 @@ enum BuiltinKind {
     Json,
 }
 
-/// Deserializes one argument through a codec.
+/// Deserializes one argument through a codec. Integer types accept the
+/// integral floats a JavaScript peer may write for them (see
+/// [`protocol`](crate::protocol#javascript-numbers)).
 pub fn decode_arg<T: DeserializeOwned>(codec: &dyn Codec, raw: &[u8]) -> Result<T, String> {
     // The built-in codecs deserialize straight into `T`, with the deserializer
     // their `deserialize_arg` would erase (same configuration, same errors, no
@@ -92,18 +137,29 @@ pub fn decode_arg<T: DeserializeOwned>(codec: &dyn Codec, raw: &[u8]) -> Result<
     // hands back and dispatches every step through a vtable.
     match codec.builtin() {
         Some(Builtin(BuiltinKind::MsgPack)) => {
-            let mut de = rmp_serde::Deserializer::from_read_ref(raw);
-            return T::deserialize(&mut de).map_err(|e| e.to_string());
+            let decode = |raw: &[u8]| {
+                let mut de = rmp_serde::Deserializer::from_read_ref(raw);
+                T::deserialize(JsNumbers(&mut de)).map_err(|e| e.to_string())
+            };
+            // Strings that msgpack-lite 0.1 wrote as CESU-8 come as bytes;
+            // only an argument that handed such bytes over is looked at again.
+            return match crate::jsnum::watching_for_cesu8(|| decode(raw)) {
+                (decoded, false) => decoded,
+                (decoded, true) => match msgpack::utf8_from_cesu8(raw) {
+                    Some(fixed) => decode(&fixed),
+                    None => decoded,
+                },
+            };
         }
         Some(Builtin(BuiltinKind::Json)) => {
             let mut de = serde_json::Deserializer::from_slice(raw);
-            return T::deserialize(&mut de).map_err(|e| e.to_string());
+            return T::deserialize(JsNumbers(&mut de)).map_err(|e| e.to_string());
         }
         None => {}
     }
     let mut out = None;
     codec.deserialize_arg(raw, &mut |de| {
-        out = Some(erased_serde::deserialize::<T>(de)?);
+        out = Some(T::deserialize(JsNumbers(de))?);
         Ok(())
     })?;
     out.ok_or_else(|| "codec produced no value".to_owned())

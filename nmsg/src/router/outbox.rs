@@ -602,7 +602,7 @@ mod tests {
         while at < bytes.len() {
             let len = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
             let payload = &bytes[at + 4..at + 4 + len];
-            for frame in MsgPack.decode_message(payload).unwrap().into_frames() {
+            for frame in MsgPack.decode_all(payload).unwrap().into_frames() {
                 let frame = frame.unwrap();
                 let n = crate::codec::decode_arg(&MsgPack, &payload[frame.data[0].clone()]);
                 out.push((matches!(frame.kind, FrameKind::Event(_)), n.unwrap()));

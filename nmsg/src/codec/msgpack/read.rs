@@ -99,6 +99,14 @@ impl<'a> Reader<'a> {
             .ok_or_else(cut_short)
     }
 
+    /// Fails unless the reader is at the end of the message.
+    pub(super) fn at_end(&self) -> Result<(), ProtocolError> {
+        if self.pos != self.buf.len() {
+            return Err(undecodable("trailing bytes after the message"));
+        }
+        Ok(())
+    }
+
     /// Reads the marker and fixed-size header of the next value without moving;
     /// returns its kind and the header's length in bytes.
     pub(super) fn header(&self) -> Result<(Kind, usize), ProtocolError> {
