@@ -186,4 +186,30 @@ fn write_seed_corpus() {
     half.truncate(half.len() - 7);
     write("framing", "truncated-payload", &f(255, &[1, 4], &half));
     write("framing", "empty", &f(255, &[0], b""));
+
+    // Messages of the original's quirks: CESU-8 strings (msgpack-lite 0.1:
+    // U+1F600 as two surrogates), integers written as floats, -0, huge
+    // numbers; a trailing callback, so they are answered.
+    let cesu = [0xa6, 0xed, 0xa0, 0xbd, 0xed, 0xb8, 0x80];
+    let mut mp = vec![0x84, 0xa1, b'i', 0x01, 0xa1, b'e', 0xa4];
+    mp.extend_from_slice(b"ping");
+    mp.extend_from_slice(&[0xa1, b'a', 0x95]);
+    mp.extend_from_slice(&cesu);
+    mp.push(0x81);
+    mp.extend_from_slice(&cesu);
+    mp.push(0xcb);
+    mp.extend_from_slice(&42f64.to_be_bytes());
+    mp.push(0xcb);
+    mp.extend_from_slice(&(-0f64).to_be_bytes());
+    mp.push(0xca);
+    mp.extend_from_slice(&3f32.to_be_bytes());
+    mp.push(0xcb);
+    mp.extend_from_slice(&1e300f64.to_be_bytes());
+    mp.extend_from_slice(&[0xa1, b'c', 0x91, 0x05]);
+    write("msgpack_message", "quirks-cesu8-and-float-integers", &mp);
+    write(
+        "json_message",
+        "quirks-surrogates-and-float-integers",
+        br#"{"i":1,"e":"ping","a":["\ud83d\ude00",{"k":42.0},-0.0,3e0,1e300,9007199254740993],"c":[6]}"#,
+    );
 }
