@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use nmsg::Peer;
 
-use nmsg::codec::{ArgVisitor, Builtin, Decoded, FrameSink};
+use nmsg::codec::{ArgVisitor, Builtin, BulkForm, Decoded, FrameSink};
 use nmsg::frame::{Frame, FrameKind, OutFrame};
 use nmsg::transport::Address;
 use nmsg::{
@@ -155,7 +155,6 @@ impl Tally {
                     &self.stray
                 }
             }
-            Error::Unhandled(_) => &self.unhandled,
             _ => &self.handler_failures,
         };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -226,7 +225,7 @@ impl Codec for Observed {
         })?;
         match &decoded {
             Decoded::Single(frame) => observe(frame),
-            Decoded::Bulk(frames) => {
+            Decoded::Bulk(frames) | Decoded::KeyedBulk(frames) => {
                 self.tally.bulks.fetch_add(1, Ordering::Relaxed);
                 self.tally
                     .bulk_frames
@@ -244,16 +243,16 @@ impl Codec for Observed {
         self.inner.encode_frame(frame, out)
     }
 
-    fn bulk_start(&self, count: usize, out: &mut Vec<u8>) {
-        self.inner.bulk_start(count, out)
+    fn bulk_start(&self, count: usize, form: BulkForm, out: &mut Vec<u8>) {
+        self.inner.bulk_start(count, form, out)
     }
 
     fn bulk_separator(&self) -> &'static [u8] {
         self.inner.bulk_separator()
     }
 
-    fn bulk_end(&self, out: &mut Vec<u8>) {
-        self.inner.bulk_end(out)
+    fn bulk_end(&self, form: BulkForm, out: &mut Vec<u8>) {
+        self.inner.bulk_end(form, out)
     }
 
     // Arguments are decoded as with the inner codec alone (its direct path,
@@ -552,6 +551,10 @@ async fn connect(opts: Options) -> i32 {
         eprintln!("the last round trip failed: {why}");
     }
     client.stop().await;
+    // Events with no handler are ignored by the router, and counted there.
+    tally
+        .unhandled
+        .fetch_add(router.unhandled_events(), Ordering::Relaxed);
     println!("{}", tally.report(None));
     if failed > 0 || last.is_err() {
         1

@@ -514,7 +514,7 @@ async fn a_panicking_wiretap_is_reported_and_stops_only_that_event() {
 }
 
 #[tokio::test]
-async fn off_removes_a_handler_and_the_next_event_is_reported_unhandled() {
+async fn off_removes_a_handler_and_the_next_event_is_ignored_and_counted() {
     let (client, server, _link) = pair();
     serve_echo(&server);
     let mut errors = errors_of(&server);
@@ -532,11 +532,8 @@ async fn off_removes_a_handler_and_the_next_event_is_reported_unhandled() {
     client.emit("gone", ()).unwrap();
     barrier(&client).await;
     assert_eq!(hits.load(Ordering::SeqCst), 1);
-    let e = errors.try_recv().unwrap();
-    assert!(
-        matches!(&e, Error::Unhandled(name) if name == "gone"),
-        "{e}"
-    );
+    // Ignored and counted, not reported: a peer may emit what is not served.
+    assert_eq!(server.unhandled_events(), 1);
     no_errors(&mut errors);
 }
 

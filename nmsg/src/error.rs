@@ -242,7 +242,9 @@ pub enum Error {
         /// The panic message, if it was a string.
         message: String,
     },
-    /// An event arrived that no handler serves. It was dropped.
+    /// No handler serves an event. A router does not report this: it
+    /// ignores such events and counts them
+    /// ([`Router::unhandled_events`](crate::Router::unhandled_events)).
     #[error("no handler for event `{0}`")]
     Unhandled(String),
     /// A response arrived for a frame or callback that is unknown, finished or already answered.

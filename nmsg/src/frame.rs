@@ -104,12 +104,17 @@ fn id_u32(key: &'static str, v: u64) -> Result<u32, ProtocolError> {
 }
 
 impl FrameFields {
-    /// Applies the protocol's rules: `i` required; `e` makes an event, else `r` and
-    /// `f` are required; callback positions strictly ascending and within the
+    /// Applies the protocol's rules: `i` required; `e` makes an event (but an
+    /// empty `e` beside `r` does not), else `r` and `f` are required; callback positions strictly ascending and within the
     /// argument list; `t` a finite, non-negative number.
     pub fn validate(self) -> Result<Frame, ProtocolError> {
         let id = id_u32("i", self.id.ok_or(ProtocolError::MissingKey { key: "i" })?)?;
-        let kind = match self.event {
+        // The original's first release and its TCP stack write `e: ""` on
+        // every response: with `r`, an empty event name is no event.
+        let event = self
+            .event
+            .filter(|name| !(name.is_empty() && self.reply_to.is_some()));
+        let kind = match event {
             Some(name) => FrameKind::Event(name),
             None => match (self.reply_to, self.position) {
                 (Some(r), Some(f)) => FrameKind::Response {

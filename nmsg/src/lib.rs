@@ -78,7 +78,7 @@ pub use args::{Arg, Args, FromArg, FromArgs, IntoArgs, OutArgs, ToArg};
 pub use backoff::{Backoff, DEFAULT_JITTER};
 pub use callback::{Callback, LocalCallback, RemoteCallback, Reply};
 pub use client::{Client, ClientBuilder, ClientEvent};
-pub use codec::{Codec, Json, MsgPack};
+pub use codec::{BulkForm, Codec, Json, MsgPack};
 pub use error::{Disconnect, EncodeError, Error, FramingError, Panicked, ProtocolError};
 pub use handler::{AsyncReturn, BoxError, HandlerReturn, SyncReturn};
 pub use lifecycle::DEFAULT_STOP_TIMEOUT;

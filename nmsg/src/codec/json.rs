@@ -9,7 +9,7 @@ use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{ArgVisitor, Codec, Decoded, FrameSink, MAX_DEPTH};
+use super::{ArgVisitor, BulkForm, Codec, Decoded, FrameSink, MAX_DEPTH};
 use crate::error::{EncodeError, ProtocolError};
 use crate::frame::{Frame, FrameFields, OutFrame, OutKind, SmallVec};
 
@@ -256,11 +256,50 @@ fn frame(message: &str, raw: &RawValue, enclosing: usize) -> Result<Frame, Proto
     .validate()
 }
 
+/// The array of a keyed bulk (`{"b": [frames]}`, an object of that one
+/// key), as text borrowed from the message; `None` for anything else.
+fn keyed_bulk(object: &str) -> Option<&str> {
+    let after_brace = object.get(1..)?.trim_start();
+    if !after_brace.starts_with("\"b\"") {
+        return None;
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Keyed<'a> {
+        #[serde(borrow)]
+        b: &'a RawValue,
+    }
+    let keyed: Keyed<'_> = serde_json::from_str(object).ok()?;
+    (first_byte(keyed.b.get()) == Some(b'[')).then(|| keyed.b.get())
+}
+
+/// Hands the frames of `array` (a bulk's array, checked whole: borrowed from
+/// `text`, the message, where it is nested `enclosing` levels deep) to the
+/// sink; gives how many there were.
+fn each_frame(
+    text: &str,
+    array: &str,
+    enclosing: usize,
+    bulk: &mut FrameSink<'_>,
+) -> Result<usize, ProtocolError> {
+    let mut de = serde_json::Deserializer::from_str(array);
+    let each = EachFrame {
+        text,
+        enclosing,
+        bulk,
+    };
+    serde::Deserializer::deserialize_seq(&mut de, each)
+        .and_then(|count| de.end().map(|()| count))
+        .map_err(undecodable)
+}
+
 /// Reads a bulk's elements one at a time, each as a raw value borrowed from
 /// the message, and hands each, parsed as a frame, to the sink before it
 /// reads the next. Gives the number of elements.
 struct EachFrame<'t, 's, 'f> {
     text: &'t str,
+    /// The levels around each frame: 1 in an array, 2 in a keyed bulk.
+    enclosing: usize,
     bulk: &'s mut FrameSink<'f>,
 }
 
@@ -274,7 +313,7 @@ impl<'de> Visitor<'de> for EachFrame<'_, '_, '_> {
     fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<usize, S::Error> {
         let mut index = 0;
         while let Some(raw) = seq.next_element::<&'de RawValue>()? {
-            (self.bulk)(frame(self.text, raw, 1).map_err(|e| match e {
+            (self.bulk)(frame(self.text, raw, self.enclosing).map_err(|e| match e {
                 ProtocolError::NotAMessage { found } => ProtocolError::NotAFrame { index, found },
                 other => other,
             }));
@@ -318,18 +357,20 @@ impl Codec for Json {
         match first_byte(text) {
             Some(b'{') => {
                 let raw: &RawValue = serde_json::from_str(text).map_err(undecodable)?;
+                // The first release's bulk, `{"b": [frames]}`: an object
+                // whose first key is "b" is looked at again (a frame's is "i").
+                if let Some(frames) = keyed_bulk(raw.get()) {
+                    let count = each_frame(text, frames, 2, bulk)?;
+                    return Ok(Decoded::KeyedBulk(count));
+                }
                 Ok(Decoded::Single(frame(text, raw, 0)))
             }
             Some(b'[') => {
                 // The whole message is checked before its first frame goes:
                 // one that cannot be decoded routes none of them. A raw
                 // value is read in one pass, at any depth, with no allocation.
-                let _: &RawValue = serde_json::from_str(text).map_err(undecodable)?;
-                let mut de = serde_json::Deserializer::from_str(text);
-                let count = serde::Deserializer::deserialize_seq(&mut de, EachFrame { text, bulk })
-                    .and_then(|count| de.end().map(|()| count))
-                    .map_err(undecodable)?;
-                Ok(Decoded::Bulk(count))
+                let raw: &RawValue = serde_json::from_str(text).map_err(undecodable)?;
+                Ok(Decoded::Bulk(each_frame(text, raw.get(), 1, bulk)?))
             }
             None => Err(undecodable("empty payload")),
             Some(_) => {
@@ -405,16 +446,22 @@ impl Codec for Json {
         Ok(())
     }
 
-    fn bulk_start(&self, _count: usize, out: &mut Vec<u8>) {
-        out.push(b'[');
+    fn bulk_start(&self, _count: usize, form: BulkForm, out: &mut Vec<u8>) {
+        match form {
+            BulkForm::Array => out.push(b'['),
+            BulkForm::Keyed => out.extend_from_slice(b"{\"b\":["),
+        }
     }
 
     fn bulk_separator(&self) -> &'static [u8] {
         b","
     }
 
-    fn bulk_end(&self, out: &mut Vec<u8>) {
-        out.push(b']');
+    fn bulk_end(&self, form: BulkForm, out: &mut Vec<u8>) {
+        match form {
+            BulkForm::Array => out.push(b']'),
+            BulkForm::Keyed => out.extend_from_slice(b"]}"),
+        }
     }
 
     fn builtin(&self) -> Option<super::Builtin> {

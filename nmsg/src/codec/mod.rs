@@ -36,8 +36,26 @@ pub type FrameSink<'s> = dyn FnMut(Result<Frame, ProtocolError>) + 's;
 pub enum Decoded {
     /// A message of one frame: the frame, or what is wrong with it.
     Single(Result<Frame, ProtocolError>),
-    /// A bulk message of this many elements, each handed to the sink.
+    /// A bulk message (an array of frames) of this many elements, each
+    /// handed to the sink.
     Bulk(usize),
+    /// A bulk message in the keyed form of the original's first release
+    /// (`{"b": [frames]}`) of this many elements, each handed to the sink.
+    KeyedBulk(usize),
+}
+
+/// How a bulk message is written: the array of its frames, or that array
+/// under the key `b` (`{"b": [frames]}`), as the original's first release
+/// (nmsg 1.0.2 with nmsg-rpc 1.0.6) writes and reads it. A router writes its
+/// peer's form ([`RouterBuilder::bulk_form`](crate::RouterBuilder::bulk_form)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum BulkForm {
+    /// `[frame, frame, ...]`: the later releases' form, and nmsg's default.
+    #[default]
+    Array,
+    /// `{"b": [frame, frame, ...]}`: the first release's form.
+    Keyed,
 }
 
 /// A message encoding.
@@ -78,7 +96,7 @@ pub trait Codec: Send + Sync + fmt::Debug + 'static {
         let mut frames = Vec::new();
         match self.decode_message(payload, &mut |frame| frames.push(frame))? {
             Decoded::Single(frame) => Ok(Message::Single(frame)),
-            Decoded::Bulk(_) => Ok(Message::Bulk(frames)),
+            Decoded::Bulk(_) | Decoded::KeyedBulk(_) => Ok(Message::Bulk(frames)),
         }
     }
 
@@ -89,22 +107,23 @@ pub trait Codec: Send + Sync + fmt::Debug + 'static {
     /// Appends the encoding of `frame` to `out`.
     fn encode_frame(&self, frame: &OutFrame<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError>;
 
-    /// Appends the start of a bulk message of `count` frames to `out`.
-    fn bulk_start(&self, count: usize, out: &mut Vec<u8>);
+    /// Appends the start of a bulk message of `count` frames, in `form`, to `out`.
+    fn bulk_start(&self, count: usize, form: BulkForm, out: &mut Vec<u8>);
 
     /// The bytes between two frames of a bulk message.
     fn bulk_separator(&self) -> &'static [u8];
 
-    /// Appends the end of a bulk message to `out`.
-    fn bulk_end(&self, out: &mut Vec<u8>);
+    /// Appends the end of a bulk message in `form` to `out`.
+    fn bulk_end(&self, form: BulkForm, out: &mut Vec<u8>);
 
     /// The most bytes [`Codec::bulk_start`] and [`Codec::bulk_end`] add to a
-    /// bulk message together: a buffered router keeps this much room in every
-    /// bulk it fills, and in every frame it encodes. The default, 6, is what
-    /// nmsg's own codecs need at the most (a 5-byte MsgPack array header; a
-    /// JSON bracket at each end).
+    /// bulk message together, in either [`BulkForm`]: a buffered router keeps
+    /// this much room in every bulk it fills, and in every frame it encodes.
+    /// The default, 8, is what nmsg's own codecs need at the most (a 5-byte
+    /// MsgPack array header after the 3 bytes of `{"b":`; JSON's `{"b":[`
+    /// and `]}`).
     fn bulk_overhead(&self) -> usize {
-        6
+        8
     }
 
     /// Which of nmsg's own codecs this is; `None` (the default) for any other.
@@ -166,14 +185,19 @@ pub fn decode_arg<T: DeserializeOwned>(codec: &dyn Codec, raw: &[u8]) -> Result<
 }
 
 /// Encodes a whole bulk message (no length prefix) from already encoded
-/// frames, with the bulk writer a buffered router uses.
+/// frames, with the bulk writer a buffered router uses, as an array.
 pub fn encode_bulk(codec: &dyn Codec, frames: &[&[u8]]) -> Vec<u8> {
+    encode_bulk_in(codec, BulkForm::Array, frames)
+}
+
+/// [`encode_bulk`] in either [`BulkForm`].
+pub fn encode_bulk_in(codec: &dyn Codec, form: BulkForm, frames: &[&[u8]]) -> Vec<u8> {
     let mut bulk = Bulk::default();
     for frame in frames {
         bulk.push(codec, frame);
     }
     let mut out = bytes::BytesMut::new();
-    bulk.seal(codec, &mut out);
+    bulk.seal(codec, form, &mut out);
     out[crate::framing::PREFIX_LEN..].to_vec()
 }
 
@@ -209,14 +233,15 @@ impl Bulk {
         self.frames += 1;
     }
 
-    /// Appends the bulk to `dst` as one length-prefixed message, and empties it.
-    pub(crate) fn seal(&mut self, codec: &dyn Codec, dst: &mut bytes::BytesMut) {
+    /// Appends the bulk to `dst` as one length-prefixed message in `form`,
+    /// and empties it.
+    pub(crate) fn seal(&mut self, codec: &dyn Codec, form: BulkForm, dst: &mut bytes::BytesMut) {
         // The bulk's end and start are appended to its frames, in the same
         // buffer, and copied out in order: no buffer of their own per message.
         let frames = self.joined.len();
-        codec.bulk_end(&mut self.joined);
+        codec.bulk_end(form, &mut self.joined);
         let end = self.joined.len();
-        codec.bulk_start(self.frames, &mut self.joined);
+        codec.bulk_start(self.frames, form, &mut self.joined);
         let len = self.joined.len();
         crate::framing::put_prefix(dst, len);
         dst.extend_from_slice(&self.joined[end..]);

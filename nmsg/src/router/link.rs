@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 
 use crate::args::{Args, Received};
-use crate::codec::Decoded;
+use crate::codec::{BulkForm, Decoded};
 use crate::error::{Disconnect, Error, Panicked, ProtocolError};
 use crate::frame::{Frame, FrameKind, REPORTED_FRAME_ERRORS};
 use crate::handler::panic_message;
@@ -72,10 +72,19 @@ impl Link {
             // call through the sink.
             Ok(Decoded::Single(Ok(frame))) => self.route_frame(payload, frame, epoch),
             Ok(Decoded::Single(Err(e))) | Err(e) => router.report(e.into()),
-            Ok(Decoded::Bulk(_)) => {}
+            // A peer is answered in the bulk form it uses (unless fixed).
+            Ok(Decoded::Bulk(_)) => self.heard_bulk(BulkForm::Array),
+            Ok(Decoded::KeyedBulk(_)) => self.heard_bulk(BulkForm::Keyed),
         }
         if let Some(e) = bad.into_error() {
             router.report(e);
+        }
+    }
+
+    fn heard_bulk(&self, form: BulkForm) {
+        let inner = &*self.router.inner;
+        if inner.opts.bulk_form.is_none() {
+            inner.outbox.learn_bulk_form(form);
         }
     }
 

@@ -109,11 +109,15 @@ impl Router {
     }
 
     fn with_options(opts: Arc<Options>) -> Router {
+        let outbox = Outbox::new();
+        if let Some(form) = opts.bulk_form {
+            outbox.learn_bulk_form(form);
+        }
         Router {
             inner: Arc::new(Inner {
                 opts,
                 routes: RouteTable::new(),
-                outbox: Outbox::new(),
+                outbox,
                 pending: Pending::new(),
             }),
         }
@@ -260,5 +264,14 @@ impl Router {
     /// Frames in the outgoing queue.
     pub fn queued_frames(&self) -> usize {
         self.inner.outbox.queued_frames()
+    }
+
+    /// How many events arrived with no handler for them (no handler of the
+    /// router's, its [`Api`]'s or a wildcard). They are ignored, with a debug
+    /// log and no report to the error hook: a peer may emit events this side
+    /// does not serve, and the original's first TCP server even writes every
+    /// message back to its sender.
+    pub fn unhandled_events(&self) -> u64 {
+        self.inner.routes.unhandled()
     }
 }

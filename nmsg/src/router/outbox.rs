@@ -14,13 +14,14 @@
 //! bulk); an unbuffered one keeps runs only from the first response queued
 //! to the next take, one per stretch of responses or of other frames.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
 
-use crate::codec::{Bulk, Codec};
+use crate::codec::{Bulk, BulkForm, Codec};
 use crate::error::Disconnect;
 use crate::error::Error;
 use crate::framing::{put_message, PREFIX_LEN};
@@ -205,6 +206,9 @@ pub(super) struct Outbox {
     /// Whether the transport may read now, as far as the queue's level says
     /// ([`ReadGate`]): raised by a push, lowered by a take.
     pub(super) gate: ReadGate,
+    /// The queue's `bulk_form` is keyed: read without the lock, so that a
+    /// bulk received in the form already used takes none.
+    keyed: AtomicBool,
 }
 
 /// What [`Outbox`] guards: the queue, and the callback table of the frames
@@ -223,6 +227,9 @@ pub(super) struct Queue {
     /// The open bulk (buffered routers): its frames, their bytes, and whether
     /// they are responses.
     bulk: Bulk,
+    /// The form the open bulk is sealed in: the peer's, or the one the
+    /// options fix ([`Outbox::learn_bulk_form`]).
+    bulk_form: BulkForm,
     bulk_frames: usize,
     bulk_bytes: usize,
     bulk_responses: bool,
@@ -440,7 +447,7 @@ impl Queue {
 
     /// Seals the open bulk (not empty) into `ready`, as a run of its own.
     fn seal_bulk(&mut self, codec: &dyn Codec) {
-        self.bulk.seal(codec, &mut self.ready);
+        self.bulk.seal(codec, self.bulk_form, &mut self.ready);
         self.runs.push(Run {
             end: self.ready.len(),
             frames: std::mem::take(&mut self.bulk_frames),
@@ -496,6 +503,17 @@ impl Outbox {
             queue: Mutex::new(Queue::default()),
             space: Notify::new(),
             gate: ReadGate::default(),
+            keyed: AtomicBool::new(false),
+        }
+    }
+
+    /// Seals bulks in `form` from now on: the form the peer's last bulk had,
+    /// unless the options fix one ([`RouterBuilder::bulk_form`](super::RouterBuilder::bulk_form)).
+    pub(super) fn learn_bulk_form(&self, form: BulkForm) {
+        let keyed = form == BulkForm::Keyed;
+        if self.keyed.load(Ordering::Relaxed) != keyed {
+            self.lock().bulk_form = form;
+            self.keyed.store(keyed, Ordering::Relaxed);
         }
     }
 

@@ -1,6 +1,6 @@
 //! The MsgPack codec: frames are maps keyed by one-letter strings.
 
-use super::{ArgVisitor, Codec, Decoded, FrameSink};
+use super::{ArgVisitor, BulkForm, Codec, Decoded, FrameSink};
 use crate::error::{EncodeError, ProtocolError};
 use crate::frame::{OutFrame, OutKind};
 
@@ -32,6 +32,8 @@ impl Codec for MsgPack {
             buf: payload,
             pos: 0,
         };
+        // The first release's bulk, `{"b": [frames]}`: a map of one key.
+        let keyed = matches!(r.peek()?, Kind::Map(1)) && r.enter_keyed_bulk()?;
         match r.peek()? {
             Kind::Map(_) => {
                 let frame = r.frame(1)?;
@@ -39,6 +41,8 @@ impl Codec for MsgPack {
                 Ok(Decoded::Single(frame))
             }
             Kind::Array(n) => {
+                // Frames sit one level deeper in a keyed bulk.
+                let depth = 2 + keyed as usize;
                 // The whole message is checked before its first frame goes:
                 // one that cannot be decoded routes none of them. The check
                 // walks it once and allocates nothing per element.
@@ -51,9 +55,9 @@ impl Codec for MsgPack {
                 r.advance_header()?;
                 for index in 0..n as usize {
                     let frame = match r.peek()? {
-                        Kind::Map(_) => r.frame(2)?,
+                        Kind::Map(_) => r.frame(depth)?,
                         other => {
-                            r.skip(2)?;
+                            r.skip(depth)?;
                             Err(ProtocolError::NotAFrame {
                                 index,
                                 found: other.name(),
@@ -62,7 +66,10 @@ impl Codec for MsgPack {
                     };
                     bulk(frame);
                 }
-                Ok(Decoded::Bulk(n as usize))
+                Ok(match keyed {
+                    false => Decoded::Bulk(n as usize),
+                    true => Decoded::KeyedBulk(n as usize),
+                })
             }
             other => Err(ProtocolError::NotAMessage {
                 found: other.name(),
@@ -133,7 +140,11 @@ impl Codec for MsgPack {
         Ok(())
     }
 
-    fn bulk_start(&self, count: usize, out: &mut Vec<u8>) {
+    fn bulk_start(&self, count: usize, form: BulkForm, out: &mut Vec<u8>) {
+        if form == BulkForm::Keyed {
+            // {"b": [...]}
+            out.extend_from_slice(&[0x81, 0xa1, b'b']);
+        }
         put_len(out, count as u32, 0x90, 0xdc);
     }
 
@@ -141,7 +152,7 @@ impl Codec for MsgPack {
         b""
     }
 
-    fn bulk_end(&self, _out: &mut Vec<u8>) {}
+    fn bulk_end(&self, _form: BulkForm, _out: &mut Vec<u8>) {}
 
     fn builtin(&self) -> Option<super::Builtin> {
         Some(super::Builtin(super::BuiltinKind::MsgPack))

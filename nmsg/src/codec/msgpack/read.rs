@@ -252,6 +252,22 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// At a map of one entry keyed `"b"` whose value is an array (a bulk of
+    /// the original's first release, `{"b": [frames]}`): moves to the array
+    /// and says yes. Anything else (a frame, nearly always) leaves the reader
+    /// where it is.
+    pub(super) fn enter_keyed_bulk(&mut self) -> Result<bool, ProtocolError> {
+        let start = self.pos;
+        if let (Kind::Map(1), hlen) = self.header()? {
+            self.pos += hlen;
+            if self.key_str()? == Some(b"b") && matches!(self.peek()?, Kind::Array(_)) {
+                return Ok(true);
+            }
+        }
+        self.pos = start;
+        Ok(false)
+    }
+
     /// Reads the `n` bytes of a string; `Ok(None)` if they are not UTF-8. The
     /// reader is past them either way: a bad string spoils its frame, not the
     /// frames after it.
