@@ -238,3 +238,69 @@ fn other_invalid_utf8_is_still_an_error() {
         assert!(text.is_err(), "{bad:x?} decoded as {text:?}");
     }
 }
+
+/// The next event of `events` that `pick` takes, within a second of paused time.
+async fn next_matching<E: Clone, T>(
+    events: &mut tokio::sync::broadcast::Receiver<E>,
+    mut pick: impl FnMut(E) -> Option<T>,
+) -> T {
+    tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            if let Some(found) = pick(events.recv().await.unwrap()) {
+                return found;
+            }
+        }
+    })
+    .await
+    .expect("the event came")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_that_does_not_fit_is_a_server_and_client_event_with_the_peer() {
+    use nmsg::transport::memory::Network;
+    use nmsg::{Client, ClientEvent, Server, ServerEvent};
+    let net = Network::new();
+    let (tx, _ticks) = tokio::sync::mpsc::unbounded_channel();
+    let server = Server::builder(net.binder("clock"))
+        .api(ClockApi::new(Ticks(tx)).into_api())
+        .start();
+    let mut server_events = server.events();
+    server.started().await.unwrap();
+    let client = Client::builder(net.connector("clock")).start();
+    let (tx, _ticks) = tokio::sync::mpsc::unbounded_channel();
+    ClockApi::new(Ticks(tx)).register(client.router());
+    let mut client_events = client.events();
+    client.connected().await;
+    client.router().emit("tick", args!["noon"]).unwrap();
+    let (socket, event, error) = next_matching(&mut server_events, |e| match e {
+        ServerEvent::BadRequest {
+            socket,
+            event,
+            error,
+            ..
+        } => Some((socket, event, error)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(server.sockets()[0].id(), socket);
+    assert_eq!(event, "tick");
+    assert_eq!(
+        error,
+        "argument 0: invalid type: string \"noon\", expected u64"
+    );
+    // The server calls the client's typed handler with what does not fit.
+    server.sockets()[0]
+        .router()
+        .emit("tick", args![-1])
+        .unwrap();
+    let (event, error) = next_matching(&mut client_events, |e| match e {
+        ClientEvent::BadRequest { event, error } => Some((event, error)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(event, "tick");
+    assert_eq!(
+        error,
+        "argument 0: invalid value: integer `-1`, expected u64"
+    );
+}

@@ -62,6 +62,15 @@ pub enum ClientEvent {
         /// Why the last attempt failed.
         error: String,
     },
+    /// A request's arguments did not fit the typed handler of its event
+    /// (`#[nmsg::events]`): the handler did not run, an error-first method
+    /// answered `cb(message)`, and the router's error hook got the error.
+    BadRequest {
+        /// The event.
+        event: String,
+        /// What did not fit.
+        error: String,
+    },
     /// The client stopped.
     Stopped {
         /// Frames still in the client's queue when its router closed, never
@@ -170,7 +179,20 @@ impl ClientBuilder {
     /// Its router is usable now; what is emitted before the connection is up
     /// is queued. Needs a tokio runtime.
     pub fn start(self) -> Client {
-        let inner = Arc::new(ClientInner::new(self));
+        let inner = Arc::new_cyclic(|me: &std::sync::Weak<ClientInner>| {
+            let me = me.clone();
+            ClientInner::new(
+                self,
+                Arc::new(move |_: &Router, event: &str, error: &crate::Error| {
+                    if let Some(inner) = me.upgrade() {
+                        inner.events.send(ClientEvent::BadRequest {
+                            event: event.to_owned(),
+                            error: error.to_string(),
+                        });
+                    }
+                }),
+            )
+        });
         tokio::spawn(run(Ending::new(inner.clone())));
         Client { inner }
     }
@@ -201,8 +223,8 @@ struct ClientInner {
 }
 
 impl ClientInner {
-    fn new(builder: ClientBuilder) -> Self {
-        let router = builder.router.build();
+    fn new(builder: ClientBuilder, bad_request: crate::router::BadRequestHook) -> Self {
+        let router = builder.router.on_bad_request(bad_request).build();
         router.keep_losses();
         ClientInner {
             router,
@@ -433,7 +455,10 @@ mod tests {
     /// Every client holds one (`idle10k` in BENCHMARKS.md).
     #[test]
     fn the_task_of_a_client_stays_small() {
-        let inner = Arc::new(ClientInner::new(Client::tcp("127.0.0.1:1")));
+        let inner = Arc::new(ClientInner::new(
+            Client::tcp("127.0.0.1:1"),
+            Arc::new(|_: &Router, _: &str, _: &crate::Error| {}),
+        ));
         let size = std::mem::size_of_val(&run(Ending::new(inner)));
         assert!(size <= 280, "a client's task future takes {size} bytes");
     }

@@ -64,10 +64,14 @@ macro_rules! forward_wrapped {
     )*};
 }
 
+/// An integer is read as any value: a number of any kind reaches the
+/// [`Integer`] visitor, and anything else the integer type's own visitor, whose
+/// error names the value and the type (MsgPack's reader, asked for an integer,
+/// would only say that the marker is wrong).
 macro_rules! forward_integers {
     ($($method:ident),* $(,)?) => {$(
         fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-            self.0.$method(Integer(visitor))
+            self.0.deserialize_any(Integer(visitor))
         }
     )*};
 }

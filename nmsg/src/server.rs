@@ -81,6 +81,19 @@ pub enum ServerEvent {
         /// The peer's address.
         peer: Address,
     },
+    /// A request's arguments did not fit the typed handler of its event
+    /// (`#[nmsg::events]`): the handler did not run, an error-first method
+    /// answered `cb(message)`, and the socket's error hook got the error.
+    BadRequest {
+        /// The socket's id.
+        socket: u64,
+        /// The peer's address.
+        peer: Address,
+        /// The event.
+        event: String,
+        /// What did not fit.
+        error: String,
+    },
     /// A connection ended. What was lost with it, if anything, follows as
     /// [`ServerEvent::Lost`].
     Disconnected {
@@ -235,9 +248,9 @@ impl ServerBuilder {
     /// Starts the server and returns at once: it binds in the background,
     /// retrying with backoff. Needs a tokio runtime.
     pub fn start(self) -> Server {
-        let inner = Arc::new(ServerInner {
+        let inner = Arc::new_cyclic(|me: &std::sync::Weak<ServerInner>| ServerInner {
             api: self.api,
-            router: self.router,
+            router: self.router.on_bad_request(bad_request_events(me.clone())),
             connection: self.connection.stop_timeout(self.stop_timeout),
             max_connections: self.max_connections,
             sockets: Mutex::new(Sockets::default()),
@@ -682,6 +695,32 @@ fn retrying_may_fix(error: &std::io::Error) -> bool {
         // name does not resolve (std: "failed to lookup address information").
         _ => error.raw_os_error().is_some(),
     }
+}
+
+/// Sends a [`ServerEvent::BadRequest`] for a request one of the server's
+/// sockets refused.
+fn bad_request_events(server: std::sync::Weak<ServerInner>) -> crate::router::BadRequestHook {
+    Arc::new(move |router: &Router, event: &str, error: &Error| {
+        let Some(inner) = server.upgrade() else {
+            return;
+        };
+        // Rare: a look through the live sockets finds the one of the router.
+        let socket = inner
+            .sockets
+            .locked()
+            .live
+            .values()
+            .find(|s| s.router().same(router))
+            .map(|s| (s.id, s.peer.clone()));
+        if let Some((socket, peer)) = socket {
+            inner.events.send(ServerEvent::BadRequest {
+                socket,
+                peer,
+                event: event.to_owned(),
+                error: error.to_string(),
+            });
+        }
+    })
 }
 
 fn accept(inner: &Arc<ServerInner>, stream: crate::transport::BoxStream, peer: Address) {

@@ -330,12 +330,13 @@ fn emit(
     }
 }
 
-/// A typed handler's arguments that do not fit its parameters: logged, and
-/// answered with `cb(message)` when the method is error-first (`refuse` is
+/// A typed handler's arguments that do not fit its parameters: logged, told
+/// to the client's or server's events (`BadRequest`), and answered with `cb(message)` when the method is error-first (`refuse` is
 /// the position of its reply callback).
 #[cold]
 fn refuse(args: &Args, event: &str, refuse: Option<usize>, error: Error) -> Error {
     tracing::warn!(event, %error, "nmsg: the arguments of a request do not fit its typed handler");
+    args.peer().bad_request(event, &error);
     if let Some(at) = refuse {
         if let Ok(reply) = args.callback(at) {
             let _ = reply.call((format!("bad arguments for {event}: {error}"),));

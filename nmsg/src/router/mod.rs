@@ -44,6 +44,7 @@ pub use options::{
 };
 pub use routes::{Api, Flow, WILDCARD};
 
+pub(crate) use options::BadRequestHook;
 use options::Options;
 use outbox::Outbox;
 pub(crate) use outbox::Tally;
@@ -264,6 +265,14 @@ impl Router {
     /// Frames in the outgoing queue.
     pub fn queued_frames(&self) -> usize {
         self.inner.outbox.queued_frames()
+    }
+
+    /// A request on this router whose arguments did not fit its typed
+    /// handler: tells the client's or server's events, if the router is one's.
+    pub(crate) fn bad_request(&self, event: &str, error: &Error) {
+        if let Some(hook) = &self.inner.opts.bad_request {
+            hook(self, event, error);
+        }
     }
 
     /// How many events arrived with no handler for them (no handler of the
