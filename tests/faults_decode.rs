@@ -2,84 +2,19 @@
 //! for what is routed, not for its element count, and its bad frames reach
 //! the error hook as one summary.
 //!
-//! Memory is counted per thread by the allocator below: `Link::dispatch`
+//! Memory is counted per thread by the allocator of `alloc_support`: `Link::dispatch`
 //! decodes and routes on the caller's thread, sync handlers and the error hook
 //! included.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+mod alloc_support;
+
+use alloc_support::peak_growth;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use nmsg::codec::encode_bulk;
 use nmsg::frame::REPORTED_FRAME_ERRORS;
 use nmsg::{Args, Codec, Error, Json, MsgPack, ProtocolError, Router, Value};
-
-// ----- live bytes allocated by the current thread -----
-
-struct Counting;
-
-thread_local! {
-    static LIVE: Cell<isize> = const { Cell::new(0) };
-    static PEAK: Cell<isize> = const { Cell::new(0) };
-}
-
-/// A thread that goes over this many live bytes gets no more memory: the
-/// test process aborts instead of taking the machine's (the old decoder
-/// wanted about 2 GB for the bulks below).
-const CAP: isize = 1 << 30;
-
-/// Counts `delta` bytes more for this thread; false (and nothing counted)
-/// if that would take it over [`CAP`].
-fn note(delta: isize) -> bool {
-    LIVE.try_with(|live| {
-        let now = live.get() + delta;
-        if delta > 0 && now > CAP {
-            return false;
-        }
-        live.set(now);
-        let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
-        true
-    })
-    .unwrap_or(true)
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if !note(layout.size() as isize) {
-            return std::ptr::null_mut();
-        }
-        System.alloc(layout)
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if !note(layout.size() as isize) {
-            return std::ptr::null_mut();
-        }
-        System.alloc_zeroed(layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if !note(new_size as isize - layout.size() as isize) {
-            return std::ptr::null_mut();
-        }
-        System.realloc(ptr, layout, new_size)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        note(-(layout.size() as isize));
-        System.dealloc(ptr, layout)
-    }
-}
-
-#[global_allocator]
-static COUNTING: Counting = Counting;
-
-/// The most bytes live at once on this thread while `f` ran, above what was
-/// live when it started.
-fn peak_growth(f: impl FnOnce()) -> isize {
-    let base = LIVE.with(Cell::get);
-    PEAK.with(|peak| peak.set(base));
-    f();
-    PEAK.with(Cell::get) - base
-}
 
 const MIB: isize = 1 << 20;
 

@@ -6,10 +6,11 @@
 //! `Link`: they wait for `poll_read_ready` before each message, as a
 //! connection does, and hand it messages read into 8 KiB buffers, as a
 //! connection reads them. Time is tokio's paused time; memory is counted per
-//! thread by the allocator below (each test runs its runtime on its own thread).
+//! thread by the allocator of `alloc_support` (each test runs its runtime on its own thread).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+mod alloc_support;
+
+use alloc_support::{live_bytes, peak_above, reset_peak};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
@@ -21,60 +22,6 @@ use nmsg::transport::memory::Network;
 use nmsg::transport::Link;
 use nmsg::{Args, Client, Codec, MsgPack, RemoteCallback, Router, Server, ServerEvent};
 use tokio::sync::mpsc;
-
-// ----- live bytes allocated by the current thread -----
-
-struct Counting;
-
-thread_local! {
-    static LIVE: Cell<isize> = const { Cell::new(0) };
-    static PEAK: Cell<isize> = const { Cell::new(0) };
-}
-
-fn note(delta: isize) {
-    let _ = LIVE.try_with(|live| {
-        let now = live.get() + delta;
-        live.set(now);
-        let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
-    });
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size() as isize);
-        System.alloc(layout)
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note(layout.size() as isize);
-        System.alloc_zeroed(layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size as isize - layout.size() as isize);
-        System.realloc(ptr, layout, new_size)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        note(-(layout.size() as isize));
-        System.dealloc(ptr, layout)
-    }
-}
-
-#[global_allocator]
-static COUNTING: Counting = Counting;
-
-fn live_bytes() -> isize {
-    LIVE.with(Cell::get)
-}
-
-/// The most bytes live at once on this thread since the last call, above
-/// what was live at that call.
-fn reset_peak() -> isize {
-    let live = live_bytes();
-    PEAK.with(|peak| peak.replace(live)) - live
-}
-
-fn peak_above(base: isize) -> isize {
-    PEAK.with(Cell::get) - base
-}
 
 // ----- messages, as a connection reads them -----
 
