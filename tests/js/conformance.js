@@ -601,6 +601,7 @@ async function connect(opts) {
     library: opts.library,
     dialect: opts.dialect,
     buffered: opts.buffered,
+    quietUnhandled: opts.peerEchoes, // each event it sent comes back
     label: 'client',
     log,
   });

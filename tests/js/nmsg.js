@@ -412,7 +412,9 @@ function describe(v) {
  * reads every dialect), `buffered` (bulks; always on in the 2016 dialect),
  * `timeoutSeconds` (default: the dialect's), `echo` (the 2016 release's TCP
  * server bug: every message received is written back to its sender, before it
- * is handled), `maxMessageSize`, `log`, `label`, `tally`.
+ * is handled), `quietUnhandled` (events without a handler are counted, not
+ * logged: for a client of an echoing server), `maxMessageSize`, `log`, `label`,
+ * `tally`.
  *
  * Local errors (unencodable data, a callback invoked twice, sending on a
  * closed connection) throw. Remote errors (malformed frames, responses to
@@ -431,6 +433,7 @@ class Peer {
       : createCodec(options.codec || 'msgpack', { library: options.library, bulkForm: this.dialect.bulkForm });
     this.buffered = this.dialect.alwaysBuffered || !!options.buffered;
     this.echo = !!options.echo;
+    this.quietUnhandled = !!options.quietUnhandled; // counted, not logged
     this.maxMessageSize = options.maxMessageSize || DEFAULT_MAX_MESSAGE_SIZE;
     this.defaultTimeoutSeconds = this.dialect.timeoutSeconds;
     this.timeoutSeconds = options.timeoutSeconds ?? this.defaultTimeoutSeconds;
@@ -764,7 +767,7 @@ class Peer {
     const wildcard = this.handlers.get('*');
     if (!handler && !wildcard) {
       this.tally.unhandled += 1;
-      this.log(`${this.label}: no handler for event "${event}"; dropped`);
+      if (!this.quietUnhandled) this.log(`${this.label}: no handler for event "${event}"; dropped`);
       return;
     }
     if (handler) {
