@@ -51,7 +51,7 @@ const CLOSE_TIMEOUT_MS = 10000; // serve: how long the open connections may take
 // ---------------------------------------------------------------------------
 
 const USAGE = 'usage: node conformance.js serve|connect --addr HOST:PORT [--codec msgpack|json] [--buffered] [--until-eof]\n'
-  + `       [--library ${LIBRARIES.join('|')}] [--dialect ${Object.keys(DIALECTS).join('|')}] [--echo-bug] [--peer-echoes]`;
+  + `       [--library ${LIBRARIES.join('|')}] [--dialect later|2016] [--echo-bug] [--peer-echoes]`;
 
 function usageError(msg) {
   process.stderr.write(`${msg}\n${USAGE}\n`);

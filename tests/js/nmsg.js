@@ -426,7 +426,7 @@ class Peer {
     this.socket = socket;
     const dialectName = options.dialect || 'later';
     this.dialect = DIALECTS[dialectName];
-    if (!this.dialect) throw new Error(`unknown dialect "${dialectName}" (expected ${Object.keys(DIALECTS).join(' or ')})`);
+    if (!this.dialect) throw new Error(`unknown dialect "${dialectName}" (expected later or 2016)`);
     this.dialectName = dialectName;
     this.codec = typeof options.codec === 'object'
       ? options.codec
