@@ -4,8 +4,9 @@
 //! JavaScript peer writing MsgPack as msgpack-lite 0.1.17 and 0.2.2 do (float64
 //! for numbers beyond 32-bit integers, CESU-8 with 0.1.17), and speaking the
 //! seed release's 2016 dialect (`e: ""` on responses, `{"b": [...]}` bulks,
-//! always buffered; its server with the echo bug on), both directions: 8 runs,
-//! run at once. A run passes
+//! always buffered; its server with the echo bug on) and the later nmsg-tcp
+//! stack's (`e: ""` on responses), both directions: 10 runs, each group's at
+//! once. A run passes
 //! only if every scenario passed and neither peer's report line shows a
 //! protocol error, a stray or duplicate response, a handler failure or an
 //! unhandled event, and if bulk messages went both ways exactly when buffered.
@@ -243,6 +244,9 @@ impl Library {
 enum Dialect {
     /// nmsg-rpc from mid-April 2016 on.
     Later,
+    /// The original's later complete TCP stack (nmsg-tcp): `e: ""` on every
+    /// response, otherwise as `Later`.
+    NmsgTcp,
     /// The seed's release, nmsg 1.0.2: `e: ""` on responses, `{"b": [...]}`
     /// bulks, always buffered; its TCP server writes every message back.
     Seed2016,
@@ -289,8 +293,10 @@ impl Setup {
             if self.codec == "msgpack" {
                 label.push_str(&format!(", {}", self.library.flag()));
             }
-            if self.dialect == Dialect::Seed2016 {
-                label.push_str(", dialect 2016");
+            match self.dialect {
+                Dialect::Later => {}
+                Dialect::NmsgTcp => label.push_str(", dialect nmsg-tcp"),
+                Dialect::Seed2016 => label.push_str(", dialect 2016"),
             }
             if self.echoing_server(server) {
                 label.push_str(", echo bug");
@@ -318,10 +324,16 @@ fn command(peer: Peer, mode: &str, addr: &str, setup: &Setup, peer_echoes: bool)
     }
     if peer == Peer::Js {
         cmd.args(["--library", setup.library.flag()]);
-        if setup.dialect == Dialect::Seed2016 {
-            cmd.args(["--dialect", "2016"]);
-            if mode == "serve" {
-                cmd.arg("--echo-bug");
+        match setup.dialect {
+            Dialect::Later => {}
+            Dialect::NmsgTcp => {
+                cmd.args(["--dialect", "nmsg-tcp"]);
+            }
+            Dialect::Seed2016 => {
+                cmd.args(["--dialect", "2016"]);
+                if mode == "serve" {
+                    cmd.arg("--echo-bug");
+                }
             }
         }
     }
@@ -663,6 +675,22 @@ fn msgpack_lite_peers_interoperate() {
         (Peer::Rust, Peer::Js, lite(Library::Lite02, true)),
         (Peer::Js, Peer::Rust, lite(Library::Lite01, true)),
         (Peer::Js, Peer::Rust, lite(Library::Lite02, false)),
+    ]);
+}
+
+/// The original's later TCP stack (nmsg-tcp), which writes `e: ""` on every
+/// response: its client against the Rust server, and the Rust client against
+/// its server, whose answers must reach the Rust callbacks.
+#[test]
+fn nmsg_tcp_dialect_interoperates() {
+    let tcp = |buffered| Setup {
+        library: Library::Lite02,
+        dialect: Dialect::NmsgTcp,
+        ..Setup::plain("msgpack", buffered)
+    };
+    interop_all(&[
+        (Peer::Rust, Peer::Js, tcp(true)),
+        (Peer::Js, Peer::Rust, tcp(false)),
     ]);
 }
 
@@ -1141,10 +1169,11 @@ fn js_self_test_passes() {
             "msgpack msgpack-lite-0.1",
             "msgpack msgpack-lite-0.2 buffered",
             "2016 msgpack msgpack-lite-0.1",
+            "nmsg-tcp msgpack-lite-0.2 buffered",
             "2016 json echo-bug, later client",
             "wire vectors",
             "wire vectors 2016",
-            "10 passed, 0 failed"
+            "11 passed, 0 failed"
         ],
         "self-test.js:\n{output}"
     );

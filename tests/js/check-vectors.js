@@ -26,7 +26,7 @@ const { EventEmitter } = require('node:events');
 const { createCodec, FrameReader, Peer, DIALECTS, LIBRARIES } = require('./nmsg');
 
 function usage(problem) {
-  process.stderr.write(`${problem}\nusage: node check-vectors.js [--dialect later|2016] [--library NAME] [path/to/vectors.json]\n`);
+  process.stderr.write(`${problem}\nusage: node check-vectors.js [--dialect later|nmsg-tcp|2016] [--library NAME] [path/to/vectors.json]\n`);
   process.exit(2);
 }
 

@@ -5,7 +5,7 @@
 // character outside the Basic Multilingual Plane, to the typed Rust `Clock`
 // server of that test, and checks that every answer is exact.
 //
-//   node clock-client.js --addr HOST:PORT [--library NAME] [--dialect later|2016]
+//   node clock-client.js --addr HOST:PORT [--library NAME] [--dialect later|nmsg-tcp|2016]
 //
 // With --library msgpack-lite-0.1 or msgpack-lite-0.2 every number beyond the
 // 32-bit integers travels as a float64 (CESU-8 too with 0.1), as the original's

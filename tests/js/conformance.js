@@ -5,16 +5,17 @@
 // integers, echo-text), like examples/conformance.rs in Rust.
 //
 //   node conformance.js serve   --addr HOST:PORT [--codec msgpack|json] [--buffered] [--until-eof]
-//                               [--library NAME] [--dialect later|2016] [--echo-bug]
+//                               [--library NAME] [--dialect later|nmsg-tcp|2016] [--echo-bug]
 //   node conformance.js connect --addr HOST:PORT [--codec msgpack|json] [--buffered]
-//                               [--library NAME] [--dialect later|2016] [--peer-echoes]
+//                               [--library NAME] [--dialect later|nmsg-tcp|2016] [--peer-echoes]
 //
 // --library: the MsgPack library that writes: @msgpack/msgpack (default),
 //            msgpack-lite-0.1 (0.1.17) or msgpack-lite-0.2 (0.2.2), which write
 //            numbers as the original did (float64 beyond 32-bit integers).
-// --dialect: what the peer writes: `later` (default) or `2016`, the seed's
-//            release (`e: ""` on responses, {"b": [...]} bulks, always
-//            buffered with a 5 ms cycle, 5 s callback timeout). It reads both.
+// --dialect: what the peer writes: `later` (default), `nmsg-tcp` (the
+//            original's later TCP stack: `e: ""` on responses) or `2016`, the
+//            seed's release (`e: ""` on responses, {"b": [...]} bulks, always
+//            buffered with a 5 ms cycle, 5 s callback timeout). It reads all.
 // --echo-bug: serve only: the 2016 release's TCP server bug, every message
 //            received is written back to its sender.
 // --peer-echoes: connect only: the server has that bug. A response this client
@@ -51,7 +52,7 @@ const CLOSE_TIMEOUT_MS = 10000; // serve: how long the open connections may take
 // ---------------------------------------------------------------------------
 
 const USAGE = 'usage: node conformance.js serve|connect --addr HOST:PORT [--codec msgpack|json] [--buffered] [--until-eof]\n'
-  + `       [--library ${LIBRARIES.join('|')}] [--dialect later|2016] [--echo-bug] [--peer-echoes]`;
+  + `       [--library ${LIBRARIES.join('|')}] [--dialect later|nmsg-tcp|2016] [--echo-bug] [--peer-echoes]`;
 
 function usageError(msg) {
   process.stderr.write(`${msg}\n${USAGE}\n`);

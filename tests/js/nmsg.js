@@ -22,17 +22,23 @@ const DEFAULT_TIMEOUT_SECONDS = 15; // a frame's callbacks live this long when `
  * and an empty or absent `e` is a response, and both the array and the
  * `{"b": [...]}` map are bulks.
  *
- *   later  nmsg-rpc from mid-April 2016 on (tests/data/wire.json): responses
- *          without `e`, array bulks, buffering only when asked, 15 s timeout.
- *   2016   the seed's release, nmsg 1.0.2 with nmsg-rpc 1.0.6
- *          (tests/data/wire-2016.json): `e` on every frame, `""` on responses;
- *          bulks as the map {"b": [frames]}; always buffered, flushed every
- *          5 ms, so every message is such a bulk; 5 s timeout.
+ *   later     nmsg-rpc from mid-April 2016 on (tests/data/wire.json): responses
+ *             without `e`, array bulks, buffering only when asked, 15 s timeout.
+ *   nmsg-tcp  the original's later complete TCP stack: as `later`, but every
+ *             response carries `e: ""`.
+ *   2016      the seed's release, nmsg 1.0.2 with nmsg-rpc 1.0.6
+ *             (tests/data/wire-2016.json): `e` on every frame, `""` on responses;
+ *             bulks as the map {"b": [frames]}; always buffered, flushed every
+ *             5 ms, so every message is such a bulk; 5 s timeout.
  */
 const DIALECTS = {
   later: { timeoutSeconds: 15, eOnResponses: false, bulkForm: 'array', alwaysBuffered: false, cycleMs: 0 },
+  'nmsg-tcp': { timeoutSeconds: 15, eOnResponses: true, bulkForm: 'array', alwaysBuffered: false, cycleMs: 0 },
   2016: { timeoutSeconds: 5, eOnResponses: true, bulkForm: 'map', alwaysBuffered: true, cycleMs: 5 },
 };
+
+/** The dialects' names, for usage lines. */
+const DIALECT_NAMES = ['later', 'nmsg-tcp', '2016'];
 
 /** The MsgPack libraries a peer can write with (`library` option). */
 const LIBRARIES = ['@msgpack/msgpack', 'msgpack-lite-0.1', 'msgpack-lite-0.2'];
@@ -426,7 +432,7 @@ class Peer {
     this.socket = socket;
     const dialectName = options.dialect || 'later';
     this.dialect = DIALECTS[dialectName];
-    if (!this.dialect) throw new Error(`unknown dialect "${dialectName}" (expected later or 2016)`);
+    if (!this.dialect) throw new Error(`unknown dialect "${dialectName}" (expected ${DIALECT_NAMES.join(', ')})`);
     this.dialectName = dialectName;
     this.codec = typeof options.codec === 'object'
       ? options.codec
@@ -828,6 +834,7 @@ module.exports = {
   createCodec,
   createTally,
   DIALECTS,
+  DIALECT_NAMES,
   LIBRARIES,
   formatReport,
   lengthPrefix,

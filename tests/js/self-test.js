@@ -145,6 +145,13 @@ COMBINATIONS.push(
     clientSees: { buffered: true, mapBulks: true },
   },
   {
+    name: 'nmsg-tcp msgpack-lite-0.2 buffered',
+    server: ['--dialect', 'nmsg-tcp', '--library', 'msgpack-lite-0.2', '--buffered'],
+    client: ['--dialect', 'nmsg-tcp', '--library', 'msgpack-lite-0.2', '--buffered'],
+    serverSees: { buffered: true },
+    clientSees: { buffered: true },
+  },
+  {
     name: '2016 json echo-bug, later client',
     server: ['--dialect', '2016', '--codec', 'json', '--echo-bug'],
     client: ['--codec', 'json', '--peer-echoes'],
