@@ -40,8 +40,8 @@ use std::time::Duration;
 
 use nmsg::Peer;
 
-use nmsg::codec::{ArgVisitor, Builtin};
-use nmsg::frame::{FrameKind, Message, OutFrame};
+use nmsg::codec::{ArgVisitor, Builtin, BulkForm, Decoded, FrameSink};
+use nmsg::frame::{Frame, FrameKind, OutFrame};
 use nmsg::transport::Address;
 use nmsg::{
     args, Args, Buffering, Callback, Client, Codec, EncodeError, Error, ProtocolError,
@@ -166,7 +166,6 @@ impl Tally {
                     &self.stray
                 }
             }
-            Error::Unhandled(_) => &self.unhandled,
             _ => &self.handler_failures,
         };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -217,24 +216,34 @@ impl Codec for Observed {
         self.inner.name()
     }
 
-    fn decode_message(&self, payload: &[u8]) -> Result<Message, ProtocolError> {
-        let message = self.inner.decode_message(payload)?;
-        let frames = match &message {
-            Message::Single(frame) => std::slice::from_ref(frame),
-            Message::Bulk(frames) => {
+    fn decode_message(
+        &self,
+        payload: &[u8],
+        bulk: &mut FrameSink<'_>,
+    ) -> Result<Decoded, ProtocolError> {
+        let observe = |frame: &Result<Frame, ProtocolError>| {
+            if let Ok(Frame {
+                kind: FrameKind::Response { to, position },
+                ..
+            }) = frame
+            {
+                self.tally.response_received(*to, *position);
+            }
+        };
+        let decoded = self.inner.decode_message(payload, &mut |frame| {
+            observe(&frame);
+            bulk(frame)
+        })?;
+        match &decoded {
+            Decoded::Single(frame) => observe(frame),
+            Decoded::Bulk(frames) | Decoded::KeyedBulk(frames) => {
                 self.tally.bulks.fetch_add(1, Ordering::Relaxed);
                 self.tally
                     .bulk_frames
-                    .fetch_add(frames.len() as u64, Ordering::Relaxed);
-                frames.as_slice()
-            }
-        };
-        for frame in frames.iter().flatten() {
-            if let FrameKind::Response { to, position } = frame.kind {
-                self.tally.response_received(to, position);
+                    .fetch_add(*frames as u64, Ordering::Relaxed);
             }
         }
-        Ok(message)
+        Ok(decoded)
     }
 
     fn deserialize_arg(&self, raw: &[u8], visit: &mut ArgVisitor<'_>) -> Result<(), String> {
@@ -245,16 +254,16 @@ impl Codec for Observed {
         self.inner.encode_frame(frame, out)
     }
 
-    fn bulk_start(&self, count: usize, out: &mut Vec<u8>) {
-        self.inner.bulk_start(count, out)
+    fn bulk_start(&self, count: usize, form: BulkForm, out: &mut Vec<u8>) {
+        self.inner.bulk_start(count, form, out)
     }
 
     fn bulk_separator(&self) -> &'static [u8] {
         self.inner.bulk_separator()
     }
 
-    fn bulk_end(&self, out: &mut Vec<u8>) {
-        self.inner.bulk_end(out)
+    fn bulk_end(&self, form: BulkForm, out: &mut Vec<u8>) {
+        self.inner.bulk_end(form, out)
     }
 
     // Arguments are decoded as with the inner codec alone (its direct path,
@@ -602,6 +611,10 @@ async fn connect(opts: Options) -> i32 {
         eprintln!("the last round trip failed: {why}");
     }
     client.stop().await;
+    // Events with no handler are ignored by the router, and counted there.
+    tally
+        .unhandled
+        .fetch_add(router.unhandled_events(), Ordering::Relaxed);
     println!("{}", tally.report(None));
     if failed > 0 || last.is_err() {
         1

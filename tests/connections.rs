@@ -427,7 +427,7 @@ async fn malformed_payloads_are_skipped_and_the_same_connection_goes_on() {
         .unwrap();
     let mut payload = vec![0u8; u32::from_be_bytes(len) as usize];
     raw.read_exact(&mut payload).await.unwrap();
-    let frames = nmsg::Codec::decode_message(&nmsg::MsgPack, &payload)
+    let frames = nmsg::Codec::decode_all(&nmsg::MsgPack, &payload)
         .unwrap()
         .into_frames();
     let frame = frames[0].as_ref().unwrap();
@@ -438,6 +438,9 @@ async fn malformed_payloads_are_skipped_and_the_same_connection_goes_on() {
     let text: String =
         nmsg::codec::decode_arg(&nmsg::MsgPack, &payload[frame.data[0].clone()]).unwrap();
     assert_eq!(text, "hi");
+    // Gone before the stop, which otherwise waits for the peer to close its
+    // side (up to the stop timeout).
+    drop(raw);
     server.stop().await;
 }
 

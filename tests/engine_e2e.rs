@@ -65,7 +65,7 @@ fn messages(codec: &dyn Codec, mut out: Bytes) -> Vec<Message> {
     while !out.is_empty() {
         let len = u32::from_be_bytes(out[..4].try_into().unwrap()) as usize;
         let payload = out.slice(4..4 + len);
-        list.push(codec.decode_message(&payload).unwrap());
+        list.push(codec.decode_all(&payload).unwrap());
         out = out.slice(4 + len..);
     }
     list
@@ -106,7 +106,7 @@ fn tapped_link(a: &Router, b: &Router) -> ((Connection, Connection), Wire) {
                     break;
                 }
                 let message = input.split_to(4 + len);
-                let decoded = codec.decode_message(&message[4..]).unwrap();
+                let decoded = codec.decode_all(&message[4..]).unwrap();
                 seen.lock().unwrap().push((Instant::now(), decoded));
             }
             to_b.write_all(&buf[..n]).await.unwrap();
@@ -126,7 +126,7 @@ async fn read_message(stream: &mut DuplexStream, codec: &dyn Codec) -> Message {
     stream.read_exact(&mut prefix).await.unwrap();
     let mut payload = vec![0u8; u32::from_be_bytes(prefix) as usize];
     stream.read_exact(&mut payload).await.unwrap();
-    codec.decode_message(&payload).unwrap()
+    codec.decode_all(&payload).unwrap()
 }
 
 /// The event names of a message's frames, and whether it is a bulk.
@@ -514,7 +514,7 @@ async fn a_panicking_wiretap_is_reported_and_stops_only_that_event() {
 }
 
 #[tokio::test]
-async fn off_removes_a_handler_and_the_next_event_is_reported_unhandled() {
+async fn off_removes_a_handler_and_the_next_event_is_ignored_and_counted() {
     let (client, server, _link) = pair();
     serve_echo(&server);
     let mut errors = errors_of(&server);
@@ -532,11 +532,8 @@ async fn off_removes_a_handler_and_the_next_event_is_reported_unhandled() {
     client.emit("gone", ()).unwrap();
     barrier(&client).await;
     assert_eq!(hits.load(Ordering::SeqCst), 1);
-    let e = errors.try_recv().unwrap();
-    assert!(
-        matches!(&e, Error::Unhandled(name) if name == "gone"),
-        "{e}"
-    );
+    // Ignored and counted, not reported: a peer may emit what is not served.
+    assert_eq!(server.unhandled_events(), 1);
     no_errors(&mut errors);
 }
 

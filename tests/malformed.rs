@@ -1209,7 +1209,7 @@ impl RawPeer {
         self.stream.read_exact(&mut prefix).await.unwrap();
         let mut payload = vec![0u8; u32::from_be_bytes(prefix) as usize];
         self.stream.read_exact(&mut payload).await.unwrap();
-        let mut frames = MsgPack.decode_message(&payload).unwrap().into_frames();
+        let mut frames = MsgPack.decode_all(&payload).unwrap().into_frames();
         assert_eq!(frames.len(), 1);
         frames.pop().unwrap().unwrap()
     }
@@ -1371,4 +1371,55 @@ async fn a_response_whose_f_names_a_data_position_is_stray_and_harms_nothing_els
     assert_eq!(after.kind, nmsg::frame::FrameKind::Event("after".into()));
     assert!(drain(&mut errors).is_empty());
     assert!(!conn.is_closed());
+}
+
+// ----- seeds for the fuzz targets -----
+
+/// Writes the malformed messages above, alone and (for faults of one frame)
+/// in a bulk between valid frames, and the depth limit's edges, into the
+/// message fuzz targets' seed corpus (`fuzz/corpus/`; see tests/fuzz_corpus.rs).
+#[test]
+#[ignore = "writes fuzz/corpus/; run by hand when the cases change"]
+fn write_fuzz_seeds() {
+    let write = |target: &str, name: &str, data: &[u8]| {
+        let name: String = name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/corpus")
+            .join(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("malformed-{name}")), data).unwrap();
+    };
+    type Bulk = fn(&[&[u8]]) -> Vec<u8>;
+    for (target, cases, valid, bulk, deep) in [
+        (
+            "msgpack_message",
+            msgpack_cases(),
+            mp_valid as fn(u32) -> Vec<u8>,
+            mp_bulk as Bulk,
+            mp_deep as fn(usize) -> Vec<u8>,
+        ),
+        (
+            "json_message",
+            json_cases(),
+            json_valid,
+            json_bulk,
+            json_deep,
+        ),
+    ] {
+        for c in cases.iter().filter(|c| c.bytes.len() <= 4096) {
+            write(target, c.name, &c.bytes);
+            if c.frame_level {
+                write(
+                    target,
+                    &format!("{} in a bulk", c.name),
+                    &bulk(&[&valid(1), &c.bytes, &valid(2)]),
+                );
+            }
+        }
+        write(target, "depth 126", &deep(126));
+        write(target, "depth 127", &deep(127));
+    }
 }

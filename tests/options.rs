@@ -59,7 +59,7 @@ async fn read_payload(stream: &mut (impl AsyncRead + Unpin)) -> Option<Vec<u8>> 
 
 /// Whether a MsgPack message is a bulk, and the first argument (a number) of each of its frames.
 fn numbers(payload: &[u8]) -> (bool, Vec<u64>) {
-    let message = MsgPack.decode_message(payload).unwrap();
+    let message = MsgPack.decode_all(payload).unwrap();
     let bulk = matches!(message, Message::Bulk(_));
     let numbers = message
         .into_frames()

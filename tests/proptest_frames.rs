@@ -16,7 +16,7 @@ mod meaning;
 use meaning::{encode_frame, frame_meaning as meaning, Arg, FrameMeaning as Spec, Kind};
 
 fn decode_all(codec: &dyn Codec, payload: &[u8]) -> (bool, Vec<Spec>) {
-    let message = codec.decode_message(payload).unwrap();
+    let message = codec.decode_all(payload).unwrap();
     let bulk = matches!(message, Message::Bulk(_));
     let specs = message
         .into_frames()
@@ -108,7 +108,7 @@ fn mutated(base: Vec<u8>, edits: Vec<(usize, u8, u8)>) -> Vec<u8> {
 /// Decodes whatever a codec accepts, down to every data argument, in every
 /// way a handler might ask for it.
 fn decode_everything(codec: &dyn Codec, payload: &[u8]) {
-    let Ok(message) = codec.decode_message(payload) else {
+    let Ok(message) = codec.decode_all(payload) else {
         return;
     };
     for frame in message.into_frames().into_iter().flatten() {

@@ -100,7 +100,7 @@ fn decode(codec: &dyn Codec, payload: &[u8]) -> Meaning {
             .unwrap_or_else(|e| panic!("{}: {e}", codec.name()));
         frame_meaning(codec, payload, f)
     };
-    match codec.decode_message(payload).unwrap() {
+    match codec.decode_all(payload).unwrap() {
         Message::Single(f) => Meaning::Single(one(&f)),
         Message::Bulk(fs) => Meaning::Bulk(fs.iter().map(one).collect()),
     }
@@ -201,7 +201,7 @@ fn data_arguments_of_the_vectors_decode_into_typed_values() {
         (&MsgPack as &dyn Codec, hex("83a16902a165a76d657373616765a16196a568656c6c6f2ac3c081a36b6579a576616c75659301cb4004000000000000a178")),
         (&Json, br#"{"i":2,"e":"message","a":["hello",42,true,null,{"key":"value"},[1,2.5,"x"]]}"#.to_vec()),
     ] {
-        let Message::Single(Ok(frame)) = codec.decode_message(&payload).unwrap() else {
+        let Message::Single(Ok(frame)) = codec.decode_all(&payload).unwrap() else {
             panic!("{}: not a valid single frame", codec.name());
         };
         let arg = |n: usize| &payload[frame.data[n].clone()];

@@ -385,22 +385,31 @@ impl<'a> Generator<'a> {
         let locals: Vec<Ident> = (0..method.params.len())
             .map(|i| format_ident!("__nmsg_p{}", i, span = Span::mixed_site()))
             .collect();
-        let decode = method.params.iter().zip(&locals).map(|(p, local)| {
-            let ty = &p.ty;
-            match p.kind {
-                ParamKind::Wire(index) => quote_spanned! {ty.span()=>
-                    let #local = (#private::wire::<#ty>().from_arg)(&#args, #index)?;
-                },
-                ParamKind::Peer => quote_spanned! {ty.span()=>
-                    let #local = #private::peer(&#args);
-                },
-            }
-        });
         let wire_count = method
             .params
             .iter()
             .filter(|p| p.kind != ParamKind::Peer)
             .count();
+        // An error-first method answers arguments that do not fit with
+        // `cb(message)` at once, so a Node caller gets its error, not a timeout.
+        let refuse = match &method.output {
+            Output::ErrorFirst { .. } => quote!(::core::option::Option::Some(#wire_count)),
+            _ => quote!(::core::option::Option::None),
+        };
+        let decode = method.params.iter().zip(&locals).map(|(p, local)| {
+            let ty = &p.ty;
+            match p.kind {
+                ParamKind::Wire(index) => {
+                    let from_arg = quote_spanned!(ty.span()=> #private::wire::<#ty>().from_arg);
+                    quote! {
+                        let #local = #private::param(&#args, #index, #event, #refuse, #from_arg)?;
+                    }
+                }
+                ParamKind::Peer => quote_spanned! {ty.span()=>
+                    let #local = #private::peer(&#args);
+                },
+            }
+        });
         let take_reply = (!matches!(method.output, Output::None))
             .then(|| quote!(let #reply = #private::reply_callback(&#args, #wire_count)?;));
         let is_async = method.sig.asyncness.is_some();

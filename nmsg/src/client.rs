@@ -7,9 +7,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::broadcast;
 
 use crate::backoff::Backoff;
@@ -137,7 +134,24 @@ impl ClientBuilder {
         self
     }
 
-    /// How long [`Client::stop`] may spend writing what is queued (default 5 s).
+    /// How long a message may take to arrive whole once its first byte has
+    /// (default 30 s); past it the connection closes (see
+    /// [`ConnectionOptions::partial_message_timeout`]).
+    pub fn partial_message_timeout(mut self, timeout: Duration) -> Self {
+        self.connection = self.connection.partial_message_timeout(timeout);
+        self
+    }
+
+    /// Closes the connection when no byte has arrived for this long (default: none;
+    /// see [`ConnectionOptions::idle_timeout`]).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.connection = self.connection.idle_timeout(timeout);
+        self
+    }
+
+    /// How long [`Client::stop`] may spend closing its connection (default
+    /// 5 s): writing what is queued, shutting the stream down, and reading
+    /// (and discarding) what the server still sends until it closes its side.
     /// What it could not write by then is reported in a [`ClientEvent::Lost`].
     pub fn stop_timeout(mut self, timeout: Duration) -> Self {
         self.stop_timeout = timeout;
@@ -183,9 +197,6 @@ struct ClientInner {
     stop_timeout: Duration,
     /// The status, stopped by [`Client::stop`].
     life: Lifecycle<ClientStatus>,
-    /// Set when the stop timeout ends the connection: its stream
-    /// ([`Cuttable`]) then refuses to write.
-    cut: AtomicBool,
     events: Events<ClientEvent>,
 }
 
@@ -200,7 +211,6 @@ impl ClientInner {
             backoff: builder.backoff,
             stop_timeout: builder.stop_timeout,
             life: Lifecycle::new(ClientStatus::Connecting),
-            cut: AtomicBool::new(false),
             events: Events::new(EVENT_CAPACITY),
         }
     }
@@ -376,26 +386,25 @@ async fn run(task: Ending<ClientInner, ClientStatus>) {
 }
 
 /// One connection of a client, until it ends (with the reason) or the client
-/// is stopped (`None`): then it writes what is queued, within the stop
-/// timeout, and closes.
+/// is stopped (`None`): then it writes what is queued and closes, within the
+/// stop timeout (the driver drops the connection at the bound and counts
+/// what it did not write).
 struct Connected<'a> {
     inner: &'a ClientInner,
     /// When it connected.
     since: tokio::time::Instant,
-    driver: Driver<Cuttable<'a>>,
-    /// Set at the stop request; boxed, as it is rarely needed.
-    bound: Option<Pin<Box<tokio::time::Sleep>>>,
+    driver: Driver<BoxStream>,
+    /// Set at the stop request.
+    stopping: bool,
 }
 
 impl<'a> Connected<'a> {
     fn new(inner: &'a ClientInner, stream: BoxStream) -> Self {
-        inner.cut.store(false, Ordering::Relaxed);
-        let stream = Cuttable { stream, inner };
         Connected {
             inner,
             since: tokio::time::Instant::now(),
-            driver: Driver::new(stream, inner.router.link(), inner.connection),
-            bound: None,
+            driver: Driver::new(stream, inner.router.link(), inner.connection.clone()),
+            stopping: false,
         }
     }
 }
@@ -405,88 +414,12 @@ impl Future for Connected<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<CloseReason>> {
         let this = self.get_mut();
-        let inner = this.inner;
-        if this.bound.is_none() && inner.life.poll_stop(cx) {
-            this.driver.stop();
-            this.bound = Some(Box::pin(tokio::time::sleep(inner.stop_timeout)));
+        if !this.stopping && this.inner.life.poll_stop(cx) {
+            this.stopping = true;
+            this.driver.stop(this.inner.stop_timeout);
         }
-        if let Poll::Ready(reason) = this.driver.poll_run(cx) {
-            return Poll::Ready(this.bound.is_none().then_some(reason));
-        }
-        match this.bound.as_mut().map(|b| b.as_mut().poll(cx)) {
-            Some(Poll::Ready(())) => {
-                // The stream refuses to write from now on: the connection
-                // ends as for any failed write, and tells the router exactly
-                // what it took and did not write.
-                inner.cut.store(true, Ordering::Relaxed);
-                if this.driver.poll_run(cx).is_pending() {
-                    // Not expected (a refused write ends it at once); the
-                    // router then counts what it gave out.
-                    let reason = CloseReason::unwritten_within(inner.stop_timeout);
-                    inner.router.link().lost(reason.disconnect());
-                }
-                Poll::Ready(None)
-            }
-            _ => Poll::Pending,
-        }
-    }
-}
-
-/// A client's stream, which its stop timeout cuts: from then on writes fail
-/// (with the error the stop timeout's reason has) and shutting down is done
-/// at once, so that the connection ends the way it does for a failed write.
-struct Cuttable<'a> {
-    stream: BoxStream,
-    inner: &'a ClientInner,
-}
-
-impl Cuttable<'_> {
-    fn is_cut(&self) -> bool {
-        self.inner.cut.load(Ordering::Relaxed)
-    }
-}
-
-impl AsyncRead for Cuttable<'_> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Cuttable<'_> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        if self.is_cut() {
-            let message = match CloseReason::unwritten_within(self.inner.stop_timeout) {
-                CloseReason::Io { message, .. } => message,
-                other => other.to_string(),
-            };
-            return Poll::Ready(Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                message,
-            )));
-        }
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        if self.is_cut() {
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        if self.is_cut() {
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        let reason = std::task::ready!(this.driver.poll_run(cx));
+        Poll::Ready((!this.stopping).then_some(reason))
     }
 }
 

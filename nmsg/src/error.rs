@@ -119,6 +119,14 @@ pub enum FramingError {
     /// An I/O error on the stream.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
+    /// A message begun was not whole within the connection's
+    /// [`partial_message_timeout`](crate::transport::ConnectionOptions::partial_message_timeout):
+    /// the peer sends too slowly or stopped in the middle of a message.
+    #[error("a message begun was not whole within {timeout:?} (the partial message timeout; raise it for slow peers sending large messages)")]
+    Stalled {
+        /// The timeout.
+        timeout: Duration,
+    },
 }
 
 /// The error type of nmsg's public API.
@@ -128,6 +136,17 @@ pub enum Error {
     /// A received message or frame broke the protocol.
     #[error("protocol error: {0}")]
     Protocol(#[from] ProtocolError),
+    /// Several frames of one bulk message broke the protocol: reported once,
+    /// as a summary, when the message has been routed (its good frames were).
+    /// A message with one bad frame reports [`Error::Protocol`] instead.
+    #[error("{count} frames of a bulk message broke the protocol; the first: {}", list_errors(.first))]
+    MalformedFrames {
+        /// How many frames of the message were bad.
+        count: usize,
+        /// The errors of the first of them, in order: at most
+        /// [`REPORTED_FRAME_ERRORS`](crate::frame::REPORTED_FRAME_ERRORS).
+        first: Vec<ProtocolError>,
+    },
     /// An outgoing frame could not be encoded; nothing was sent.
     #[error("encode error: {0}")]
     Encode(#[from] EncodeError),
@@ -177,7 +196,10 @@ pub enum Error {
     /// Frames were lost with a connection: reported to the error hook of a
     /// router that a [`Connection`](crate::transport::Connection) drives (a
     /// [`Client`](crate::Client) reports them as
-    /// [`ClientEvent::Lost`](crate::ClientEvent::Lost) instead). They are the
+    /// [`ClientEvent::Lost`](crate::ClientEvent::Lost) instead; a server
+    /// socket's router gets one count when the socket ends, with the frames
+    /// still queued then, also sent as
+    /// [`ServerEvent::Lost`](crate::ServerEvent::Lost)). They are the
     /// messages the connection had taken and not written whole (a message
     /// written in part is lost whole), and the responses still queued for
     /// it, which mean nothing on another connection. Frames with callbacks
@@ -220,7 +242,9 @@ pub enum Error {
         /// The panic message, if it was a string.
         message: String,
     },
-    /// An event arrived that no handler serves. It was dropped.
+    /// No handler serves an event. A router does not report this: it
+    /// ignores such events and counts them
+    /// ([`Router::unhandled_events`](crate::Router::unhandled_events)).
     #[error("no handler for event `{0}`")]
     Unhandled(String),
     /// A response arrived for a frame or callback that is unknown, finished or already answered.
@@ -243,6 +267,12 @@ pub enum Error {
     /// A callback needs a tokio runtime for its timeout, and none is running.
     #[error("callbacks need a tokio runtime: emit from within one")]
     NoRuntime,
+}
+
+/// The errors of [`Error::MalformedFrames`], joined for its message.
+fn list_errors(errors: &[ProtocolError]) -> String {
+    let list: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    list.join("; ")
 }
 
 impl Error {

@@ -35,6 +35,11 @@ pub const DEFAULT_TIMEOUT_SECS: f64 = 15.0;
 /// The largest frame id; the counter wraps from here back to 1.
 pub const MAX_ID: u32 = 1_000_000_000;
 
+/// How many frame errors [`Error::MalformedFrames`](crate::Error::MalformedFrames)
+/// keeps of a bulk message whose frames are bad: the first 3. The others are
+/// counted only, so a bulk of millions of bad frames costs one small report.
+pub const REPORTED_FRAME_ERRORS: usize = 3;
+
 /// The keys of one frame, as a codec found them.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct FrameFields {
@@ -99,12 +104,17 @@ fn id_u32(key: &'static str, v: u64) -> Result<u32, ProtocolError> {
 }
 
 impl FrameFields {
-    /// Applies the protocol's rules: `i` required; `e` makes an event, else `r` and
-    /// `f` are required; callback positions strictly ascending and within the
+    /// Applies the protocol's rules: `i` required; `e` makes an event (but an
+    /// empty `e` beside `r` does not), else `r` and `f` are required; callback positions strictly ascending and within the
     /// argument list; `t` a finite, non-negative number.
     pub fn validate(self) -> Result<Frame, ProtocolError> {
         let id = id_u32("i", self.id.ok_or(ProtocolError::MissingKey { key: "i" })?)?;
-        let kind = match self.event {
+        // The original's first release and its TCP stack write `e: ""` on
+        // every response: with `r`, an empty event name is no event.
+        let event = self
+            .event
+            .filter(|name| !(name.is_empty() && self.reply_to.is_some()));
+        let kind = match event {
             Some(name) => FrameKind::Event(name),
             None => match (self.reply_to, self.position) {
                 (Some(r), Some(f)) => FrameKind::Response {
@@ -155,9 +165,10 @@ impl FrameFields {
     }
 }
 
-/// A decoded message: one frame, or the frames of a bulk in order. Each frame
-/// is validated on its own, so one malformed frame of a bulk does not take the
-/// others down.
+/// A decoded message, collected ([`Codec::decode_all`](crate::Codec::decode_all)):
+/// one frame, or the frames of a bulk in order. Each frame is validated on its
+/// own, so one malformed frame of a bulk does not take the others down. A
+/// router does not collect a message: it routes each frame as it is decoded.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
     /// A single frame.

@@ -64,6 +64,7 @@ mod error;
 pub mod frame;
 pub mod framing;
 mod handler;
+mod jsnum;
 mod lifecycle;
 pub mod protocol;
 mod router;
@@ -77,7 +78,7 @@ pub use args::{Arg, Args, FromArg, FromArgs, IntoArgs, OutArgs, ToArg};
 pub use backoff::{Backoff, DEFAULT_JITTER};
 pub use callback::{Callback, LocalCallback, RemoteCallback, Reply};
 pub use client::{Client, ClientBuilder, ClientEvent};
-pub use codec::{Codec, Json, MsgPack};
+pub use codec::{BulkForm, Codec, Json, MsgPack};
 pub use error::{Disconnect, EncodeError, Error, FramingError, Panicked, ProtocolError};
 pub use handler::{AsyncReturn, BoxError, HandlerReturn, SyncReturn};
 pub use lifecycle::DEFAULT_STOP_TIMEOUT;
@@ -85,7 +86,9 @@ pub use router::{
     Api, Buffering, Flow, Router, RouterBuilder, DEFAULT_LATENCY_ALLOWANCE, DEFAULT_MAX_PENDING,
     DEFAULT_MAX_QUEUED_BYTES, DEFAULT_MAX_QUEUED_FRAMES, DEFAULT_MAX_RUNNING_HANDLERS, WILDCARD,
 };
-pub use server::{Server, ServerBuilder, ServerEvent, Socket, DEFAULT_MAX_CONNECTIONS};
+pub use server::{
+    Server, ServerBuilder, ServerEvent, Socket, DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_CONNECTIONS,
+};
 pub use value::{from_value, to_value, Value};
 pub use {nmsg_macros::events, typed::Peer, typed::Response};
 

@@ -53,6 +53,21 @@
 //! original; data nests at most [`codec::MAX_DEPTH`](crate::codec::MAX_DEPTH)
 //! (128) levels, and a deeper frame is malformed.
 //!
+//! ## JavaScript numbers
+//!
+//! JavaScript has one number type, a float64, and the MsgPack libraries of
+//! Node.js write integers differently: msgpack-lite (every release of the
+//! original uses it) writes each number outside the 32-bit integer range as a
+//! float64 (`Date.now()` arrives as `1460592000000.0`), others write int64.
+//! So nmsg's integer types (`i8` to `i64`, `u8` to `u64`, in arguments, typed
+//! parameters and replies, and [`from_value`](crate::from_value)) accept a float
+//! that is integral and in the type's range, as the integer it holds exactly;
+//! any other float (`1.5`, NaN, out of range) is an argument error that names
+//! the position, the value and the type (`argument 1: invalid type: floating
+//! point `1.5`, expected i64`). Integers above 2^53 (`Number.MAX_SAFE_INTEGER`)
+//! lose precision on the JavaScript side: a Node.js peer cannot hold them
+//! exactly, whatever nmsg sends.
+//!
 //! # 3. Messages and frames
 //!
 //! A message is one **frame** (a map) or a **bulk**: an array of frames,
@@ -136,8 +151,9 @@
 //!    name, it alone handles the event.
 //! 3. Otherwise the handler registered for the name runs, then the wildcard
 //!    handler `*`, if any, with the event name prepended to the arguments.
-//! 4. An event nobody handles is reported ([`Error::Unhandled`](crate::Error::Unhandled))
-//!    and dropped.
+//! 4. An event nobody handles is dropped, with a debug log and no report to
+//!    the error hook (a peer may emit what this side does not serve); it is
+//!    counted ([`Router::unhandled_events`](crate::Router::unhandled_events)).
 //!
 //! One handler per name: a second `on` for a name replaces the first, and
 //! `off` removes it, as in the original. Handler errors and panics are reported
@@ -176,19 +192,39 @@
 //! # 8. Releases of the original
 //!
 //! Everything above is the original's later dialect (nmsg-rpc from mid-April
-//! 2016 on), the one `tests/data/wire.json` holds. Its earlier releases differ,
-//! and nmsg does **not** yet speak them:
+//! 2016 on), the one `tests/data/wire.json` holds. Its earlier releases
+//! differ, and nmsg reads every one of them:
 //!
-//! - the first release (nmsg 1.0.2 with nmsg-rpc 1.0.6) writes `e: ""` beside
-//!   `r` and `f` on every response, sends bulks as the map `{"b": [frames]}`
-//!   (every 5 ms, from both client and server), and keeps callbacks 5 s by
-//!   default; its TCP server writes every message it receives back to the
-//!   sender;
-//! - the later TCP stack (nmsg-tcp) still writes `e: ""` on responses, with
-//!   array bulks.
+//! | release | responses | bulks | buffering | callbacks kept |
+//! |---|---|---|---|---|
+//! | nmsg 1.0.2 (nmsg-rpc 1.0.6, msgpack-lite 0.1.17), the first | `e: ""` beside `r` and `f` | the map `{"b": [frames]}` | always, client and server, every 5 ms | 5 s |
+//! | nmsg-tcp (the later TCP stack) | `e: ""` beside `r` and `f` | an array | optional | 15 s |
+//! | the later router (`wire.json`) | no `e` | an array | optional | 15 s |
 //!
-//! nmsg reads a frame with `e: ""` as an event named `""`, not as a response.
+//! What nmsg reads, from any peer: a frame with `r` and an empty or absent
+//! `e` is a response; a message that is a map of the one key `b` holding an
+//! array is a bulk of those frames, as an array is. In JSON:
+//!
+//! ```text
+//! {"i":3,"e":"","a":["hello"],"r":2,"f":1}                  a response to frame 2, position 1
+//! {"b":[{"i":7,"e":"a","a":[1]},{"i":8,"e":"b","a":["two"],"c":[1]}]}   a bulk of two frames
+//! ```
+//!
+//! What nmsg writes: responses never carry `e`; bulks in the form its peer uses ([`BulkForm`](crate::BulkForm)): arrays
+//! until the peer sends a bulk, then the form of the peer's last bulk. The
+//! first release sends only bulks, so a server hears its form before it
+//! answers; a buffering client that may send before it hears from such a
+//! server fixes the keyed form with
+//! [`RouterBuilder::bulk_form`](crate::RouterBuilder::bulk_form) (an
+//! unbuffered client sends single frames, which every release reads). The
+//! first release's TCP server writes every message it receives back to its
+//! sender: its peer sees its own events come back, and ignores them as events
+//! it has no handler for (section 5), without reports.
+//!
 //! Every release's MsgPack encoder (msgpack-lite) writes integers outside the
-//! 32-bit range as float64, and its first release writes characters outside
-//! the Basic Multilingual Plane as CESU-8; nmsg's integer arguments do not yet
-//! accept such floats.
+//! 32-bit range as float64, which nmsg's integer types accept ([JavaScript
+//! numbers](#javascript-numbers)); its first release (msgpack-lite 0.1.17)
+//! writes characters outside the Basic Multilingual Plane as CESU-8 (each as
+//! two 3-byte surrogate sequences), which is not valid UTF-8: nmsg decodes
+//! such a string argument to the characters meant (other invalid UTF-8 is
+//! still an error; event names are not rewritten).

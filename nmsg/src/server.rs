@@ -24,6 +24,9 @@ use crate::Args;
 /// Default [`ServerBuilder::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
+/// Default [`ServerBuilder::max_buffered_bytes`]: 1 GiB.
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 1 << 30;
+
 /// How many lifecycle events a slow [`Server::events`] receiver may fall
 /// behind (more than a client's: one server reports the connections of many
 /// peers).
@@ -78,11 +81,30 @@ pub enum ServerEvent {
         /// The peer's address.
         peer: Address,
     },
-    /// A connection ended.
+    /// A connection ended. What was lost with it, if anything, follows as
+    /// [`ServerEvent::Lost`].
     Disconnected {
         /// The socket's id.
         socket: u64,
         /// Why.
+        reason: String,
+    },
+    /// Frames were lost with a socket's connection when it ended (a
+    /// disconnect, [`Socket::close`], the server's stop): the messages it had
+    /// taken from its queue and not written whole (a message written in part
+    /// is lost whole; "written" means the stream took the bytes, not that the
+    /// peer read them), including what the stop timeout cut off, and every
+    /// frame still in its queue. The socket's error hook gets the same count
+    /// as [`Error::FramesLost`].
+    Lost {
+        /// The socket's id.
+        socket: u64,
+        /// How many frames.
+        frames: usize,
+        /// Their bytes as they would have gone on the wire (length prefixes
+        /// and bulk headers included).
+        bytes: usize,
+        /// Why the connection ended.
         reason: String,
     },
     /// The server stopped.
@@ -157,6 +179,33 @@ impl ServerBuilder {
         self
     }
 
+    /// How long a message may take to arrive whole once its first byte has
+    /// (default 30 s); past it each socket closes (see
+    /// [`ConnectionOptions::partial_message_timeout`]).
+    pub fn partial_message_timeout(mut self, timeout: Duration) -> Self {
+        self.connection = self.connection.partial_message_timeout(timeout);
+        self
+    }
+
+    /// At most this many bytes buffered by all the sockets together (default
+    /// [`DEFAULT_MAX_BUFFERED_BYTES`], 1 GiB): the buffers of large messages
+    /// being received and of large writes not written yet, beyond one read
+    /// buffer (8 KiB) per socket. Over it, sockets that need more wait: see
+    /// [`ConnectionOptions::max_buffered_bytes`]. Keep it above the largest
+    /// message size (16 MiB by default) times the large messages expected at
+    /// once.
+    pub fn max_buffered_bytes(mut self, max: usize) -> Self {
+        self.connection = self.connection.max_buffered_bytes(max);
+        self
+    }
+
+    /// Closes each socket when no byte has arrived for this long (default: none;
+    /// see [`ConnectionOptions::idle_timeout`]).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.connection = self.connection.idle_timeout(timeout);
+        self
+    }
+
     /// The shared handler table that serves every socket (default: an empty
     /// one, reachable with [`Server::api`]). Takes an [`Api`] or anything that
     /// converts into one, such as the `<Trait>Api` that `#[nmsg::events]` generates.
@@ -165,7 +214,11 @@ impl ServerBuilder {
         self
     }
 
-    /// How long [`Server::stop`] may spend writing what each socket has queued (default 5 s).
+    /// How long [`Server::stop`] and [`Socket::close`] may spend closing a
+    /// socket (default 5 s): writing what it has queued, shutting the stream
+    /// down, and reading (and discarding) what the peer still sends until it
+    /// closes its side. At the bound the connection is dropped; what it did
+    /// not write is reported in a [`ServerEvent::Lost`].
     pub fn stop_timeout(mut self, timeout: Duration) -> Self {
         self.stop_timeout = timeout;
         self
@@ -185,9 +238,8 @@ impl ServerBuilder {
         let inner = Arc::new(ServerInner {
             api: self.api,
             router: self.router,
-            connection: self.connection,
+            connection: self.connection.stop_timeout(self.stop_timeout),
             max_connections: self.max_connections,
-            stop_timeout: self.stop_timeout,
             sockets: Mutex::new(Sockets::default()),
             life: Lifecycle::new(ServerStatus::Binding),
             events: Events::new(EVENT_CAPACITY),
@@ -236,7 +288,6 @@ struct ServerInner {
     /// The options of every socket's connection.
     connection: ConnectionOptions,
     max_connections: usize,
-    stop_timeout: Duration,
     sockets: Mutex<Sockets>,
     /// The status, stopped by [`Server::stop`].
     life: Lifecycle<ServerStatus>,
@@ -293,7 +344,10 @@ impl Socket {
         self.conn.closed().await
     }
 
-    /// Closes the connection after writing what is queued.
+    /// Closes the connection gracefully, within the server's
+    /// [`stop_timeout`](ServerBuilder::stop_timeout), as
+    /// [`Connection::close`] does: what it could not write by then is
+    /// reported in a [`ServerEvent::Lost`].
     pub async fn close(&self) -> CloseReason {
         self.conn.close().await
     }
@@ -344,7 +398,7 @@ impl Server {
         ServerBuilder {
             binder: Arc::new(binder),
             router: RouterBuilder::default().buffering(Buffering::Idle),
-            connection: ConnectionOptions::default(),
+            connection: ConnectionOptions::default().max_buffered_bytes(DEFAULT_MAX_BUFFERED_BYTES),
             backoff: Backoff::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             api: Api::new(),
@@ -454,7 +508,9 @@ impl Server {
     }
 
     /// Stops: no more connections are accepted, every socket writes what it
-    /// has queued (within the stop timeout) and closes. Idempotent.
+    /// has queued, shuts its side down and reads (discarding) until the peer
+    /// closes its side, within the stop timeout, and closes. What a socket
+    /// could not write is reported in a [`ServerEvent::Lost`]. Idempotent.
     pub async fn stop(&self) {
         self.inner.life.stop().await;
     }
@@ -631,11 +687,17 @@ fn retrying_may_fix(error: &std::io::Error) -> bool {
 fn accept(inner: &Arc<ServerInner>, stream: crate::transport::BoxStream, peer: Address) {
     let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
     let router = inner.router.clone().build();
+    // Reported at the socket's end, with what is still queued (`on_close`).
+    router.keep_losses();
     router.set_api(Some(inner.api.clone()));
     // Held until the on_socket hook has set its handlers, so that no message
     // from this peer is routed before them.
-    let (conn, start) =
-        Connection::spawn_held_then(stream, router, inner.connection, on_close(inner, id));
+    let (conn, start) = Connection::spawn_held_then(
+        stream,
+        router,
+        inner.connection.clone(),
+        on_close(inner, id),
+    );
     let conn = Arc::new(conn);
     let socket = Socket {
         id,
@@ -671,13 +733,34 @@ fn on_close(
 ) -> impl FnOnce(&Router, &CloseReason) + Send + Unpin + 'static {
     let watcher = Arc::downgrade(inner);
     move |router: &Router, reason: &CloseReason| {
-        router.close();
+        // What the connection lost, and what is still queued: no other
+        // connection will send it.
+        let queued = router.close_counting();
+        let (frames, bytes) = match router.take_loss() {
+            Some((lost, _)) => (lost.frames + queued.frames, lost.bytes + queued.bytes),
+            None => (queued.frames, queued.bytes),
+        };
+        if frames > 0 {
+            router.report(Error::FramesLost {
+                frames,
+                bytes,
+                reason: reason.disconnect(),
+            });
+        }
         if let Some(inner) = watcher.upgrade() {
             inner.sockets.locked().live.remove(&id);
             inner.events.send(ServerEvent::Disconnected {
                 socket: id,
                 reason: reason.to_string(),
             });
+            if frames > 0 {
+                inner.events.send(ServerEvent::Lost {
+                    socket: id,
+                    frames,
+                    bytes,
+                    reason: reason.to_string(),
+                });
+            }
         }
     }
 }
@@ -692,8 +775,8 @@ async fn finish(inner: &ServerInner, acceptor: Option<Box<dyn Acceptor>>) {
         let mut s = inner.sockets.locked();
         s.live.drain().map(|(_, s)| s).collect()
     };
-    let bound = inner.stop_timeout;
-    futures_util::future::join_all(sockets.iter().map(|s| s.conn.close_within(bound))).await;
+    // Each bounded by the stop timeout (the sockets' connection options).
+    futures_util::future::join_all(sockets.iter().map(|s| s.conn.close())).await;
     for s in &sockets {
         s.router().close();
     }

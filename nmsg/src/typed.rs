@@ -330,6 +330,20 @@ fn emit(
     }
 }
 
+/// A typed handler's arguments that do not fit its parameters: logged, and
+/// answered with `cb(message)` when the method is error-first (`refuse` is
+/// the position of its reply callback).
+#[cold]
+fn refuse(args: &Args, event: &str, refuse: Option<usize>, error: Error) -> Error {
+    tracing::warn!(event, %error, "nmsg: the arguments of a request do not fit its typed handler");
+    if let Some(at) = refuse {
+        if let Ok(reply) = args.callback(at) {
+            let _ = reply.call((format!("bad arguments for {event}: {error}"),));
+        }
+    }
+    error
+}
+
 /// What the generated code calls. Not a public API: it changes without notice.
 ///
 /// Only `wire` bounds its type parameter: the generated code converts each
@@ -391,6 +405,20 @@ pub mod __private {
         } else {
             err(args, 0).map(Err)
         }
+    }
+
+    /// Decodes the parameter at `index` of `event`. When it does not fit, the
+    /// failure is logged, and with `refuse` (an error-first method, whose
+    /// reply callback is at that position) answered with `cb(message)` at
+    /// once; the error then goes to the error hook as the handler's.
+    pub fn param<T>(
+        args: &Args,
+        index: usize,
+        event: &str,
+        refuse: Option<usize>,
+        from_arg: DecodeArg<T>,
+    ) -> Result<T, Error> {
+        from_arg(args, index).map_err(|error| super::refuse(args, event, refuse, error))
     }
 
     pub fn reply_callback(args: &Args, index: usize) -> Result<RemoteCallback, Error> {

@@ -27,7 +27,16 @@ pub fn to_value<T: Serialize + ?Sized>(value: &T) -> Result<Value, Error> {
     rmpv::ext::to_value(value).map_err(|e| Error::argument(0, e))
 }
 
-/// Converts a [`Value`] into any deserializable type.
+/// Converts a [`Value`] into any deserializable type. Integer types accept
+/// integral floats, as arguments do (a JavaScript peer may write `2 ** 40` as
+/// a float; see [`protocol`](crate::protocol#javascript-numbers)).
+///
+/// ```
+/// let at: u64 = nmsg::from_value(nmsg::Value::F64(1_460_592_000_000.0)).unwrap();
+/// assert_eq!(at, 1_460_592_000_000);
+/// assert!(nmsg::from_value::<u64>(nmsg::Value::F64(1.5)).is_err());
+/// ```
 pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, Error> {
-    rmpv::ext::from_value(value).map_err(|e| Error::argument(0, e))
+    T::deserialize(crate::jsnum::JsNumbers(value))
+        .map_err(|e: rmpv::ext::Error| Error::argument(0, e))
 }

@@ -5,13 +5,13 @@ use std::fmt;
 use std::io;
 use std::ops::Range;
 
-use serde::de::{IgnoredAny, MapAccess, Visitor};
+use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{ArgVisitor, Codec, MAX_DEPTH};
+use super::{ArgVisitor, BulkForm, Codec, Decoded, FrameSink, MAX_DEPTH};
 use crate::error::{EncodeError, ProtocolError};
-use crate::frame::{Frame, FrameFields, Message, OutFrame, OutKind, SmallVec};
+use crate::frame::{Frame, FrameFields, OutFrame, OutKind, SmallVec};
 
 /// The JSON codec.
 ///
@@ -256,6 +256,73 @@ fn frame(message: &str, raw: &RawValue, enclosing: usize) -> Result<Frame, Proto
     .validate()
 }
 
+/// The array of a keyed bulk (`{"b": [frames]}`, an object of that one
+/// key), as text borrowed from the message; `None` for anything else.
+fn keyed_bulk(object: &str) -> Option<&str> {
+    let after_brace = object.get(1..)?.trim_start();
+    if !after_brace.starts_with("\"b\"") {
+        return None;
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Keyed<'a> {
+        #[serde(borrow)]
+        b: &'a RawValue,
+    }
+    let keyed: Keyed<'_> = serde_json::from_str(object).ok()?;
+    (first_byte(keyed.b.get()) == Some(b'[')).then(|| keyed.b.get())
+}
+
+/// Hands the frames of `array` (a bulk's array, checked whole: borrowed from
+/// `text`, the message, where it is nested `enclosing` levels deep) to the
+/// sink; gives how many there were.
+fn each_frame(
+    text: &str,
+    array: &str,
+    enclosing: usize,
+    bulk: &mut FrameSink<'_>,
+) -> Result<usize, ProtocolError> {
+    let mut de = serde_json::Deserializer::from_str(array);
+    let each = EachFrame {
+        text,
+        enclosing,
+        bulk,
+    };
+    serde::Deserializer::deserialize_seq(&mut de, each)
+        .and_then(|count| de.end().map(|()| count))
+        .map_err(undecodable)
+}
+
+/// Reads a bulk's elements one at a time, each as a raw value borrowed from
+/// the message, and hands each, parsed as a frame, to the sink before it
+/// reads the next. Gives the number of elements.
+struct EachFrame<'t, 's, 'f> {
+    text: &'t str,
+    /// The levels around each frame: 1 in an array, 2 in a keyed bulk.
+    enclosing: usize,
+    bulk: &'s mut FrameSink<'f>,
+}
+
+impl<'de> Visitor<'de> for EachFrame<'_, '_, '_> {
+    type Value = usize;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a bulk (an array of frames)")
+    }
+
+    fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<usize, S::Error> {
+        let mut index = 0;
+        while let Some(raw) = seq.next_element::<&'de RawValue>()? {
+            (self.bulk)(frame(self.text, raw, self.enclosing).map_err(|e| match e {
+                ProtocolError::NotAMessage { found } => ProtocolError::NotAFrame { index, found },
+                other => other,
+            }));
+            index += 1;
+        }
+        Ok(index)
+    }
+}
+
 /// A compact formatter that refuses byte arrays, so binary data never turns
 /// into an array of numbers on the wire.
 struct NoBinary<'a> {
@@ -281,29 +348,29 @@ impl Codec for Json {
         "json"
     }
 
-    fn decode_message(&self, payload: &[u8]) -> Result<Message, ProtocolError> {
+    fn decode_message(
+        &self,
+        payload: &[u8],
+        bulk: &mut FrameSink<'_>,
+    ) -> Result<Decoded, ProtocolError> {
         let text = std::str::from_utf8(payload).map_err(|_| undecodable("payload is not UTF-8"))?;
         match first_byte(text) {
             Some(b'{') => {
                 let raw: &RawValue = serde_json::from_str(text).map_err(undecodable)?;
-                Ok(Message::Single(frame(text, raw, 0)))
+                // The first release's bulk, `{"b": [frames]}`: an object
+                // whose first key is "b" is looked at again (a frame's is "i").
+                if let Some(frames) = keyed_bulk(raw.get()) {
+                    let count = each_frame(text, frames, 2, bulk)?;
+                    return Ok(Decoded::KeyedBulk(count));
+                }
+                Ok(Decoded::Single(frame(text, raw, 0)))
             }
             Some(b'[') => {
-                let items: Vec<&RawValue> = serde_json::from_str(text).map_err(undecodable)?;
-                Ok(Message::Bulk(
-                    items
-                        .into_iter()
-                        .enumerate()
-                        .map(|(index, raw)| {
-                            frame(text, raw, 1).map_err(|e| match e {
-                                ProtocolError::NotAMessage { found } => {
-                                    ProtocolError::NotAFrame { index, found }
-                                }
-                                other => other,
-                            })
-                        })
-                        .collect(),
-                ))
+                // The whole message is checked before its first frame goes:
+                // one that cannot be decoded routes none of them. A raw
+                // value is read in one pass, at any depth, with no allocation.
+                let raw: &RawValue = serde_json::from_str(text).map_err(undecodable)?;
+                Ok(Decoded::Bulk(each_frame(text, raw.get(), 1, bulk)?))
             }
             None => Err(undecodable("empty payload")),
             Some(_) => {
@@ -379,16 +446,22 @@ impl Codec for Json {
         Ok(())
     }
 
-    fn bulk_start(&self, _count: usize, out: &mut Vec<u8>) {
-        out.push(b'[');
+    fn bulk_start(&self, _count: usize, form: BulkForm, out: &mut Vec<u8>) {
+        match form {
+            BulkForm::Array => out.push(b'['),
+            BulkForm::Keyed => out.extend_from_slice(b"{\"b\":["),
+        }
     }
 
     fn bulk_separator(&self) -> &'static [u8] {
         b","
     }
 
-    fn bulk_end(&self, out: &mut Vec<u8>) {
-        out.push(b']');
+    fn bulk_end(&self, form: BulkForm, out: &mut Vec<u8>) {
+        match form {
+            BulkForm::Array => out.push(b']'),
+            BulkForm::Keyed => out.extend_from_slice(b"]}"),
+        }
     }
 
     fn builtin(&self) -> Option<super::Builtin> {
@@ -400,6 +473,60 @@ impl Codec for Json {
 mod tests {
     use super::*;
 
+    /// The frames of `text` as the sink got them, and what the decoder gave.
+    fn sunk(
+        text: &str,
+    ) -> (
+        Vec<Result<u32, ProtocolError>>,
+        Result<Decoded, ProtocolError>,
+    ) {
+        let mut frames = Vec::new();
+        let decoded = Json.decode_message(text.as_bytes(), &mut |f| frames.push(f.map(|f| f.id)));
+        (frames, decoded)
+    }
+
+    #[test]
+    fn a_bulk_hands_every_element_to_the_sink_in_order_and_a_single_frame_none() {
+        let (frames, decoded) = sunk(r#"[{"i":1,"e":"x"}, null ,{"i":2,"e":"x"},7]"#);
+        assert_eq!(decoded, Ok(Decoded::Bulk(4)));
+        assert_eq!(
+            frames,
+            [
+                Ok(1),
+                Err(ProtocolError::NotAFrame {
+                    index: 1,
+                    found: "null"
+                }),
+                Ok(2),
+                Err(ProtocolError::NotAFrame {
+                    index: 3,
+                    found: "a number"
+                }),
+            ]
+        );
+
+        let (frames, decoded) = sunk(r#"{"i":3,"e":"x"}"#);
+        assert!(frames.is_empty());
+        assert!(matches!(decoded, Ok(Decoded::Single(Ok(f))) if f.id == 3));
+    }
+
+    #[test]
+    fn a_bulk_that_cannot_be_decoded_hands_over_no_frame() {
+        for text in [
+            r#"[{"i":1,"e":"x"},{"i":2,"e":"x"}"#,
+            r#"[{"i":1,"e":"x"},{"i":2,"e":"x"}] x"#,
+            r#"[{"i":1,"e":"x"},{"i":2,"e":"x"},]"#,
+            r#"[{"i":1,"e":"x"},{"i":2,"e":"x"},{"i":3,"e":"x}]"#,
+        ] {
+            let (frames, decoded) = sunk(text);
+            assert!(frames.is_empty(), "{text}: {frames:?}");
+            assert!(
+                matches!(decoded, Err(ProtocolError::Undecodable { .. })),
+                "{text}: {decoded:?}"
+            );
+        }
+    }
+
     /// A key whose value is `null` is absent (as serde's `Option` reads it),
     /// with white space around the value or not: the frame is valid, as if
     /// the key were not there, where a `null` read as a value would be of the
@@ -410,7 +537,7 @@ mod tests {
             r#"{"i":1,"e":"x","a":null,"t":null}"#,
             "{\"i\":1,\"e\":\"x\",\"a\" : \n null \t,\"c\":\tnull}",
         ] {
-            let decoded = Json.decode_message(text.as_bytes());
+            let decoded = Json.decode_all(text.as_bytes());
             match decoded {
                 Ok(crate::frame::Message::Single(Ok(frame))) => {
                     assert!(

@@ -8,8 +8,9 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 
 use crate::args::{Args, Received};
+use crate::codec::{BulkForm, Decoded};
 use crate::error::{Disconnect, Error, Panicked, ProtocolError};
-use crate::frame::{Frame, FrameKind, Message};
+use crate::frame::{Frame, FrameKind, REPORTED_FRAME_ERRORS};
 use crate::handler::panic_message;
 
 use super::options::Buffering;
@@ -47,42 +48,54 @@ impl Link {
 
     /// Routes one incoming message (the payload, without its length prefix).
     ///
+    /// The frames of a bulk are routed as they are decoded, so a message
+    /// costs memory for the frame at hand, not for its element count.
     /// Malformed messages and frames go to the error hook; the other frames of
-    /// the message are still routed, and so are later messages. Sync handlers
-    /// run before this returns.
+    /// the message are still routed, and so are later messages. The bad frames
+    /// of a bulk are reported once, after its good frames are routed: the bad
+    /// frame's own error if there is one, else [`Error::MalformedFrames`]
+    /// (how many, and the first few). Sync handlers run before this returns.
     pub fn dispatch(&self, payload: Bytes) {
         let router = &self.router;
-        let message = match router.inner.opts.codec.decode_message(&payload) {
-            Ok(m) => m,
-            Err(e) => return router.report(e.into()),
-        };
         let epoch = router.epoch();
-        // A single frame (the common case) takes the payload without a list around it.
-        match message {
-            Message::Single(frame) => self.route_frame(payload, frame, epoch),
-            Message::Bulk(frames) => {
-                for frame in frames {
-                    self.route_frame(payload.clone(), frame, epoch);
-                }
-            }
+        let mut bad = BadFrames::default();
+        let decoded = router
+            .inner
+            .opts
+            .codec
+            .decode_message(&payload, &mut |frame| match frame {
+                Ok(frame) => self.route_frame(payload.clone(), frame, epoch),
+                Err(e) => bad.add(e),
+            });
+        match decoded {
+            // A single frame (the common case) takes the payload, with no
+            // call through the sink.
+            Ok(Decoded::Single(Ok(frame))) => self.route_frame(payload, frame, epoch),
+            Ok(Decoded::Single(Err(e))) | Err(e) => router.report(e.into()),
+            // A peer is answered in the bulk form it uses (unless fixed).
+            Ok(Decoded::Bulk(_)) => self.heard_bulk(BulkForm::Array),
+            Ok(Decoded::KeyedBulk(_)) => self.heard_bulk(BulkForm::Keyed),
+        }
+        if let Some(e) = bad.into_error() {
+            router.report(e);
         }
     }
 
-    fn route_frame(&self, payload: Bytes, frame: Result<Frame, ProtocolError>, epoch: u64) {
+    fn heard_bulk(&self, form: BulkForm) {
+        let inner = &*self.router.inner;
+        if inner.opts.bulk_form.is_none() {
+            inner.outbox.learn_bulk_form(form);
+        }
+    }
+
+    fn route_frame(&self, payload: Bytes, frame: Frame, epoch: u64) {
         let router = &self.router;
-        match frame {
-            Ok(frame) => {
-                let received = Received::new(router.clone(), payload, frame, epoch);
-                match received.frame.kind {
-                    FrameKind::Event(_) => {
-                        router.inner.routes.route_event(router, Args::new(received))
-                    }
-                    FrameKind::Response { to, position } => {
-                        self.route_response(to, position, Args::new(received))
-                    }
-                }
+        let received = Received::new(router.clone(), payload, frame, epoch);
+        match received.frame.kind {
+            FrameKind::Event(_) => router.inner.routes.route_event(router, Args::new(received)),
+            FrameKind::Response { to, position } => {
+                self.route_response(to, position, Args::new(received))
             }
-            Err(e) => router.report(e.into()),
         }
     }
 
@@ -221,6 +234,35 @@ impl Link {
     /// Closes the router, as [`Router::close`].
     pub fn close(&self) {
         self.router.close();
+    }
+}
+
+/// The bad frames of one bulk message: counted, the first few kept, and
+/// reported once when the message is routed.
+#[derive(Default)]
+struct BadFrames {
+    count: usize,
+    first: Vec<ProtocolError>,
+}
+
+impl BadFrames {
+    fn add(&mut self, e: ProtocolError) {
+        self.count += 1;
+        if self.first.len() < REPORTED_FRAME_ERRORS {
+            self.first.push(e);
+        }
+    }
+
+    /// The report: none, the one bad frame's error, or a summary.
+    fn into_error(mut self) -> Option<Error> {
+        match self.count {
+            0 => None,
+            1 => self.first.pop().map(Error::Protocol),
+            count => Some(Error::MalformedFrames {
+                count,
+                first: self.first,
+            }),
+        }
     }
 }
 

@@ -109,11 +109,15 @@ impl Router {
     }
 
     fn with_options(opts: Arc<Options>) -> Router {
+        let outbox = Outbox::new();
+        if let Some(form) = opts.bulk_form {
+            outbox.learn_bulk_form(form);
+        }
         Router {
             inner: Arc::new(Inner {
                 opts,
                 routes: RouteTable::new(),
-                outbox: Outbox::new(),
+                outbox,
                 pending: Pending::new(),
             }),
         }
@@ -213,15 +217,15 @@ impl Router {
         self.close_counting();
     }
 
-    /// [`Router::close`]; gives what was queued at the close (frames and
-    /// their encoded bytes), counted under the same lock, so that no frame
-    /// queued meanwhile is missed.
+    /// [`Router::close`]; gives what was queued at the close (frames, and
+    /// their bytes as they would go on the wire), counted under the same
+    /// lock, so that no frame queued meanwhile is missed.
     pub(crate) fn close_counting(&self) -> Tally {
         let inner = &*self.inner;
         let (queued, waiting_writer, (failed, timer)) = {
             let mut queue = inner.outbox.lock();
             let writer = queue.close();
-            let queued = queue.queued();
+            let queued = queue.queued_on_wire(&*inner.opts.codec);
             (queued, writer, inner.pending.close(queue.table_mut()))
         };
         fail_all(failed, || Error::Closed);
@@ -260,5 +264,14 @@ impl Router {
     /// Frames in the outgoing queue.
     pub fn queued_frames(&self) -> usize {
         self.inner.outbox.queued_frames()
+    }
+
+    /// How many events arrived with no handler for them (no handler of the
+    /// router's, its [`Api`]'s or a wildcard). They are ignored, with a debug
+    /// log and no report to the error hook: a peer may emit events this side
+    /// does not serve, and the original's first TCP server even writes every
+    /// message back to its sender.
+    pub fn unhandled_events(&self) -> u64 {
+        self.inner.routes.unhandled()
     }
 }

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::codec::{Codec, MsgPack};
+use crate::codec::{BulkForm, Codec, MsgPack};
 use crate::frame::DEFAULT_TIMEOUT_SECS;
 use crate::framing::DEFAULT_MAX_MESSAGE_SIZE;
 
@@ -61,6 +61,8 @@ pub(super) struct Options {
     pub(super) max_queued_frames: usize,
     pub(super) max_queued_bytes: usize,
     pub(super) max_running_handlers: usize,
+    /// `None`: the peer's (see [`RouterBuilder::bulk_form`]).
+    pub(super) bulk_form: Option<BulkForm>,
 }
 
 impl fmt::Debug for RouterBuilder {
@@ -76,6 +78,7 @@ impl fmt::Debug for RouterBuilder {
             .field("max_queued_frames", &o.max_queued_frames)
             .field("max_queued_bytes", &o.max_queued_bytes)
             .field("max_running_handlers", &o.max_running_handlers)
+            .field("bulk_form", &o.bulk_form)
             .finish()
     }
 }
@@ -94,6 +97,7 @@ impl Default for RouterBuilder {
                 max_queued_frames: DEFAULT_MAX_QUEUED_FRAMES,
                 max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
                 max_running_handlers: DEFAULT_MAX_RUNNING_HANDLERS,
+                bulk_form: None,
             })
         });
         RouterBuilder { opts: opts.clone() }
@@ -179,6 +183,20 @@ impl RouterBuilder {
     /// taken as 1.
     pub fn max_running_handlers(mut self, max: usize) -> Self {
         Arc::make_mut(&mut self.opts).max_running_handlers = max.max(1);
+        self
+    }
+
+    /// Fixes the form of the bulk messages the router sends
+    /// ([`Buffering::Idle`] and [`Buffering::Cycle`]). By default it sends
+    /// its peer's: arrays until the peer sends a bulk, then the form of the
+    /// peer's last bulk, so a peer of the original's first release (nmsg
+    /// 1.0.2, whose bulks are `{"b": [frames]}` and which reads no other)
+    /// gets bulks it reads once it has sent one, as it does first: it
+    /// buffers everything. Fix [`BulkForm::Keyed`] for a router that may
+    /// send a bulk to such a peer before hearing from it (a client whose
+    /// buffering is on).
+    pub fn bulk_form(mut self, form: BulkForm) -> Self {
+        Arc::make_mut(&mut self.opts).bulk_form = Some(form);
         self
     }
 

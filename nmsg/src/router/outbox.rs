@@ -14,13 +14,14 @@
 //! bulk); an unbuffered one keeps runs only from the first response queued
 //! to the next take, one per stretch of responses or of other frames.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
 
-use crate::codec::{Bulk, Codec};
+use crate::codec::{Bulk, BulkForm, Codec};
 use crate::error::Disconnect;
 use crate::error::Error;
 use crate::framing::{put_message, PREFIX_LEN};
@@ -205,6 +206,9 @@ pub(super) struct Outbox {
     /// Whether the transport may read now, as far as the queue's level says
     /// ([`ReadGate`]): raised by a push, lowered by a take.
     pub(super) gate: ReadGate,
+    /// The queue's `bulk_form` is keyed: read without the lock, so that a
+    /// bulk received in the form already used takes none.
+    keyed: AtomicBool,
 }
 
 /// What [`Outbox`] guards: the queue, and the callback table of the frames
@@ -223,6 +227,9 @@ pub(super) struct Queue {
     /// The open bulk (buffered routers): its frames, their bytes, and whether
     /// they are responses.
     bulk: Bulk,
+    /// The form the open bulk is sealed in: the peer's, or the one the
+    /// options fix ([`Outbox::learn_bulk_form`]).
+    bulk_form: BulkForm,
     bulk_frames: usize,
     bulk_bytes: usize,
     bulk_responses: bool,
@@ -237,6 +244,9 @@ pub(super) struct Queue {
     /// Losses kept for the router's owner ([`Queue::keep_losses`]) instead
     /// of being reported to the error hook.
     kept: Option<Box<Kept>>,
+    /// Set by [`Queue::keep_losses`]; `kept` is made at the first loss, so
+    /// that a connection that loses nothing (a server socket's) costs none.
+    keeps_losses: bool,
     /// Frames ever queued, and the sequence number up to which a transport took them.
     seq: u64,
     taken: u64,
@@ -318,19 +328,18 @@ impl Queue {
         if lost.frames == 0 {
             return None;
         }
-        match &mut self.kept {
-            Some(kept) => {
-                kept.lost.add(lost);
-                kept.reason = Some(why.clone());
-                None
-            }
-            None => Some(lost),
+        if !self.keeps_losses {
+            return Some(lost);
         }
+        let kept = self.kept.get_or_insert_with(Box::default);
+        kept.lost.add(lost);
+        kept.reason = Some(why.clone());
+        None
     }
 
     /// From now on losses are kept for [`Queue::take_loss`], not reported.
     pub(super) fn keep_losses(&mut self) {
-        self.kept.get_or_insert_with(Box::default);
+        self.keeps_losses = true;
     }
 
     /// The losses kept since the last call, with the reason of the last.
@@ -345,7 +354,20 @@ impl Queue {
         self.given.get_or_insert_with(Box::default).stopping = true;
     }
 
+    /// What is queued: frames, and their bytes as they would go on the wire
+    /// (length prefixes and bulk headers included: the open bulk is sealed).
+    pub(super) fn queued_on_wire(&mut self, codec: &dyn Codec) -> Tally {
+        if !self.bulk.is_empty() {
+            self.seal_bulk(codec);
+        }
+        Tally {
+            frames: self.queued_frames,
+            bytes: self.ready.len(),
+        }
+    }
+
     /// What is queued: frames, and their encoded bytes.
+    #[cfg(test)]
     pub(super) fn queued(&self) -> Tally {
         Tally {
             frames: self.queued_frames,
@@ -425,7 +447,7 @@ impl Queue {
 
     /// Seals the open bulk (not empty) into `ready`, as a run of its own.
     fn seal_bulk(&mut self, codec: &dyn Codec) {
-        self.bulk.seal(codec, &mut self.ready);
+        self.bulk.seal(codec, self.bulk_form, &mut self.ready);
         self.runs.push(Run {
             end: self.ready.len(),
             frames: std::mem::take(&mut self.bulk_frames),
@@ -481,6 +503,17 @@ impl Outbox {
             queue: Mutex::new(Queue::default()),
             space: Notify::new(),
             gate: ReadGate::default(),
+            keyed: AtomicBool::new(false),
+        }
+    }
+
+    /// Seals bulks in `form` from now on: the form the peer's last bulk had,
+    /// unless the options fix one ([`RouterBuilder::bulk_form`](super::RouterBuilder::bulk_form)).
+    pub(super) fn learn_bulk_form(&self, form: BulkForm) {
+        let keyed = form == BulkForm::Keyed;
+        if self.keyed.load(Ordering::Relaxed) != keyed {
+            self.lock().bulk_form = form;
+            self.keyed.store(keyed, Ordering::Relaxed);
         }
     }
 
@@ -602,7 +635,7 @@ mod tests {
         while at < bytes.len() {
             let len = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
             let payload = &bytes[at + 4..at + 4 + len];
-            for frame in MsgPack.decode_message(payload).unwrap().into_frames() {
+            for frame in MsgPack.decode_all(payload).unwrap().into_frames() {
                 let frame = frame.unwrap();
                 let n = crate::codec::decode_arg(&MsgPack, &payload[frame.data[0].clone()]);
                 out.push((matches!(frame.kind, FrameKind::Event(_)), n.unwrap()));

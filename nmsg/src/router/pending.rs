@@ -566,7 +566,7 @@ mod tests {
         while !out.is_empty() {
             let len = u32::from_be_bytes([out[0], out[1], out[2], out[3]]) as usize;
             let payload = out.split_to(crate::framing::PREFIX_LEN + len).split_off(4);
-            match router.codec().decode_message(&payload).unwrap() {
+            match router.codec().decode_all(&payload).unwrap() {
                 crate::frame::Message::Single(frame) => ids.push(frame.unwrap().id),
                 crate::frame::Message::Bulk(_) => panic!("an unbuffered router sent a bulk"),
             }

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -111,6 +112,8 @@ impl Api {
 pub(super) struct RouteTable {
     table: ArcSwap<Routes>,
     pub(super) handlers: Handlers,
+    /// Events that arrived with no handler, and were ignored.
+    unhandled: AtomicU64,
 }
 
 #[derive(Clone, Default)]
@@ -145,7 +148,13 @@ impl RouteTable {
         RouteTable {
             table: ArcSwap::new(EMPTY.get_or_init(|| Arc::new(Routes::default())).clone()),
             handlers: Handlers::default(),
+            unhandled: AtomicU64::new(0),
         }
+    }
+
+    /// Events that arrived with no handler ([`Router::unhandled_events`]).
+    pub(super) fn unhandled(&self) -> u64 {
+        self.unhandled.load(Ordering::Relaxed)
     }
 
     /// Applies `change` to a copy of the routes and puts the copy in place
@@ -198,7 +207,7 @@ impl RouteTable {
         match hook {
             Some(hook) => hook(error),
             None => match &error {
-                Error::Unhandled(_) | Error::StrayResponse { .. } => {
+                Error::StrayResponse { .. } => {
                     tracing::debug!(%error, "nmsg")
                 }
                 _ => tracing::warn!(%error, "nmsg"),
@@ -241,7 +250,16 @@ impl RouteTable {
         }
         let handler = routes.by_event.get(event.as_str());
         match (handler, rare.and_then(|r| r.wildcard.as_ref())) {
-            (None, None) => self.report(Error::Unhandled(event.into())),
+            // Ignored, with no report: a peer may emit events this side does
+            // not serve (the original's first TCP server writes every
+            // message back to its sender), and that is no error.
+            (None, None) => {
+                self.unhandled.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    event = event.as_str(),
+                    "nmsg: no handler for the event; ignored"
+                );
+            }
             (Some(handler), None) => run(router, &event, &**handler, args),
             (handler, Some(wildcard)) => {
                 if let Some(handler) = handler {

@@ -11,12 +11,23 @@
 //! [`memory::Network`] implement them, and so can a user's own transport.
 //!
 //! What closes a connection: broken framing (a zero or oversized length prefix,
-//! the stream ending inside a message) and I/O errors. A payload that is not a
+//! the stream ending inside a message, a message begun and not whole within
+//! the [partial message timeout](ConnectionOptions::partial_message_timeout)),
+//! I/O errors, and the [idle timeout](ConnectionOptions::idle_timeout) if one
+//! is set. A payload that is not a
 //! valid message, even one the codec cannot decode at all, is reported to the
 //! router's error hook and skipped: the length prefix keeps the stream in step,
 //! so the next message is read as usual. (The protocol ([`crate::protocol`])
 //! allows closing the connection for an undecodable payload; nmsg keeps it, so
 //! that one bad message costs the peer nothing else.)
+//!
+//! A graceful close ([`Connection::close`], a client's or a server's stop)
+//! stops dispatching, writes what is queued, shuts its side of the stream
+//! down and reads, discarding, until the peer closes its side: a socket
+//! closed with unread input is reset by the system, which can discard the
+//! last bytes written before the peer has them. The whole close is bounded
+//! ([`ConnectionOptions::stop_timeout`], 5 s); at the bound the connection
+//! is dropped and what it did not write is counted as lost.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -25,6 +36,7 @@ use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{Instant, Sleep};
 use tokio_util::codec::Decoder;
 use tokio_util::io::poll_read_buf;
 
@@ -32,14 +44,17 @@ use crate::error::{Error, FramingError};
 use crate::framing::{MessageCodec, PREFIX_LEN};
 use crate::lifecycle::{Lifecycle, Status, START, STOP};
 use crate::router::{Pacer, Router};
+use options::{Budget, Settings};
 
 pub mod memory;
 mod net;
 mod options;
 
 pub use crate::router::Link;
-pub use net::{Acceptor, Address, Binder, BoxFuture, BoxStream, Connector, Stream, Tcp, Unix};
-pub use options::ConnectionOptions;
+pub use net::{
+    Acceptor, Address, Binder, BoxFuture, BoxStream, Connector, Keepalive, Stream, Tcp, Unix,
+};
+pub use options::{ConnectionOptions, DEFAULT_PARTIAL_MESSAGE_TIMEOUT};
 
 /// Why a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,7 +171,11 @@ impl Connection {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         F: FnOnce(&Router, &CloseReason) + Send + Unpin + 'static,
     {
-        let shared = Arc::new(Shared::new(None));
+        let shared = Arc::new(Shared {
+            life: Lifecycle::new(None),
+            stop_bound: Default::default(),
+        });
+        shared.set_stop_bound(options.stop_bound());
         let task = tokio::spawn(ConnectionTask {
             driver: Driver::new(stream, router.link(), options),
             shared: shared.clone(),
@@ -186,33 +205,37 @@ impl Connection {
         self.shared.wait_for(Option::clone).await
     }
 
-    /// Closes gracefully: writes what is queued, shuts the stream down, and
-    /// waits for the task to end.
+    /// Closes gracefully: writes what is queued, shuts the stream down, reads
+    /// and discards what the peer still sends until it closes its side (so
+    /// that closing with unread input does not make the system reset the
+    /// connection, which can discard the last bytes written), and waits for
+    /// the task to end.
+    ///
+    /// Bounded by the connection's
+    /// [`stop_timeout`](ConnectionOptions::stop_timeout) (default 5 s): a peer
+    /// that does not read, or does not close, cannot hold it longer. At the
+    /// bound the connection is dropped, and what it did not write is counted
+    /// and reported as lost ([`Error::FramesLost`] to the router's error
+    /// hook); it ends with an I/O error of kind `TimedOut` then.
     pub async fn close(&self) -> CloseReason {
-        self.shared.request_stop();
+        self.shutdown();
         self.closed().await
     }
 
-    /// Closes gracefully, as [`Connection::close`], but if writing what is queued
-    /// takes longer than `bound`, drops the connection there.
+    /// Closes gracefully, as [`Connection::close`], within `bound` instead of
+    /// the connection's stop timeout (a bound given after the close began
+    /// changes nothing).
     pub async fn close_within(&self, bound: std::time::Duration) -> CloseReason {
-        // It may be dropped before it writes what it took: the tail it takes
-        // now is counted with what it was writing then.
-        self.router.link().stopping();
-        self.shared.request_stop();
-        match tokio::time::timeout(bound, self.closed()).await {
-            Ok(reason) => reason,
-            Err(_) => {
-                self.task.abort();
-                let reason = CloseReason::unwritten_within(bound);
-                self.router.link().lost(reason.disconnect());
-                reason
-            }
-        }
+        self.shared.set_stop_bound(bound);
+        self.close().await
     }
 
-    /// Asks the connection to close without waiting (it still writes what is queued).
+    /// Asks the connection to close gracefully without waiting, as
+    /// [`Connection::close`] does.
     pub fn shutdown(&self) {
+        // If it is aborted while it writes, the tail it takes now is
+        // counted with what it was writing then.
+        self.router.link().stopping();
         self.shared.request_stop();
     }
 
@@ -252,8 +275,41 @@ impl Drop for Start {
 
 /// What a [`Connection`], its [`Start`] and its task share: the lifecycle
 /// that client and server tasks have too, with the close reason as its status
-/// (`None` while the connection is open) and a start request beside the stop.
-type Shared = Lifecycle<Option<CloseReason>>;
+/// (`None` while the connection is open) and a start request beside the stop;
+/// and the bound of a graceful close, kept here rather than in the task,
+/// which every open connection pays for.
+struct Shared {
+    life: Lifecycle<Option<CloseReason>>,
+    /// In nanoseconds (584 years at most).
+    stop_bound: std::sync::atomic::AtomicU64,
+}
+
+impl Shared {
+    fn set_stop_bound(&self, bound: std::time::Duration) {
+        let nanos = u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX);
+        self.stop_bound
+            .store(nanos, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn stop_bound(&self) -> std::time::Duration {
+        let nanos = self.stop_bound.load(std::sync::atomic::Ordering::Relaxed);
+        std::time::Duration::from_nanos(nanos)
+    }
+}
+
+impl std::ops::Deref for Shared {
+    type Target = Lifecycle<Option<CloseReason>>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.life
+    }
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.life.fmt(f)
+    }
+}
 
 impl Status for Option<CloseReason> {
     /// A task that ends without saying why was aborted, or its runtime shut down.
@@ -281,8 +337,8 @@ where
         if !shared.poll_raised(START, cx) {
             return Poll::Pending;
         }
-        if shared.is_raised(STOP) {
-            this.driver.stop();
+        if this.driver.is_running() && shared.is_raised(STOP) {
+            this.driver.stop(shared.stop_bound());
         }
         let reason = std::task::ready!(this.driver.poll_run(cx));
         if let Some(on_close) = this.on_close.take() {
@@ -318,18 +374,42 @@ enum Phase {
 
 /// The states of a [`Driver`]'s end.
 enum Ending {
-    /// After a stop request: nothing more is read; `tail`, what was queued at
-    /// the request, is written after what is being written now.
-    Stopping { tail: Option<Bytes> },
+    /// After a stop request: `tail`, what was queued at the request, is
+    /// written after what is being written now; what arrives is read and
+    /// discarded, not dispatched.
+    Stopping { tail: Option<Bytes>, stop: Stop },
+    /// A graceful stop wrote everything: the stream's write side is shut down
+    /// (once `shut`), then what arrives is read and discarded until the peer
+    /// closes its side. Closing a socket with unread input makes the system
+    /// reset the connection, which can discard the last bytes written before
+    /// the peer has them.
+    Draining { stop: Stop, shut: bool },
     /// Shutting the stream down, then the connection has ended for this reason.
     Closing(CloseReason),
     /// Ended.
     Done,
 }
 
+/// The bound of a graceful stop: at its `deadline`, `bound` after the stop
+/// request, the connection is dropped.
+struct Stop {
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    bound: std::time::Duration,
+    /// The peer closed its side: nothing more to read.
+    eof: bool,
+}
+
+impl Stop {
+    fn is_over(&mut self, cx: &mut Context<'_>) -> bool {
+        self.deadline.as_mut().poll(cx).is_ready()
+    }
+}
+
 /// Drives a router over a stream until the stream ends or [`Driver::stop`] is
-/// called (then it writes what is queued and shuts the stream down), tells the
-/// router the connection is lost, and says why it ended. A [`Connection`] runs
+/// called (then it writes what is queued, shuts its side of the stream down
+/// and discards what arrives until the peer closes its side, within a bound),
+/// tells the router the connection is lost, with what it took and did not
+/// write, and says why it ended. A [`Connection`] runs
 /// one on a task of its own; a client, on its reconnecting task.
 ///
 /// A struct polled by hand rather than an `async fn`: tokio keeps a task's
@@ -343,8 +423,8 @@ pub(crate) struct Driver<S> {
     /// which the first `written` bytes are written.
     out: Bytes,
     written: usize,
-    /// When the router's queue may be taken ([`Buffering::Cycle`](crate::Buffering::Cycle)).
-    pacer: Pacer,
+    /// When the router's queue may be taken, and the deadlines of reading.
+    timers: Timers,
     phase: Phase,
 }
 
@@ -354,30 +434,49 @@ struct Reader<S> {
     /// What has arrived and is not dispatched yet; none while the stream is idle.
     input: BytesMut,
     codec: MessageCodec,
-    /// Messages dispatched before a write ([`ConnectionOptions::dispatch_burst`]);
-    /// `u32::MAX` for no limit. Small, beside the codec: every connection holds one.
-    burst_limit: u32,
+    /// The connection's options (shared with the other connections made with them).
+    settings: Arc<Settings>,
 }
 
 impl<S> Reader<S>
 where
     S: AsyncRead + Unpin,
 {
-    /// The next message: `None` at a clean end of the stream.
-    fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, FramingError>> {
+    /// The next message: `None` at a clean end of the stream. Sets `arrived`
+    /// when bytes were read.
+    /// A message that needs a larger buffer waits for room in the budget
+    /// ([`ConnectionOptions::max_buffered_bytes`]), which `timers` counts.
+    fn poll_message(
+        &mut self,
+        cx: &mut Context<'_>,
+        arrived: &mut bool,
+        timers: &mut Timers,
+    ) -> Poll<Result<Option<Bytes>, FramingError>> {
         loop {
             if let Some(message) = self.codec.decode(&mut self.input)? {
                 return Poll::Ready(Ok(Some(message)));
             }
             let missing = self.codec.missing(&self.input);
-            make_room(&mut self.input, missing);
+            match room(&self.input, missing) {
+                Room::Enough => {}
+                Room::ReadBuffer => {
+                    self.input.reserve(READ_BUFFER - self.input.len());
+                    timers.input_held(self.input.capacity());
+                }
+                Room::Grow(capacity) => {
+                    if let Some(budget) = &self.settings.budget {
+                        std::task::ready!(timers.poll_charge_input(budget, capacity, cx));
+                    }
+                    grow(&mut self.input, capacity);
+                }
+            }
             match std::task::ready!(poll_read_buf(
                 Pin::new(&mut self.stream),
                 cx,
                 &mut self.input
             )) {
                 Ok(0) => return Poll::Ready(self.codec.decode_eof(&mut self.input)),
-                Ok(_) => {}
+                Ok(_) => *arrived = true,
                 Err(e) => return Poll::Ready(Err(FramingError::Io(e))),
             }
         }
@@ -395,23 +494,41 @@ where
                 stream,
                 input: BytesMut::new(),
                 codec: MessageCodec::new(max),
-                burst_limit: u32::try_from(options.burst()).unwrap_or(u32::MAX),
+                settings: options.settings().clone(),
             },
             link,
             out: Bytes::new(),
             written: 0,
-            pacer: Pacer::default(),
+            timers: Timers::default(),
             phase: Phase::Running,
         }
     }
 
-    /// Begins closing gracefully: nothing more is read, what is queued now is
-    /// written last, then the stream is shut down. A write, once started, is
-    /// never cancelled.
-    pub(crate) fn stop(&mut self) {
+    /// True until a stop request or the end.
+    pub(crate) fn is_running(&self) -> bool {
+        matches!(self.phase, Phase::Running)
+    }
+
+    /// Begins closing gracefully, within `bound`: nothing more is
+    /// dispatched (what arrives is read and discarded), what is queued now is
+    /// written last, the stream's write side is shut down, and what arrives
+    /// is discarded until the peer closes its side. A write, once started, is
+    /// never cancelled; at the bound the connection ends at once, and what it
+    /// did not write is counted as lost.
+    pub(crate) fn stop(&mut self, bound: std::time::Duration) {
         if let Phase::Running = self.phase {
             let tail = self.link.take_outgoing();
-            self.phase = Phase::Ending(Box::new(Ending::Stopping { tail }));
+            // Nothing more is dispatched: a message begun is not needed.
+            self.reader.input = BytesMut::new();
+            self.timers.input_held(0);
+            // Its own bound replaces the reading deadlines.
+            self.timers.pause_reading();
+            let stop = Stop {
+                deadline: Box::pin(tokio::time::sleep(bound)),
+                bound,
+                eof: false,
+            };
+            self.phase = Phase::Ending(Box::new(Ending::Stopping { tail, stop }));
         }
     }
 
@@ -423,23 +540,96 @@ where
                 Phase::Ending(ending) => Some(&mut **ending),
             };
             match ending {
-                None | Some(Ending::Stopping { .. }) => {
+                None => {
                     let reason = std::task::ready!(self.poll_stream(cx));
                     self.phase = Phase::Ending(Box::new(Ending::Closing(reason)));
                 }
-                Some(ending @ Ending::Closing(_)) => {
+                Some(Ending::Stopping { stop, .. }) => {
+                    if stop.is_over(cx) {
+                        // Dropped at the bound, not shut down: a shutdown may
+                        // have to write too.
+                        let reason = CloseReason::unwritten_within(stop.bound);
+                        return self.finish(reason);
+                    }
+                    let reason = std::task::ready!(self.poll_stream(cx));
+                    let next = match (reason, &mut self.phase) {
+                        (CloseReason::Local, Phase::Ending(ending)) => {
+                            let Ending::Stopping { stop, .. } =
+                                std::mem::replace(&mut **ending, Ending::Done)
+                            else {
+                                unreachable!("matched as Stopping")
+                            };
+                            Ending::Draining { stop, shut: false }
+                        }
+                        (reason, _) => {
+                            self.tail_to_out();
+                            Ending::Closing(reason)
+                        }
+                    };
+                    self.phase = Phase::Ending(Box::new(next));
+                }
+                Some(Ending::Draining { stop, shut }) => {
+                    // Everything was written: whatever ends it now, nothing is lost.
+                    if stop.is_over(cx) {
+                        return self.finish(CloseReason::Local);
+                    }
+                    let stream = &mut self.reader.stream;
+                    if !*shut {
+                        let _ = std::task::ready!(Pin::new(&mut *stream).poll_shutdown(cx));
+                        *shut = true;
+                    }
+                    if !stop.eof {
+                        // An error (the peer reset the connection) ends it too.
+                        let _ = std::task::ready!(poll_discard(stream, cx));
+                    }
+                    return self.finish(CloseReason::Local);
+                }
+                Some(Ending::Closing(_)) => {
                     let _ = std::task::ready!(Pin::new(&mut self.reader.stream).poll_shutdown(cx));
-                    let Ending::Closing(reason) = std::mem::replace(ending, Ending::Done) else {
+                    let Phase::Ending(ending) = &mut self.phase else {
                         unreachable!("matched as Closing")
                     };
-                    tracing::debug!(%reason, "nmsg connection closed");
-                    let out = std::mem::take(&mut self.out);
-                    self.link.lost_with(reason.disconnect(), &out, self.written);
-                    return Poll::Ready(reason);
+                    let Ending::Closing(reason) = std::mem::replace(&mut **ending, Ending::Done)
+                    else {
+                        unreachable!("matched as Closing")
+                    };
+                    return self.finish(reason);
                 }
                 Some(Ending::Done) => return Poll::Ready(CloseReason::Local),
             }
         }
+    }
+
+    /// After a stop request, when what it wrote before is written whole: the
+    /// tail becomes what it writes, so that a loss counts it exactly. (While
+    /// it still writes the take before, the router counts the tail, its last
+    /// take, whole with it.)
+    fn tail_to_out(&mut self) {
+        if let Phase::Ending(ending) = &mut self.phase {
+            if let Ending::Stopping { tail, .. } = &mut **ending {
+                if self.written == self.out.len() {
+                    if let Some(tail) = tail.take() {
+                        let settings = &self.reader.settings;
+                        out_done(settings, self.out.len());
+                        out_taken(settings, tail.len());
+                        self.out = tail;
+                        self.written = 0;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends the connection for `reason`: tells the router, with what it took
+    /// and did not write.
+    fn finish(&mut self, reason: CloseReason) -> Poll<CloseReason> {
+        self.tail_to_out();
+        self.phase = Phase::Ending(Box::new(Ending::Done));
+        tracing::debug!(%reason, "nmsg connection closed");
+        let out = std::mem::take(&mut self.out);
+        out_done(&self.reader.settings, out.len());
+        self.link.lost_with(reason.disconnect(), &out, self.written);
+        Poll::Ready(reason)
     }
 
     /// Reads and writes until the stream ends, or, after a stop request, until
@@ -449,28 +639,83 @@ where
     /// the same turn: an answer costs no wake-up of its own, and the answers to
     /// a batch of requests go out together. Reading goes on while a write waits
     /// for room, so two peers that both send much never block each other.
+    ///
+    /// Before each message it asks the router whether it may read
+    /// ([`Link::poll_read_ready`]): while its queue is over the high-water
+    /// mark or its async handlers are at their bound, reading pauses (writing
+    /// goes on) until the router wakes the task. While it waits for bytes
+    /// with a message begun, or with an idle timeout, a deadline runs
+    /// ([`Timers`]).
     fn poll_stream(&mut self, cx: &mut Context<'_>) -> Poll<CloseReason> {
         let link = &self.link;
         let reader = &mut self.reader;
+        let timers = &mut self.timers;
         link.writer_running();
+        // Bytes were read since reading last waited (for the idle timeout).
+        let mut arrived = false;
         loop {
             let mut progress = false;
-            // Read and dispatch what has arrived; nothing more after a stop request.
-            if let Phase::Running = self.phase {
-                // Messages dispatched since the last write (see `burst_limit`).
+            // Read and dispatch what has arrived; after a stop request, read
+            // and discard it.
+            if let Phase::Ending(ending) = &mut self.phase {
+                if let Ending::Stopping { stop, .. } = &mut **ending {
+                    if !stop.eof {
+                        match poll_discard(&mut reader.stream, cx) {
+                            Poll::Ready(Ok(())) => stop.eof = true,
+                            Poll::Ready(Err(e)) => return Poll::Ready(CloseReason::io(&e)),
+                            Poll::Pending => {}
+                        }
+                    }
+                }
+            } else {
+                // Messages dispatched since the last write (see `dispatch_burst`).
                 let mut burst = 0;
-                let burst_limit = match reader.burst_limit {
-                    u32::MAX => usize::MAX,
-                    limit => limit as usize,
-                };
+                let burst_limit = reader.settings.burst();
                 loop {
-                    let polled = reader.poll_message(cx);
-                    if polled.is_pending() && reader.input.is_empty() {
-                        // Idle: give the read buffer back; an idle connection holds none.
-                        reader.input = BytesMut::new();
+                    if self.out.len() > READ_BUFFER && over_budget(&reader.settings, cx) {
+                        // Over the shared budget, with a large write unwritten.
+                        timers.pause_reading();
+                        break;
+                    }
+                    if link.poll_read_ready(cx).is_pending() {
+                        // Paused by the router, not by the peer: its deadlines wait too.
+                        timers.pause_reading();
+                        break;
+                    }
+                    let polled = reader.poll_message(cx, &mut arrived, timers);
+                    if polled.is_pending() {
+                        if reader.input.is_empty() {
+                            // Idle: give the read buffer back; an idle connection holds none.
+                            reader.input = BytesMut::new();
+                            timers.input_held(0);
+                        }
+                        let begun = reader.codec.is_partial(&reader.input);
+                        let settings = &reader.settings;
+                        let polled = timers.poll_reading(begun, arrived, settings, cx);
+                        arrived = false;
+                        match polled {
+                            Poll::Pending => {}
+                            Poll::Ready(Deadline::Partial) => {
+                                let e = FramingError::Stalled {
+                                    timeout: settings.partial_message_timeout,
+                                };
+                                let reason = CloseReason::Framing(e.to_string());
+                                link.router().report(Error::Framing(e));
+                                return Poll::Ready(reason);
+                            }
+                            Poll::Ready(Deadline::Idle(timeout)) => {
+                                return Poll::Ready(CloseReason::Io {
+                                    kind: std::io::ErrorKind::TimedOut,
+                                    message: format!(
+                                        "no bytes arrived within the idle timeout of {timeout:?}"
+                                    ),
+                                })
+                            }
+                        }
                     }
                     match polled {
                         Poll::Ready(Ok(Some(payload))) => {
+                            timers.message_whole();
                             link.dispatch(payload);
                             progress = true;
                             burst += 1;
@@ -495,13 +740,15 @@ where
                 if self.written == self.out.len() {
                     let next = match &mut self.phase {
                         Phase::Ending(ending) => match &mut **ending {
-                            Ending::Stopping { tail } => tail.take(),
+                            Ending::Stopping { tail, .. } => tail.take(),
                             _ => None,
                         },
-                        Phase::Running => self.pacer.poll_take(link, cx),
+                        Phase::Running => timers.poll_take(link, cx),
                     };
+                    out_done(&reader.settings, self.out.len());
                     match next {
                         Some(bytes) => {
+                            out_taken(&reader.settings, bytes.len());
                             self.out = bytes;
                             self.written = 0;
                         }
@@ -530,7 +777,7 @@ where
             }
             let stopping = match &self.phase {
                 Phase::Ending(ending) => {
-                    if let Ending::Stopping { tail: None } = **ending {
+                    if let Ending::Stopping { tail: None, .. } = **ending {
                         if self.written == self.out.len() {
                             return Poll::Ready(CloseReason::Local);
                         }
@@ -544,7 +791,7 @@ where
             }
             // Nothing moved: wait for bytes to read, room to write, a frame to
             // send, the cycle's end or a stop request (all registered above).
-            if self.written == self.out.len() && !stopping && !self.pacer.is_timing() {
+            if self.written == self.out.len() && !stopping && !timers.is_cycling() {
                 match link.poll_queued(cx) {
                     Poll::Ready(true) => continue,
                     Poll::Ready(false) => return Poll::Ready(CloseReason::Local),
@@ -556,35 +803,308 @@ where
     }
 }
 
+/// The timers of a [`Driver`], boxed together and only while one runs (an
+/// idle connection holds a null pointer): the cycle of a
+/// [`Buffering::Cycle`](crate::Buffering::Cycle) router ([`Pacer`]), and the
+/// deadlines of reading.
+///
+/// A reading deadline is armed only when a read ends with a message begun
+/// (the partial message timeout) or when the connection has an idle
+/// timeout; a connection that receives whole messages and has no idle
+/// timeout never makes one. Both are counted from when reading began to wait
+/// for bytes, and both stop while reading pauses (the router's bounds, or a
+/// large write unwritten over the byte budget); not while a message waits
+/// for room in the budget. The box also holds what the input buffer counts
+/// in the byte budget, and gives it back when dropped.
+#[derive(Default)]
+struct Timers(Option<Box<TimerState>>);
+
+#[derive(Default)]
+struct TimerState {
+    pacer: Pacer,
+    /// Wakes the task at the earlier deadline, or before it: moved back
+    /// only when it fires, so that bytes arriving cost no timer update.
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// When the message begun must be whole.
+    partial: Option<Instant>,
+    /// When the connection is idle too long, unless bytes arrive.
+    idle: Option<Instant>,
+    /// What the input buffer holds beyond a read buffer, counted in `budget`.
+    charged: usize,
+    budget: Option<Arc<Budget>>,
+}
+
+impl Drop for TimerState {
+    fn drop(&mut self) {
+        if let Some(budget) = &self.budget {
+            budget.release(self.charged);
+        }
+    }
+}
+
+/// A reading deadline that passed.
+#[derive(Debug, PartialEq, Eq)]
+enum Deadline {
+    /// The message begun is not whole within the partial message timeout.
+    Partial,
+    /// No bytes within the idle timeout (this one).
+    Idle(std::time::Duration),
+}
+
+impl Timers {
+    /// What may be written now ([`Pacer::poll_take`]).
+    fn poll_take(&mut self, link: &Link, cx: &mut Context<'_>) -> Option<Bytes> {
+        match &mut self.0 {
+            Some(state) => {
+                let taken = state.pacer.poll_take(link, cx);
+                self.tidy();
+                taken
+            }
+            None => {
+                // A pacer without a cycle open is no more than a null pointer.
+                let mut pacer = Pacer::default();
+                let taken = pacer.poll_take(link, cx);
+                if pacer.is_timing() {
+                    self.0.get_or_insert_with(Default::default).pacer = pacer;
+                }
+                taken
+            }
+        }
+    }
+
+    /// A message arrived whole: the next one begun gets the whole partial
+    /// message timeout. (A null check when no deadline runs.)
+    fn message_whole(&mut self) {
+        if let Some(state) = &mut self.0 {
+            state.partial = None;
+        }
+    }
+
+    /// The input buffer grows to `capacity` (from what was counted): ready
+    /// once what it holds beyond a read buffer is counted in `budget`;
+    /// pending while that does not fit, the task woken when some is released.
+    fn poll_charge_input(
+        &mut self,
+        budget: &Arc<Budget>,
+        capacity: usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
+        let state = self.0.get_or_insert_with(Default::default);
+        let charge = capacity.saturating_sub(READ_BUFFER);
+        if charge > state.charged {
+            std::task::ready!(budget.poll_charge(charge - state.charged, cx));
+        } else {
+            budget.release(state.charged - charge);
+        }
+        state.charged = charge;
+        state.budget.get_or_insert_with(|| budget.clone());
+        Poll::Ready(())
+    }
+
+    /// The input buffer now holds `capacity` bytes (0: none), no more than
+    /// counted: what it no longer holds is released. (A null check when
+    /// nothing is counted.)
+    fn input_held(&mut self, capacity: usize) {
+        if let Some(state) = &mut self.0 {
+            let charge = capacity.saturating_sub(READ_BUFFER);
+            if charge < state.charged {
+                if let Some(budget) = &state.budget {
+                    budget.release(state.charged - charge);
+                }
+                state.charged = charge;
+                self.tidy();
+            }
+        }
+    }
+
+    /// True while a cycle is open.
+    fn is_cycling(&self) -> bool {
+        self.0.as_ref().is_some_and(|s| s.pacer.is_timing())
+    }
+
+    /// Drops the box once nothing runs in it.
+    fn tidy(&mut self) {
+        if let Some(state) = &self.0 {
+            if state.partial.is_none()
+                && state.idle.is_none()
+                && state.charged == 0
+                && !state.pacer.is_timing()
+            {
+                self.0 = None;
+            }
+        }
+    }
+
+    /// The router paused reading: the deadlines stop, and start again from
+    /// the whole timeouts when reading waits for bytes again.
+    fn pause_reading(&mut self) {
+        if let Some(state) = &mut self.0 {
+            state.partial = None;
+            state.idle = None;
+            self.tidy();
+        }
+    }
+
+    /// Reading waits for bytes, with a message `begun` or not, and bytes
+    /// `arrived` since it last waited or not: arms, keeps or drops the
+    /// deadlines; ready with the one that passed.
+    fn poll_reading(
+        &mut self,
+        begun: bool,
+        arrived: bool,
+        settings: &Settings,
+        cx: &mut Context<'_>,
+    ) -> Poll<Deadline> {
+        let idle = settings.idle_timeout;
+        if !begun && idle.is_none() {
+            // The common case: whole messages, no idle timeout.
+            if self.0.is_some() {
+                self.pause_reading();
+            }
+            return Poll::Pending;
+        }
+        let state = self.0.get_or_insert_with(Default::default);
+        let mut now = None;
+        let mut clock = || *now.get_or_insert_with(Instant::now);
+        if !begun {
+            state.partial = None;
+        } else if state.partial.is_none() {
+            state.partial = clock().checked_add(settings.partial_message_timeout);
+        }
+        if let Some(timeout) = idle {
+            if arrived || state.idle.is_none() {
+                state.idle = clock().checked_add(timeout);
+            }
+        }
+        loop {
+            let deadline = match (state.partial, state.idle) {
+                (Some(a), Some(b)) => a.min(b),
+                (Some(a), None) | (None, Some(a)) => a,
+                (None, None) => {
+                    // Timeouts too long to count.
+                    state.sleep = None;
+                    return Poll::Pending;
+                }
+            };
+            let sleep = state
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            if sleep.deadline() > deadline {
+                sleep.as_mut().reset(deadline);
+            }
+            std::task::ready!(sleep.as_mut().poll(cx));
+            if sleep.deadline() < deadline {
+                // Set for a deadline that was moved back since (bytes arrived).
+                sleep.as_mut().reset(deadline);
+                continue;
+            }
+            if state.partial == Some(deadline) {
+                return Poll::Ready(Deadline::Partial);
+            }
+            return Poll::Ready(Deadline::Idle(idle.unwrap_or_default()));
+        }
+    }
+}
+
+/// A chunk of `len` bytes was taken to write: counted in the budget if it
+/// is larger than a read buffer (small writes touch no shared counter).
+fn out_taken(settings: &Settings, len: usize) {
+    if len > READ_BUFFER {
+        if let Some(budget) = &settings.budget {
+            budget.charge(len);
+        }
+    }
+}
+
+/// A chunk of `len` bytes taken to write is written, or dropped.
+fn out_done(settings: &Settings, len: usize) {
+    if len > READ_BUFFER {
+        if let Some(budget) = &settings.budget {
+            budget.release(len);
+        }
+    }
+}
+
+/// True while the shared budget is over (the task is woken when it falls).
+fn over_budget(settings: &Settings, cx: &mut Context<'_>) -> bool {
+    match &settings.budget {
+        Some(budget) => budget.poll_within(cx).is_pending(),
+        None => false,
+    }
+}
+
+impl<S> Drop for Driver<S> {
+    fn drop(&mut self) {
+        // A task aborted with a chunk unwritten.
+        out_done(&self.reader.settings, self.out.len());
+    }
+}
+
+/// Reads and discards what arrives until the end of the stream (ready with
+/// `Ok`), an error, or nothing more has arrived (pending). A peer that sends
+/// without pause gets [`DISCARD_READS`] reads per turn of the task, which
+/// then yields: a stream need not limit itself as tokio's do.
+fn poll_discard<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<()>> {
+    let mut scrap = [0u8; 8 * 1024];
+    for _ in 0..DISCARD_READS {
+        let mut buf = tokio::io::ReadBuf::new(&mut scrap);
+        std::task::ready!(Pin::new(&mut *stream).poll_read(cx, &mut buf))?;
+        if buf.filled().is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+    }
+    cx.waker().wake_by_ref();
+    Poll::Pending
+}
+
+/// Reads of a closing connection's input, discarded, per turn of its task.
+const DISCARD_READS: usize = 16;
+
 /// The read buffer a connection takes when bytes arrive (and gives back when idle).
 const READ_BUFFER: usize = 8 * 1024;
 
 /// Below this much free room a read buffer is grown before the next read.
 const MIN_ROOM: usize = 1024;
 
-/// Makes room in `input` for the next read, where the message it begins
+/// How a read buffer makes room for the next read.
+enum Room {
+    /// It has room enough.
+    Enough,
+    /// One read buffer: for small messages (reclaimed, when what was read
+    /// before is no longer held, rather than allocated anew).
+    ReadBuffer,
+    /// A large message: a buffer of this capacity, twice what has arrived,
+    /// up to the message's whole length.
+    Grow(usize),
+}
+
+/// How `input` makes room for the next read, where the message it begins
 /// needs `missing` more bytes. A buffer grows with what has arrived, never by
 /// what a length prefix announces: to one read buffer, then doubling, and
 /// never beyond the message the peer is sending. So a peer holds memory in
 /// proportion to the bytes it has sent.
-fn make_room(input: &mut BytesMut, missing: usize) {
+fn room(input: &BytesMut, missing: usize) -> Room {
     let len = input.len();
     if input.capacity() - len >= MIN_ROOM {
-        return;
+        return Room::Enough;
     }
     let whole = len + missing;
     if whole <= READ_BUFFER {
-        // Small messages: one read buffer (reclaimed, when what was read
-        // before is no longer held, rather than allocated anew).
-        input.reserve(READ_BUFFER - len);
+        Room::ReadBuffer
     } else {
-        // A large message: double what has arrived, up to its whole length.
-        // Allocated exactly: `reserve` may round a large request up to twice it.
-        let capacity = whole.min((2 * len).max(READ_BUFFER));
-        let mut grown = BytesMut::with_capacity(capacity);
-        grown.extend_from_slice(input);
-        *input = grown;
+        Room::Grow(whole.min((2 * len).max(READ_BUFFER)))
     }
+}
+
+/// Moves `input` to a buffer of exactly `capacity` (`reserve` may round a
+/// large request up to twice it).
+fn grow(input: &mut BytesMut, capacity: usize) {
+    let mut grown = BytesMut::with_capacity(capacity);
+    grown.extend_from_slice(input);
+    *input = grown;
 }
 
 /// True when `buf` starts with a whole length-prefixed message (a cheap check
@@ -603,7 +1123,7 @@ fn holds_message(buf: &[u8]) -> bool {
 mod tests {
     use super::*;
 
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// Polls `driver` once; true while it runs on.
     async fn poll_once<S: AsyncRead + AsyncWrite + Unpin>(driver: &mut Driver<S>) -> bool {
@@ -615,6 +1135,46 @@ mod tests {
         let (ours, theirs) = tokio::io::duplex(64 * 1024);
         let driver = Driver::new(ours, Router::new().link(), ConnectionOptions::default());
         (driver, theirs)
+    }
+
+    /// The budget counts what a large message's buffer holds beyond a read
+    /// buffer while it arrives, and nothing once it is handled and the
+    /// connection idle; nor once a driver with a message begun is dropped.
+    /// A large write is counted until written.
+    #[tokio::test]
+    async fn the_budget_counts_large_buffers_while_they_are_held() {
+        const LEN: usize = 200 * 1024;
+        let options = ConnectionOptions::new().max_buffered_bytes(1 << 30);
+        let budget = options.settings().budget.clone().unwrap();
+        let router = Router::new();
+        let (ours, mut peer) = tokio::io::duplex(1 << 20);
+        let mut driver = Driver::new(ours, router.link(), options.clone());
+        let mut message = (LEN as u32).to_be_bytes().to_vec();
+        message.extend(std::iter::repeat_n(0xc0, LEN));
+        peer.write_all(&message[..LEN / 2]).await.unwrap();
+        assert!(poll_once(&mut driver).await);
+        let held = budget.used();
+        assert!((LEN / 2 - READ_BUFFER..=LEN).contains(&held), "{held}");
+        peer.write_all(&message[LEN / 2..]).await.unwrap();
+        assert!(poll_once(&mut driver).await);
+        assert_eq!(budget.used(), 0, "after the message");
+        peer.write_all(&message[..LEN / 2]).await.unwrap();
+        assert!(poll_once(&mut driver).await);
+        assert!(budget.used() > 0);
+        drop(driver);
+        assert_eq!(budget.used(), 0, "after the drop");
+
+        // A large write, to a peer that does not read it yet.
+        let (ours, mut peer) = tokio::io::duplex(1024);
+        let mut driver = Driver::new(ours, router.link(), options);
+        router.emit("big", ("x".repeat(LEN),)).unwrap();
+        assert!(poll_once(&mut driver).await);
+        assert!(budget.used() > LEN, "{}", budget.used());
+        let mut sink = vec![0; 64 * 1024];
+        while budget.used() > 0 {
+            let _ = peer.read(&mut sink).await.unwrap();
+            assert!(poll_once(&mut driver).await);
+        }
     }
 
     #[tokio::test]

@@ -1,12 +1,15 @@
 //! The MsgPack codec: frames are maps keyed by one-letter strings.
 
-use super::{ArgVisitor, Codec};
+use super::{ArgVisitor, BulkForm, Codec, Decoded, FrameSink};
 use crate::error::{EncodeError, ProtocolError};
-use crate::frame::{Message, OutFrame, OutKind};
+use crate::frame::{OutFrame, OutKind};
 
+mod cesu;
 mod read;
 
-use read::{undecodable, Kind, Reader};
+pub(crate) use cesu::utf8_from_cesu8;
+
+use read::{Kind, Reader};
 
 /// The MsgPack codec, the protocol's default.
 ///
@@ -20,40 +23,58 @@ impl Codec for MsgPack {
         "msgpack"
     }
 
-    fn decode_message(&self, payload: &[u8]) -> Result<Message, ProtocolError> {
+    fn decode_message(
+        &self,
+        payload: &[u8],
+        bulk: &mut FrameSink<'_>,
+    ) -> Result<Decoded, ProtocolError> {
         let mut r = Reader {
             buf: payload,
             pos: 0,
         };
-        let message = match r.peek()? {
-            Kind::Map(_) => Message::Single(r.frame(1)?),
+        // The first release's bulk, `{"b": [frames]}`: a map of one key.
+        let keyed = matches!(r.peek()?, Kind::Map(1)) && r.enter_keyed_bulk()?;
+        match r.peek()? {
+            Kind::Map(_) => {
+                let frame = r.frame(1)?;
+                r.at_end()?;
+                Ok(Decoded::Single(frame))
+            }
             Kind::Array(n) => {
+                // Frames sit one level deeper in a keyed bulk.
+                let depth = 2 + keyed as usize;
+                // The whole message is checked before its first frame goes:
+                // one that cannot be decoded routes none of them. The check
+                // walks it once and allocates nothing per element.
+                let mut check = Reader {
+                    buf: payload,
+                    pos: 0,
+                };
+                check.skip(1)?;
+                check.at_end()?;
                 r.advance_header()?;
-                let mut frames = Vec::with_capacity((n as usize).min(1024));
                 for index in 0..n as usize {
-                    match r.peek()? {
-                        Kind::Map(_) => frames.push(r.frame(2)?),
+                    let frame = match r.peek()? {
+                        Kind::Map(_) => r.frame(depth)?,
                         other => {
-                            r.skip(2)?;
-                            frames.push(Err(ProtocolError::NotAFrame {
+                            r.skip(depth)?;
+                            Err(ProtocolError::NotAFrame {
                                 index,
                                 found: other.name(),
-                            }));
+                            })
                         }
-                    }
+                    };
+                    bulk(frame);
                 }
-                Message::Bulk(frames)
-            }
-            other => {
-                return Err(ProtocolError::NotAMessage {
-                    found: other.name(),
+                Ok(match keyed {
+                    false => Decoded::Bulk(n as usize),
+                    true => Decoded::KeyedBulk(n as usize),
                 })
             }
-        };
-        if r.pos != payload.len() {
-            return Err(undecodable("trailing bytes after the message"));
+            other => Err(ProtocolError::NotAMessage {
+                found: other.name(),
+            }),
         }
-        Ok(message)
     }
 
     fn deserialize_arg(&self, raw: &[u8], visit: &mut ArgVisitor<'_>) -> Result<(), String> {
@@ -119,7 +140,11 @@ impl Codec for MsgPack {
         Ok(())
     }
 
-    fn bulk_start(&self, count: usize, out: &mut Vec<u8>) {
+    fn bulk_start(&self, count: usize, form: BulkForm, out: &mut Vec<u8>) {
+        if form == BulkForm::Keyed {
+            // {"b": [...]}
+            out.extend_from_slice(&[0x81, 0xa1, b'b']);
+        }
         put_len(out, count as u32, 0x90, 0xdc);
     }
 
@@ -127,7 +152,7 @@ impl Codec for MsgPack {
         b""
     }
 
-    fn bulk_end(&self, _out: &mut Vec<u8>) {}
+    fn bulk_end(&self, _form: BulkForm, _out: &mut Vec<u8>) {}
 
     fn builtin(&self) -> Option<super::Builtin> {
         Some(super::Builtin(super::BuiltinKind::MsgPack))
@@ -194,6 +219,76 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `{"i": n, "e": "x"}`.
+    fn frame(n: u8) -> Vec<u8> {
+        vec![0x82, 0xa1, b'i', n, 0xa1, b'e', 0xa1, b'x']
+    }
+
+    /// The frames of `payload` as the sink got them, and what the decoder gave.
+    fn sunk(
+        payload: &[u8],
+    ) -> (
+        Vec<Result<u32, ProtocolError>>,
+        Result<Decoded, ProtocolError>,
+    ) {
+        let mut frames = Vec::new();
+        let decoded = MsgPack.decode_message(payload, &mut |f| frames.push(f.map(|f| f.id)));
+        (frames, decoded)
+    }
+
+    #[test]
+    fn a_bulk_hands_every_element_to_the_sink_in_order_and_a_single_frame_none() {
+        let mut bulk = vec![0x94];
+        bulk.extend(frame(1));
+        bulk.push(0xc0);
+        bulk.extend(frame(2));
+        bulk.push(0x07);
+        let (frames, decoded) = sunk(&bulk);
+        assert_eq!(decoded, Ok(Decoded::Bulk(4)));
+        assert_eq!(
+            frames,
+            [
+                Ok(1),
+                Err(ProtocolError::NotAFrame {
+                    index: 1,
+                    found: "nil"
+                }),
+                Ok(2),
+                Err(ProtocolError::NotAFrame {
+                    index: 3,
+                    found: "an integer"
+                }),
+            ]
+        );
+
+        let (frames, decoded) = sunk(&frame(3));
+        assert!(frames.is_empty());
+        assert!(matches!(decoded, Ok(Decoded::Single(Ok(f))) if f.id == 3));
+    }
+
+    #[test]
+    fn a_bulk_that_cannot_be_decoded_hands_over_no_frame() {
+        let mut cut = vec![0x93];
+        cut.extend(frame(1));
+        cut.extend(frame(2));
+        let mut trailing = vec![0x92];
+        trailing.extend(frame(1));
+        trailing.extend(frame(2));
+        trailing.push(0xc0);
+        // 16 million elements announced, two there.
+        let mut short = vec![0xdd, 0x01, 0x00, 0x00, 0x00];
+        short.extend(frame(1));
+        short.extend(frame(2));
+        for payload in [cut, trailing, short] {
+            let (frames, decoded) = sunk(&payload);
+            assert!(frames.is_empty(), "{frames:?}");
+            assert!(
+                matches!(decoded, Err(ProtocolError::Undecodable { .. })),
+                "{decoded:?}"
+            );
+        }
+    }
 
     /// The frame's markers are written by hand; they must be what rmp writes,
     /// in the shortest form, at every boundary between forms.

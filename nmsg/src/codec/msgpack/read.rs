@@ -99,6 +99,14 @@ impl<'a> Reader<'a> {
             .ok_or_else(cut_short)
     }
 
+    /// Fails unless the reader is at the end of the message.
+    pub(super) fn at_end(&self) -> Result<(), ProtocolError> {
+        if self.pos != self.buf.len() {
+            return Err(undecodable("trailing bytes after the message"));
+        }
+        Ok(())
+    }
+
     /// Reads the marker and fixed-size header of the next value without moving;
     /// returns its kind and the header's length in bytes.
     pub(super) fn header(&self) -> Result<(Kind, usize), ProtocolError> {
@@ -242,6 +250,22 @@ impl<'a> Reader<'a> {
                 }
             }
         }
+    }
+
+    /// At a map of one entry keyed `"b"` whose value is an array (a bulk of
+    /// the original's first release, `{"b": [frames]}`): moves to the array
+    /// and says yes. Anything else (a frame, nearly always) leaves the reader
+    /// where it is.
+    pub(super) fn enter_keyed_bulk(&mut self) -> Result<bool, ProtocolError> {
+        let start = self.pos;
+        if let (Kind::Map(1), hlen) = self.header()? {
+            self.pos += hlen;
+            if self.key_str()? == Some(b"b") && matches!(self.peek()?, Kind::Array(_)) {
+                return Ok(true);
+            }
+        }
+        self.pos = start;
+        Ok(false)
     }
 
     /// Reads the `n` bytes of a string; `Ok(None)` if they are not UTF-8. The
