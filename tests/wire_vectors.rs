@@ -638,7 +638,7 @@ fn payload_2016(name_starts: &str) -> Vec<u8> {
 #[test]
 fn floats_of_the_2016_vectors_decode_into_integer_parameters() {
     let payload = payload_2016(NUMBERS_2016);
-    let Message::Single(Ok(frame)) = MsgPack.decode_message(&payload).unwrap() else {
+    let Message::Single(Ok(frame)) = MsgPack.decode_all(&payload).unwrap() else {
         panic!("the numbers vector is not a valid single frame");
     };
     let arg = |n: usize| &payload[frame.data[n].clone()];
@@ -662,7 +662,7 @@ fn floats_of_the_2016_vectors_decode_into_integer_parameters() {
 #[test]
 fn the_cesu_8_string_of_the_2016_vectors_decodes_to_the_text_meant() {
     let payload = payload_2016("a string with a character outside the Basic Multilingual Plane");
-    let Message::Single(Ok(frame)) = MsgPack.decode_message(&payload).unwrap() else {
+    let Message::Single(Ok(frame)) = MsgPack.decode_all(&payload).unwrap() else {
         panic!("the CESU-8 vector is not a valid single frame");
     };
     let text = &payload[frame.data[0].clone()];
