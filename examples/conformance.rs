@@ -15,6 +15,9 @@
 //! client sends then comes back as a response to its own frame of the same id
 //! (client and server ids move in step), so the scenarios in which the client
 //! answers the server's callbacks (ping, pick-hand, countdown) are skipped.
+//! `--keyed-bulks` fixes the form of the bulks this peer sends to
+//! `{"b": [...]}` (`RouterBuilder::bulk_form`), for a peer of that release,
+//! which reads no other, before it has heard from it.
 //!
 //! `serve` prints `LISTENING HOST:PORT` (the real port, also for port 0), then
 //! serves every conformance event on every connection until interrupted
@@ -59,6 +62,7 @@ struct Options {
     buffered: bool,
     until_eof: bool,
     peer_echoes: bool,
+    keyed_bulks: bool,
 }
 
 impl Options {
@@ -70,10 +74,19 @@ impl Options {
             Buffering::Off
         }
     }
+
+    /// `--keyed-bulks`: bulks always `{"b": [...]}`; else the peer's form.
+    fn router(&self, router: nmsg::RouterBuilder) -> nmsg::RouterBuilder {
+        if self.keyed_bulks {
+            router.bulk_form(BulkForm::Keyed)
+        } else {
+            router
+        }
+    }
 }
 
 fn usage(problem: &str) -> ! {
-    eprintln!("{problem}\nusage: conformance serve|connect --addr HOST:PORT [--codec msgpack|json] [--buffered] [--until-eof] [--peer-echoes]");
+    eprintln!("{problem}\nusage: conformance serve|connect --addr HOST:PORT [--codec msgpack|json] [--buffered] [--until-eof] [--peer-echoes] [--keyed-bulks]");
     std::process::exit(2);
 }
 
@@ -84,8 +97,8 @@ fn options() -> Options {
         Some("connect") => false,
         other => usage(&format!("unknown mode {other:?}")),
     };
-    let (mut addr, mut json, mut buffered, mut until_eof, mut peer_echoes) =
-        (None, false, false, false, false);
+    let (mut addr, mut json, mut buffered, mut until_eof, mut peer_echoes, mut keyed_bulks) =
+        (None, false, false, false, false, false);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--addr" => addr = args.next(),
@@ -97,6 +110,7 @@ fn options() -> Options {
             "--buffered" => buffered = true,
             "--until-eof" => until_eof = true,
             "--peer-echoes" => peer_echoes = true,
+            "--keyed-bulks" => keyed_bulks = true,
             other => usage(&format!("unknown argument {other:?}")),
         }
     }
@@ -108,6 +122,7 @@ fn options() -> Options {
         buffered,
         until_eof,
         peer_echoes,
+        keyed_bulks,
     }
 }
 
@@ -292,6 +307,7 @@ async fn serve(opts: Options) -> i32 {
     let tally = Arc::new(Tally::default());
     let server = Server::tcp(&opts.addr)
         .buffering(opts.buffering())
+        .router(|r| opts.router(r))
         .codec(Observed::new(opts.json, tally.clone()))
         .start();
     let counted = tally.clone();
@@ -487,6 +503,7 @@ async fn connect(opts: Options) -> i32 {
     let tally = Arc::new(Tally::default());
     let client = Client::tcp(&opts.addr)
         .buffering(opts.buffering())
+        .router(|r| opts.router(r))
         .codec(Observed::new(opts.json, tally.clone()))
         .start();
     let router = client.router().clone();
