@@ -1,13 +1,23 @@
 //! The conformance peer, in Rust: one binary, two modes. It serves and
 //! exercises the conformance events (echo, add, ping, pick-hand, countdown,
-//! multi, notify, stats), like `tests/js/conformance.js` in JavaScript. The
+//! multi, notify, stats, integers, echo-text), like `tests/js/conformance.js`
+//! in JavaScript. The
 //! events, the client's scenarios and the report line are described in
 //! `tests/js/CONFORMANCE.md`.
 //!
 //! ```text
 //! cargo run --example conformance -- serve   --addr 127.0.0.1:0    [--codec msgpack|json] [--buffered] [--until-eof]
-//! cargo run --example conformance -- connect --addr 127.0.0.1:7000 [--codec msgpack|json] [--buffered]
+//! cargo run --example conformance -- connect --addr 127.0.0.1:7000 [--codec msgpack|json] [--buffered] [--peer-echoes]
 //! ```
+//!
+//! `--peer-echoes` (connect): the server writes every message back to its
+//! sender, as the TCP server of the original's nmsg 1.0.2 does. A response this
+//! client sends then comes back as a response to its own frame of the same id
+//! (client and server ids move in step), so the scenarios in which the client
+//! answers the server's callbacks (ping, pick-hand, countdown) are skipped.
+//! `--keyed-bulks` fixes the form of the bulks this peer sends to
+//! `{"b": [...]}` (`RouterBuilder::bulk_form`), for a peer of that release,
+//! which reads no other, before it has heard from it.
 //!
 //! `serve` prints `LISTENING HOST:PORT` (the real port, also for port 0), then
 //! serves every conformance event on every connection until interrupted
@@ -51,6 +61,8 @@ struct Options {
     json: bool,
     buffered: bool,
     until_eof: bool,
+    peer_echoes: bool,
+    keyed_bulks: bool,
 }
 
 impl Options {
@@ -62,10 +74,19 @@ impl Options {
             Buffering::Off
         }
     }
+
+    /// `--keyed-bulks`: bulks always `{"b": [...]}`; else the peer's form.
+    fn router(&self, router: nmsg::RouterBuilder) -> nmsg::RouterBuilder {
+        if self.keyed_bulks {
+            router.bulk_form(BulkForm::Keyed)
+        } else {
+            router
+        }
+    }
 }
 
 fn usage(problem: &str) -> ! {
-    eprintln!("{problem}\nusage: conformance serve|connect --addr HOST:PORT [--codec msgpack|json] [--buffered] [--until-eof]");
+    eprintln!("{problem}\nusage: conformance serve|connect --addr HOST:PORT [--codec msgpack|json] [--buffered] [--until-eof] [--peer-echoes] [--keyed-bulks]");
     std::process::exit(2);
 }
 
@@ -76,7 +97,8 @@ fn options() -> Options {
         Some("connect") => false,
         other => usage(&format!("unknown mode {other:?}")),
     };
-    let (mut addr, mut json, mut buffered, mut until_eof) = (None, false, false, false);
+    let (mut addr, mut json, mut buffered, mut until_eof, mut peer_echoes, mut keyed_bulks) =
+        (None, false, false, false, false, false);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--addr" => addr = args.next(),
@@ -87,6 +109,8 @@ fn options() -> Options {
             },
             "--buffered" => buffered = true,
             "--until-eof" => until_eof = true,
+            "--peer-echoes" => peer_echoes = true,
+            "--keyed-bulks" => keyed_bulks = true,
             other => usage(&format!("unknown argument {other:?}")),
         }
     }
@@ -97,6 +121,8 @@ fn options() -> Options {
         json,
         buffered,
         until_eof,
+        peer_echoes,
+        keyed_bulks,
     }
 }
 
@@ -281,6 +307,7 @@ async fn serve(opts: Options) -> i32 {
     let tally = Arc::new(Tally::default());
     let server = Server::tcp(&opts.addr)
         .buffering(opts.buffering())
+        .router(|r| opts.router(r))
         .codec(Observed::new(opts.json, tally.clone()))
         .start();
     let counted = tally.clone();
@@ -331,6 +358,19 @@ pub trait Conformance {
     fn multi(&self, cb0: Callback<(Value,)>, value: Value, cb2: Callback<(Value,)>);
     /// Emits `event(payload)` back on this connection, then `cb(true)`.
     fn notify(&self, event: String, payload: Value, cb: Callback<(bool,)>, peer: Peer);
+    /// `cb(now, big, negative, max_safe)`: JavaScript numbers (with msgpack-lite
+    /// float64 on the wire) taken as integers and sent back.
+    fn integers(
+        &self,
+        now: u64,
+        big: u64,
+        negative: i64,
+        max_safe: u64,
+        cb: Callback<(u64, u64, i64, u64)>,
+    );
+    /// `cb(text)`, through a `String`.
+    #[nmsg(event = "echo-text")]
+    fn echo_text(&self, text: String) -> String;
 }
 
 /// A hand of `pick-hand`: called with a callback that gets the colour.
@@ -372,6 +412,21 @@ impl Conformance for Conformer {
         if peer.router().emit(&event, (payload,)).is_ok() {
             let _ = cb.call((true,));
         }
+    }
+
+    fn integers(
+        &self,
+        now: u64,
+        big: u64,
+        negative: i64,
+        max_safe: u64,
+        cb: Callback<(u64, u64, i64, u64)>,
+    ) {
+        let _ = cb.call((now, big, negative, max_safe));
+    }
+
+    fn echo_text(&self, text: String) -> String {
+        text
     }
 }
 
@@ -448,6 +503,7 @@ async fn connect(opts: Options) -> i32 {
     let tally = Arc::new(Tally::default());
     let client = Client::tcp(&opts.addr)
         .buffering(opts.buffering())
+        .router(|r| opts.router(r))
         .codec(Observed::new(opts.json, tally.clone()))
         .start();
     let router = client.router().clone();
@@ -481,13 +537,25 @@ async fn connect(opts: Options) -> i32 {
         echo_same(r, Value::from("héllo wörld ✓ 日本語 🚀"))
     );
     scenario!("echo-nested-map", echo_same(r, nested_map()));
+    // Taken back as integers: a JavaScript peer writing with msgpack-lite
+    // answers with float64s.
     scenario!("echo-big-int", async move {
-        echo_same(r, Value::from(1_099_511_627_776u64)).await?;
-        echo_same(r, Value::from(-5_000_000_000i64)).await
+        echo_u64(r, 1_099_511_627_776).await?;
+        echo_i64(r, -5_000_000_000).await
     });
     scenario!("echo-float", async move {
         echo_same(r, Value::from(3.5f64)).await?;
         echo_same(r, Value::from(-0.125f64)).await
+    });
+    scenario!("js-numbers", js_numbers(r));
+    scenario!("non-bmp", async move {
+        let s = "a\u{1F30D}";
+        echo_same(r, Value::from(s)).await?;
+        let (back,): (String,) = r
+            .request("echo-text", (s,))
+            .await
+            .map_err(|e| e.to_string())?;
+        expect(back == s, format!("echo-text({s:?}) gave {back:?}"))
     });
     if !opts.json {
         scenario!(
@@ -508,9 +576,16 @@ async fn connect(opts: Options) -> i32 {
             .map_err(|e| e.to_string())?;
         expect(sum == 3.75, format!("add(1.5, 2.25) gave {sum}"))
     });
-    scenario!("ping", ping(r));
-    scenario!("pick-hand", pick_hand(r));
-    scenario!("countdown", countdown_scenario(r, 50));
+    if opts.peer_echoes {
+        eprintln!(
+            "skipping ping, pick-hand, countdown: the server echoes (--peer-echoes), so the \
+             responses this client sends come back as responses to its own frames of the same ids"
+        );
+    } else {
+        scenario!("ping", ping(r));
+        scenario!("pick-hand", pick_hand(r));
+        scenario!("countdown", countdown_scenario(r, 50));
+    }
     scenario!("multi", multi(r));
     scenario!("notify", notify(r));
     scenario!("inflight-2000", inflight(r, 2000));
@@ -520,9 +595,11 @@ async fn connect(opts: Options) -> i32 {
         echo_same(r, Value::from("after")).await
     });
     // Events this client emitted before `stats` (callback invocations are not
-    // events): one per echo, two each for echo-big-int, echo-float, add and
-    // unknown-event, one for each other scenario, and 2,000 in inflight-2000.
-    let emitted_so_far = 2000 + if opts.json { 17 } else { 18 };
+    // events): one per echo, two each for echo-big-int, echo-float, add,
+    // non-bmp and unknown-event, five for js-numbers, one for each other
+    // scenario, and 2,000 in inflight-2000.
+    let emitted_so_far =
+        2000 + if opts.json { 24 } else { 25 } - if opts.peer_echoes { 3 } else { 0 };
     // The last of them is the echo of unknown-event.
     let last_so_far = "echo";
     scenario!("stats", async move {
@@ -600,6 +677,42 @@ async fn echo_same(r: &Router, value: Value) -> Outcome {
         back == value,
         format!("sent {}, got {}", short(&value), short(&back)),
     )
+}
+
+async fn echo_u64(r: &Router, value: u64) -> Outcome {
+    let (back,): (u64,) = r
+        .request("echo", (value,))
+        .await
+        .map_err(|e| format!("echo({value}): {e}"))?;
+    expect(back == value, format!("sent {value}, got {back}"))
+}
+
+async fn echo_i64(r: &Router, value: i64) -> Outcome {
+    let (back,): (i64,) = r
+        .request("echo", (value,))
+        .await
+        .map_err(|e| format!("echo({value}): {e}"))?;
+    expect(back == value, format!("sent {value}, got {back}"))
+}
+
+/// What JavaScript programs send (`Date.now()`, 2^40, -5e9, 2^53 - 1), each way
+/// exactly: echoed, and through the typed `integers`.
+async fn js_numbers(r: &Router) -> Outcome {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_millis() as u64;
+    let (big, negative, max_safe) = (1u64 << 40, -5_000_000_000i64, (1u64 << 53) - 1);
+    echo_u64(r, now).await?;
+    echo_u64(r, big).await?;
+    echo_i64(r, negative).await?;
+    echo_u64(r, max_safe).await?;
+    let sent = (now, big, negative, max_safe);
+    let got: (u64, u64, i64, u64) = r
+        .request("integers", sent)
+        .await
+        .map_err(|e| format!("integers{sent:?}: {e}"))?;
+    expect(got == sent, format!("integers{sent:?} gave {got:?}"))
 }
 
 fn nested_map() -> Value {

@@ -1,6 +1,12 @@
 //! Interoperability: the conformance scenarios between the Rust peer
 //! (`examples/conformance.rs`) and the JavaScript peer (`tests/js`), in both
-//! directions, with both codecs, buffered and unbuffered: 12 runs. A run passes
+//! directions, with both codecs, buffered and unbuffered: 12 runs. Then the
+//! JavaScript peer writing MsgPack as msgpack-lite 0.1.17 and 0.2.2 do (float64
+//! for numbers beyond 32-bit integers, CESU-8 with 0.1.17), and speaking the
+//! seed release's 2016 dialect (`e: ""` on responses, `{"b": [...]}` bulks,
+//! always buffered; its server with the echo bug on) and the later nmsg-tcp
+//! stack's (`e: ""` on responses), both directions: 10 runs, each group's at
+//! once. A run passes
 //! only if every scenario passed and neither peer's report line shows a
 //! protocol error, a stray or duplicate response, a handler failure or an
 //! unhandled event, and if bulk messages went both ways exactly when buffered.
@@ -205,13 +211,108 @@ impl Drop for Guarded {
 // conformance peers
 // ---------------------------------------------------------------------------
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Peer {
     Rust,
     Js,
 }
 
-fn command(peer: Peer, mode: &str, addr: &str, codec: &str, buffered: bool) -> Command {
+/// The MsgPack library the JavaScript peer writes with (`--library`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Library {
+    /// @msgpack/msgpack: int64/uint64 beyond 32-bit integers.
+    MsgpackJs,
+    /// msgpack-lite 0.1.17, the seed release's: float64 beyond 32-bit
+    /// integers, CESU-8 beyond the Basic Multilingual Plane.
+    Lite01,
+    /// msgpack-lite 0.2.2: float64 beyond 32-bit integers.
+    Lite02,
+}
+
+impl Library {
+    fn flag(self) -> &'static str {
+        match self {
+            Library::MsgpackJs => "@msgpack/msgpack",
+            Library::Lite01 => "msgpack-lite-0.1",
+            Library::Lite02 => "msgpack-lite-0.2",
+        }
+    }
+}
+
+/// What the JavaScript peer writes (`--dialect`); it reads both.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Dialect {
+    /// nmsg-rpc from mid-April 2016 on.
+    Later,
+    /// The original's later complete TCP stack (nmsg-tcp): `e: ""` on every
+    /// response, otherwise as `Later`.
+    NmsgTcp,
+    /// The seed's release, nmsg 1.0.2: `e: ""` on responses, `{"b": [...]}`
+    /// bulks, always buffered; its TCP server writes every message back.
+    Seed2016,
+}
+
+/// One run's settings. `buffered` is the Rust peer's, and the JavaScript
+/// peer's in the later dialect (in 2016 it always buffers); `library` and
+/// `dialect` are the JavaScript peer's.
+#[derive(Clone, Copy, Debug)]
+struct Setup {
+    codec: &'static str,
+    buffered: bool,
+    library: Library,
+    dialect: Dialect,
+    /// The Rust peer's bulks are always `{"b": [...]}` (`--keyed-bulks`).
+    keyed_bulks: bool,
+}
+
+impl Setup {
+    /// Today's runs: the later dialect, @msgpack/msgpack.
+    fn plain(codec: &'static str, buffered: bool) -> Setup {
+        Setup {
+            codec,
+            buffered,
+            library: Library::MsgpackJs,
+            dialect: Dialect::Later,
+            keyed_bulks: false,
+        }
+    }
+
+    /// Whether the JavaScript peer sends bulks.
+    fn js_buffers(&self) -> bool {
+        self.buffered || self.dialect == Dialect::Seed2016
+    }
+
+    /// Whether a JavaScript server has the 2016 release's echo bug.
+    fn echoing_server(&self, server: Peer) -> bool {
+        server == Peer::Js && self.dialect == Dialect::Seed2016
+    }
+
+    fn describe(&self, server: Peer, client: Peer) -> String {
+        let mut label = format!(
+            "{client:?} client -> {server:?} server, {}, buffered={}",
+            self.codec, self.buffered
+        );
+        if self.keyed_bulks {
+            label.push_str(", keyed bulks");
+        }
+        if server == Peer::Js || client == Peer::Js {
+            if self.codec == "msgpack" {
+                label.push_str(&format!(", {}", self.library.flag()));
+            }
+            match self.dialect {
+                Dialect::Later => {}
+                Dialect::NmsgTcp => label.push_str(", dialect nmsg-tcp"),
+                Dialect::Seed2016 => label.push_str(", dialect 2016"),
+            }
+            if self.echoing_server(server) {
+                label.push_str(", echo bug");
+            }
+        }
+        label
+    }
+}
+
+fn command(peer: Peer, mode: &str, addr: &str, setup: &Setup, peer_echoes: bool) -> Command {
     let mut cmd = match peer {
         Peer::Rust => Command::new(rust_peer()),
         Peer::Js => {
@@ -220,12 +321,33 @@ fn command(peer: Peer, mode: &str, addr: &str, codec: &str, buffered: bool) -> C
             c
         }
     };
-    cmd.args([mode, "--addr", addr, "--codec", codec]);
-    if buffered {
+    cmd.args([mode, "--addr", addr, "--codec", setup.codec]);
+    if setup.buffered {
         cmd.arg("--buffered");
     }
     if mode == "serve" {
         cmd.arg("--until-eof");
+    }
+    if peer == Peer::Js {
+        cmd.args(["--library", setup.library.flag()]);
+        match setup.dialect {
+            Dialect::Later => {}
+            Dialect::NmsgTcp => {
+                cmd.args(["--dialect", "nmsg-tcp"]);
+            }
+            Dialect::Seed2016 => {
+                cmd.args(["--dialect", "2016"]);
+                if mode == "serve" {
+                    cmd.arg("--echo-bug");
+                }
+            }
+        }
+    }
+    if peer_echoes {
+        cmd.arg("--peer-echoes");
+    }
+    if peer == Peer::Rust && setup.keyed_bulks {
+        cmd.arg("--keyed-bulks");
     }
     cmd
 }
@@ -258,17 +380,57 @@ const ERROR_FIELDS: [&str; 5] = [
     "unhandled",
 ];
 
+/// What a peer must have received in a run.
+#[derive(Clone, Copy, Debug, Default)]
+struct Expect {
+    /// Bulks: the other peer buffered (or echoed bulks back).
+    bulks: bool,
+    /// Only `{"b": [...]}` bulks, or none of them (a JavaScript peer's report
+    /// says; the Rust peer's does not): `Some(true)` when the other peer wrote
+    /// the 2016 dialect, or a Rust peer answered a peer that did.
+    map_bulks: Option<bool>,
+    /// Events with no handler: only a client of an echoing server gets any,
+    /// its own events coming back.
+    unhandled: u64,
+}
+
+impl Expect {
+    fn bulks(bulks: bool) -> Expect {
+        Expect {
+            bulks,
+            map_bulks: None,
+            unhandled: 0,
+        }
+    }
+}
+
 /// Checks a report of a conformance run: nothing went wrong, and bulks were
 /// received exactly when the other peer buffered (with several frames in at
 /// least one of them).
-fn check_report(label: &str, side: &str, report: &Report, buffered: bool) {
+fn check_report(label: &str, side: &str, report: &Report, expect: Expect) {
     for key in ERROR_FIELDS {
+        let want = if key == "unhandled" {
+            expect.unhandled
+        } else {
+            0
+        };
         assert_eq!(
             field(report, key),
-            0,
+            want,
             "{label}: the {side} reported {key}: {report:?}"
         );
     }
+    if let Some(maps) = expect.map_bulks {
+        let want = if maps { field(report, "bulks") } else { 0 };
+        assert_eq!(
+            field(report, "map_bulks"),
+            want,
+            "{label}: the {side} received {} {{\"b\": ..}} bulks of {}, expected {want}: {report:?}",
+            field(report, "map_bulks"),
+            field(report, "bulks"),
+        );
+    }
+    let buffered = expect.bulks;
     if let Some(&unclosed) = report.get("unclosed") {
         assert_eq!(unclosed, 0, "{label}: the {side} had connections left open");
     }
@@ -290,13 +452,13 @@ fn check_report(label: &str, side: &str, report: &Report, buffered: bool) {
 
 /// Starts a conformance server (which ends when its stdin closes); returns it
 /// and the address it listens on.
-fn start_server(peer: Peer, codec: &str, buffered: bool) -> (Guarded, String) {
+fn start_server(peer: Peer, setup: &Setup) -> (Guarded, String) {
     if matches!(peer, Peer::Js) {
         js_ready();
     }
     let server = Guarded::spawn(
         format!("the {peer:?} server"),
-        &mut command(peer, "serve", "127.0.0.1:0", codec, buffered),
+        &mut command(peer, "serve", "127.0.0.1:0", setup, false),
     );
     let first = server.line(START_TIMEOUT, "LISTENING line");
     let addr = first
@@ -327,13 +489,17 @@ fn finish_server(server: &mut Guarded) -> Report {
 }
 
 /// The scenarios a conformance client runs, in order: the same for both peers.
-fn scenarios(codec: &str) -> Vec<&'static str> {
+/// Against an echoing server (`peer_echoes`), those in which the client
+/// answers the server's callbacks are skipped.
+fn scenarios(codec: &str, peer_echoes: bool) -> Vec<&'static str> {
     let mut names = vec![
         "echo-string",
         "echo-unicode",
         "echo-nested-map",
         "echo-big-int",
         "echo-float",
+        "js-numbers",
+        "non-bmp",
         "echo-binary",
         "echo-1mib",
         "add",
@@ -350,25 +516,28 @@ fn scenarios(codec: &str) -> Vec<&'static str> {
         // JSON has no binary form: the scenario is skipped and not counted.
         names.retain(|n| *n != "echo-binary");
     }
+    if peer_echoes {
+        names.retain(|n| !["ping", "pick-hand", "countdown"].contains(n));
+    }
     names
 }
 
 /// Runs a conformance client to its end and checks its whole output: a PASS
 /// line for every scenario, in order, the summary, and the report line, which
 /// it returns. The client is returned too, to show its stderr if the test fails.
-fn run_client(peer: Peer, addr: &str, codec: &str, buffered: bool) -> (Guarded, Report) {
+fn run_client(peer: Peer, addr: &str, setup: &Setup, peer_echoes: bool) -> (Guarded, Report) {
     if matches!(peer, Peer::Js) {
         js_ready();
     }
     let mut client = Guarded::spawn(
         format!("the {peer:?} client"),
-        &mut command(peer, "connect", addr, codec, buffered),
+        &mut command(peer, "connect", addr, setup, peer_echoes),
     );
     client.close_stdin();
     let lines = client.rest(RUN_TIMEOUT);
     let status = client.wait(RUN_TIMEOUT);
     let output = lines.join("\n");
-    let names = scenarios(codec);
+    let names = scenarios(setup.codec, peer_echoes);
     let mut expected: Vec<String> = names.iter().map(|n| format!("PASS {n}")).collect();
     expected.push(format!("{} passed, 0 failed", names.len()));
     let (report_line, scenario_lines) = lines
@@ -395,18 +564,59 @@ fn run_client(peer: Peer, addr: &str, codec: &str, buffered: bool) -> (Guarded, 
 }
 
 /// Runs one interop combination and checks both peers' reports.
-fn interop(server: Peer, client: Peer, codec: &str, buffered: bool) {
-    let label = format!("{client:?} client -> {server:?} server, {codec}, buffered={buffered}");
-    let (mut srv, addr) = start_server(server, codec, buffered);
-    let (_client, client_report) = run_client(client, &addr, codec, buffered);
+fn interop(server: Peer, client: Peer, setup: Setup) {
+    let label = setup.describe(server, client);
+    let echoes = setup.echoing_server(server);
+    let (mut srv, addr) = start_server(server, &setup);
+    let (_client, client_report) = run_client(client, &addr, &setup, echoes);
     let server_report = finish_server(&mut srv);
-    check_report(&label, "client", &client_report, buffered);
-    check_report(&label, "server", &server_report, buffered);
+    let sends_bulks = |peer: Peer| match peer {
+        Peer::Rust => setup.buffered,
+        Peer::Js => setup.js_buffers(),
+    };
+    // A JavaScript peer of the 2016 dialect reads {"b": ..} bulks from the
+    // other JavaScript peer, and from a Rust peer, which answers a peer in the
+    // bulk form that peer sent. A Rust client speaks first: buffered, it
+    // needs --keyed-bulks for that.
+    let maps_for = |receiver: Peer| match receiver {
+        Peer::Js => Some(setup.dialect == Dialect::Seed2016),
+        Peer::Rust => None,
+    };
+    let mut client_expect = Expect {
+        bulks: sends_bulks(server),
+        map_bulks: maps_for(client),
+        unhandled: 0,
+    };
+    if echoes {
+        // The server's answers are {"b": ..} bulks; the client's own
+        // messages come back as they were: every frame of them an event (the
+        // client sends no responses), which it has no handler for, and
+        // ignores. The server got `bulk_frames` of them in its bulks, one in
+        // each other message.
+        client_expect.bulks = true;
+        client_expect.map_bulks = None;
+        client_expect.unhandled = field(&server_report, "echoed") - field(&server_report, "bulks")
+            + field(&server_report, "bulk_frames");
+    }
+    let server_expect = Expect {
+        bulks: sends_bulks(client),
+        map_bulks: maps_for(server),
+        unhandled: 0,
+    };
+    check_report(&label, "client", &client_report, client_expect);
+    check_report(&label, "server", &server_report, server_expect);
+    if echoes {
+        assert!(
+            field(&server_report, "echoed") > 0,
+            "{label}: the server echoed nothing: {server_report:?}"
+        );
+    }
     // Written to the stderr handle itself, not with eprintln!, so that what
     // went each way shows in the test output even when the test passes.
+    let passed = scenarios(setup.codec, echoes).len();
     let _ = writeln!(
         std::io::stderr(),
-        "interop: {label}: bulks received: client {}/{} frames, server {}/{} frames",
+        "interop: {label}: {passed} passed, 0 failed; bulks received: client {}/{} frames, server {}/{} frames",
         field(&client_report, "bulks"),
         field(&client_report, "bulk_frames"),
         field(&server_report, "bulks"),
@@ -419,7 +629,7 @@ macro_rules! interop_tests {
         $(
             #[test]
             fn $name() {
-                interop(Peer::$server, Peer::$client, $codec, $buffered);
+                interop(Peer::$server, Peer::$client, Setup::plain($codec, $buffered));
             }
         )*
     };
@@ -438,6 +648,103 @@ interop_tests! {
     js_client_to_rust_server_msgpack_buffered: Rust <- Js, "msgpack", true;
     js_client_to_rust_server_json: Rust <- Js, "json", false;
     js_client_to_rust_server_json_buffered: Rust <- Js, "json", true;
+}
+
+/// Runs interop combinations at once, each on its own thread (the runs wait on
+/// round trips far more than they compute), and fails with every failed run's
+/// label and message.
+fn interop_all(runs: &[(Peer, Peer, Setup)]) {
+    let handles: Vec<_> = runs
+        .iter()
+        .map(|&(server, client, setup)| {
+            let label = setup.describe(server, client);
+            let handle = std::thread::Builder::new()
+                .name(label.clone())
+                .spawn(move || interop(server, client, setup))
+                .expect("spawn a thread");
+            (label, handle)
+        })
+        .collect();
+    let failed: Vec<String> = handles
+        .into_iter()
+        .filter_map(|(label, handle)| {
+            let panic = handle.join().err()?;
+            let why = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Some(format!("{label}: {why}"))
+        })
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} runs failed:\n{}",
+        failed.len(),
+        runs.len(),
+        failed.join("\n")
+    );
+}
+
+/// The JavaScript peer writing MsgPack as msgpack-lite does (JavaScript
+/// numbers beyond 32-bit integers as float64, and with 0.1.17 CESU-8 for
+/// characters beyond the Basic Multilingual Plane), each way. The codec
+/// library only matters for MsgPack.
+#[test]
+fn msgpack_lite_peers_interoperate() {
+    let lite = |library, buffered| Setup {
+        library,
+        ..Setup::plain("msgpack", buffered)
+    };
+    interop_all(&[
+        (Peer::Rust, Peer::Js, lite(Library::Lite01, false)),
+        (Peer::Rust, Peer::Js, lite(Library::Lite02, true)),
+        (Peer::Js, Peer::Rust, lite(Library::Lite01, true)),
+        (Peer::Js, Peer::Rust, lite(Library::Lite02, false)),
+    ]);
+}
+
+/// The original's later TCP stack (nmsg-tcp), which writes `e: ""` on every
+/// response: its client against the Rust server, and the Rust client against
+/// its server, whose answers must reach the Rust callbacks.
+#[test]
+fn nmsg_tcp_dialect_interoperates() {
+    let tcp = |buffered| Setup {
+        library: Library::Lite02,
+        dialect: Dialect::NmsgTcp,
+        ..Setup::plain("msgpack", buffered)
+    };
+    interop_all(&[
+        (Peer::Rust, Peer::Js, tcp(true)),
+        (Peer::Js, Peer::Rust, tcp(false)),
+    ]);
+}
+
+/// The seed release's dialect (nmsg 1.0.2, msgpack-lite 0.1.17): a JavaScript
+/// client of it against the Rust server, which answers in `{"b": ..}` bulks
+/// when it buffers; and the Rust client against a JavaScript server of it,
+/// echo bug on, unbuffered, and buffered with its bulks fixed to that form.
+#[test]
+fn seed_release_dialect_interoperates() {
+    let seed = |codec, buffered| Setup {
+        library: Library::Lite01,
+        dialect: Dialect::Seed2016,
+        ..Setup::plain(codec, buffered)
+    };
+    interop_all(&[
+        (Peer::Rust, Peer::Js, seed("msgpack", true)),
+        (Peer::Rust, Peer::Js, seed("json", false)),
+        (Peer::Js, Peer::Rust, seed("msgpack", false)),
+        (Peer::Js, Peer::Rust, seed("json", false)),
+        (
+            Peer::Js,
+            Peer::Rust,
+            Setup {
+                keyed_bulks: true,
+                ..seed("msgpack", true)
+            },
+        ),
+    ]);
 }
 
 // ---------------------------------------------------------------------------
@@ -520,7 +827,7 @@ fn echo_hi(id: u8) -> Vec<u8> {
 /// each of the five errors.
 #[test]
 fn rust_server_survives_malformed_messages_and_broken_framing() {
-    let (mut srv, addr) = start_server(Peer::Rust, "msgpack", false);
+    let (mut srv, addr) = start_server(Peer::Rust, &Setup::plain("msgpack", false));
     let mut conn = TcpStream::connect(&addr).unwrap();
     // malformed: a string, a frame without `i`, a callback position past the end, undecodable bytes
     send_message(&mut conn, &[0xa3, b'b', b'a', b'd']);
@@ -562,8 +869,14 @@ fn rust_server_survives_malformed_messages_and_broken_framing() {
     let answer = read_message(&mut conn, "answer after another connection broke");
     assert_eq!(as_frame(answer), echo_answer(2, 3));
     assert_nothing_more(&mut conn, "the answer to the second echo");
-    let (_client, client_report) = run_client(Peer::Rust, &addr, "msgpack", false);
-    check_report("malformed input", "client", &client_report, false);
+    let (_client, client_report) =
+        run_client(Peer::Rust, &addr, &Setup::plain("msgpack", false), false);
+    check_report(
+        "malformed input",
+        "client",
+        &client_report,
+        Expect::bulks(false),
+    );
 
     drop((conn, broken));
     let report = finish_server(&mut srv);
@@ -598,7 +911,7 @@ fn list(items: &[rmpv::Value]) -> rmpv::Value {
 /// response to a callback it already had answered as a duplicate, and goes on.
 fn server_reports_stray_and_duplicate_responses(peer: Peer) {
     use rmpv::Value as V;
-    let (mut srv, addr) = start_server(peer, "msgpack", false);
+    let (mut srv, addr) = start_server(peer, &Setup::plain("msgpack", false));
     let mut conn = TcpStream::connect(&addr).unwrap();
     // a response to frame 999, which the server never sent
     send_message(
@@ -683,7 +996,7 @@ fn js_server_reports_stray_and_duplicate_responses() {
 #[test]
 fn cycle_buffering_sends_one_bulk_per_cycle_to_the_js_peer() {
     use nmsg::{args, Buffering, Client};
-    let (mut srv, addr) = start_server(Peer::Js, "msgpack", false);
+    let (mut srv, addr) = start_server(Peer::Js, &Setup::plain("msgpack", false));
     let cycle = Duration::from_millis(100);
     let rounds = [5u64, 3];
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -812,12 +1125,13 @@ fn readme_node_example_works() {
 // ---------------------------------------------------------------------------
 
 /// Runs a script of tests/js to its end; returns its stdout lines and status.
-fn run_js_script(script: &str) -> (Guarded, Vec<String>, ExitStatus) {
+fn run_js_script(script: &str, args: &[&str]) -> (Guarded, Vec<String>, ExitStatus) {
     js_ready();
     let mut child = Guarded::spawn(
-        format!("node {script}"),
+        format!("node {script} {}", args.join(" ")),
         Command::new("node")
             .arg(js_dir().join(script))
+            .args(args)
             .current_dir(js_dir()),
     );
     child.close_stdin();
@@ -826,9 +1140,9 @@ fn run_js_script(script: &str) -> (Guarded, Vec<String>, ExitStatus) {
     (child, lines, status)
 }
 
-/// The names of the vectors in the project's copy, tests/data/wire.json.
-fn vector_names() -> Vec<String> {
-    let text = std::fs::read_to_string(root().join("tests/data/wire.json")).unwrap();
+/// The names of the vectors in one of the project's copies, `tests/data/FILE`.
+fn vector_names(file: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(root().join("tests/data").join(file)).unwrap();
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     json["vectors"]
         .as_array()
@@ -842,9 +1156,21 @@ fn vector_names() -> Vec<String> {
 /// of tests/data/wire.json (its default input), byte for byte.
 #[test]
 fn js_peer_matches_the_wire_vectors() {
-    let (_child, lines, status) = run_js_script("check-vectors.js");
-    let names = vector_names();
-    assert!(!names.is_empty(), "tests/data/wire.json holds no vectors");
+    check_vectors_with_js("wire.json", &[]);
+}
+
+/// The same in the 2016 dialect with msgpack-lite 0.1.17, against the seed
+/// release's vectors, tests/data/wire-2016.json: every message a `{"b": ..}`
+/// bulk, `e: ""` on responses, float64 numbers, CESU-8.
+#[test]
+fn js_peer_matches_the_2016_wire_vectors() {
+    check_vectors_with_js("wire-2016.json", &["--dialect", "2016"]);
+}
+
+fn check_vectors_with_js(file: &str, args: &[&str]) {
+    let (_child, lines, status) = run_js_script("check-vectors.js", args);
+    let names = vector_names(file);
+    assert!(!names.is_empty(), "tests/data/{file} holds no vectors");
     let mut expected: Vec<String> = names.iter().map(|n| format!("PASS {n}")).collect();
     expected.push(format!("{} passed, 0 failed", names.len()));
     assert_eq!(lines, expected, "check-vectors.js:\n{}", lines.join("\n"));
@@ -852,10 +1178,12 @@ fn js_peer_matches_the_wire_vectors() {
 }
 
 /// The JavaScript peer's self-test: its client against its server in the four
-/// codec and buffering combinations, both reports clean, and the wire vectors.
+/// codec and buffering combinations, with msgpack-lite 0.1 and 0.2, in the 2016
+/// dialect, and against its echoing server, both reports clean; and the wire
+/// vectors of both dialects.
 #[test]
 fn js_self_test_passes() {
-    let (_child, lines, status) = run_js_script("self-test.js");
+    let (_child, lines, status) = run_js_script("self-test.js", &[]);
     let output = lines.join("\n");
     let names: Vec<&str> = lines
         .iter()
@@ -872,8 +1200,14 @@ fn js_self_test_passes() {
             "msgpack buffered",
             "json",
             "json buffered",
+            "msgpack msgpack-lite-0.1",
+            "msgpack msgpack-lite-0.2 buffered",
+            "2016 msgpack msgpack-lite-0.1",
+            "nmsg-tcp msgpack-lite-0.2 buffered",
+            "2016 json echo-bug, later client",
             "wire vectors",
-            "5 passed, 0 failed"
+            "wire vectors 2016",
+            "11 passed, 0 failed"
         ],
         "self-test.js:\n{output}"
     );

@@ -498,3 +498,111 @@ async fn typed_client_against_the_javascript_peer_with_msgpack() -> Result<(), n
 async fn typed_client_against_the_javascript_peer_with_json() -> Result<(), nmsg::Error> {
     typed_client_against_the_javascript_peer("json").await
 }
+
+// ---------------------------------------------------------------------------
+// a typed Rust server, a Node.js client sending JavaScript numbers
+// ---------------------------------------------------------------------------
+
+/// The example: what a Node.js client calls with `Date.now()` and
+/// other JavaScript numbers, typed as integers on the Rust side.
+#[nmsg::events]
+pub trait Clock {
+    fn tick(&self, at: u64);
+    async fn add(&self, a: i64, b: i64) -> i64;
+    #[nmsg(event = "last-tick")]
+    fn last_tick(&self) -> u64;
+    #[nmsg(event = "echo-text")]
+    fn echo_text(&self, text: String) -> String;
+}
+
+#[derive(Default)]
+struct MyClock {
+    last: std::sync::Mutex<u64>,
+}
+
+impl Clock for MyClock {
+    fn tick(&self, at: u64) {
+        *self.last.lock().unwrap() = at;
+    }
+
+    async fn add(&self, a: i64, b: i64) -> i64 {
+        a + b
+    }
+
+    fn last_tick(&self) -> u64 {
+        *self.last.lock().unwrap()
+    }
+
+    fn echo_text(&self, text: String) -> String {
+        text
+    }
+}
+
+/// Serves `Clock` on 127.0.0.1 and runs `tests/js/clock-client.js` against
+/// it with `args`: every check of the client passes (exact numbers and text
+/// back), and the server's error hook hears nothing.
+async fn clock_answers_a_node_client(args: &[&str]) {
+    use std::process::Stdio;
+    js_support::js_ready();
+    let server = nmsg::Server::tcp("127.0.0.1:0").start();
+    let (errors_tx, mut errors) = tokio::sync::mpsc::unbounded_channel();
+    server.on_socket(move |socket| {
+        let errors = errors_tx.clone();
+        socket.router().on_error(move |e| {
+            let _ = errors.send(e.to_string());
+        });
+        ClockApi::new(MyClock::default()).serve(socket.router());
+    });
+    let nmsg::transport::Address::Tcp(addr) = server.started().await.expect("the server starts")
+    else {
+        panic!("not a TCP address");
+    };
+    // Each check that gets no answer costs the client 5 s: a bound of its own.
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new("node")
+            .arg("clock-client.js")
+            .args(["--addr", &addr.to_string()])
+            .args(args)
+            .current_dir(js_support::js_dir())
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("clock-client.js did not end within 60 s")
+    .expect("run node clock-client.js");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    server.stop().await;
+    let mut heard = Vec::new();
+    while let Ok(e) = errors.try_recv() {
+        heard.push(e);
+    }
+    assert!(
+        out.status.success() && stdout.ends_with("6 passed, 0 failed\n"),
+        "clock-client.js {args:?} ({}):\n{stdout}\nthe server's error hook heard: {heard:?}",
+        out.status
+    );
+    assert!(heard.is_empty(), "the server's error hook heard {heard:?}");
+}
+
+#[tokio::test]
+async fn typed_server_answers_a_node_client_writing_int64() {
+    clock_answers_a_node_client(&["--library", "@msgpack/msgpack"]).await
+}
+
+#[tokio::test]
+async fn typed_server_answers_a_node_client_with_msgpack_lite_0_1() {
+    clock_answers_a_node_client(&["--library", "msgpack-lite-0.1"]).await
+}
+
+#[tokio::test]
+async fn typed_server_answers_a_node_client_with_msgpack_lite_0_2() {
+    clock_answers_a_node_client(&["--library", "msgpack-lite-0.2"]).await
+}
+
+#[tokio::test]
+async fn typed_server_answers_a_node_client_of_the_2016_release() {
+    clock_answers_a_node_client(&["--library", "msgpack-lite-0.1", "--dialect", "2016"]).await
+}

@@ -1,6 +1,9 @@
 //! The messages of the original JavaScript implementation (`tests/data/wire.json`,
 //! a copy of the shared vectors): each decodes, with both codecs, to the meaning
 //! its name states; what our encoder makes of that meaning decodes back to it.
+//! The messages of the seed's own release, nmsg 1.0.2 (`tests/data/wire-2016.json`):
+//! each decodes to the frames it meant (`e: ""` on a response, `{"b": [..]}`
+//! bulks), its float64 numbers into integer parameters, its CESU-8 into text.
 
 use bytes::BytesMut;
 use nmsg::codec::{decode_arg, encode_bulk};
@@ -132,7 +135,14 @@ fn hex(s: &str) -> Vec<u8> {
 }
 
 fn vectors() -> Vec<Vector> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/wire.json");
+    vectors_of("wire.json")
+}
+
+/// The vectors of `tests/data/FILE`.
+fn vectors_of(file: &str) -> Vec<Vector> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(file);
     let text = std::fs::read_to_string(path).unwrap();
     let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
     doc["vectors"]
@@ -541,6 +551,195 @@ async fn the_typed_client_writes_the_frames_of_readmes_table() {
             r#"{"i":2,"e":"value","a":[],"c":[0]}"#,
             r#"{"i":3,"e":"error_first","a":[],"c":[0]}"#,
             r#"{"i":4,"e":"callback","a":[],"c":[0]}"#,
+        ]
+    );
+}
+
+// ----- the seed's release: nmsg 1.0.2, nmsg-rpc 1.0.6, msgpack-lite 0.1.17 -----
+
+const NUMBERS_2016: &str = "numbers outside 32-bit integers are float64 on the wire (msgpack-lite)";
+
+/// What each vector of wire-2016.json meant, written out by hand. The numbers
+/// vector's data differ by codec (float64 in MsgPack, integers in JSON): its
+/// arguments are checked by `floats_of_the_2016_vectors_decode_into_integer_parameters`.
+fn expected_2016(name: &str) -> Meaning {
+    use Arg::Callback as Cb;
+    match name {
+        "emit without args" => Meaning::Single(event(1, "ping", vec![])),
+        "emit with trailing callback" => {
+            Meaning::Single(event(2, "echo", vec![data(json!("hello")), Cb]))
+        }
+        "response to frame 2, callback position 1: every frame of this release carries e, empty for a response" => {
+            Meaning::Single(response(3, 2, 1, vec![data(json!("hello"))]))
+        }
+        "emit with callbacks in two positions" => Meaning::Single(event(
+            4,
+            "ping",
+            vec![data(json!({"key": "value"})), Cb, Cb],
+        )),
+        "response carrying its own callback (done(\"pong\", cb))" => {
+            Meaning::Single(response(5, 4, 2, vec![data(json!("pong")), Cb]))
+        }
+        NUMBERS_2016 => Meaning::Single(event(6, "big", vec![])),
+        "bulk of this release: a map with one key b holding the frames (RouterBuffered, 5 ms cycle)" => {
+            Meaning::Bulk(vec![
+                event(7, "a", vec![data(json!(1))]),
+                event(8, "b", vec![data(json!("two")), Cb]),
+            ])
+        }
+        name if name.starts_with("a string with a character outside the Basic Multilingual Plane") => {
+            Meaning::Single(event(9, "echo", vec![data(json!("a\u{1F30D}"))]))
+        }
+        other => panic!("vector {other:?} of wire-2016.json has no stated meaning in this test: add one"),
+    }
+}
+
+/// A meaning with the data of the numbers vector left out (see [`expected_2016`]).
+fn without_numbers(name: &str, mut m: Meaning) -> Meaning {
+    if let (NUMBERS_2016, Meaning::Single(f)) = (name, &mut m) {
+        assert_eq!(f.args.len(), 4, "the numbers vector has four arguments");
+        f.args.clear();
+    }
+    m
+}
+
+#[test]
+fn the_copy_of_the_2016_vectors_has_every_kind_of_message() {
+    let all = vectors_of("wire-2016.json");
+    assert_eq!(all.len(), 8);
+    for v in &all {
+        assert!(v.json.is_some() && v.msgpack.is_some(), "{}", v.name);
+    }
+}
+
+#[test]
+fn every_2016_vector_decodes_to_the_frames_it_meant_with_both_codecs() {
+    for v in vectors_of("wire-2016.json") {
+        for (codec, payload) in [
+            (&MsgPack as &dyn Codec, v.msgpack.clone().unwrap()),
+            (&Json, v.json.clone().unwrap().into_bytes()),
+        ] {
+            let got = without_numbers(&v.name, decode(codec, &payload));
+            assert_eq!(got, expected_2016(&v.name), "{}: {}", codec.name(), v.name);
+        }
+    }
+}
+
+/// The 2016 vector named `name_starts…`, as the MsgPack codec reads it.
+fn payload_2016(name_starts: &str) -> Vec<u8> {
+    vectors_of("wire-2016.json")
+        .into_iter()
+        .find(|v| v.name.starts_with(name_starts))
+        .unwrap_or_else(|| panic!("no 2016 vector named {name_starts:?}…"))
+        .msgpack
+        .unwrap()
+}
+
+#[test]
+fn floats_of_the_2016_vectors_decode_into_integer_parameters() {
+    let payload = payload_2016(NUMBERS_2016);
+    let Message::Single(Ok(frame)) = MsgPack.decode_all(&payload).unwrap() else {
+        panic!("the numbers vector is not a valid single frame");
+    };
+    let arg = |n: usize| &payload[frame.data[n].clone()];
+    assert_eq!(decode_arg::<i64>(&MsgPack, arg(0)).unwrap(), 1 << 40);
+    assert_eq!(
+        decode_arg::<u64>(&MsgPack, arg(1)).unwrap(),
+        1_460_592_000_000
+    );
+    assert_eq!(decode_arg::<i64>(&MsgPack, arg(2)).unwrap(), -5_000_000_000);
+    assert!(
+        decode_arg::<u32>(&MsgPack, arg(2)).is_err(),
+        "-5e9 is no u32"
+    );
+    assert!(
+        decode_arg::<i64>(&MsgPack, arg(3)).is_err(),
+        "3.5 is no integer"
+    );
+    assert_eq!(decode_arg::<f64>(&MsgPack, arg(3)).unwrap(), 3.5);
+}
+
+#[test]
+fn the_cesu_8_string_of_the_2016_vectors_decodes_to_the_text_meant() {
+    let payload = payload_2016("a string with a character outside the Basic Multilingual Plane");
+    let Message::Single(Ok(frame)) = MsgPack.decode_all(&payload).unwrap() else {
+        panic!("the CESU-8 vector is not a valid single frame");
+    };
+    let text = &payload[frame.data[0].clone()];
+    assert_eq!(decode_arg::<String>(&MsgPack, text).unwrap(), "a\u{1F30D}");
+    assert_eq!(
+        decode_arg::<Value>(&MsgPack, text).unwrap(),
+        Value::from("a\u{1F30D}")
+    );
+}
+
+/// A router reads the 2016 messages as that release meant them: handlers get
+/// the numbers as `i64`/`u64` and the CESU-8 string as text (`Args::get`), both
+/// frames of a `{"b": ..}` bulk are routed, and the response with `e: ""`
+/// answers the router's own request.
+#[tokio::test]
+async fn a_router_reads_the_2016_messages_as_meant() {
+    use nmsg::{Args, Error, Router};
+    use std::time::Duration;
+    let router = Router::new();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let sent = tx.clone();
+    router.on("big", move |args: Args| -> Result<(), Error> {
+        let got = (
+            args.get::<i64>(0)?,
+            args.get::<u64>(1)?,
+            args.get::<i64>(2)?,
+            args.get::<f64>(3)?,
+        );
+        let _ = sent.send(format!("big{got:?}"));
+        Ok(())
+    });
+    let sent = tx.clone();
+    router.on("echo", move |args: Args| -> Result<(), Error> {
+        let _ = sent.send(format!("echo({:?})", args.get::<String>(0)?));
+        Ok(())
+    });
+    for name in ["a", "b"] {
+        let sent = tx.clone();
+        router.on(name, move |_: Args| {
+            let _ = sent.send(name.to_owned());
+        });
+    }
+    let errors = tx.clone();
+    router.on_error(move |e| {
+        let _ = errors.send(format!("error: {e}"));
+    });
+    // Frame 1 goes out first, so that the request is frame 2, which the
+    // response vector answers.
+    router.emit("first", ()).unwrap();
+    let answer = router.request::<(String,)>("echo", ("hello",));
+    for name in [
+        NUMBERS_2016,
+        "bulk of this release",
+        "a string with a character outside the Basic Multilingual Plane",
+        "response to frame 2, callback position 1",
+    ] {
+        router
+            .link()
+            .dispatch(bytes::Bytes::from(payload_2016(name)));
+    }
+    let (hello,) = tokio::time::timeout(Duration::from_secs(10), answer)
+        .await
+        .expect("the response with e: \"\" answered the request")
+        .unwrap();
+    assert_eq!(hello, "hello");
+    // Sync handlers have run by the time `dispatch` returns.
+    let mut seen = Vec::new();
+    while let Ok(s) = rx.try_recv() {
+        seen.push(s);
+    }
+    assert_eq!(
+        seen,
+        [
+            "big(1099511627776, 1460592000000, -5000000000, 3.5)",
+            "a",
+            "b",
+            "echo(\"a\u{1F30D}\")",
         ]
     );
 }

@@ -1,11 +1,29 @@
 #!/usr/bin/env node
 'use strict';
 // nmsg conformance peer in JavaScript: serves and exercises the conformance
-// events (echo, add, ping, pick-hand, countdown, multi, notify, stats), like
-// examples/conformance.rs in Rust.
+// events (echo, add, ping, pick-hand, countdown, multi, notify, stats,
+// integers, echo-text), like examples/conformance.rs in Rust.
 //
 //   node conformance.js serve   --addr HOST:PORT [--codec msgpack|json] [--buffered] [--until-eof]
+//                               [--library NAME] [--dialect later|nmsg-tcp|2016] [--echo-bug]
 //   node conformance.js connect --addr HOST:PORT [--codec msgpack|json] [--buffered]
+//                               [--library NAME] [--dialect later|nmsg-tcp|2016] [--peer-echoes]
+//
+// --library: the MsgPack library that writes: @msgpack/msgpack (default),
+//            msgpack-lite-0.1 (0.1.17) or msgpack-lite-0.2 (0.2.2), which write
+//            numbers as the original did (float64 beyond 32-bit integers).
+// --dialect: what the peer writes: `later` (default), `nmsg-tcp` (the
+//            original's later TCP stack: `e: ""` on responses) or `2016`, the
+//            seed's release (`e: ""` on responses, {"b": [...]} bulks, always
+//            buffered with a 5 ms cycle, 5 s callback timeout). It reads all.
+// --echo-bug: serve only: the 2016 release's TCP server bug, every message
+//            received is written back to its sender.
+// --peer-echoes: connect only: the server has that bug. A response this client
+//            sends comes back as a response to its own frame of the same id,
+//            and client and server ids move in step, so the scenarios in which
+//            the client answers the server's callbacks (ping, pick-hand,
+//            countdown) are skipped (not counted); the echoed events are
+//            counted as unhandled.
 //
 // serve:   prints `LISTENING HOST:PORT` (the real port, also for port 0) once it
 //          listens, then serves the conformance events on every connection until
@@ -19,11 +37,12 @@
 // The report line counts what the peer saw go wrong on its connections, and the
 // bulk messages it received (see createTally in nmsg.js):
 //
-//   REPORT protocol_errors=0 stray=0 duplicates=0 handler_failures=0 unhandled=0 bulks=N bulk_frames=M [unclosed=0]
+//   REPORT protocol_errors=0 stray=0 duplicates=0 handler_failures=0 unhandled=0 bulks=N bulk_frames=M
+//          map_bulks=K echoed=E sent_events=S sent_responses=R [unclosed=0]
 
 const net = require('node:net');
 const util = require('node:util');
-const { Peer, createTally, formatReport } = require('./nmsg');
+const { Peer, createTally, formatReport, DIALECTS, LIBRARIES } = require('./nmsg');
 
 const SCENARIO_TIMEOUT_MS = 10000;
 const CLOSE_TIMEOUT_MS = 10000; // serve: how long the open connections may take to close at the end
@@ -32,7 +51,8 @@ const CLOSE_TIMEOUT_MS = 10000; // serve: how long the open connections may take
 // Command line
 // ---------------------------------------------------------------------------
 
-const USAGE = 'usage: node conformance.js serve|connect --addr HOST:PORT [--codec msgpack|json] [--buffered] [--until-eof]';
+const USAGE = 'usage: node conformance.js serve|connect --addr HOST:PORT [--codec msgpack|json] [--buffered] [--until-eof]\n'
+  + `       [--library ${LIBRARIES.join('|')}] [--dialect later|nmsg-tcp|2016] [--echo-bug] [--peer-echoes]`;
 
 function usageError(msg) {
   process.stderr.write(`${msg}\n${USAGE}\n`);
@@ -40,7 +60,17 @@ function usageError(msg) {
 }
 
 function parseArgs(argv) {
-  const opts = { mode: argv[0], addr: undefined, codec: 'msgpack', buffered: false, untilEof: false };
+  const opts = {
+    mode: argv[0],
+    addr: undefined,
+    codec: 'msgpack',
+    buffered: false,
+    untilEof: false,
+    library: '@msgpack/msgpack',
+    dialect: 'later',
+    echoBug: false,
+    peerEchoes: false,
+  };
   if (opts.mode !== 'serve' && opts.mode !== 'connect') usageError(`unknown mode ${JSON.stringify(opts.mode)}`);
   for (let k = 1; k < argv.length; k++) {
     const arg = argv[k];
@@ -54,6 +84,10 @@ function parseArgs(argv) {
     else if (flag === '--codec') opts.codec = value();
     else if (flag === '--buffered') opts.buffered = true;
     else if (flag === '--until-eof') opts.untilEof = true;
+    else if (flag === '--library') opts.library = value();
+    else if (flag === '--dialect') opts.dialect = value();
+    else if (flag === '--echo-bug') opts.echoBug = true;
+    else if (flag === '--peer-echoes') opts.peerEchoes = true;
     else if (flag === '--help' || flag === '-h') {
       process.stdout.write(`${USAGE}\n`);
       process.exit(0);
@@ -61,6 +95,10 @@ function parseArgs(argv) {
   }
   if (!opts.addr) usageError('--addr is required');
   if (opts.codec !== 'msgpack' && opts.codec !== 'json') usageError(`unknown codec ${JSON.stringify(opts.codec)}`);
+  if (!LIBRARIES.includes(opts.library)) usageError(`unknown library ${JSON.stringify(opts.library)}`);
+  if (!Object.hasOwn(DIALECTS, opts.dialect)) usageError(`unknown dialect ${JSON.stringify(opts.dialect)}`);
+  if (opts.echoBug && opts.mode !== 'serve') usageError('--echo-bug is a server bug: serve only');
+  if (opts.peerEchoes && opts.mode !== 'connect') usageError('--peer-echoes: connect only');
   const { host, port } = parseAddr(opts.addr);
   return { ...opts, host, port };
 }
@@ -163,6 +201,22 @@ function installConformanceHandlers(peer) {
     cb(true);
   });
 
+  // JavaScript numbers: integers each way, exactly (the Rust server takes them
+  // as u64, u64, i64, u64).
+  peer.on('integers', (now, big, negative, maxSafe, cb) => {
+    requireFn(cb, 'integers', 'fifth argument');
+    for (const n of [now, big, negative, maxSafe]) {
+      if (!Number.isSafeInteger(n)) throw new TypeError(`integers: expected safe integers, got ${util.inspect([now, big, negative, maxSafe])}`);
+    }
+    cb(now, big, negative, maxSafe);
+  });
+
+  peer.on('echo-text', (text, cb) => {
+    requireFn(cb, 'echo-text', 'second argument');
+    if (typeof text !== 'string') throw new TypeError(`echo-text: expected a string, got ${util.inspect(text)}`);
+    cb(text);
+  });
+
   peer.on('stats', (cb) => {
     requireFn(cb, 'stats', 'first argument');
     cb({ events: stats.events, last: stats.last });
@@ -176,7 +230,16 @@ function serve(opts) {
   const server = net.createServer((socket) => {
     const label = `conn#${++connections} ${socket.remoteAddress}:${socket.remotePort}`;
     socket.setNoDelay(true);
-    const peer = new Peer(socket, { codec: opts.codec, buffered: opts.buffered, label, log, tally });
+    const peer = new Peer(socket, {
+      codec: opts.codec,
+      library: opts.library,
+      dialect: opts.dialect,
+      echo: opts.echoBug,
+      buffered: opts.buffered,
+      label,
+      log,
+      tally,
+    });
     installConformanceHandlers(peer);
     open.add(peer);
     log(`${label}: connected`);
@@ -192,7 +255,7 @@ function serve(opts) {
   server.listen(opts.port, opts.host, () => {
     // The one line on stdout: a harness reads the real address from it.
     process.stdout.write(`LISTENING ${formatAddr(server.address())}\n`);
-    log(`serving codec=${opts.codec} buffered=${opts.buffered}`);
+    log(`serving codec=${opts.codec} library=${opts.library} dialect=${opts.dialect} buffered=${opts.buffered || DIALECTS[opts.dialect].alwaysBuffered} echo-bug=${opts.echoBug}`);
   });
   let finishing = false;
   const finish = async () => {
@@ -300,6 +363,25 @@ const SCENARIOS = [
     },
   },
   {
+    name: 'js-numbers',
+    async run(ctx) {
+      // What JavaScript programs send: with msgpack-lite all of them are
+      // float64 on the wire. They must come back as the same numbers.
+      const values = [Date.now(), 2 ** 40, -5e9, 2 ** 53 - 1];
+      for (const v of values) checkEqual(await ctx.echo(v), v, `echo(${v})`);
+      checkEqual(await ctx.call('integers', ...values), values, `integers(${values.join(', ')})`);
+    },
+  },
+  {
+    name: 'non-bmp',
+    async run(ctx) {
+      // msgpack-lite 0.1.17 writes U+1F30D as CESU-8.
+      const s = 'a\u{1F30D}';
+      checkEqual(await ctx.echo(s), s, 'echo("a🌍")');
+      checkEqual(await ctx.call('echo-text', s), [s], 'echo-text("a🌍")');
+    },
+  },
+  {
     name: 'echo-binary',
     msgpackOnly: true, // JSON has no binary form: skipped and not counted
     async run(ctx) {
@@ -328,6 +410,7 @@ const SCENARIOS = [
   },
   {
     name: 'ping',
+    answersServerCallbacks: true, // skipped against an echoing server
     async run(ctx) {
       const order = [];
       let gotErr;
@@ -350,6 +433,7 @@ const SCENARIOS = [
   },
   {
     name: 'pick-hand',
+    answersServerCallbacks: true, // skipped against an echoing server
     async run(ctx) {
       const got = await ctx.call('pick-hand');
       check(got.length === 2 && typeof got[0] === 'function' && typeof got[1] === 'function',
@@ -361,6 +445,7 @@ const SCENARIOS = [
   },
   {
     name: 'countdown',
+    answersServerCallbacks: true, // skipped against an echoing server
     async run(ctx) {
       const N = 50;
       let got = await ctx.call('countdown', N);
@@ -478,6 +563,10 @@ function runScenario(scenario, ctx, closedP) {
 
 async function connect(opts) {
   const scenarios = SCENARIOS.filter((s) => {
+    if (s.answersServerCallbacks && opts.peerEchoes) {
+      log(`skipping ${s.name}: the server echoes (--peer-echoes), so the responses this client sends come back as responses to its own frames of the same ids`);
+      return false;
+    }
     if (s.msgpackOnly && opts.codec !== 'msgpack') {
       log(`skipping ${s.name}: needs binary data, which the ${opts.codec} codec cannot carry`);
       return false;
@@ -508,7 +597,15 @@ async function connect(opts) {
     process.exit(1);
   }
   socket.setNoDelay(true);
-  const peer = new Peer(socket, { codec: opts.codec, buffered: opts.buffered, label: 'client', log });
+  const peer = new Peer(socket, {
+    codec: opts.codec,
+    library: opts.library,
+    dialect: opts.dialect,
+    buffered: opts.buffered,
+    quietUnhandled: opts.peerEchoes, // each event it sent comes back
+    label: 'client',
+    log,
+  });
   const closedP = new Promise((_, reject) => peer.onClose(() => reject(new Error('connection closed'))));
   closedP.catch(() => {}); // observed by each race; never an unhandled rejection
 

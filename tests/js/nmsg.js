@@ -4,14 +4,44 @@
 //
 // Layers, bottom up:
 //   FrameReader   - 4-byte big-endian length-prefixed stream framing
-//   codecs        - MsgPack (@msgpack/msgpack) and JSON payload codecs
+//   codecs        - MsgPack and JSON payload codecs; MsgPack written with
+//                   @msgpack/msgpack or with msgpack-lite 0.1.17 / 0.2.2, as
+//                   the original's releases wrote it
 //   Peer          - the nmsg router on one connection: frame ids, callbacks,
-//                   pending table, event routing, bulk (buffered) sending.
+//                   pending table, event routing, bulk (buffered) sending,
+//                   in the dialect of one release of the original.
 
 const { Encoder, Decoder } = require('@msgpack/msgpack');
 
 const DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024; // 16 MiB
-const DEFAULT_TIMEOUT_SECONDS = 15; // a frame's callbacks live this long when `t` is absent
+const DEFAULT_TIMEOUT_SECONDS = 15; // a frame's callbacks live this long when `t` is absent (later dialect)
+
+/**
+ * The dialects of the original this peer speaks (PROTOCOL.md of the crate docs,
+ * "Dialects"). Whatever it writes, a peer reads every dialect: a frame with `r`
+ * and an empty or absent `e` is a response, and both the array and the
+ * `{"b": [...]}` map are bulks.
+ *
+ *   later     nmsg-rpc from mid-April 2016 on (tests/data/wire.json): responses
+ *             without `e`, array bulks, buffering only when asked, 15 s timeout.
+ *   nmsg-tcp  the original's later complete TCP stack: as `later`, but every
+ *             response carries `e: ""`.
+ *   2016      the seed's release, nmsg 1.0.2 with nmsg-rpc 1.0.6
+ *             (tests/data/wire-2016.json): `e` on every frame, `""` on responses;
+ *             bulks as the map {"b": [frames]}; always buffered, flushed every
+ *             5 ms, so every message is such a bulk; 5 s timeout.
+ */
+const DIALECTS = {
+  later: { timeoutSeconds: 15, eOnResponses: false, bulkForm: 'array', alwaysBuffered: false, cycleMs: 0 },
+  'nmsg-tcp': { timeoutSeconds: 15, eOnResponses: true, bulkForm: 'array', alwaysBuffered: false, cycleMs: 0 },
+  2016: { timeoutSeconds: 5, eOnResponses: true, bulkForm: 'map', alwaysBuffered: true, cycleMs: 5 },
+};
+
+/** The dialects' names, for usage lines. */
+const DIALECT_NAMES = ['later', 'nmsg-tcp', '2016'];
+
+/** The MsgPack libraries a peer can write with (`library` option). */
+const LIBRARIES = ['@msgpack/msgpack', 'msgpack-lite-0.1', 'msgpack-lite-0.2'];
 const LATENCY_ALLOWANCE_MS = 500; // added to `t`, as in the original
 const MAX_FRAME_ID = 1000000000; // ids run 1..1e9 and wrap back to 1 (never 0)
 
@@ -89,11 +119,30 @@ class FrameReader {
  *   duplicates       responses to a callback that an earlier response already answered
  *   handlerFailures  handlers, wildcards and callbacks that threw
  *   unhandled        events with neither a handler nor a wildcard
- *   bulks            bulk (array) messages received
+ *   bulks            bulk messages received, of either form
  *   bulkFrames       frames received inside bulk messages
+ *   mapBulks         those of the bulks that were `{"b": [...]}` maps (2016 dialect)
+ *   echoed           messages written back to their sender (the 2016 server's echo bug)
+ *   sentEvents       events this peer emitted (a peer whose messages are echoed
+ *                    gets each back as an event it has no handler for)
+ *   sentResponses    responses this peer sent (echoed, each is a response to a
+ *                    frame of the peer's own numbering: stray, a duplicate, or
+ *                    worse)
  */
 function createTally() {
-  return { protocolErrors: 0, stray: 0, duplicates: 0, handlerFailures: 0, unhandled: 0, bulks: 0, bulkFrames: 0 };
+  return {
+    protocolErrors: 0,
+    stray: 0,
+    duplicates: 0,
+    handlerFailures: 0,
+    unhandled: 0,
+    bulks: 0,
+    bulkFrames: 0,
+    mapBulks: 0,
+    echoed: 0,
+    sentEvents: 0,
+    sentResponses: 0,
+  };
 }
 
 /** The tally as one machine-readable line: `REPORT key=value ...`. */
@@ -106,6 +155,10 @@ function formatReport(tally, extra = {}) {
     unhandled: tally.unhandled,
     bulks: tally.bulks,
     bulk_frames: tally.bulkFrames,
+    map_bulks: tally.mapBulks,
+    echoed: tally.echoed,
+    sent_events: tally.sentEvents,
+    sent_responses: tally.sentResponses,
     ...extra,
   };
   return `REPORT ${Object.entries(fields).map(([k, v]) => `${k}=${v}`).join(' ')}`;
@@ -203,19 +256,61 @@ function msgpackArrayHeader(n) {
   return b;
 }
 
-function createMsgPackCodec() {
-  const encoder = new NmsgMsgPackEncoder();
+/** `{"b": ` in MsgPack: a map of one entry, its key the string "b". */
+const MSGPACK_MAP_BULK_HEAD = Buffer.from([0x81, 0xa1, 0x62]);
+
+/**
+ * msgpack-lite's numbers: a BigInt (which only our decoder makes, for integers
+ * beyond 2^53) becomes the JS number msgpack-lite's own decoder would have
+ * given, rounded; msgpack-lite cannot write BigInt.
+ */
+function liteValue(value) {
+  if (typeof value === 'bigint') return Number(value);
+  if (value === null || typeof value !== 'object' || value instanceof Uint8Array) return value;
+  if (Array.isArray(value)) return value.map(liteValue);
+  if (Object.getPrototypeOf(value) !== Object.prototype) return value;
+  const out = {};
+  for (const key of Object.keys(value)) out[key] = liteValue(value[key]);
+  return out;
+}
+
+/**
+ * MsgPack, written with `library`: @msgpack/msgpack (int64/uint64 for integers
+ * beyond 32 bits), or msgpack-lite 0.1.17 / 0.2.2 as the original wrote it:
+ * float64 for every number outside the 32-bit integer range (Date.now()
+ * included), and with 0.1.17 characters outside the Basic Multilingual Plane
+ * as CESU-8. Every library is read with @msgpack/msgpack: msgpack-lite's own
+ * decoders (both releases) turn 4-byte UTF-8 and CESU-8 alike into U+FFFD, which
+ * would fail the checks of this peer, not those of the other side; numbers
+ * decode the same.
+ */
+function createMsgPackCodec(library, bulkForm) {
+  let write;
+  if (library === '@msgpack/msgpack') {
+    const encoder = new NmsgMsgPackEncoder();
+    write = (value) => {
+      const u8 = encoder.encode(value); // a fresh copy, safe to keep
+      return Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength);
+    };
+  } else if (library === 'msgpack-lite-0.1' || library === 'msgpack-lite-0.2') {
+    const lite = require(library);
+    write = (value) => lite.encode(liteValue(value));
+  } else {
+    throw new Error(`unknown MsgPack library "${library}" (expected one of ${LIBRARIES.join(', ')})`);
+  }
   const decoder = new Decoder({ useBigInt64: true });
   return {
     name: 'msgpack',
-    encode(value) {
-      const u8 = encoder.encode(value); // a fresh copy, safe to keep
-      return Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength);
-    },
+    library,
+    bulkForm,
+    encode: write,
     // A MsgPack array is its header followed by its elements' encodings, so a
-    // bulk is built by concatenation, without re-encoding the frames.
+    // bulk is built by concatenation, without re-encoding the frames; the map
+    // form only puts `{"b": ` in front.
     encodeBulk(encodedFrames) {
-      return Buffer.concat([msgpackArrayHeader(encodedFrames.length), ...encodedFrames]);
+      const head = msgpackArrayHeader(encodedFrames.length);
+      const parts = bulkForm === 'map' ? [MSGPACK_MAP_BULK_HEAD, head] : [head];
+      return Buffer.concat([...parts, ...encodedFrames]);
     },
     decode(buf) {
       return normalizeDecoded(decoder.decode(buf)); // throws on trailing bytes too
@@ -223,7 +318,7 @@ function createMsgPackCodec() {
   };
 }
 
-function createJsonCodec() {
+function createJsonCodec(bulkForm) {
   const utf8 = new TextDecoder('utf-8', { fatal: true });
   // JSON.stringify calls toJSON (Buffer has one) before the replacer, so the
   // replacer looks at the original value, holder[key], to spot binary data.
@@ -240,11 +335,13 @@ function createJsonCodec() {
     }
     return value;
   }
-  const OPEN = Buffer.from('[');
+  const OPEN = Buffer.from(bulkForm === 'map' ? '{"b":[' : '[');
   const COMMA = Buffer.from(',');
-  const CLOSE = Buffer.from(']');
+  const CLOSE = Buffer.from(bulkForm === 'map' ? ']}' : ']');
   return {
     name: 'json',
+    library: 'JSON',
+    bulkForm,
     encode(value) {
       return Buffer.from(JSON.stringify(value, replacer), 'utf8');
     },
@@ -263,9 +360,15 @@ function createJsonCodec() {
   };
 }
 
-function createCodec(name) {
-  if (name === 'msgpack') return createMsgPackCodec();
-  if (name === 'json') return createJsonCodec();
+/**
+ * A codec by name, `msgpack` or `json`. Options: `library`, the MsgPack
+ * library that writes (LIBRARIES; JSON ignores it), and `bulkForm`, `array`
+ * (the later dialect) or `map` (`{"b": [...]}`, the 2016 dialect).
+ */
+function createCodec(name, { library = '@msgpack/msgpack', bulkForm = 'array' } = {}) {
+  if (bulkForm !== 'array' && bulkForm !== 'map') throw new Error(`unknown bulk form "${bulkForm}" (expected array or map)`);
+  if (name === 'msgpack') return createMsgPackCodec(library, bulkForm);
+  if (name === 'json') return createJsonCodec(bulkForm);
   throw new Error(`unknown codec "${name}" (expected msgpack or json)`);
 }
 
@@ -305,9 +408,19 @@ function describe(v) {
  * One end of an nmsg connection.
  *
  *   const peer = new Peer(socket, { codec: 'msgpack', buffered: false });
+ *   new Peer(socket, { codec: 'msgpack', library: 'msgpack-lite-0.1', dialect: '2016', echo: true });
  *   peer.on('echo', (value, cb) => cb(value));
  *   peer.on('*', (name, ...args) => {});      // wildcard, runs after the named handler
  *   peer.emit('echo', 'hi', (v) => {});       // functions anywhere in the args are callbacks
+ *
+ * Options: `codec` (msgpack, json, or a codec object), `library` (the MsgPack
+ * library that writes, LIBRARIES), `dialect` (DIALECTS: what it writes; it
+ * reads every dialect), `buffered` (bulks; always on in the 2016 dialect),
+ * `timeoutSeconds` (default: the dialect's), `echo` (the 2016 release's TCP
+ * server bug: every message received is written back to its sender, before it
+ * is handled), `quietUnhandled` (events without a handler are counted, not
+ * logged: for a client of an echoing server), `maxMessageSize`, `log`, `label`,
+ * `tally`.
  *
  * Local errors (unencodable data, a callback invoked twice, sending on a
  * closed connection) throw. Remote errors (malformed frames, responses to
@@ -317,10 +430,19 @@ function describe(v) {
 class Peer {
   constructor(socket, options = {}) {
     this.socket = socket;
-    this.codec = typeof options.codec === 'object' ? options.codec : createCodec(options.codec || 'msgpack');
-    this.buffered = !!options.buffered;
+    const dialectName = options.dialect || 'later';
+    this.dialect = DIALECTS[dialectName];
+    if (!this.dialect) throw new Error(`unknown dialect "${dialectName}" (expected ${DIALECT_NAMES.join(', ')})`);
+    this.dialectName = dialectName;
+    this.codec = typeof options.codec === 'object'
+      ? options.codec
+      : createCodec(options.codec || 'msgpack', { library: options.library, bulkForm: this.dialect.bulkForm });
+    this.buffered = this.dialect.alwaysBuffered || !!options.buffered;
+    this.echo = !!options.echo;
+    this.quietUnhandled = !!options.quietUnhandled; // counted, not logged
     this.maxMessageSize = options.maxMessageSize || DEFAULT_MAX_MESSAGE_SIZE;
-    this.timeoutSeconds = options.timeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS;
+    this.defaultTimeoutSeconds = this.dialect.timeoutSeconds;
+    this.timeoutSeconds = options.timeoutSeconds ?? this.defaultTimeoutSeconds;
     this.log = options.log || ((msg) => process.stderr.write(`nmsg: ${msg}\n`));
     this.label = options.label || 'peer';
     this.tally = options.tally || createTally();
@@ -364,6 +486,7 @@ class Peer {
     // Key order as the original writes it: i, e, a, (t), c.
     const ordered = { i: id, e: event, ...frame };
     this._send(ordered, fns);
+    this.tally.sentEvents += 1;
     return this;
   }
 
@@ -408,7 +531,7 @@ class Peer {
         }
       });
       frame.a = a;
-      if (fns.size > 0 && this.timeoutSeconds !== DEFAULT_TIMEOUT_SECONDS) frame.t = this.timeoutSeconds;
+      if (fns.size > 0 && this.timeoutSeconds !== this.defaultTimeoutSeconds) frame.t = this.timeoutSeconds;
       if (c.length > 0) frame.c = c;
     }
     return { frame, fns };
@@ -418,8 +541,11 @@ class Peer {
   _respond(requestId, pos, args) {
     const id = this._nextId();
     const { frame, fns } = this._buildFrame(args);
-    // Key order as in the original: i, a, (t), c, r, f.
-    this._send({ i: id, ...frame, r: requestId, f: pos }, fns);
+    // Key order as in the original: i, a, (t), c, r, f; the 2016 release
+    // writes `e: ""` after i.
+    const head = this.dialect.eOnResponses ? { i: id, e: '' } : { i: id };
+    this._send({ ...head, ...frame, r: requestId, f: pos }, fns);
+    this.tally.sentResponses += 1;
   }
 
   /**
@@ -438,8 +564,10 @@ class Peer {
       this.queue.push(payload);
       if (!this.flushScheduled) {
         this.flushScheduled = true;
-        // Everything queued during this event-loop turn leaves as one bulk.
-        setImmediate(() => this._flush());
+        // Everything queued during this event-loop turn (later dialect) or
+        // this 5 ms cycle (2016) leaves as one bulk.
+        if (this.dialect.cycleMs > 0) setTimeout(() => this._flush(), this.dialect.cycleMs);
+        else setImmediate(() => this._flush());
       }
     } else {
       this._writeMessage(payload);
@@ -466,7 +594,7 @@ class Peer {
     const frames = this.queue;
     this.queue = [];
     if (this.closed || frames.length === 0) return;
-    const BULK_OVERHEAD = 8; // array header / brackets
+    const BULK_OVERHEAD = 16; // array header / brackets, and the map form's `{"b": }`
     let batch = [];
     let size = BULK_OVERHEAD;
     for (const f of frames) {
@@ -502,6 +630,12 @@ class Peer {
     }
     for (const payload of payloads) {
       if (this.closed) return;
+      if (this.echo) {
+        // The bug of nmsg 1.0.2's TCP server, reproduced: the message goes
+        // back to its sender as it came, before it is handled.
+        this.tally.echoed += 1;
+        this._writeMessage(payload);
+      }
       let message;
       try {
         message = this.codec.decode(payload);
@@ -515,12 +649,22 @@ class Peer {
     }
   }
 
-  /** A message is one frame (map) or a bulk (array of frames, handled in order). */
+  /**
+   * A message is one frame (map) or a bulk of frames handled in order: an
+   * array (later dialect) or the map `{"b": [...]}` (2016), whatever this
+   * peer's own dialect. A map with an array `b` and no `i` is such a bulk.
+   */
   _onMessage(message) {
-    if (Array.isArray(message)) {
+    let frames;
+    if (Array.isArray(message)) frames = message;
+    else if (isPlainMap(message) && Array.isArray(message.b) && message.i === undefined) {
+      frames = message.b;
+      this.tally.mapBulks += 1;
+    }
+    if (frames) {
       this.tally.bulks += 1;
-      this.tally.bulkFrames += message.length;
-      message.forEach((frame, idx) => {
+      this.tally.bulkFrames += frames.length;
+      frames.forEach((frame, idx) => {
         if (this.closed) return;
         this._onFrame(frame, `bulk element ${idx}`);
       });
@@ -528,7 +672,7 @@ class Peer {
       this._onFrame(message, 'frame');
     } else {
       this.tally.protocolErrors += 1;
-      this.log(`${this.label}: protocol error: message is neither a frame (map) nor a bulk (array), got ${describe(message)}; skipped`);
+      this.log(`${this.label}: protocol error: message is neither a frame (map) nor a bulk (array or {b: array}), got ${describe(message)}; skipped`);
     }
   }
 
@@ -580,12 +724,15 @@ class Peer {
     const e = optional(raw, 'e');
     let r;
     let f;
-    if (e !== undefined) {
-      if (typeof e !== 'string') throw new ProtocolError(`"e" must be a string, got ${describe(e)}`);
-    } else {
+    if (e !== undefined && typeof e !== 'string') throw new ProtocolError(`"e" must be a string, got ${describe(e)}`);
+    // A frame with an empty or absent `e` is a response (the 2016 release
+    // writes `e: ""` on responses).
+    const event = e === '' ? undefined : e;
+    if (event === undefined) {
       r = raw.r;
       f = raw.f;
-      if (!isUint(r) || r === 0) throw new ProtocolError(`frame has no "e", so it is a response and needs a positive integer "r", got ${safeInspect(r)}`);
+      const no = e === '' ? 'an empty "e"' : 'no "e"';
+      if (!isUint(r) || r === 0) throw new ProtocolError(`frame has ${no}, so it is a response and needs a positive integer "r", got ${safeInspect(r)}`);
       if (!isUint(f)) throw new ProtocolError(`response needs an unsigned integer "f", got ${safeInspect(f)}`);
     }
 
@@ -602,7 +749,7 @@ class Peer {
         args[pos] = a[ia++];
       }
     }
-    return { i, event: e, args, r, f };
+    return { i, event, args, r, f };
   }
 
   /**
@@ -626,7 +773,7 @@ class Peer {
     const wildcard = this.handlers.get('*');
     if (!handler && !wildcard) {
       this.tally.unhandled += 1;
-      this.log(`${this.label}: no handler for event "${event}"; dropped`);
+      if (!this.quietUnhandled) this.log(`${this.label}: no handler for event "${event}"; dropped`);
       return;
     }
     if (handler) {
@@ -686,6 +833,9 @@ module.exports = {
   ProtocolError,
   createCodec,
   createTally,
+  DIALECTS,
+  DIALECT_NAMES,
+  LIBRARIES,
   formatReport,
   lengthPrefix,
   DEFAULT_MAX_MESSAGE_SIZE,

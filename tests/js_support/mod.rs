@@ -38,12 +38,13 @@ pub fn js_ready() {
         "Node.js {version} is too old: the JavaScript interop tests need Node.js 20+"
     );
     INSTALL.call_once(|| {
-        if !js_dir()
-            .join("node_modules")
-            .join("@msgpack")
-            .join("msgpack")
-            .exists()
-        {
+        // Every dependency of package.json: a node_modules left from before one
+        // was added gets the new one too.
+        let modules = js_dir().join("node_modules");
+        let installed = ["@msgpack/msgpack", "msgpack-lite-0.1", "msgpack-lite-0.2"]
+            .iter()
+            .all(|package| modules.join(package).join("package.json").exists());
+        if !installed {
             eprintln!(
                 "installing the JavaScript peer's dependencies: npm ci in {}",
                 js_dir().display()
