@@ -11,6 +11,7 @@ mod case;
 mod check;
 mod expand;
 mod parse;
+mod schema;
 
 use proc_macro::TokenStream;
 use quote::ToTokens;

@@ -60,6 +60,7 @@ mod backoff;
 mod callback;
 mod client;
 pub mod codec;
+pub mod contract;
 mod error;
 pub mod frame;
 pub mod framing;
