@@ -71,10 +71,7 @@ impl v1::Shop for V1 {
 async fn a_server_of_the_same_trait_matches() {
     let (client, server, _link) = pair();
     v1::ShopApi::new(V1).serve(&server);
-    let verdict = v1::ShopClient::new(&client)
-        .check_contract()
-        .await
-        .unwrap();
+    let verdict = v1::ShopClient::new(&client).check_contract().await.unwrap();
     assert_eq!(
         verdict,
         Verdict::Matches {
@@ -100,10 +97,7 @@ async fn a_server_of_the_same_trait_matches() {
 async fn a_shared_api_serves_the_contract_to_every_socket() {
     let (client, server, _link) = pair();
     server.set_api(Some(v1::ShopApi::new(V1).into_api()));
-    let verdict = v1::ShopClient::new(&client)
-        .check_contract()
-        .await
-        .unwrap();
+    let verdict = v1::ShopClient::new(&client).check_contract().await.unwrap();
     assert!(verdict.matches(), "{verdict}");
 }
 
@@ -111,10 +105,7 @@ async fn a_shared_api_serves_the_contract_to_every_socket() {
 async fn each_kind_of_difference_is_listed() {
     let (client, server, _link) = pair();
     v2::ShopApi::new(v2::Server).serve(&server);
-    let verdict = v1::ShopClient::new(&client)
-        .check_contract()
-        .await
-        .unwrap();
+    let verdict = v1::ShopClient::new(&client).check_contract().await.unwrap();
     let s = |x: &str| x.to_owned();
     assert_eq!(
         verdict,
@@ -207,10 +198,7 @@ async fn a_plain_peer_offers_no_contract_after_the_default_timeout() {
         args.callback(1)?.call((1.5,))
     });
     let started = tokio::time::Instant::now();
-    let verdict = v1::ShopClient::new(&client)
-        .check_contract()
-        .await
-        .unwrap();
+    let verdict = v1::ShopClient::new(&client).check_contract().await.unwrap();
     assert_eq!(
         verdict,
         Verdict::NotOffered {
@@ -223,9 +211,9 @@ async fn a_plain_peer_offers_no_contract_after_the_default_timeout() {
         started.elapsed(),
         DEFAULT_CHECK_TIMEOUT + nmsg::DEFAULT_LATENCY_ALLOWANCE
     );
-    assert!(verdict
-        .to_string()
-        .starts_with("no contract offered: the peer did not answer `$nmsg.contract:Shop` within 2s"));
+    assert!(verdict.to_string().starts_with(
+        "no contract offered: the peer did not answer `$nmsg.contract:Shop` within 2s"
+    ));
 }
 
 #[tokio::test(start_paused = true)]
@@ -264,6 +252,9 @@ fn the_schema_is_canonical_json_and_its_hash_is_pinned() {
         r#"{"trait":"Clock","events":[{"event":"set-time","args":["u64","Option<String>"],"reply":{"ok":"()","err":"String"}},{"event":"tick","args":["u64"]}]}"#
     );
     // Pinned: a change here is a change of every peer's contract.
-    assert_eq!(ClockClient::SCHEMA_HASH, nmsg::contract::hash(ClockClient::SCHEMA));
+    assert_eq!(
+        ClockClient::SCHEMA_HASH,
+        nmsg::contract::hash(ClockClient::SCHEMA)
+    );
     assert_eq!(ClockClient::CONTRACT_EVENT, "$nmsg.contract:Clock");
 }

@@ -25,6 +25,7 @@ pub(crate) fn expand(service: &Service) -> TokenStream {
     out.extend(g.client_impl());
     out.extend(g.api_struct());
     out.extend(g.api_impl());
+    out.extend(crate::declare::declare(service, &g.client));
     out
 }
 

@@ -9,6 +9,7 @@
 
 mod case;
 mod check;
+mod declare;
 mod expand;
 mod parse;
 mod schema;

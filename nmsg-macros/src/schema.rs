@@ -40,9 +40,10 @@ pub(crate) fn json(service: &Service) -> String {
             );
             match &m.output {
                 Output::None => {}
-                Output::Value(ty) => {
-                    event.push_str(&format!(",\"reply\":{{\"value\":{}}}", string(&type_text(ty))))
-                }
+                Output::Value(ty) => event.push_str(&format!(
+                    ",\"reply\":{{\"value\":{}}}",
+                    string(&type_text(ty))
+                )),
                 Output::ErrorFirst { ok, err } => event.push_str(&format!(
                     ",\"reply\":{{\"ok\":{},\"err\":{}}}",
                     string(&type_text(ok)),

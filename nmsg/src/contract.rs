@@ -216,7 +216,10 @@ impl fmt::Display for Difference {
                 "`{event}` argument {index} changed type: `{here}` here, `{peer}` on the peer"
             ),
             Difference::Reply { event, here, peer } => {
-                write!(f, "`{event}` reply changed: {here} here, {peer} on the peer")
+                write!(
+                    f,
+                    "`{event}` reply changed: {here} here, {peer} on the peer"
+                )
             }
         }
     }
@@ -391,9 +394,7 @@ pub mod __private {
     /// Compares two schemas' JSON.
     pub fn verdict(ours: &str, theirs: &str) -> Result<Verdict, Error> {
         if ours == theirs {
-            return Ok(Verdict::Matches {
-                hash: hash(ours),
-            });
+            return Ok(Verdict::Matches { hash: hash(ours) });
         }
         let here = Schema::parse(ours)?;
         let peer = Schema::parse(theirs)?;
@@ -435,12 +436,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.events[0].reply, Reply::None);
-        assert_eq!(
-            s.events[1].reply,
-            Reply::Value {
-                value: "u8".into()
-            }
-        );
+        assert_eq!(s.events[1].reply, Reply::Value { value: "u8".into() });
         assert_eq!(
             s.events[2].reply,
             Reply::ErrorFirst {

@@ -72,6 +72,8 @@ mod server;
 mod sync;
 pub mod transport;
 pub mod typed;
+#[cfg(feature = "typescript")]
+pub mod typescript;
 mod value;
 
 pub use args::{Arg, Args, FromArg, FromArgs, IntoArgs, OutArgs, ToArg};
