@@ -77,9 +77,14 @@
 //!
 //! Types are named as written: a type that has no description (it neither
 //! derives `ts_rs::TS` nor is one of the above) is a compile error at the call
-//! of `declarations`, naming the type. The callbacks and containers that hold
-//! a `Value` or a `ByteBuf` must be written out in the trait (not behind a type
-//! alias), since the macro reads them by their shape.
+//! of `declarations`, naming the type. `Callback`, `Option`, `Vec`,
+//! `VecDeque`, `Box`, `Arc`, `HashMap`, `BTreeMap`, tuples and arrays are read
+//! by the macro from the trait's tokens, and `Value`, `ByteBuf` and `Bytes` are
+//! known by their names (a type of your own with one of these names is taken
+//! for them: import it under another). A type alias is described through
+//! `ts_rs::TS` like other names: an alias of a callback works, but a `Value`
+//! or `ByteBuf` inside it has no description, so write such types out in the
+//! trait.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
