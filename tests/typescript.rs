@@ -67,6 +67,7 @@ pub trait Shop {
     async fn receipt(&self, order_id: u64) -> ByteBuf;
     fn raw(&self, bytes: Vec<u8>, values: Vec<Value>);
     /// A callback that gets a callback that gets a callback.
+    #[allow(clippy::type_complexity)] // written out: the macro reads the `Value` in it
     fn deep(&self, cb: Callback<(Callback<(Callback<(Order, Option<Value>)>,)>,)>);
 }
 

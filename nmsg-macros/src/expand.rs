@@ -154,9 +154,8 @@ impl<'a> Generator<'a> {
             "The canonical schema of [`{trait_ident}`]: its events with their argument and reply types, as JSON (described in [`contract`]({k}::contract)).",
             k = path_str(krate)
         );
-        let hash_doc = format!(
-            "The hash of [`SCHEMA`](Self::SCHEMA): FNV-1a 64 of its bytes, as 16 lowercase hex digits."
-        );
+        let hash_doc =
+            "The hash of [`SCHEMA`](Self::SCHEMA): FNV-1a 64 of its bytes, as 16 lowercase hex digits.";
         let contract_doc = format!(
             "The event on which a server that serves [`{trait_ident}`] (through `{api}`) answers with its schema: `{contract_event}`."
         , api = self.api);
