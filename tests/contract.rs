@@ -3,6 +3,9 @@
 //! with the client's own, listing the differences, or says that the peer
 //! offers none (without hanging).
 
+mod js_support;
+
+use std::process::Stdio;
 use std::time::Duration;
 
 use nmsg::contract::{Difference, Reply, Verdict, DEFAULT_CHECK_TIMEOUT};
@@ -257,4 +260,66 @@ fn the_schema_is_canonical_json_and_its_hash_is_pinned() {
         nmsg::contract::hash(ClockClient::SCHEMA)
     );
     assert_eq!(ClockClient::CONTRACT_EVENT, "$nmsg.contract:Clock");
+}
+
+/// The Node.js peer's `Greeter`: `ping` answers `cb("pong")`; `problems`
+/// answers with what its protocol layer reported (events it had no handler for).
+mod node {
+    #[nmsg::events]
+    pub trait Greeter {
+        async fn ping(&self) -> String;
+        async fn problems(&self) -> Vec<String>;
+    }
+}
+
+#[tokio::test]
+async fn a_node_peer_offers_no_contract_and_the_check_does_not_hang() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    js_support::js_ready();
+    let mut child = tokio::process::Command::new("node")
+        .arg("typed-peer.js")
+        .args(["--addr", "127.0.0.1:0", "--codec", "msgpack"])
+        .current_dir(js_support::js_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start node typed-peer.js");
+    let mut line = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line),
+    )
+    .await
+    .expect("typed-peer.js says where it listens")
+    .unwrap();
+    let addr = line.trim().strip_prefix("LISTENING ").unwrap().to_owned();
+    let client = nmsg::Client::tcp(addr).start();
+    let greeter =
+        node::GreeterClient::new(client.router()).with_timeout(Duration::from_millis(500));
+    // The peer is up and serves the trait's events ..
+    assert_eq!(greeter.ping().await.unwrap(), "pong");
+    // .. but not its contract: no answer, so NotOffered once the timeout is over.
+    let verdict = tokio::time::timeout(Duration::from_secs(10), greeter.check_contract())
+        .await
+        .expect("the check ends by itself")
+        .unwrap();
+    assert_eq!(
+        verdict,
+        Verdict::NotOffered {
+            event: "$nmsg.contract:Greeter".into(),
+            waited: Duration::from_millis(500),
+        }
+    );
+    // The peer saw the request, and dropped it as an event it has no handler for.
+    let problems = greeter.problems().await.unwrap();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("$nmsg.contract:Greeter")),
+        "{problems:?}"
+    );
+    client.stop().await;
 }
