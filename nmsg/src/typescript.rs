@@ -305,13 +305,15 @@ impl std::fmt::Display for Declarations {
 /// derives (or implements) `ts_rs::TS`, and [`Callback`]s of such types.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` has no TypeScript description",
-    note = "derive `ts_rs::TS` for your serde types; a callback's arguments need one too"
+    label = "a type of the trait, with no TypeScript description",
+    note = "derive `ts_rs::TS` beside `Serialize` and `Deserialize` (ts-rs reads serde's attributes); a callback's arguments need one too"
 )]
 pub trait TypeScript {
     /// The type's TypeScript form, declaring in `d` the named types it uses.
     fn typescript(d: &mut Declarations) -> String;
 }
 
+#[diagnostic::do_not_recommend]
 impl<T: TS + ?Sized + 'static> TypeScript for T {
     fn typescript(d: &mut Declarations) -> String {
         d.named::<T>();
