@@ -323,3 +323,22 @@ async fn a_node_peer_offers_no_contract_and_the_check_does_not_hang() {
     );
     client.stop().await;
 }
+
+#[test]
+fn two_spellings_of_a_path_state_the_same_schema() {
+    mod long {
+        #[nmsg::events]
+        pub trait Pad {
+            fn tap(&self, at: std::string::String, cb: ::nmsg::Callback<(::std::vec::Vec<u8>,)>);
+        }
+    }
+    mod short {
+        use nmsg::Callback;
+        #[nmsg::events]
+        pub trait Pad {
+            fn tap(&self, at: String, cb: Callback<(Vec<u8>,)>);
+        }
+    }
+    assert_eq!(long::PadClient::SCHEMA, short::PadClient::SCHEMA);
+    assert_eq!(long::PadClient::SCHEMA_HASH, short::PadClient::SCHEMA_HASH);
+}

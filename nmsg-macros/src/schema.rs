@@ -12,9 +12,10 @@
 //! ```
 //!
 //! Events are sorted by name, keys come in this order, there is no
-//! whitespace; a type is written as in the trait with its whitespace taken
-//! out (`Callback<(String,)>`). The hash is FNV-1a 64 of the JSON's UTF-8
-//! bytes, as 16 lowercase hex digits.
+//! whitespace; a type is written as in the trait with its paths shortened to
+//! their last segment and its whitespace taken out (`Callback<(String,)>`).
+//! The hash is FNV-1a 64 of the JSON's UTF-8 bytes, as 16 lowercase hex
+//! digits.
 
 use quote::ToTokens;
 use syn::Type;
@@ -73,13 +74,43 @@ pub(crate) fn hash(text: &str) -> String {
     format!("{h:016x}")
 }
 
-/// A type as written, whitespace taken out.
+/// A type as written, each path shortened to its last segment
+/// (`std::string::String` is `String`, `nmsg::Callback<..>` is `Callback<..>`),
+/// whitespace taken out.
 pub(crate) fn type_text(ty: &Type) -> String {
+    let mut ty = ty.clone();
+    shorten(&mut ty);
     ty.to_token_stream()
         .to_string()
         .chars()
         .filter(|c| !c.is_whitespace())
         .collect()
+}
+
+/// Shortens every path in `ty` to its last segment.
+fn shorten(ty: &mut Type) {
+    match ty {
+        Type::Path(p) if p.qself.is_none() => {
+            if let Some(mut last) = p.path.segments.pop().map(|pair| pair.into_value()) {
+                if let syn::PathArguments::AngleBracketed(args) = &mut last.arguments {
+                    for arg in &mut args.args {
+                        if let syn::GenericArgument::Type(t) = arg {
+                            shorten(t);
+                        }
+                    }
+                }
+                p.path.segments.clear();
+                p.path.leading_colon = None;
+                p.path.segments.push(last);
+            }
+        }
+        Type::Tuple(t) => t.elems.iter_mut().for_each(shorten),
+        Type::Array(a) => shorten(&mut a.elem),
+        Type::Slice(s) => shorten(&mut s.elem),
+        Type::Paren(p) => shorten(&mut p.elem),
+        Type::Group(g) => shorten(&mut g.elem),
+        _ => {}
+    }
 }
 
 /// A JSON string literal.
@@ -116,13 +147,13 @@ mod tests {
     }
 
     #[test]
-    fn the_schema_sorts_events_and_drops_whitespace_and_peers() {
+    fn the_schema_sorts_events_shortens_paths_and_drops_whitespace_and_peers() {
         let item: syn::ItemTrait = syn::parse_quote! {
             trait Greeter {
                 async fn ping(&self) -> String;
                 fn hello(&self, name: String, peer: Peer);
                 async fn div(&self, a: f64, b: f64) -> Result<f64, String>;
-                fn pick(&self, cb: Callback<(Callback<(String,)>, bool)>);
+                fn pick(&self, cb: ::nmsg::Callback<(Callback<(std::string::String,)>, bool)>);
             }
         };
         let mut errors = crate::parse::Errors::default();

@@ -18,10 +18,12 @@
 //! wire name; `args` lists the wire arguments' types (a `Peer` parameter is not
 //! one); `reply` is absent for an event without one, `{"value": T}` for
 //! `-> T` and `{"ok": T, "err": E}` for `-> Result<T, E>`. A type is written
-//! as in the trait, whitespace taken out: `Callback<(String,)>`. So a type is
-//! compared by how the trait names it: renaming a type or an alias is a
-//! difference, a change inside a struct is not (give a changed struct a new
-//! name, or a version field). `<Trait>Client::SCHEMA_HASH` is FNV-1a 64 of the
+//! as in the trait, each path shortened to its last segment and whitespace
+//! taken out: `nmsg::Callback<(std::string::String,)>` is `Callback<(String,)>`.
+//! So a type is compared by how the trait names it: renaming a type, or
+//! writing out what an alias stands for, is a difference; a change inside a
+//! struct is not (give a changed struct a new name, or a version field). Share
+//! the trait between both ends (a crate of its own) and the schemas agree. `<Trait>Client::SCHEMA_HASH` is FNV-1a 64 of the
 //! JSON's bytes, as 16 lowercase hex digits: the same on every build of the
 //! same trait, and easy to compute in any language.
 //!
@@ -77,6 +79,7 @@ pub const RESERVED_PREFIX: &str = "$nmsg.";
 /// allowance, [`DEFAULT_LATENCY_ALLOWANCE`](crate::DEFAULT_LATENCY_ALLOWANCE)
 /// unless set). A peer that does not serve the trait never answers, so this is
 /// how long it takes to learn that (the answer is [`Verdict::NotOffered`]).
+/// The time counts from the call: check once the client is connected.
 pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What `<Trait>Client::check_contract` found.
