@@ -395,3 +395,20 @@ fn the_declarations_read_as_documented() {
         assert!(shop.contains(line), "{line:?} not in:\n{shop}");
     }
 }
+
+#[test]
+fn a_method_under_cfg_is_left_out_and_its_types_need_no_description() {
+    #[cfg(any())]
+    mod absent {
+        pub struct Missing;
+    }
+    #[nmsg::events]
+    pub trait Gated {
+        fn kept(&self, n: u32);
+        #[cfg(any())]
+        fn gone(&self, m: absent::Missing);
+    }
+    let dts = declarations::<GatedClient>();
+    assert!(dts.contains(r#""kept": (n: number) => void;"#), "{dts}");
+    assert!(!dts.contains("gone"), "{dts}");
+}

@@ -25,7 +25,13 @@ pub(crate) fn declare(service: &Service, client: &Ident) -> TokenStream {
     let mut leaves: Vec<Type> = Vec::new();
     let name = service.item.ident.to_string();
     let trait_docs = docs(&service.item.attrs);
-    let events = service.methods.iter().map(|m| {
+    // A method under `#[cfg(..)]` is left out: its types may not exist, and a
+    // bound cannot be conditional.
+    let described = service
+        .methods
+        .iter()
+        .filter(|m| !m.attrs.iter().any(|a| a.path().is_ident("cfg")));
+    let events = described.map(|m| {
         let event = &m.event.value;
         let method_docs = docs(&m.attrs);
         let params = m

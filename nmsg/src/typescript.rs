@@ -57,7 +57,8 @@
 //! through a `GreeterHandlers` view.
 //!
 //! - Arguments are listed in order, named as in the trait; a `Peer`
-//!   parameter is not sent, and is not listed.
+//!   parameter is not sent, and is not listed. A method under `#[cfg(..)]`
+//!   is left out.
 //! - A reply is a trailing callback: `cb: (value: T) => void` for `-> T`;
 //!   error-first for `-> Result<T, E>`, `cb(err)` or `cb(null, value)`, typed
 //!   `(err: E | null, value?: T) => void` as Node's own callbacks are (so a
