@@ -14,7 +14,18 @@ use crate::parse::{is_peer, Errors, Method, Output, ParamKind, Service};
 
 /// Method names the generated emitter uses for itself: a trait method with one
 /// of these names would clash with (or shadow) it.
-pub(crate) const RESERVED: &[&str] = &["new", "router", "timeout", "with_timeout", "clone"];
+pub(crate) const RESERVED: &[&str] = &[
+    "new",
+    "router",
+    "timeout",
+    "with_timeout",
+    "clone",
+    "check_contract",
+];
+
+/// Event names nmsg keeps for itself: the contract of a trait is served on
+/// `$nmsg.contract:<Trait>` (`nmsg::contract::RESERVED_PREFIX`).
+pub(crate) const RESERVED_PREFIX: &str = "$nmsg.";
 
 /// Runs every rule.
 pub(crate) fn service(service: &Service, errors: &mut Errors) {
@@ -276,7 +287,7 @@ fn check_callback_tuples(ty: &Type, errors: &mut Errors) {
     });
 }
 
-/// Event names are not empty, not the wildcard, and unique.
+/// Event names are not empty, not the wildcard, not nmsg's own, and unique.
 fn check_event_names(service: &Service, errors: &mut Errors) {
     let mut seen: HashMap<&str, &Method> = HashMap::new();
     for method in &service.methods {
@@ -289,6 +300,15 @@ fn check_event_names(service: &Service, errors: &mut Errors) {
             errors.at(
                 method.event.span,
                 "`*` is the wildcard event, which sees every event; give the method another name",
+            );
+            continue;
+        }
+        if name.starts_with(RESERVED_PREFIX) {
+            errors.at(
+                method.event.span,
+                format!(
+                    "event names starting with `{RESERVED_PREFIX}` are nmsg's own (a trait's contract is served on `{RESERVED_PREFIX}contract:<Trait>`); give the method another name with `#[nmsg(event = \"..\")]`"
+                ),
             );
             continue;
         }

@@ -13,6 +13,7 @@ use syn::spanned::Spanned;
 use syn::{parse_quote, parse_quote_spanned, Attribute, Ident, Path, ReturnType, TraitItem, Type};
 
 use crate::parse::{Method, Output, ParamKind, Service};
+use crate::schema;
 
 /// Expands a checked service.
 pub(crate) fn expand(service: &Service) -> TokenStream {
@@ -24,6 +25,7 @@ pub(crate) fn expand(service: &Service) -> TokenStream {
     out.extend(g.client_impl());
     out.extend(g.api_struct());
     out.extend(g.api_impl());
+    out.extend(crate::declare::declare(service, &g.client));
     out
 }
 
@@ -145,12 +147,59 @@ impl<'a> Generator<'a> {
             "An emitter over `router`: a client's router, or a server's socket (the [`Peer`]({}::Peer) a handler gets).",
             path_str(krate)
         );
+        let schema = schema::json(self.service);
+        let hash = schema::hash(&schema);
+        let contract_event = format!("$nmsg.contract:{trait_ident}");
+        let schema_doc = format!(
+            "The canonical schema of [`{trait_ident}`]: its events with their argument and reply types, as JSON (described in [`contract`]({k}::contract)).",
+            k = path_str(krate)
+        );
+        let hash_doc =
+            "The hash of [`SCHEMA`](Self::SCHEMA): FNV-1a 64 of its bytes, as 16 lowercase hex digits.";
+        let contract_doc = format!(
+            "The event on which a server that serves [`{trait_ident}`] (through `{api}`) answers with its schema: `{contract_event}`."
+        , api = self.api);
+        let check_doc = format!(
+            "Asks the peer for its schema of [`{trait_ident}`] and compares it with this build's. \
+             The answer is [`Verdict::Matches`]({k}::contract::Verdict::Matches), \
+             [`Verdict::Differs`]({k}::contract::Verdict::Differs) with the differences, or \
+             [`Verdict::NotOffered`]({k}::contract::Verdict::NotOffered) when the peer does not \
+             answer `{contract_event}` within the timeout (this client's \
+             [`with_timeout`](Self::with_timeout), else \
+             [`DEFAULT_CHECK_TIMEOUT`]({k}::contract::DEFAULT_CHECK_TIMEOUT)): a plain peer, \
+             or one that does not serve this trait. Transport failures are the `Err`.",
+            k = path_str(krate)
+        );
         quote! {
             // The parameter types are the user's, who has seen any lint on them in the trait.
             #[allow(dead_code, clippy::type_complexity)]
             impl #client {
                 #[doc = #events_doc]
                 #vis const EVENTS: &'static [&'static str] = &[#(#events),*];
+
+                #[doc = #schema_doc]
+                #vis const SCHEMA: &'static str = #schema;
+
+                #[doc = #hash_doc]
+                #vis const SCHEMA_HASH: &'static str = #hash;
+
+                #[doc = #contract_doc]
+                #vis const CONTRACT_EVENT: &'static str = #contract_event;
+
+                #[doc = #check_doc]
+                #vis fn check_contract(
+                    &self,
+                ) -> impl ::core::future::Future<
+                    Output = ::core::result::Result<#krate::contract::Verdict, #krate::Error>,
+                > + ::core::marker::Send
+                       + 'static {
+                    #krate::contract::__private::check(
+                        &self.router,
+                        Self::CONTRACT_EVENT,
+                        Self::SCHEMA,
+                        self.timeout,
+                    )
+                }
 
                 #[doc = #new_doc]
                 #vis fn new(router: &#krate::Router) -> Self {
@@ -320,6 +369,7 @@ impl<'a> Generator<'a> {
     fn api_impl(&self) -> TokenStream {
         let (krate, api, trait_ident, s) =
             (self.krate, &self.api, self.trait_ident(), &self.service_ty);
+        let client = &self.client;
         let vis = &self.service.item.vis;
         let table = Ident::new("__nmsg_table", Span::mixed_site());
         let registrations = self
@@ -328,7 +378,7 @@ impl<'a> Generator<'a> {
             .iter()
             .map(|m| self.registration(m, &table));
         let register_doc = format!(
-            "Registers a handler for each event in `table`, a [`Router`]({k}::Router) or an [`Api`]({k}::Api), replacing handlers of the same names.",
+            "Registers a handler for each event in `table`, a [`Router`]({k}::Router) or an [`Api`]({k}::Api), replacing handlers of the same names; and one for the trait's contract event (`{client}::CONTRACT_EVENT`), which answers with its schema.",
             k = path_str(krate)
         );
         quote! {
@@ -354,6 +404,11 @@ impl<'a> Generator<'a> {
                 #[doc = #register_doc]
                 #vis fn register(&self, #table: &impl #krate::typed::HandlerTable) {
                     #(#registrations)*
+                    #krate::contract::__private::serve(
+                        #table,
+                        #client::CONTRACT_EVENT,
+                        #client::SCHEMA,
+                    );
                 }
 
                 /// Handles the events on `router` (as its `on` handlers, so

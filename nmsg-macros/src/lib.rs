@@ -9,8 +9,10 @@
 
 mod case;
 mod check;
+mod declare;
 mod expand;
 mod parse;
+mod schema;
 
 use proc_macro::TokenStream;
 use quote::ToTokens;
@@ -93,10 +95,18 @@ use quote::ToTokens;
 /// - **`<Trait>Client`**, a typed emitter over a router, cheap to clone:
 ///   `new(&router)`, `router()`, `with_timeout(duration)`, the constant
 ///   `EVENTS`, and one method per trait method, taking the wire parameters.
+///   The trait's contract (`nmsg::contract`): the constants `SCHEMA` (the
+///   events with their argument and reply types, as canonical JSON),
+///   `SCHEMA_HASH` and `CONTRACT_EVENT` (`$nmsg.contract:<Trait>`), and
+///   `check_contract()`, which compares the peer's schema with this one.
+///   And the trait's description for other languages: with nmsg's
+///   `typescript` feature, `nmsg::typescript::declarations::<TraitClient>()`
+///   is its `.d.ts`.
 /// - **`<Trait>Api<S>`**, serving any `S: Trait`: `new(service)`,
 ///   `from_arc(arc)`, `serve(&router)` (as `on` handlers, beside others),
 ///   `into_api()` (a shared `nmsg::Api` for every socket of a server; also
-///   `Api::from`), and `register(&table)` for either.
+///   `Api::from`), and `register(&table)` for either. Each also answers the
+///   trait's `CONTRACT_EVENT` with its schema.
 ///
 /// # How each method lowers to frames
 ///
@@ -146,9 +156,10 @@ use quote::ToTokens;
 /// than `&self`; generic methods or traits; items other than methods; `const`,
 /// `unsafe` or `extern` methods; references, `impl Trait`, `dyn Trait` or `Self`
 /// in a type that travels; `-> ()`; `Callback<(T)>` without the tuple's comma;
-/// more than one `Peer`; empty, wildcard (`*`) or duplicate event names; method
-/// names the emitter uses itself (`new`, `router`, `timeout`, `with_timeout`,
-/// `clone`); unknown options. A type that cannot travel (neither
+/// more than one `Peer`; empty, wildcard (`*`) or duplicate event names, and
+/// names starting with `$nmsg.` (nmsg's own: the contract's); method names the
+/// emitter uses itself (`new`, `router`, `timeout`, `with_timeout`, `clone`,
+/// `check_contract`); unknown options. A type that cannot travel (neither
 /// `Serialize + DeserializeOwned` nor a `Callback`) is reported at the type, as
 /// not implementing `nmsg::typed::WireArg`.
 #[proc_macro_attribute]

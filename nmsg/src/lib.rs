@@ -60,6 +60,7 @@ mod backoff;
 mod callback;
 mod client;
 pub mod codec;
+pub mod contract;
 mod error;
 pub mod frame;
 pub mod framing;
@@ -72,6 +73,8 @@ mod server;
 mod sync;
 pub mod transport;
 pub mod typed;
+#[cfg(feature = "typescript")]
+pub mod typescript;
 mod value;
 
 pub use args::{Arg, Args, FromArg, FromArgs, IntoArgs, OutArgs, ToArg};

@@ -435,6 +435,88 @@ pub mod __private {
         callback.call(vec![value])
     }
 
+    /// `X` can describe the type `T` (for TypeScript declarations: see
+    /// `nmsg::typescript`, behind the `typescript` feature). The generated
+    /// `Declare` impl asks for it of every type its trait names, so the
+    /// bound is checked only where declarations are made.
+    #[diagnostic::on_unimplemented(
+        message = "`{T}` has no TypeScript description",
+        label = "the trait names this type",
+        note = "derive `ts_rs::TS` for your serde types (with the `typescript` feature of nmsg); a type of another crate can be named through a `#[ts(as = \"..\")]` field or a type of your own"
+    )]
+    pub trait Describe<T: ?Sized> {
+        /// `T`'s TypeScript type, recording the declarations it needs.
+        fn describe(&mut self) -> String;
+    }
+
+    /// The description of an `#[nmsg::events]` trait, for any `X` that
+    /// can describe its types: implemented by each generated `<Trait>Client`.
+    pub trait Declare<X> {
+        /// The trait's events, their arguments and replies.
+        fn declare(x: &mut X) -> TraitDecl;
+    }
+
+    /// A trait, described.
+    #[derive(Debug, Clone)]
+    pub struct TraitDecl {
+        /// The trait's name.
+        pub name: &'static str,
+        /// Its doc comment.
+        pub docs: &'static str,
+        /// Its events, in declaration order.
+        pub events: Vec<EventDecl>,
+    }
+
+    /// An event, described.
+    #[derive(Debug, Clone)]
+    pub struct EventDecl {
+        /// Its wire name.
+        pub event: &'static str,
+        /// Its doc comment.
+        pub docs: &'static str,
+        /// The wire parameters: name and type.
+        pub params: Vec<(&'static str, Ts)>,
+        /// The reply.
+        pub reply: ReplyDecl,
+    }
+
+    /// An event's reply, described.
+    #[derive(Debug, Clone)]
+    pub enum ReplyDecl {
+        /// No reply.
+        None,
+        /// `cb(value)`.
+        Value(Ts),
+        /// `cb(null, value)` (`cb(null)` when `ok` is `None`, for `()`) or `cb(err)`.
+        ErrorFirst {
+            /// The value's type.
+            ok: Option<Ts>,
+            /// The error's type.
+            err: Ts,
+        },
+    }
+
+    /// A type, as the macro reads it: callbacks and the containers around
+    /// them by their shape, other types through `Describe`.
+    #[derive(Debug, Clone)]
+    pub enum Ts {
+        /// A type described through `Describe`.
+        Described(String),
+        /// A type the macro knows by name: `unknown` for a `Value`, `Buffer`
+        /// for `ByteBuf` and `Bytes`, `null` for `()`.
+        Known(&'static str),
+        /// `Callback<(A, B, ..)>`.
+        Callback(Vec<Ts>),
+        /// `Option<T>`.
+        Option(Box<Ts>),
+        /// `Vec<T>`, `VecDeque<T>`, `[T; N]`.
+        Array(Box<Ts>),
+        /// `(A, B, ..)`.
+        Tuple(Vec<Ts>),
+        /// `HashMap<K, V>`, `BTreeMap<K, V>`.
+        Map(Box<Ts>, Box<Ts>),
+    }
+
     /// `cb(null, value)` (`cb(null)` without a value) or `cb(err)`.
     pub fn reply_error_first(
         callback: &RemoteCallback,
