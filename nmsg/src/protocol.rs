@@ -219,7 +219,12 @@
 //! unbuffered client sends single frames, which every release reads). The
 //! first release's TCP server writes every message it receives back to its
 //! sender: its peer sees its own events come back, and ignores them as events
-//! it has no handler for (section 5), without reports.
+//! it has no handler for (section 5), without reports. Its echo of a
+//! *response* cannot be told from a response, and may reach a live callback
+//! of the peer's own whose frame has the same id (both sides count ids from 1),
+//! as it does with that release's own clients: with such a server, calls that
+//! the server answers through callbacks are safe, a client answering the
+//! server's callbacks is not.
 //!
 //! Every release's MsgPack encoder (msgpack-lite) writes integers outside the
 //! 32-bit range as float64, which nmsg's integer types accept ([JavaScript
