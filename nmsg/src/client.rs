@@ -12,7 +12,7 @@ use tokio::sync::broadcast;
 use crate::backoff::Backoff;
 use crate::codec::Codec;
 use crate::lifecycle::{Ending, Events, Lifecycle, Status, DEFAULT_STOP_TIMEOUT};
-use crate::router::{Buffering, Router, RouterBuilder};
+use crate::router::{BadRequestSink, Buffering, Router, RouterBuilder};
 use crate::transport::{
     Address, BoxStream, CloseReason, ConnectionOptions, Connector, Driver, Tcp, Unix,
 };
@@ -179,20 +179,18 @@ impl ClientBuilder {
     /// Its router is usable now; what is emitted before the connection is up
     /// is queued. Needs a tokio runtime.
     pub fn start(self) -> Client {
-        let inner = Arc::new_cyclic(|me: &std::sync::Weak<ClientInner>| {
-            let me = me.clone();
-            ClientInner::new(
-                self,
-                Arc::new(move |_: &Router, event: &str, error: &crate::Error| {
-                    if let Some(inner) = me.upgrade() {
-                        inner.events.send(ClientEvent::BadRequest {
-                            event: event.to_owned(),
-                            error: error.to_string(),
-                        });
-                    }
-                }),
-            )
-        });
+        let inner = Arc::new(ClientInner::new(self));
+        let me = Arc::downgrade(&inner);
+        inner.router.set_owner(Arc::new(BadRequestSink(Box::new(
+            move |_: &Router, event: &str, error: &crate::Error| {
+                if let Some(inner) = me.upgrade() {
+                    inner.events.send(ClientEvent::BadRequest {
+                        event: event.to_owned(),
+                        error: error.to_string(),
+                    });
+                }
+            },
+        ))));
         tokio::spawn(run(Ending::new(inner.clone())));
         Client { inner }
     }
@@ -223,8 +221,8 @@ struct ClientInner {
 }
 
 impl ClientInner {
-    fn new(builder: ClientBuilder, bad_request: crate::router::BadRequestHook) -> Self {
-        let router = builder.router.on_bad_request(bad_request).build();
+    fn new(builder: ClientBuilder) -> Self {
+        let router = builder.router.build();
         router.keep_losses();
         ClientInner {
             router,
@@ -455,10 +453,7 @@ mod tests {
     /// Every client holds one (`idle10k` in BENCHMARKS.md).
     #[test]
     fn the_task_of_a_client_stays_small() {
-        let inner = Arc::new(ClientInner::new(
-            Client::tcp("127.0.0.1:1"),
-            Arc::new(|_: &Router, _: &str, _: &crate::Error| {}),
-        ));
+        let inner = Arc::new(ClientInner::new(Client::tcp("127.0.0.1:1")));
         let size = std::mem::size_of_val(&run(Ending::new(inner)));
         assert!(size <= 280, "a client's task future takes {size} bytes");
     }

@@ -14,7 +14,7 @@ use crate::codec::Codec;
 use crate::error::Error;
 use crate::handler::HandlerReturn;
 use crate::lifecycle::{Ending, Events, Lifecycle, Status, DEFAULT_STOP_TIMEOUT};
-use crate::router::{Api, Buffering, Router, RouterBuilder};
+use crate::router::{Api, BadRequestSink, Buffering, Router, RouterBuilder};
 use crate::sync::MutexExt;
 use crate::transport::{
     Acceptor, Address, Binder, CloseReason, Connection, ConnectionOptions, Tcp, Unix,
@@ -250,7 +250,8 @@ impl ServerBuilder {
     pub fn start(self) -> Server {
         let inner = Arc::new_cyclic(|me: &std::sync::Weak<ServerInner>| ServerInner {
             api: self.api,
-            router: self.router.on_bad_request(bad_request_events(me.clone())),
+            bad_request: bad_request_events(me.clone()),
+            router: self.router,
             connection: self.connection.stop_timeout(self.stop_timeout),
             max_connections: self.max_connections,
             sockets: Mutex::new(Sockets::default()),
@@ -296,6 +297,8 @@ struct Sockets {
 
 struct ServerInner {
     api: Api,
+    /// Sends [`ServerEvent::BadRequest`]; every socket's router has it.
+    bad_request: Arc<BadRequestSink>,
     /// The options of every socket's router (one copy, which they share).
     router: RouterBuilder,
     /// The options of every socket's connection.
@@ -699,28 +702,30 @@ fn retrying_may_fix(error: &std::io::Error) -> bool {
 
 /// Sends a [`ServerEvent::BadRequest`] for a request one of the server's
 /// sockets refused.
-fn bad_request_events(server: std::sync::Weak<ServerInner>) -> crate::router::BadRequestHook {
-    Arc::new(move |router: &Router, event: &str, error: &Error| {
-        let Some(inner) = server.upgrade() else {
-            return;
-        };
-        // Rare: a look through the live sockets finds the one of the router.
-        let socket = inner
-            .sockets
-            .locked()
-            .live
-            .values()
-            .find(|s| s.router().same(router))
-            .map(|s| (s.id, s.peer.clone()));
-        if let Some((socket, peer)) = socket {
-            inner.events.send(ServerEvent::BadRequest {
-                socket,
-                peer,
-                event: event.to_owned(),
-                error: error.to_string(),
-            });
-        }
-    })
+fn bad_request_events(server: std::sync::Weak<ServerInner>) -> Arc<BadRequestSink> {
+    Arc::new(BadRequestSink(Box::new(
+        move |router: &Router, event: &str, error: &Error| {
+            let Some(inner) = server.upgrade() else {
+                return;
+            };
+            // Rare: a look through the live sockets finds the one of the router.
+            let socket = inner
+                .sockets
+                .locked()
+                .live
+                .values()
+                .find(|s| s.router().same(router))
+                .map(|s| (s.id, s.peer.clone()));
+            if let Some((socket, peer)) = socket {
+                inner.events.send(ServerEvent::BadRequest {
+                    socket,
+                    peer,
+                    event: event.to_owned(),
+                    error: error.to_string(),
+                });
+            }
+        },
+    )))
 }
 
 fn accept(inner: &Arc<ServerInner>, stream: crate::transport::BoxStream, peer: Address) {
@@ -729,6 +734,7 @@ fn accept(inner: &Arc<ServerInner>, stream: crate::transport::BoxStream, peer: A
     // Reported at the socket's end, with what is still queued (`on_close`).
     router.keep_losses();
     router.set_api(Some(inner.api.clone()));
+    router.set_owner(inner.bad_request.clone());
     // Held until the on_socket hook has set its handlers, so that no message
     // from this peer is routed before them.
     let (conn, start) = Connection::spawn_held_then(

@@ -23,6 +23,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+use arc_swap::ArcSwapOption;
+
 use crate::args::Args;
 use crate::codec::Codec;
 use crate::error::Error;
@@ -44,7 +46,6 @@ pub use options::{
 };
 pub use routes::{Api, Flow, WILDCARD};
 
-pub(crate) use options::BadRequestHook;
 use options::Options;
 use outbox::Outbox;
 pub(crate) use outbox::Tally;
@@ -57,7 +58,15 @@ struct Inner {
     routes: RouteTable,
     outbox: Outbox,
     pending: Pending,
+    /// The client or server the router is one's, told of requests a typed
+    /// handler refused ([`Router::bad_request`]); one word while unset.
+    owner: ArcSwapOption<BadRequestSink>,
 }
+
+/// Told of a request whose arguments did not fit its typed handler: the
+/// router it came on, the event and the error (a client's or server's
+/// `BadRequest` event). A server's sockets share one.
+pub(crate) struct BadRequestSink(pub(crate) Box<dyn Fn(&Router, &str, &Error) + Send + Sync>);
 
 /// Routes events and callbacks for one connection (or one client across its
 /// reconnections). Cheap to clone; usable from any task.
@@ -120,6 +129,7 @@ impl Router {
                 routes: RouteTable::new(),
                 outbox,
                 pending: Pending::new(),
+                owner: ArcSwapOption::empty(),
             }),
         }
     }
@@ -270,9 +280,14 @@ impl Router {
     /// A request on this router whose arguments did not fit its typed
     /// handler: tells the client's or server's events, if the router is one's.
     pub(crate) fn bad_request(&self, event: &str, error: &Error) {
-        if let Some(hook) = &self.inner.opts.bad_request {
-            hook(self, event, error);
+        if let Some(sink) = &*self.inner.owner.load() {
+            (sink.0)(self, event, error);
         }
+    }
+
+    /// Tells `sink` of the requests a typed handler refuses on this router.
+    pub(crate) fn set_owner(&self, sink: Arc<BadRequestSink>) {
+        self.inner.owner.store(Some(sink));
     }
 
     /// How many events arrived with no handler for them (no handler of the

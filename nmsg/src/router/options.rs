@@ -63,14 +63,7 @@ pub(super) struct Options {
     pub(super) max_running_handlers: usize,
     /// `None`: the peer's (see [`RouterBuilder::bulk_form`]).
     pub(super) bulk_form: Option<BulkForm>,
-    /// Told of requests a typed handler refused ([`Router::bad_request`]):
-    /// a client's or server's events.
-    pub(super) bad_request: Option<BadRequestHook>,
 }
-
-/// Told of a request whose arguments did not fit its typed handler: the
-/// router it came on, the event and the error.
-pub(crate) type BadRequestHook = Arc<dyn Fn(&Router, &str, &crate::Error) + Send + Sync>;
 
 impl fmt::Debug for RouterBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -105,7 +98,6 @@ impl Default for RouterBuilder {
                 max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
                 max_running_handlers: DEFAULT_MAX_RUNNING_HANDLERS,
                 bulk_form: None,
-                bad_request: None,
             })
         });
         RouterBuilder { opts: opts.clone() }
@@ -205,13 +197,6 @@ impl RouterBuilder {
     /// buffering is on).
     pub fn bulk_form(mut self, form: BulkForm) -> Self {
         Arc::make_mut(&mut self.opts).bulk_form = Some(form);
-        self
-    }
-
-    /// Tells `hook` of the requests a typed handler refuses (the owner's
-    /// `BadRequest` event).
-    pub(crate) fn on_bad_request(mut self, hook: BadRequestHook) -> Self {
-        Arc::make_mut(&mut self.opts).bad_request = Some(hook);
         self
     }
 

@@ -18,9 +18,20 @@ pub const DEFAULT_PARTIAL_MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
 ///
 /// Cheap to clone: the connections made with one set of options share one
 /// copy of them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionOptions {
     settings: Arc<Settings>,
+}
+
+impl Default for ConnectionOptions {
+    /// The defaults, one copy shared by every connection left at them (so a
+    /// client made with the defaults allocates none).
+    fn default() -> Self {
+        static DEFAULT: std::sync::OnceLock<Arc<Settings>> = std::sync::OnceLock::new();
+        ConnectionOptions {
+            settings: DEFAULT.get_or_init(Arc::default).clone(),
+        }
+    }
 }
 
 /// What [`ConnectionOptions`] set, shared by the connections made with them.
