@@ -390,7 +390,10 @@ pub mod __private {
 
     fn trailing_callback(args: &Args, what: &str) -> Result<crate::RemoteCallback, Error> {
         let last = args.len().checked_sub(1).ok_or_else(|| {
-            Error::argument(0, format!("a contract request carries a callback for {what}"))
+            Error::argument(
+                0,
+                format!("a contract request carries a callback for {what}"),
+            )
         })?;
         args.callback(last)
     }
