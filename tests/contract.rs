@@ -379,10 +379,7 @@ async fn the_listing_names_every_trait_served_from_either_table_sorted() {
     assert_eq!(listed(&client).await, ["Clock", "Shop"]);
     // Each name is one the client can ask the schema of.
     let (error, schema): (Option<String>, String) = client
-        .request(
-            &format!("{}Clock", nmsg::contract::CONTRACT_PREFIX),
-            (),
-        )
+        .request(&format!("{}Clock", nmsg::contract::CONTRACT_PREFIX), ())
         .await
         .unwrap();
     assert_eq!((error, schema.as_str()), (None, clock::ClockClient::SCHEMA));
@@ -399,9 +396,6 @@ async fn a_plain_peer_does_not_answer_the_listing() {
         .request::<Args>(nmsg::contract::LIST_EVENT, ())
         .await
         .map(|_| ());
-    assert!(
-        matches!(answer, Err(nmsg::Error::Timeout(_))),
-        "{answer:?}"
-    );
+    assert!(matches!(answer, Err(nmsg::Error::Timeout(_))), "{answer:?}");
     assert_eq!(server.unhandled_events(), 1);
 }
