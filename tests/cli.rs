@@ -648,3 +648,72 @@ fn help_documents_the_output_and_the_exit_status() {
     let ran = nmsg(&["emit", "nowhere", "e"], "");
     ran.expect_code(2);
 }
+
+// ---------------------------------------------------------------------------
+// a terminal
+// ---------------------------------------------------------------------------
+
+/// Runs `nmsg ARGS` with its stdout on a pseudo-terminal, and gives what it
+/// wrote there (the terminal writes each newline as "\r\n").
+#[cfg(unix)]
+fn nmsg_on_a_terminal(args: &[&str]) -> (Option<i32>, String) {
+    use std::fs::File;
+    use std::os::fd::FromRawFd;
+
+    // SAFETY: plain libc calls on descriptors this function owns; each
+    // result is checked before use, and each descriptor goes into a File.
+    let (mut terminal, screen) = unsafe {
+        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+        assert!(master >= 0, "posix_openpt failed");
+        assert_eq!(libc::grantpt(master), 0, "grantpt failed");
+        assert_eq!(libc::unlockpt(master), 0, "unlockpt failed");
+        let name = libc::ptsname(master);
+        assert!(!name.is_null(), "ptsname failed");
+        let slave = libc::open(name, libc::O_RDWR | libc::O_NOCTTY);
+        assert!(slave >= 0, "cannot open the terminal's other end");
+        (File::from_raw_fd(master), File::from_raw_fd(slave))
+    };
+    let mut child = Command::new(nmsg_exe())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(screen)
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start nmsg");
+    // The child holds the only other end now: reading ends (EIO) when it exits.
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = terminal.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&seen).replace("\r\n", "\n")
+    });
+    let deadline = Instant::now() + RUN_BOUND;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for nmsg") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("nmsg {args:?} did not exit within {RUN_BOUND:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    (status.code(), reader.join().unwrap())
+}
+
+#[cfg(unix)]
+#[test]
+fn on_a_terminal_the_output_is_pretty_printed() {
+    let (_server, addr) = conformance("msgpack");
+    let (code, screen) = nmsg_on_a_terminal(&["emit", &addr, "add", "2", "40", "@cb"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        screen,
+        "{\n  \"callback\": 0,\n  \"args\": [\n    42\n  ]\n}\n"
+    );
+}
