@@ -529,13 +529,13 @@ fn describe_says_plainly_that_a_plain_peer_offers_none() {
 
 /// A server that, on each connection, emits `tick(1)`, `news("a", cb)`,
 /// `tick(2)`, `tick(3)`, then closes it when `close` is set.
-fn emitting_server(close: bool) -> (tokio::runtime::Runtime, String) {
+fn emitting_server(close: bool) -> (tokio::runtime::Runtime, nmsg::Server, String) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();
-    let addr = runtime.block_on(async move {
+    let (server, addr) = runtime.block_on(async move {
         let server = nmsg::Server::tcp("127.0.0.1:0").start();
         server.on_socket(move |socket| {
             let router = socket.router().clone();
@@ -554,16 +554,14 @@ fn emitting_server(close: bool) -> (tokio::runtime::Runtime, String) {
             nmsg::transport::Address::Tcp(addr) => addr.to_string(),
             other => panic!("{other:?}"),
         };
-        // The server lives as long as the runtime.
-        std::mem::forget(server);
-        addr
+        (server, addr)
     });
-    (runtime, addr)
+    (runtime, server, addr)
 }
 
 #[test]
 fn listen_prints_every_event_or_only_one_up_to_count() {
-    let (_runtime, addr) = emitting_server(false);
+    let (_runtime, _server, addr) = emitting_server(false);
     let ran = nmsg(&["listen", &addr, "--count", "2"], "");
     ran.expect_code(0);
     assert_eq!(
@@ -587,7 +585,7 @@ fn listen_prints_every_event_or_only_one_up_to_count() {
 
 #[test]
 fn listen_exits_1_when_the_server_closes_the_connection() {
-    let (_runtime, addr) = emitting_server(true);
+    let (_runtime, _server, addr) = emitting_server(true);
     let ran = nmsg(&["listen", &addr, "tick"], "");
     ran.expect_code(1);
     assert_eq!(ran.lines().len(), 3, "{ran:#?}");

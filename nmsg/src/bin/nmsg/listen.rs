@@ -16,7 +16,8 @@ pub(crate) async fn run(
     let router = global.codec.router();
     let (events, mut received) = mpsc::unbounded_channel::<EventLine>();
     // Set before connecting: nothing the server emits at once is missed.
-    match only {
+    // `*` is every event, as no EVENT: the wildcard's own form.
+    match only.filter(|event| *event != WILDCARD) {
         Some(event) => {
             let name = event.to_owned();
             router.on(event, move |args: Args| {
