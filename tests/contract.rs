@@ -342,3 +342,60 @@ fn two_spellings_of_a_path_state_the_same_schema() {
     assert_eq!(long::PadClient::SCHEMA, short::PadClient::SCHEMA);
     assert_eq!(long::PadClient::SCHEMA_HASH, short::PadClient::SCHEMA_HASH);
 }
+
+/// A second trait, to list beside the shop.
+mod clock {
+    #[nmsg::events]
+    pub trait Clock {
+        fn now(&self) -> u64;
+    }
+
+    pub struct Fixed;
+
+    impl Clock for Fixed {
+        fn now(&self) -> u64 {
+            42
+        }
+    }
+}
+
+/// What `$nmsg.contracts` answers: `cb(null, names)`.
+async fn listed(client: &nmsg::Router) -> Vec<String> {
+    let (error, names): (Option<String>, Vec<String>) = client
+        .request(nmsg::contract::LIST_EVENT, ())
+        .await
+        .unwrap();
+    assert_eq!(error, None);
+    names
+}
+
+#[tokio::test]
+async fn the_listing_names_every_trait_served_from_either_table_sorted() {
+    let (client, server, _link) = pair();
+    v1::ShopApi::new(V1).serve(&server);
+    assert_eq!(listed(&client).await, ["Shop"]);
+    // Registered later and on the shared table: listed too, in name order.
+    server.set_api(Some(clock::ClockApi::new(clock::Fixed).into_api()));
+    assert_eq!(listed(&client).await, ["Clock", "Shop"]);
+    // Each name is one the client can ask the schema of.
+    let (error, schema): (Option<String>, String) = client
+        .request(&format!("{}Clock", nmsg::contract::CONTRACT_PREFIX), ())
+        .await
+        .unwrap();
+    assert_eq!((error, schema.as_str()), (None, clock::ClockClient::SCHEMA));
+    // What is no longer served is no longer listed.
+    assert!(server.off(v1::ShopClient::CONTRACT_EVENT));
+    assert_eq!(listed(&client).await, ["Clock"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_plain_peer_does_not_answer_the_listing() {
+    let (client, server, _link) = pair();
+    server.on("browse", |_: Args| {});
+    let answer = client
+        .request::<Args>(nmsg::contract::LIST_EVENT, ())
+        .await
+        .map(|_| ());
+    assert!(matches!(answer, Err(nmsg::Error::Timeout(_))), "{answer:?}");
+    assert_eq!(server.unhandled_events(), 1);
+}

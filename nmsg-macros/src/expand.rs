@@ -378,7 +378,7 @@ impl<'a> Generator<'a> {
             .iter()
             .map(|m| self.registration(m, &table));
         let register_doc = format!(
-            "Registers a handler for each event in `table`, a [`Router`]({k}::Router) or an [`Api`]({k}::Api), replacing handlers of the same names; and one for the trait's contract event (`{client}::CONTRACT_EVENT`), which answers with its schema.",
+            "Registers a handler for each event in `table`, a [`Router`]({k}::Router) or an [`Api`]({k}::Api), replacing handlers of the same names; and one for the trait's contract event (`{client}::CONTRACT_EVENT`), which answers with its schema, and the listing of contracts (`$nmsg.contracts`, [`LIST_EVENT`]({k}::contract::LIST_EVENT)).",
             k = path_str(krate)
         );
         quote! {

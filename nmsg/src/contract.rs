@@ -35,6 +35,13 @@
 //! names starting with [`RESERVED_PREFIX`], `$nmsg.`, are nmsg's own:
 //! `#[nmsg::events]` refuses a trait event named so, so they never collide.
 //!
+//! Beside it, `register` handles [`LIST_EVENT`], `$nmsg.contracts`: called
+//! as `emit("$nmsg.contracts", cb)`, it answers `cb(null, ["Greeter", ...])`,
+//! the traits whose contract events the router serves at that moment (by its
+//! own handlers or its [`Api`](crate::Api)'s), sorted. A tool that knows no
+//! trait (the `nmsg describe` command line) asks for the list, then each
+//! trait's schema. A peer that does not answer it offers no contract.
+//!
 //! `<Trait>Client::check_contract().await` emits that event and compares the
 //! answer with its own schema. A plain peer (a dynamic router, a Node.js
 //! process) does not handle the event, and ignores it: the check then ends
@@ -72,6 +79,15 @@ use crate::error::Error;
 /// The prefix of the event names nmsg keeps for itself: `$nmsg.`.
 /// `#[nmsg::events]` refuses trait events whose names start with it.
 pub const RESERVED_PREFIX: &str = "$nmsg.";
+
+/// The prefix of a trait's contract event, `$nmsg.contract:`, followed by the
+/// trait's name (`<Trait>Client::CONTRACT_EVENT`).
+pub const CONTRACT_PREFIX: &str = "$nmsg.contract:";
+
+/// The event on which a router that serves contracts lists them:
+/// `$nmsg.contracts`, answered `cb(null, [trait names])`, sorted (see the
+/// [module docs](self#on-the-wire)). `<Trait>Api::register` handles it.
+pub const LIST_EVENT: &str = "$nmsg.contracts";
 
 /// How long `<Trait>Client::check_contract` gives the peer to send its schema
 /// when the client has no `with_timeout` of its own: 2 s (sent as the frame's
@@ -353,14 +369,33 @@ pub mod __private {
     use crate::router::Router;
     use crate::typed::HandlerTable;
 
-    /// Handles `event` on `table`: `cb(null, schema)`.
+    /// Handles `event` on `table`: `cb(null, schema)`; and the listing,
+    /// [`LIST_EVENT`]: `cb(null, [trait names])`.
     pub fn serve(table: &impl HandlerTable, event: &str, schema: &'static str) {
         table.handle(event, move |args: Args| -> Result<(), Error> {
-            let last = args.len().checked_sub(1).ok_or_else(|| {
-                Error::argument(0, "a contract request carries a callback for the schema")
-            })?;
-            args.callback(last)?.call(((), schema))
+            trailing_callback(&args, "the schema")?.call(((), schema))
         });
+        // The same handler for every trait: it reads the router's routes
+        // when asked, so it lists what is served then, from either table.
+        table.handle(LIST_EVENT, |args: Args| -> Result<(), Error> {
+            let names: Vec<String> = args
+                .peer()
+                .handled_with_prefix(CONTRACT_PREFIX)
+                .into_iter()
+                .map(|event| event[CONTRACT_PREFIX.len()..].to_owned())
+                .collect();
+            trailing_callback(&args, "the list of contracts")?.call(((), names))
+        });
+    }
+
+    fn trailing_callback(args: &Args, what: &str) -> Result<crate::RemoteCallback, Error> {
+        let last = args.len().checked_sub(1).ok_or_else(|| {
+            Error::argument(
+                0,
+                format!("a contract request carries a callback for {what}"),
+            )
+        })?;
+        args.callback(last)
     }
 
     /// Asks the peer for its schema on `event`, and compares it with `ours`.

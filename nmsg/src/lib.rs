@@ -47,6 +47,8 @@
 //!   read or wait on, a stop request, and the end with its reason.
 //! - [`Value`]: the dynamic value type.
 //! - [`typed`] and [`events`]: the typed layer, `#[nmsg::events]` traits over the router.
+//! - `src/bin/nmsg` (feature `cli`): the `nmsg` command line, a client and a
+//!   server of this crate for poking a live peer (README.md, `nmsg --help`).
 
 #![warn(
     missing_docs,

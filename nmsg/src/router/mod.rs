@@ -298,4 +298,10 @@ impl Router {
     pub fn unhandled_events(&self) -> u64 {
         self.inner.routes.unhandled()
     }
+
+    /// The events starting with `prefix` that this router serves, by its own
+    /// handlers or its [`Api`]'s, sorted, each once (the contract listing).
+    pub(crate) fn handled_with_prefix(&self, prefix: &str) -> Vec<String> {
+        self.inner.routes.handled_with_prefix(prefix)
+    }
 }

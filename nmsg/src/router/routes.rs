@@ -152,6 +152,23 @@ impl RouteTable {
         }
     }
 
+    /// The events starting with `prefix` that these routes serve (the
+    /// router's own and its `Api`'s), sorted, each once.
+    pub(super) fn handled_with_prefix(&self, prefix: &str) -> Vec<String> {
+        let routes = self.table.load();
+        let api = routes.api.as_ref().map(|api| api.table.load_full());
+        let mut names: Vec<String> = routes
+            .by_event
+            .keys()
+            .chain(api.iter().flat_map(|table| table.keys()))
+            .filter(|name| name.starts_with(prefix))
+            .cloned()
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
     /// Events that arrived with no handler ([`Router::unhandled_events`]).
     pub(super) fn unhandled(&self) -> u64 {
         self.unhandled.load(Ordering::Relaxed)
