@@ -220,9 +220,26 @@ impl<'a> Reader<'a> {
     /// [`Reader::skip`] for any value.
     #[inline(never)]
     pub(super) fn skip_general(&mut self, depth: usize) -> Result<(), ProtocolError> {
-        let mut open: Vec<u64> = Vec::new();
+        // The counts of the containers open around the value at hand: inline
+        // for the nesting of frames in a bulk, so checking a bulk allocates
+        // nothing.
+        let mut open: SmallVec<[u64; 8]> = SmallVec::new();
         let mut left: u64 = 1;
         loop {
+            // Scalars, strings and binary up to 64 KiB, by their first bytes
+            // (most of a frame's values), before the general header.
+            if let Some(len) = self.scalar_len() {
+                self.bytes(self.pos, len)?;
+                self.pos += len;
+                left -= 1;
+                while left == 0 {
+                    match open.pop() {
+                        Some(l) => left = l,
+                        None => return Ok(()),
+                    }
+                }
+                continue;
+            }
             let kind = self.advance_header()?;
             left -= 1;
             let children = match kind {
