@@ -31,12 +31,18 @@ thread_local! {
     static CESU8_SUSPECT: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Notes bytes handed to a visitor: they may be a string msgpack-lite 0.1
+/// Notes bytes handed to a visitor that may be a string msgpack-lite 0.1
 /// wrote as CESU-8 (MsgPack's reader hands over a `str` that is not UTF-8 as
-/// bytes). Not looked into here: binary data of any size costs a flag, and
-/// the caller looks at the argument's strings only, by their markers.
-fn may_be_cesu8(_bytes: &[u8]) {
-    CESU8_SUSPECT.with(|s| s.set(true));
+/// bytes): bytes whose first break of UTF-8 is a surrogate's CESU-8 form
+/// (0xED, then 0xA0 to 0xBF). Random binary data breaks UTF-8 within its
+/// first bytes, nearly always otherwise.
+fn may_be_cesu8(bytes: &[u8]) {
+    if let Err(e) = std::str::from_utf8(bytes) {
+        let at = e.valid_up_to();
+        if bytes.get(at) == Some(&0xED) && matches!(bytes.get(at + 1), Some(0xA0..=0xBF)) {
+            CESU8_SUSPECT.with(|s| s.set(true));
+        }
+    }
 }
 
 /// Runs `decode` and says whether what it deserialized may have held a

@@ -78,11 +78,11 @@ pub trait Codec: Send + Sync + fmt::Debug + 'static {
     /// give [`Decoded::Bulk`]. A frame that breaks the protocol is an `Err`
     /// frame; the others are still given.
     ///
-    /// `Err` means the payload cannot be decoded at all (not the codec's
-    /// form, cut short, trailing bytes, nested too deep), and then no frame
-    /// was given to `bulk`: a codec checks a bulk's whole structure before it
-    /// hands over the first frame, as nmsg's own codecs do in one pass that
-    /// allocates nothing per element.
+    /// `Err` means the payload cannot be decoded (not the codec's form, cut
+    /// short, trailing bytes, nested too deep). A bulk that breaks off
+    /// partway has given the frames before the break to `bulk`: each went as
+    /// soon as it was read whole, as a frame is checked on its own (checking
+    /// the whole message first would walk every bulk twice).
     fn decode_message(
         &self,
         payload: &[u8],

@@ -54,7 +54,9 @@ impl Link {
     /// the message are still routed, and so are later messages. The bad frames
     /// of a bulk are reported once, after its good frames are routed: the bad
     /// frame's own error if there is one, else [`Error::MalformedFrames`]
-    /// (how many, and the first few). Sync handlers run before this returns.
+    /// (how many, and the first few). A bulk that breaks off partway (cut
+    /// short, trailing bytes) has the frames before the break routed, then the
+    /// break reported. Sync handlers run before this returns.
     pub fn dispatch(&self, payload: Bytes) {
         let router = &self.router;
         let epoch = router.epoch();

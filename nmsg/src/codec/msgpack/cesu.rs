@@ -4,11 +4,10 @@
 //!
 //! Decoding an argument does not look for them: serde's MsgPack reader hands
 //! a string that is not valid UTF-8 on as bytes, and the argument decoder
-//! notes that bytes were handed over. Only then are the argument's `str`
-//! values looked at here (binary values are stepped over by their length),
-//! each CESU-8 one rewritten as the UTF-8 of the characters it means, and the
-//! argument decoded again if any was. An argument without bytes costs
-//! nothing more.
+//! notes bytes whose first break of UTF-8 is a surrogate. Only then are the
+//! argument's `str` values looked at here (binary values are stepped over by
+//! their length), each CESU-8 one rewritten as the UTF-8 of the characters it
+//! means, and the argument decoded again if any was.
 
 use std::borrow::Cow;
 
