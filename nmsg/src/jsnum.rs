@@ -26,31 +26,39 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, Unexpected, Visitor};
 
 thread_local! {
-    /// Raised when a value deserialized on this thread was handed over as
-    /// bytes that may be a CESU-8 string ([`may_be_cesu8`]).
-    static CESU8_SUSPECT: Cell<bool> = const { Cell::new(false) };
+    /// Whether this thread looks for CESU-8 strings in the value it
+    /// deserializes ([`WATCHING`]), and found bytes that may be one
+    /// ([`SUSPECT`]); [`IDLE`] when it does not look.
+    static CESU8: Cell<u8> = const { Cell::new(IDLE) };
 }
+
+const IDLE: u8 = 0;
+const WATCHING: u8 = 1;
+const SUSPECT: u8 = 2;
 
 /// Notes bytes handed to a visitor that may be a string msgpack-lite 0.1
 /// wrote as CESU-8 (MsgPack's reader hands over a `str` that is not UTF-8 as
-/// bytes): bytes whose first break of UTF-8 is a surrogate's CESU-8 form
-/// (0xED, then 0xA0 to 0xBF). Random binary data breaks UTF-8 within its
-/// first bytes, nearly always otherwise.
+/// bytes): while watching, bytes whose first break of UTF-8 is a
+/// surrogate's CESU-8 form (0xED, then 0xA0 to 0xBF).
 fn may_be_cesu8(bytes: &[u8]) {
+    if CESU8.with(Cell::get) != WATCHING {
+        return;
+    }
     if let Err(e) = std::str::from_utf8(bytes) {
         let at = e.valid_up_to();
         if bytes.get(at) == Some(&0xED) && matches!(bytes.get(at + 1), Some(0xA0..=0xBF)) {
-            CESU8_SUSPECT.with(|s| s.set(true));
+            CESU8.with(|s| s.set(SUSPECT));
         }
     }
 }
 
-/// Runs `decode` and says whether what it deserialized may have held a
-/// CESU-8 string (then the caller rewrites the input and decodes again).
+/// Runs `decode` watching for CESU-8 strings, and says whether what it
+/// deserialized may have held one (then the caller rewrites the input and
+/// decodes again).
 pub(crate) fn watching_for_cesu8<T>(decode: impl FnOnce() -> T) -> (T, bool) {
-    CESU8_SUSPECT.with(|s| s.set(false));
+    CESU8.with(|s| s.set(WATCHING));
     let out = decode();
-    (out, CESU8_SUSPECT.with(|s| s.replace(false)))
+    (out, CESU8.with(|s| s.replace(IDLE)) == SUSPECT)
 }
 
 /// A deserializer whose integer types also accept integral floats; the same

@@ -161,7 +161,11 @@ pub fn decode_arg<T: DeserializeOwned>(codec: &dyn Codec, raw: &[u8]) -> Result<
                 T::deserialize(JsNumbers(&mut de)).map_err(|e| e.to_string())
             };
             // Strings that msgpack-lite 0.1 wrote as CESU-8 come as bytes;
-            // only an argument that handed such bytes over is looked at again.
+            // only an argument that handed such bytes over is looked at
+            // again. An argument that is binary data holds no string.
+            if let Some(0xc4..=0xc6) = raw.first() {
+                return decode(raw);
+            }
             return match crate::jsnum::watching_for_cesu8(|| decode(raw)) {
                 (decoded, false) => decoded,
                 (decoded, true) => match msgpack::utf8_from_cesu8(raw) {
