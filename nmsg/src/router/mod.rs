@@ -66,7 +66,10 @@ struct Inner {
 /// Told of a request whose arguments did not fit its typed handler: the
 /// router it came on, the event and the error (a client's or server's
 /// `BadRequest` event). A server's sockets share one.
-pub(crate) struct BadRequestSink(pub(crate) Box<dyn Fn(&Router, &str, &Error) + Send + Sync>);
+pub(crate) struct BadRequestSink(pub(crate) Box<BadRequestFn>);
+
+/// What a [`BadRequestSink`] calls: the router, the event, the error.
+pub(crate) type BadRequestFn = dyn Fn(&Router, &str, &Error) + Send + Sync;
 
 /// Routes events and callbacks for one connection (or one client across its
 /// reconnections). Cheap to clone; usable from any task.
