@@ -150,6 +150,7 @@ impl Default for Keepalive {
 impl Keepalive {
     fn params(&self) -> socket2::TcpKeepalive {
         let params = socket2::TcpKeepalive::new().with_time(self.time);
+        // Where socket2 can set them: the interval and the probe count.
         #[cfg(any(
             target_os = "android",
             target_os = "freebsd",
@@ -161,19 +162,9 @@ impl Keepalive {
             target_os = "netbsd",
             target_os = "windows",
         ))]
-        let params = params.with_interval(self.interval);
-        #[cfg(any(
-            target_os = "android",
-            target_os = "freebsd",
-            target_os = "fuchsia",
-            target_os = "illumos",
-            target_os = "ios",
-            target_os = "linux",
-            target_os = "macos",
-            target_os = "netbsd",
-            target_os = "windows",
-        ))]
-        let params = params.with_retries(self.retries);
+        let params = params
+            .with_interval(self.interval)
+            .with_retries(self.retries);
         params
     }
 }
