@@ -14,7 +14,7 @@ use crate::codec::Codec;
 use crate::error::Error;
 use crate::handler::HandlerReturn;
 use crate::lifecycle::{Ending, Events, Lifecycle, Status, DEFAULT_STOP_TIMEOUT};
-use crate::router::{Api, BadRequestSink, Buffering, Router, RouterBuilder};
+use crate::router::{Api, BadRequestSink, Buffering, InitialRoutes, Router, RouterBuilder};
 use crate::sync::MutexExt;
 use crate::transport::{
     Acceptor, Address, Binder, CloseReason, Connection, ConnectionOptions, Tcp, Unix,
@@ -249,6 +249,7 @@ impl ServerBuilder {
     /// retrying with backoff. Needs a tokio runtime.
     pub fn start(self) -> Server {
         let inner = Arc::new_cyclic(|me: &std::sync::Weak<ServerInner>| ServerInner {
+            routes: InitialRoutes::with_api(self.api.clone()),
             api: self.api,
             bad_request: bad_request_events(me.clone()),
             router: self.router,
@@ -297,6 +298,9 @@ struct Sockets {
 
 struct ServerInner {
     api: Api,
+    /// The routes every socket's router starts with (the `api`), one table
+    /// that they share until a socket sets its own handlers.
+    routes: InitialRoutes,
     /// Sends [`ServerEvent::BadRequest`]; every socket's router has it.
     bad_request: Arc<BadRequestSink>,
     /// The options of every socket's router (one copy, which they share).
@@ -730,10 +734,9 @@ fn bad_request_events(server: std::sync::Weak<ServerInner>) -> Arc<BadRequestSin
 
 fn accept(inner: &Arc<ServerInner>, stream: crate::transport::BoxStream, peer: Address) {
     let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
-    let router = inner.router.clone().build();
+    let router = inner.router.build_with(&inner.routes);
     // Reported at the socket's end, with what is still queued (`on_close`).
     router.keep_losses();
-    router.set_api(Some(inner.api.clone()));
     router.set_owner(inner.bad_request.clone());
     // Held until the on_socket hook has set its handlers, so that no message
     // from this peer is routed before them.

@@ -35,6 +35,11 @@ use super::{Link, Router};
 #[derive(Default)]
 pub(super) struct ReadGate {
     high: AtomicBool,
+    /// Not the gate's: the outbox's `bulk_form` is keyed, read without the
+    /// queue's lock so that a bulk received in the form already used takes
+    /// none. Kept here, where it fits in the padding after `high`, to keep
+    /// the router small.
+    pub(super) keyed: AtomicBool,
     reader: AtomicWaker,
 }
 
@@ -80,10 +85,11 @@ impl ReadGate {
 #[derive(Default)]
 pub(super) struct Handlers {
     running: AtomicUsize,
-    tasks: Mutex<Tasks>,
+    /// Made at the first async handler, or at the close: a router that runs
+    /// none (most of a server's sockets) keeps one word for it.
+    tasks: Mutex<Option<Box<Tasks>>>,
 }
 
-#[derive(Default)]
 struct Tasks {
     /// The tasks spawned, some of them finished: pruned when the list has
     /// doubled since the last pruning, so it holds about twice the running ones.
@@ -91,6 +97,16 @@ struct Tasks {
     prune_at: usize,
     /// The router is closed: a task spawned now is cancelled at once.
     closed: bool,
+}
+
+impl Tasks {
+    fn new() -> Box<Tasks> {
+        Box::new(Tasks {
+            handles: Vec::new(),
+            prune_at: PRUNE_MIN,
+            closed: false,
+        })
+    }
 }
 
 /// The least length of the task list before it is pruned.
@@ -102,6 +118,7 @@ impl Handlers {
     pub(super) fn cancel(&self) {
         let handles = {
             let mut tasks = self.tasks.locked();
+            let tasks = tasks.get_or_insert_with(Tasks::new);
             tasks.closed = true;
             std::mem::take(&mut tasks.handles)
         };
@@ -148,9 +165,10 @@ impl Router {
         handlers.running.fetch_add(1, Ordering::AcqRel);
         // Made before the task: a task dropped unpolled still counts out.
         let task = runtime.spawn(task(Running(self.clone())));
-        let mut tasks = handlers.tasks.locked();
+        let mut guard = handlers.tasks.locked();
+        let tasks = guard.get_or_insert_with(Tasks::new);
         if tasks.closed {
-            drop(tasks);
+            drop(guard);
             return task.abort();
         }
         if tasks.handles.len() >= tasks.prune_at {

@@ -141,12 +141,38 @@ impl Routes {
     }
 }
 
+/// Routes that routers start with, shared until one of them changes its own
+/// (a server's sockets start with the server's [`Api`], and hold one table
+/// between them, not one each).
+#[derive(Clone)]
+pub(crate) struct InitialRoutes(Arc<Routes>);
+
+impl InitialRoutes {
+    /// No routes but `api`.
+    pub(crate) fn with_api(api: Api) -> Self {
+        InitialRoutes(Arc::new(Routes {
+            api: Some(api),
+            ..Routes::default()
+        }))
+    }
+}
+
 impl RouteTable {
     /// No routes; the empty table is shared.
     pub(super) fn new() -> Self {
         static EMPTY: std::sync::OnceLock<Arc<Routes>> = std::sync::OnceLock::new();
+        Self::starting_with(EMPTY.get_or_init(|| Arc::new(Routes::default())).clone())
+    }
+
+    /// The routes of `initial`, shared with the other routers made with it
+    /// until one of them changes.
+    pub(super) fn with_initial(initial: &InitialRoutes) -> Self {
+        Self::starting_with(initial.0.clone())
+    }
+
+    fn starting_with(routes: Arc<Routes>) -> Self {
         RouteTable {
-            table: ArcSwap::new(EMPTY.get_or_init(|| Arc::new(Routes::default())).clone()),
+            table: ArcSwap::new(routes),
             handlers: Handlers::default(),
             unhandled: AtomicU64::new(0),
         }
