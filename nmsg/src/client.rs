@@ -11,8 +11,8 @@ use tokio::sync::broadcast;
 
 use crate::backoff::Backoff;
 use crate::codec::Codec;
-use crate::lifecycle::{Ending, Events, Lifecycle, Status, DEFAULT_STOP_TIMEOUT};
-use crate::router::{BadRequestSink, Buffering, Router, RouterBuilder};
+use crate::lifecycle::{Ending, Events, Lifecycle, Status};
+use crate::router::{BadRequestOwner, BadRequestSink, Buffering, Router, RouterBuilder};
 use crate::transport::{
     Address, BoxStream, CloseReason, ConnectionOptions, Connector, Driver, Tcp, Unix,
 };
@@ -89,7 +89,6 @@ pub struct ClientBuilder {
     router: RouterBuilder,
     connection: ConnectionOptions,
     backoff: Backoff,
-    stop_timeout: Duration,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -163,7 +162,7 @@ impl ClientBuilder {
     /// (and discarding) what the server still sends until it closes its side.
     /// What it could not write by then is reported in a [`ClientEvent::Lost`].
     pub fn stop_timeout(mut self, timeout: Duration) -> Self {
-        self.stop_timeout = timeout;
+        self.connection = self.connection.stop_timeout(timeout);
         self
     }
 
@@ -180,17 +179,8 @@ impl ClientBuilder {
     /// is queued. Needs a tokio runtime.
     pub fn start(self) -> Client {
         let inner = Arc::new(ClientInner::new(self));
-        let me = Arc::downgrade(&inner);
-        inner.router.set_owner(Arc::new(BadRequestSink(Box::new(
-            move |_: &Router, event: &str, error: &crate::Error| {
-                if let Some(inner) = me.upgrade() {
-                    inner.events.send(ClientEvent::BadRequest {
-                        event: event.to_owned(),
-                        error: error.to_string(),
-                    });
-                }
-            },
-        ))));
+        let me: std::sync::Weak<dyn BadRequestOwner> = Arc::downgrade(&inner) as _;
+        inner.router.set_owner(Arc::new(BadRequestSink(me)));
         tokio::spawn(run(Ending::new(inner.clone())));
         Client { inner }
     }
@@ -214,7 +204,6 @@ struct ClientInner {
     connection: ConnectionOptions,
     connector: Arc<dyn Connector>,
     backoff: Backoff,
-    stop_timeout: Duration,
     /// The status, stopped by [`Client::stop`].
     life: Lifecycle<ClientStatus>,
     events: Events<ClientEvent>,
@@ -229,7 +218,6 @@ impl ClientInner {
             connection: builder.connection,
             connector: builder.connector,
             backoff: builder.backoff,
-            stop_timeout: builder.stop_timeout,
             life: Lifecycle::new(ClientStatus::Connecting),
             events: Events::new(EVENT_CAPACITY),
         }
@@ -244,6 +232,15 @@ impl ClientInner {
                 reason: reason.to_string(),
             });
         }
+    }
+}
+
+impl BadRequestOwner for ClientInner {
+    fn bad_request(&self, _: &Router, event: &str, error: &crate::Error) {
+        self.events.send(ClientEvent::BadRequest {
+            event: event.to_owned(),
+            error: error.to_string(),
+        });
     }
 }
 
@@ -298,7 +295,6 @@ impl Client {
             router: RouterBuilder::default(),
             connection: ConnectionOptions::default(),
             backoff: Backoff::default(),
-            stop_timeout: DEFAULT_STOP_TIMEOUT,
         }
     }
 
@@ -436,7 +432,7 @@ impl Future for Connected<'_> {
         let this = self.get_mut();
         if !this.stopping && this.inner.life.poll_stop(cx) {
             this.stopping = true;
-            this.driver.stop(this.inner.stop_timeout);
+            this.driver.stop(this.inner.connection.stop_bound());
         }
         let reason = std::task::ready!(this.driver.poll_run(cx));
         Poll::Ready((!this.stopping).then_some(reason))

@@ -14,7 +14,9 @@ use crate::codec::Codec;
 use crate::error::Error;
 use crate::handler::HandlerReturn;
 use crate::lifecycle::{Ending, Events, Lifecycle, Status, DEFAULT_STOP_TIMEOUT};
-use crate::router::{Api, BadRequestSink, Buffering, InitialRoutes, Router, RouterBuilder};
+use crate::router::{
+    Api, BadRequestOwner, BadRequestSink, Buffering, InitialRoutes, Router, RouterBuilder,
+};
 use crate::sync::MutexExt;
 use crate::transport::{
     Acceptor, Address, Binder, CloseReason, Connection, ConnectionOptions, Tcp, Unix,
@@ -251,7 +253,9 @@ impl ServerBuilder {
         let inner = Arc::new_cyclic(|me: &std::sync::Weak<ServerInner>| ServerInner {
             routes: InitialRoutes::with_api(self.api.clone()),
             api: self.api,
-            bad_request: bad_request_events(me.clone()),
+            bad_request: Arc::new(BadRequestSink(
+                me.clone() as std::sync::Weak<dyn BadRequestOwner>
+            )),
             router: self.router,
             connection: self.connection.stop_timeout(self.stop_timeout),
             max_connections: self.max_connections,
@@ -706,30 +710,25 @@ fn retrying_may_fix(error: &std::io::Error) -> bool {
 
 /// Sends a [`ServerEvent::BadRequest`] for a request one of the server's
 /// sockets refused.
-fn bad_request_events(server: std::sync::Weak<ServerInner>) -> Arc<BadRequestSink> {
-    Arc::new(BadRequestSink(Box::new(
-        move |router: &Router, event: &str, error: &Error| {
-            let Some(inner) = server.upgrade() else {
-                return;
-            };
-            // Rare: a look through the live sockets finds the one of the router.
-            let socket = inner
-                .sockets
-                .locked()
-                .live
-                .values()
-                .find(|s| s.router().same(router))
-                .map(|s| (s.id, s.peer.clone()));
-            if let Some((socket, peer)) = socket {
-                inner.events.send(ServerEvent::BadRequest {
-                    socket,
-                    peer,
-                    event: event.to_owned(),
-                    error: error.to_string(),
-                });
-            }
-        },
-    )))
+impl BadRequestOwner for ServerInner {
+    fn bad_request(&self, router: &Router, event: &str, error: &Error) {
+        // Rare: a look through the live sockets finds the one of the router.
+        let socket = self
+            .sockets
+            .locked()
+            .live
+            .values()
+            .find(|s| s.router().same(router))
+            .map(|s| (s.id, s.peer.clone()));
+        if let Some((socket, peer)) = socket {
+            self.events.send(ServerEvent::BadRequest {
+                socket,
+                peer,
+                event: event.to_owned(),
+                error: error.to_string(),
+            });
+        }
+    }
 }
 
 fn accept(inner: &Arc<ServerInner>, stream: crate::transport::BoxStream, peer: Address) {

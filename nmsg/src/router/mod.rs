@@ -66,11 +66,15 @@ struct Inner {
 
 /// Told of a request whose arguments did not fit its typed handler: the
 /// router it came on, the event and the error (a client's or server's
-/// `BadRequest` event). A server's sockets share one.
-pub(crate) struct BadRequestSink(pub(crate) Box<BadRequestFn>);
+/// `BadRequest` event). A server's sockets share one. It holds its owner
+/// weakly (the owner holds the router), and is the one allocation a client
+/// pays for it.
+pub(crate) struct BadRequestSink(pub(crate) std::sync::Weak<dyn BadRequestOwner>);
 
-/// What a [`BadRequestSink`] calls: the router, the event, the error.
-pub(crate) type BadRequestFn = dyn Fn(&Router, &str, &Error) + Send + Sync;
+/// The client or server a [`BadRequestSink`] tells.
+pub(crate) trait BadRequestOwner: Send + Sync {
+    fn bad_request(&self, router: &Router, event: &str, error: &Error);
+}
 
 /// Routes events and callbacks for one connection (or one client across its
 /// reconnections). Cheap to clone; usable from any task.
@@ -288,8 +292,9 @@ impl Router {
     /// A request on this router whose arguments did not fit its typed
     /// handler: tells the client's or server's events, if the router is one's.
     pub(crate) fn bad_request(&self, event: &str, error: &Error) {
-        if let Some(sink) = &*self.inner.owner.load() {
-            (sink.0)(self, event, error);
+        let owner = self.inner.owner.load().as_ref().and_then(|s| s.0.upgrade());
+        if let Some(owner) = owner {
+            owner.bad_request(self, event, error);
         }
     }
 
