@@ -343,6 +343,8 @@ impl Client {
 async fn run(task: Ending<ClientInner, ClientStatus>) {
     let inner = &*task;
     let mut failures: u32 = 0;
+    // A connection was made before: the next one is a reconnection.
+    let mut reconnect = false;
     loop {
         // The task's future is as large as its largest state: the connection
         // is awaited in place (through `&mut`), and nothing else that is large
@@ -350,14 +352,19 @@ async fn run(task: Ending<ClientInner, ClientStatus>) {
         let mut connection = match inner.life.unless_stopped(inner.connector.connect()).await {
             None => break,
             Some(Ok((stream, address))) => {
-                tracing::debug!(%address, "nmsg client connected");
+                tracing::debug!(peer = %address, reconnect, "nmsg client connected");
+                if reconnect {
+                    metrics::counter!(crate::observe::RECONNECTS).increment(1);
+                }
+                reconnect = true;
+                inner.router.set_peer(address.clone());
                 inner.life.set(ClientStatus::Connected);
                 inner.events.send(ClientEvent::Connected { address });
                 // The connection runs on this task: a client holds one task, not two.
                 Ok(Connected::new(inner, stream))
             }
             Some(Err(error)) => {
-                tracing::debug!(%error, delay = ?inner.backoff.delay(failures), address = %inner.connector.address(), "nmsg client cannot connect");
+                tracing::debug!(peer = %inner.connector.address(), %error, "nmsg client cannot connect");
                 Err(error.to_string())
             }
         };
@@ -368,6 +375,7 @@ async fn run(task: Ending<ClientInner, ClientStatus>) {
                     break;
                 };
                 let reason = reason.to_string();
+                tracing::debug!(peer = %inner.connector.address(), %reason, "nmsg client disconnected");
                 inner.life.set(ClientStatus::Connecting);
                 inner.events.send(ClientEvent::Disconnected {
                     reason: reason.clone(),
@@ -387,6 +395,7 @@ async fn run(task: Ending<ClientInner, ClientStatus>) {
         drop(connection);
         let delay = inner.backoff.delay(failures);
         failures = failures.saturating_add(1);
+        tracing::debug!(peer = %inner.connector.address(), attempt = failures, ?delay, %error, "nmsg client backing off");
         inner.events.send(ClientEvent::Reconnecting {
             attempt: failures,
             delay,

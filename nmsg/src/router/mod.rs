@@ -29,6 +29,8 @@ use crate::args::Args;
 use crate::codec::Codec;
 use crate::error::Error;
 use crate::handler::HandlerReturn;
+use crate::observe::Meters;
+use crate::transport::Address;
 
 mod flow;
 mod link;
@@ -61,6 +63,22 @@ struct Inner {
     /// The client or server the router is one's, told of requests a typed
     /// handler refused ([`Router::bad_request`]); one word while unset.
     owner: ArcSwapOption<BadRequestSink>,
+    /// The metrics handles its messages are counted with.
+    meters: Meters,
+    /// The peer's address, when a client or a server connected the router
+    /// (for spans and lifecycle events); one word while unset.
+    peer: ArcSwapOption<Address>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // What the gauges still count of this router goes with it.
+        let queue = self.outbox.lock();
+        let (queued, _) = queue.level();
+        self.meters.queued.decrement(queued as f64);
+        let waiting = pending::waiting(queue.table());
+        self.meters.in_flight.decrement(waiting as f64);
+    }
 }
 
 /// Told of a request whose arguments did not fit its typed handler: the
@@ -133,6 +151,8 @@ impl Router {
                 outbox,
                 pending: Pending::new(),
                 owner: ArcSwapOption::empty(),
+                meters: Meters::register(),
+                peer: ArcSwapOption::empty(),
             }),
         }
     }
@@ -240,7 +260,11 @@ impl Router {
             let mut queue = inner.outbox.lock();
             let writer = queue.close();
             let queued = queue.queued_on_wire(&*inner.opts.codec);
-            (queued, writer, inner.pending.close(queue.table_mut()))
+            (
+                queued,
+                writer,
+                inner.pending.close(queue.table_mut(), &inner.meters.in_flight),
+            )
         };
         fail_all(failed, || Error::Closed);
         for waker in [waiting_writer, timer].into_iter().flatten() {
@@ -286,6 +310,18 @@ impl Router {
         if let Some(sink) = &*self.inner.owner.load() {
             (sink.0)(self, event, error);
         }
+    }
+
+    /// The address of the peer the router is connected to, as its client or
+    /// server set it (spans and lifecycle events name it).
+    pub(crate) fn set_peer(&self, peer: Address) {
+        self.inner.peer.store(Some(Arc::new(peer)));
+    }
+
+    /// The peer's address, if set: for span fields, read only when a span
+    /// is enabled.
+    pub(crate) fn peer(&self) -> Option<tracing::field::DisplayValue<Arc<Address>>> {
+        self.inner.peer.load_full().map(tracing::field::display)
     }
 
     /// Tells `sink` of the requests a typed handler refuses on this router.

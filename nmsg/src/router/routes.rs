@@ -292,13 +292,28 @@ impl RouteTable {
 /// runtime (counted among the router's running handlers, and cancelled when
 /// it closes); its errors and panics go to `router`'s error hook.
 fn run(router: &Router, event: &str, handler: &dyn ErasedHandler, args: Args) {
+    let frame = &args.received.frame;
+    let span = tracing::debug_span!(
+        "nmsg.handle",
+        otel.name = event,
+        otel.kind = crate::observe::incoming_kind(!frame.callbacks.is_empty()),
+        rpc.system = "nmsg",
+        rpc.method = event,
+        nmsg.event = event,
+        nmsg.frame_id = frame.id,
+        network.peer.address = router.peer(),
+    );
+    let entered = span.enter();
     match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(args))) {
         Ok(Outcome::Done(Ok(()))) => {}
         Ok(Outcome::Done(Err(e))) => router.report(handler_error(event, e)),
         Ok(Outcome::Later(future)) => match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 let event = event.to_owned();
+                drop(entered);
                 router.spawn_handler(&runtime, move |running| async move {
+                    // The handler's span, entered at each poll.
+                    let future = tracing::Instrument::instrument(future, span);
                     let outcome = AssertUnwindSafe(future).catch_unwind().await;
                     let router = running.router();
                     match outcome {

@@ -116,7 +116,16 @@ impl Router {
         args: impl IntoArgs<'a>,
     ) -> impl std::future::Future<Output = Result<(), Error>> + Send + 'static {
         let router = self.clone();
-        let encoded = self.encode(OutKind::Event(event), args.into_args(), None, None, None);
+        let kind = OutKind::Event(event);
+        let args = args.into_args();
+        let span = self.send_span(kind, &args, false);
+        let encoded = span.in_scope(|| {
+            let encoded = self.encode(kind, args, None, None, None);
+            if let Ok(encoded) = &encoded {
+                span.record("nmsg.frame_id", encoded.id);
+            }
+            encoded
+        });
         async move {
             let mut encoded = encoded?;
             loop {
@@ -209,10 +218,44 @@ impl Router {
         answer: Option<Arc<dyn AnswerSink>>,
         epoch: Option<u64>,
     ) -> Result<(), Error> {
+        let span = self.send_span(kind, &args, answer.is_some());
+        let _entered = span.enter();
         let mut encoded = self.encode(kind, args, timeout, answer, epoch)?;
+        span.record("nmsg.frame_id", encoded.id);
         self.enqueue(&mut encoded).inspect_err(|e| {
             fail_all(std::mem::take(&mut encoded.callbacks), || refusal(e));
         })
+    }
+
+    /// The span of a frame sent: `nmsg.emit` for an event, `nmsg.respond`
+    /// for a response ([`crate::observe`]). Its fields are evaluated only
+    /// when a subscriber wants it: else it is a disabled span, nothing built.
+    fn send_span(&self, kind: OutKind<'_>, args: &OutArgs<'_>, answer: bool) -> tracing::Span {
+        use crate::observe::outgoing_kind;
+        use tracing::field::Empty;
+        let with_callbacks = || answer || args.items.iter().any(|a| matches!(a, Arg::Callback(_)));
+        match kind {
+            OutKind::Event(event) => tracing::debug_span!(
+                "nmsg.emit",
+                otel.name = event,
+                otel.kind = outgoing_kind(with_callbacks()),
+                rpc.system = "nmsg",
+                rpc.method = event,
+                nmsg.event = event,
+                nmsg.frame_id = Empty,
+                network.peer.address = self.peer(),
+            ),
+            OutKind::Response { to, position } => tracing::debug_span!(
+                "nmsg.respond",
+                otel.name = "nmsg.respond",
+                otel.kind = outgoing_kind(with_callbacks()),
+                rpc.system = "nmsg",
+                nmsg.frame_id = Empty,
+                nmsg.callback.frame = to,
+                nmsg.callback.position = position,
+                network.peer.address = self.peer(),
+            ),
+        }
     }
 
     /// Encodes a frame of `args`, and of `answer` as a last callback if given,
@@ -326,11 +369,12 @@ impl Router {
                 seq,
                 response,
             };
-            inner
-                .pending
-                .register(queue.table_mut(), frame, &self.inner)?
+            let timer = (inner.pending).register(queue.table_mut(), frame, &self.inner)?;
+            inner.meters.in_flight.increment(1.0);
+            timer
         };
         let writer = queue.push(&encoded.bytes, response, opts);
+        inner.meters.queued.increment(1.0);
         inner.outbox.gate.raise_at(queue.level(), opts);
         drop(queue);
         if let Some(waker) = writer {
