@@ -343,8 +343,6 @@ impl Client {
 async fn run(task: Ending<ClientInner, ClientStatus>) {
     let inner = &*task;
     let mut failures: u32 = 0;
-    // A connection was made before: the next one is a reconnection.
-    let mut reconnect = false;
     loop {
         // The task's future is as large as its largest state: the connection
         // is awaited in place (through `&mut`), and nothing else that is large
@@ -352,19 +350,14 @@ async fn run(task: Ending<ClientInner, ClientStatus>) {
         let mut connection = match inner.life.unless_stopped(inner.connector.connect()).await {
             None => break,
             Some(Ok((stream, address))) => {
-                tracing::debug!(peer = %address, reconnect, "nmsg client connected");
-                if reconnect {
-                    metrics::counter!(crate::observe::RECONNECTS).increment(1);
-                }
-                reconnect = true;
-                inner.router.set_peer(address.clone());
+                connected(&inner.router, &address);
                 inner.life.set(ClientStatus::Connected);
                 inner.events.send(ClientEvent::Connected { address });
                 // The connection runs on this task: a client holds one task, not two.
                 Ok(Connected::new(inner, stream))
             }
             Some(Err(error)) => {
-                tracing::debug!(peer = %inner.connector.address(), %error, "nmsg client cannot connect");
+                cannot_connect(inner, &error);
                 Err(error.to_string())
             }
         };
@@ -375,7 +368,7 @@ async fn run(task: Ending<ClientInner, ClientStatus>) {
                     break;
                 };
                 let reason = reason.to_string();
-                tracing::debug!(peer = %inner.connector.address(), %reason, "nmsg client disconnected");
+                disconnected(inner, &reason);
                 inner.life.set(ClientStatus::Connecting);
                 inner.events.send(ClientEvent::Disconnected {
                     reason: reason.clone(),
@@ -395,7 +388,7 @@ async fn run(task: Ending<ClientInner, ClientStatus>) {
         drop(connection);
         let delay = inner.backoff.delay(failures);
         failures = failures.saturating_add(1);
-        tracing::debug!(peer = %inner.connector.address(), attempt = failures, ?delay, %error, "nmsg client backing off");
+        backing_off(inner, failures, delay, &error);
         inner.events.send(ClientEvent::Reconnecting {
             attempt: failures,
             delay,
@@ -412,6 +405,35 @@ async fn run(task: Ending<ClientInner, ClientStatus>) {
     let unsent = inner.router.close_counting().frames;
     inner.events.send(ClientEvent::Stopped { unsent });
     // The guard's drop sets the status to stopped, with everything else done.
+}
+
+/// A connection is up: the lifecycle event, the reconnection counted, the
+/// peer named for spans. (Functions of their own, not lines of [`run`]: their
+/// temporaries would grow its future.)
+fn connected(router: &Router, address: &Address) {
+    // The router has a peer once the client connected before.
+    let reconnect = router.has_peer();
+    tracing::debug!(peer = %address, reconnect, "nmsg client connected");
+    if reconnect {
+        metrics::counter!(crate::observe::RECONNECTS).increment(1);
+    }
+    router.set_peer(address.clone());
+}
+
+fn cannot_connect(inner: &ClientInner, error: &std::io::Error) {
+    let peer = || inner.connector.address();
+    tracing::debug!(peer = %peer(), %error, "nmsg client cannot connect");
+}
+
+fn disconnected(inner: &ClientInner, reason: &str) {
+    let peer = || inner.connector.address();
+    tracing::debug!(peer = %peer(), reason, "nmsg client disconnected");
+}
+
+/// The wait before attempt `attempt`.
+fn backing_off(inner: &ClientInner, attempt: u32, delay: Duration, error: &str) {
+    let peer = || inner.connector.address();
+    tracing::debug!(peer = %peer(), attempt, ?delay, error, "nmsg client backing off");
 }
 
 /// One connection of a client, until it ends (with the reason) or the client

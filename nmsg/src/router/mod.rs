@@ -318,6 +318,11 @@ impl Router {
         self.inner.peer.store(Some(Arc::new(peer)));
     }
 
+    /// True once a peer's address was set.
+    pub(crate) fn has_peer(&self) -> bool {
+        self.inner.peer.load().is_some()
+    }
+
     /// The peer's address, if set: for span fields, read only when a span
     /// is enabled.
     pub(crate) fn peer(&self) -> Option<tracing::field::DisplayValue<Arc<Address>>> {
