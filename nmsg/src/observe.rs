@@ -20,13 +20,12 @@
 //! | `nmsg.callback` | a callback of ours runs, invoked by the peer | `server` with callbacks, `consumer` without | `nmsg.frame_id`, `nmsg.callback.frame`, `nmsg.callback.position` |
 //! | `nmsg.respond` | we invoke a callback of the peer's (a response goes out) | `client` with callbacks, `producer` without | `nmsg.frame_id`, `nmsg.callback.frame`, `nmsg.callback.position` |
 //!
-//! Connection lifecycle events, also with fields (`peer`, `address`,
-//! `reason`, `error`, `delay`, `attempt`): a client connects
-//! (`nmsg client connected`, `DEBUG`, with `reconnect`), cannot connect
-//! (`DEBUG`), waits before the next attempt (`nmsg client backing off`,
-//! `DEBUG`); a server listens, accepts (`DEBUG`) and refuses a connection at
-//! its limit (`WARN`); a connection closes, with its reason
-//! (`nmsg connection closed`, `DEBUG`).
+//! The connection lifecycle comes as events with fields (`peer`, `address`,
+//! `reason`, `error`, `attempt`, `delay`): `nmsg client connected` (with
+//! `reconnect`), `nmsg client cannot connect`, `nmsg client disconnected`,
+//! `nmsg client backing off`, `nmsg server listening`, `nmsg server accepted
+//! a connection`, `nmsg connection closed` (all `DEBUG`), and `nmsg server
+//! refused a connection: at its limit` (`WARN`).
 //!
 //! ## Metrics
 //!
