@@ -133,6 +133,26 @@ pub fn describe_metrics() {
     );
 }
 
+/// A `DEBUG` span, built only when a subscriber may want one, else
+/// [`tracing::Span::none`] with no field evaluated. `tracing::debug_span!`
+/// alone evaluates and records every field of a disabled span when tracing's
+/// `log` feature is on (another crate of the program may turn it on) and no
+/// subscriber was ever set: an `Arc` clone and a pass over the arguments per
+/// message. The level check first is a load and a compare when nobody
+/// listens (the global level filter is off then, or below `DEBUG`).
+macro_rules! debug_span {
+    ($($span:tt)*) => {
+        if ::tracing::Level::DEBUG <= ::tracing::level_filters::STATIC_MAX_LEVEL
+            && ::tracing::Level::DEBUG <= ::tracing::level_filters::LevelFilter::current()
+        {
+            ::tracing::debug_span!($($span)*)
+        } else {
+            ::tracing::Span::none()
+        }
+    };
+}
+pub(crate) use debug_span;
+
 /// The handles a router counts its messages with, registered once when it
 /// is built: counting a message is no key lookup, and, with no recorder
 /// installed, one branch per handle.

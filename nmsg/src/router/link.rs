@@ -128,7 +128,7 @@ impl Link {
         let router = &self.router;
         let inner = &*router.inner;
         let frame = &args.received.frame;
-        let span = tracing::debug_span!(
+        let span = crate::observe::debug_span!(
             "nmsg.callback",
             otel.name = "nmsg.callback",
             otel.kind = crate::observe::incoming_kind(!frame.callbacks.is_empty()),

@@ -293,7 +293,7 @@ impl RouteTable {
 /// it closes); its errors and panics go to `router`'s error hook.
 fn run(router: &Router, event: &str, handler: &dyn ErasedHandler, args: Args) {
     let frame = &args.received.frame;
-    let span = tracing::debug_span!(
+    let span = crate::observe::debug_span!(
         "nmsg.handle",
         otel.name = event,
         otel.kind = crate::observe::incoming_kind(!frame.callbacks.is_empty()),

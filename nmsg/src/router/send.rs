@@ -235,7 +235,7 @@ impl Router {
         use tracing::field::Empty;
         let with_callbacks = || answer || args.items.iter().any(|a| matches!(a, Arg::Callback(_)));
         match kind {
-            OutKind::Event(event) => tracing::debug_span!(
+            OutKind::Event(event) => crate::observe::debug_span!(
                 "nmsg.emit",
                 otel.name = event,
                 otel.kind = outgoing_kind(with_callbacks()),
@@ -245,7 +245,7 @@ impl Router {
                 nmsg.frame_id = Empty,
                 network.peer.address = self.peer(),
             ),
-            OutKind::Response { to, position } => tracing::debug_span!(
+            OutKind::Response { to, position } => crate::observe::debug_span!(
                 "nmsg.respond",
                 otel.name = "nmsg.respond",
                 otel.kind = outgoing_kind(with_callbacks()),
