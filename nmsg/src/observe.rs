@@ -133,25 +133,20 @@ pub fn describe_metrics() {
     );
 }
 
-/// A `DEBUG` span, built only when a subscriber may want one, else
-/// [`tracing::Span::none`] with no field evaluated. `tracing::debug_span!`
-/// alone evaluates and records every field of a disabled span when tracing's
-/// `log` feature is on (another crate of the program may turn it on) and no
-/// subscriber was ever set: an `Arc` clone and a pass over the arguments per
-/// message. The level check first is a load and a compare when nobody
-/// listens (the global level filter is off then, or below `DEBUG`).
-macro_rules! debug_span {
-    ($($span:tt)*) => {
-        if ::tracing::Level::DEBUG <= ::tracing::level_filters::STATIC_MAX_LEVEL
-            && ::tracing::Level::DEBUG <= ::tracing::level_filters::LevelFilter::current()
-        {
-            ::tracing::debug_span!($($span)*)
-        } else {
-            ::tracing::Span::none()
-        }
-    };
+/// True when a subscriber may want nmsg's `DEBUG` spans: a load and a
+/// compare (the global level filter is off, or below `DEBUG`, when nobody
+/// listens). The spans are built on paths of their own behind it, so that
+/// the path of a message with nobody listening builds, enters and drops no
+/// span at all. (`tracing::debug_span!` alone would build a disabled span
+/// and, when tracing's `log` feature is on, as tarpc turns it on in this
+/// workspace, and no subscriber was ever set, evaluate and record every
+/// field of it.)
+#[inline]
+pub(crate) fn spans_wanted() -> bool {
+    tracing::Level::DEBUG <= tracing::level_filters::STATIC_MAX_LEVEL
+        && tracing::Level::DEBUG <= tracing::level_filters::LevelFilter::current()
 }
-pub(crate) use debug_span;
+
 
 /// The handles a router counts its messages with, registered once when it
 /// is built: counting a message is no key lookup, and, with no recorder

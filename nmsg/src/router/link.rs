@@ -125,10 +125,18 @@ impl Link {
     /// Invokes the callback a response names; its errors and panics go to the
     /// error hook, as a handler's do.
     fn route_response(&self, to: u32, position: u32, args: Args) {
-        let router = &self.router;
-        let inner = &*router.inner;
+        if crate::observe::spans_wanted() {
+            return self.route_response_traced(to, position, args);
+        }
+        self.invoke(to, position, args);
+    }
+
+    /// [`Link::route_response`] in an `nmsg.callback` span ([`crate::observe`]).
+    #[cold]
+    #[inline(never)]
+    fn route_response_traced(&self, to: u32, position: u32, args: Args) {
         let frame = &args.received.frame;
-        let span = crate::observe::debug_span!(
+        let span = tracing::debug_span!(
             "nmsg.callback",
             otel.name = "nmsg.callback",
             otel.kind = crate::observe::incoming_kind(!frame.callbacks.is_empty()),
@@ -136,9 +144,14 @@ impl Link {
             nmsg.frame_id = frame.id,
             nmsg.callback.frame = to,
             nmsg.callback.position = position,
-            network.peer.address = router.peer(),
+            network.peer.address = self.router.peer(),
         );
-        let _entered = span.enter();
+        span.in_scope(|| self.invoke(to, position, args));
+    }
+
+    fn invoke(&self, to: u32, position: u32, args: Args) {
+        let router = &self.router;
+        let inner = &*router.inner;
         match (inner.pending).take_callback(&inner.outbox, to, position, &inner.meters.in_flight) {
             Some(cb) => match std::panic::catch_unwind(AssertUnwindSafe(|| cb.invoke(args))) {
                 Ok(Ok(())) => {}

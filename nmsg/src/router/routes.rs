@@ -292,8 +292,20 @@ impl RouteTable {
 /// runtime (counted among the router's running handlers, and cancelled when
 /// it closes); its errors and panics go to `router`'s error hook.
 fn run(router: &Router, event: &str, handler: &dyn ErasedHandler, args: Args) {
+    if crate::observe::spans_wanted() {
+        return run_traced(router, event, handler, args);
+    }
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(args)));
+    finish(router, event, outcome);
+}
+
+/// [`run`] in an `nmsg.handle` span ([`crate::observe`]); an async handler
+/// enters it at each poll.
+#[cold]
+#[inline(never)]
+fn run_traced(router: &Router, event: &str, handler: &dyn ErasedHandler, args: Args) {
     let frame = &args.received.frame;
-    let span = crate::observe::debug_span!(
+    let span = tracing::debug_span!(
         "nmsg.handle",
         otel.name = event,
         otel.kind = crate::observe::incoming_kind(!frame.callbacks.is_empty()),
@@ -303,17 +315,27 @@ fn run(router: &Router, event: &str, handler: &dyn ErasedHandler, args: Args) {
         nmsg.frame_id = frame.id,
         network.peer.address = router.peer(),
     );
-    let entered = span.enter();
-    match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(args))) {
+    let _entered = span.enter();
+    let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(args))) {
+        Ok(Outcome::Later(future)) => {
+            let future = tracing::Instrument::instrument(future, span.clone());
+            Ok(Outcome::Later(Box::pin(future)))
+        }
+        outcome => outcome,
+    };
+    finish(router, event, outcome);
+}
+
+/// What follows a handler's call: its error or panic reported, an async
+/// handler's future spawned.
+fn finish(router: &Router, event: &str, outcome: std::thread::Result<Outcome>) {
+    match outcome {
         Ok(Outcome::Done(Ok(()))) => {}
         Ok(Outcome::Done(Err(e))) => router.report(handler_error(event, e)),
         Ok(Outcome::Later(future)) => match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 let event = event.to_owned();
-                drop(entered);
                 router.spawn_handler(&runtime, move |running| async move {
-                    // The handler's span, entered at each poll.
-                    let future = tracing::Instrument::instrument(future, span);
                     let outcome = AssertUnwindSafe(future).catch_unwind().await;
                     let router = running.router();
                     match outcome {

@@ -118,14 +118,18 @@ impl Router {
         let router = self.clone();
         let kind = OutKind::Event(event);
         let args = args.into_args();
-        let span = self.send_span(kind, &args, false);
-        let encoded = span.in_scope(|| {
-            let encoded = self.encode(kind, args, None, None, None);
-            if let Ok(encoded) = &encoded {
-                span.record("nmsg.frame_id", encoded.id);
-            }
-            encoded
-        });
+        let encoded = if crate::observe::spans_wanted() {
+            let span = self.send_span(kind, &args, false);
+            span.in_scope(|| {
+                let encoded = self.encode(kind, args, None, None, None);
+                if let Ok(encoded) = &encoded {
+                    span.record("nmsg.frame_id", encoded.id);
+                }
+                encoded
+            })
+        } else {
+            self.encode(kind, args, None, None, None)
+        };
         async move {
             let mut encoded = encoded?;
             loop {
@@ -218,6 +222,26 @@ impl Router {
         answer: Option<Arc<dyn AnswerSink>>,
         epoch: Option<u64>,
     ) -> Result<(), Error> {
+        if crate::observe::spans_wanted() {
+            return self.send_traced(kind, args, timeout, answer, epoch);
+        }
+        let mut encoded = self.encode(kind, args, timeout, answer, epoch)?;
+        self.enqueue(&mut encoded).inspect_err(|e| {
+            fail_all(std::mem::take(&mut encoded.callbacks), || refusal(e));
+        })
+    }
+
+    /// [`Router::send_from`] in its span.
+    #[cold]
+    #[inline(never)]
+    fn send_traced(
+        &self,
+        kind: OutKind<'_>,
+        args: OutArgs<'_>,
+        timeout: Option<Duration>,
+        answer: Option<Arc<dyn AnswerSink>>,
+        epoch: Option<u64>,
+    ) -> Result<(), Error> {
         let span = self.send_span(kind, &args, answer.is_some());
         let _entered = span.enter();
         let mut encoded = self.encode(kind, args, timeout, answer, epoch)?;
@@ -228,14 +252,14 @@ impl Router {
     }
 
     /// The span of a frame sent: `nmsg.emit` for an event, `nmsg.respond`
-    /// for a response ([`crate::observe`]). Its fields are evaluated only
-    /// when a subscriber wants it: else it is a disabled span, nothing built.
+    /// for a response ([`crate::observe`]).
+    #[cold]
     fn send_span(&self, kind: OutKind<'_>, args: &OutArgs<'_>, answer: bool) -> tracing::Span {
         use crate::observe::outgoing_kind;
         use tracing::field::Empty;
         let with_callbacks = || answer || args.items.iter().any(|a| matches!(a, Arg::Callback(_)));
         match kind {
-            OutKind::Event(event) => crate::observe::debug_span!(
+            OutKind::Event(event) => tracing::debug_span!(
                 "nmsg.emit",
                 otel.name = event,
                 otel.kind = outgoing_kind(with_callbacks()),
@@ -245,7 +269,7 @@ impl Router {
                 nmsg.frame_id = Empty,
                 network.peer.address = self.peer(),
             ),
-            OutKind::Response { to, position } => crate::observe::debug_span!(
+            OutKind::Response { to, position } => tracing::debug_span!(
                 "nmsg.respond",
                 otel.name = "nmsg.respond",
                 otel.kind = outgoing_kind(with_callbacks()),
