@@ -97,7 +97,11 @@ pub fn describe_metrics() {
         Unit::Bytes,
         "Bytes of the messages received, length prefixes included."
     );
-    describe_counter!(FRAMES_SENT, Unit::Count, "Frames taken by a transport to write.");
+    describe_counter!(
+        FRAMES_SENT,
+        Unit::Count,
+        "Frames taken by a transport to write."
+    );
     describe_counter!(
         BYTES_SENT,
         Unit::Bytes,
@@ -124,7 +128,11 @@ pub fn describe_metrics() {
         Unit::Bytes,
         "Bytes of the frames lost with a connection."
     );
-    describe_counter!(RECONNECTS, Unit::Count, "Connections a client made after its first.");
+    describe_counter!(
+        RECONNECTS,
+        Unit::Count,
+        "Connections a client made after its first."
+    );
     describe_gauge!(CONNECTIONS, Unit::Count, "Connections open on servers.");
     describe_counter!(
         CONNECTIONS_REFUSED,
@@ -146,7 +154,6 @@ pub(crate) fn spans_wanted() -> bool {
     tracing::Level::DEBUG <= tracing::level_filters::STATIC_MAX_LEVEL
         && tracing::Level::DEBUG <= tracing::level_filters::LevelFilter::current()
 }
-
 
 /// The handles a router counts its messages with, registered once when it
 /// is built: counting a message is no key lookup, and, with no recorder

@@ -274,7 +274,9 @@ impl Link {
             let taken = queue.taken();
             let in_flight = &inner.meters.in_flight;
             (
-                inner.pending.connection_lost(queue.table_mut(), taken, in_flight),
+                inner
+                    .pending
+                    .connection_lost(queue.table_mut(), taken, in_flight),
                 lost,
             )
         };

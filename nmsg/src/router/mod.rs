@@ -263,7 +263,9 @@ impl Router {
             (
                 queued,
                 writer,
-                inner.pending.close(queue.table_mut(), &inner.meters.in_flight),
+                inner
+                    .pending
+                    .close(queue.table_mut(), &inner.meters.in_flight),
             )
         };
         fail_all(failed, || Error::Closed);

@@ -110,6 +110,9 @@ impl Router {
     /// `Send` and `'static`) only waits for room. A frame that an empty queue
     /// cannot take (larger than `max_queued_bytes`) fails at once with
     /// [`Error::FrameExceedsQueue`], as with `emit`: no room would ever come for it.
+    // Inlined, so that the future is built in place in the caller's (a
+    // returned future is copied whole).
+    #[inline]
     pub fn emit_wait<'a>(
         &self,
         event: &str,
@@ -119,14 +122,7 @@ impl Router {
         let kind = OutKind::Event(event);
         let args = args.into_args();
         let encoded = if crate::observe::spans_wanted() {
-            let span = self.send_span(kind, &args, false);
-            span.in_scope(|| {
-                let encoded = self.encode(kind, args, None, None, None);
-                if let Ok(encoded) = &encoded {
-                    span.record("nmsg.frame_id", encoded.id);
-                }
-                encoded
-            })
+            self.encode_traced(kind, args)
         } else {
             self.encode(kind, args, None, None, None)
         };
@@ -249,6 +245,19 @@ impl Router {
         self.enqueue(&mut encoded).inspect_err(|e| {
             fail_all(std::mem::take(&mut encoded.callbacks), || refusal(e));
         })
+    }
+
+    /// [`Router::encode`] for [`Router::emit_wait`], in its span.
+    #[cold]
+    #[inline(never)]
+    fn encode_traced(&self, kind: OutKind<'_>, args: OutArgs<'_>) -> Result<Encoded, Error> {
+        let span = self.send_span(kind, &args, false);
+        let _entered = span.enter();
+        let encoded = self.encode(kind, args, None, None, None);
+        if let Ok(encoded) = &encoded {
+            span.record("nmsg.frame_id", encoded.id);
+        }
+        encoded
     }
 
     /// The span of a frame sent: `nmsg.emit` for an event, `nmsg.respond`
