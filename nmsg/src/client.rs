@@ -417,7 +417,7 @@ fn connected(router: &Router, address: &Address) {
     if reconnect {
         metrics::counter!(crate::observe::RECONNECTS).increment(1);
     }
-    router.set_peer(address.clone());
+    router.set_peer(Arc::new(address.clone()));
 }
 
 fn cannot_connect(inner: &ClientInner, error: &std::io::Error) {

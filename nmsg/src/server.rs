@@ -251,7 +251,8 @@ impl ServerBuilder {
         let inner = Arc::new_cyclic(|me: &std::sync::Weak<ServerInner>| ServerInner {
             api: self.api,
             bad_request: bad_request_events(me.clone()),
-            router: self.router,
+            // Its sockets share one set of metrics handles.
+            router: self.router.shared_meters(),
             connection: self.connection.stop_timeout(self.stop_timeout),
             max_connections: self.max_connections,
             sockets: Mutex::new(Sockets::default()),
@@ -321,7 +322,8 @@ impl AsRef<Lifecycle<ServerStatus>> for ServerInner {
 #[derive(Clone)]
 pub struct Socket {
     id: u64,
-    peer: Address,
+    /// Shared with its router, which names it in spans.
+    peer: Arc<Address>,
     conn: Arc<Connection>,
 }
 
@@ -716,7 +718,7 @@ fn bad_request_events(server: std::sync::Weak<ServerInner>) -> Arc<BadRequestSin
                 .live
                 .values()
                 .find(|s| s.router().same(router))
-                .map(|s| (s.id, s.peer.clone()));
+                .map(|s| (s.id, Address::clone(&s.peer)));
             if let Some((socket, peer)) = socket {
                 inner.events.send(ServerEvent::BadRequest {
                     socket,
@@ -732,7 +734,8 @@ fn bad_request_events(server: std::sync::Weak<ServerInner>) -> Arc<BadRequestSin
 fn accept(inner: &Arc<ServerInner>, stream: crate::transport::BoxStream, peer: Address) {
     let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
     let router = inner.router.clone().build();
-    router.set_peer(peer.clone());
+    let shared_peer = Arc::new(peer.clone());
+    router.set_peer(shared_peer.clone());
     tracing::debug!(%peer, socket = id, "nmsg server accepted a connection");
     metrics::gauge!(crate::observe::CONNECTIONS).increment(1.0);
     // Reported at the socket's end, with what is still queued (`on_close`).
@@ -750,7 +753,7 @@ fn accept(inner: &Arc<ServerInner>, stream: crate::transport::BoxStream, peer: A
     let conn = Arc::new(conn);
     let socket = Socket {
         id,
-        peer: peer.clone(),
+        peer: shared_peer,
         conn: conn.clone(),
     };
     let hook = {

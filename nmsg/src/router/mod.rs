@@ -63,8 +63,9 @@ struct Inner {
     /// The client or server the router is one's, told of requests a typed
     /// handler refused ([`Router::bad_request`]); one word while unset.
     owner: ArcSwapOption<BadRequestSink>,
-    /// The metrics handles its messages are counted with.
-    meters: Meters,
+    /// The metrics handles its messages are counted with (shared by a
+    /// server's sockets).
+    meters: Arc<Meters>,
     /// The peer's address, when a client or a server connected the router
     /// (for spans and lifecycle events); one word while unset.
     peer: ArcSwapOption<Address>,
@@ -144,6 +145,7 @@ impl Router {
         if let Some(form) = opts.bulk_form {
             outbox.learn_bulk_form(form);
         }
+        let meters = (opts.meters.clone()).unwrap_or_else(|| Arc::new(Meters::register()));
         Router {
             inner: Arc::new(Inner {
                 opts,
@@ -151,7 +153,7 @@ impl Router {
                 outbox,
                 pending: Pending::new(),
                 owner: ArcSwapOption::empty(),
-                meters: Meters::register(),
+                meters,
                 peer: ArcSwapOption::empty(),
             }),
         }
@@ -316,8 +318,8 @@ impl Router {
 
     /// The address of the peer the router is connected to, as its client or
     /// server set it (spans and lifecycle events name it).
-    pub(crate) fn set_peer(&self, peer: Address) {
-        self.inner.peer.store(Some(Arc::new(peer)));
+    pub(crate) fn set_peer(&self, peer: Arc<Address>) {
+        self.inner.peer.store(Some(peer));
     }
 
     /// True once a peer's address was set.

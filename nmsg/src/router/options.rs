@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::codec::{BulkForm, Codec, MsgPack};
 use crate::frame::DEFAULT_TIMEOUT_SECS;
 use crate::framing::DEFAULT_MAX_MESSAGE_SIZE;
+use crate::observe::Meters;
 
 use super::Router;
 
@@ -63,6 +64,9 @@ pub(super) struct Options {
     pub(super) max_running_handlers: usize,
     /// `None`: the peer's (see [`RouterBuilder::bulk_form`]).
     pub(super) bulk_form: Option<BulkForm>,
+    /// The metrics handles of the routers built, when they share one set
+    /// ([`RouterBuilder::shared_meters`]); `None`: each registers its own.
+    pub(super) meters: Option<Arc<Meters>>,
 }
 
 impl fmt::Debug for RouterBuilder {
@@ -98,6 +102,7 @@ impl Default for RouterBuilder {
                 max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
                 max_running_handlers: DEFAULT_MAX_RUNNING_HANDLERS,
                 bulk_form: None,
+                meters: None,
             })
         });
         RouterBuilder { opts: opts.clone() }
@@ -197,6 +202,14 @@ impl RouterBuilder {
     /// buffering is on).
     pub fn bulk_form(mut self, form: BulkForm) -> Self {
         Arc::make_mut(&mut self.opts).bulk_form = Some(form);
+        self
+    }
+
+    /// The routers built from now on share one set of metrics handles,
+    /// registered now: a server's sockets, which would otherwise hold one
+    /// set each (96 bytes a connection).
+    pub(crate) fn shared_meters(mut self) -> Self {
+        Arc::make_mut(&mut self.opts).meters = Some(Arc::new(Meters::register()));
         self
     }
 
