@@ -29,10 +29,11 @@
 //!
 //! ## Metrics
 //!
-//! Through the [`metrics`] facade, without labels. A router registers its
-//! handles when it is built (a client's once, a server's once per accepted
-//! connection), so install the recorder before building routers, clients and
-//! servers; [`describe_metrics`] gives the recorder the descriptions and units.
+//! Through the [`metrics`] facade, without labels. The handles are
+//! registered once, not looked up per message: when a router is built (a
+//! client's when the client is made), and when a server starts, for all its
+//! sockets. So install the recorder before making routers, clients and
+//! servers. [`describe_metrics`] gives the recorder the descriptions and units.
 //!
 //! | name | kind | what |
 //! | --- | --- | --- |
