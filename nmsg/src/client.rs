@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -207,6 +208,8 @@ struct ClientInner {
     /// The status, stopped by [`Client::stop`].
     life: Lifecycle<ClientStatus>,
     events: Events<ClientEvent>,
+    /// Set at the first connection: the next ones are reconnections.
+    connected_before: AtomicBool,
 }
 
 impl ClientInner {
@@ -220,6 +223,7 @@ impl ClientInner {
             backoff: builder.backoff,
             life: Lifecycle::new(ClientStatus::Connecting),
             events: Events::new(EVENT_CAPACITY),
+            connected_before: AtomicBool::new(false),
         }
     }
 
@@ -346,14 +350,14 @@ async fn run(task: Ending<ClientInner, ClientStatus>) {
         let mut connection = match inner.life.unless_stopped(inner.connector.connect()).await {
             None => break,
             Some(Ok((stream, address))) => {
-                tracing::debug!(%address, "nmsg client connected");
+                connected(inner, &address);
                 inner.life.set(ClientStatus::Connected);
                 inner.events.send(ClientEvent::Connected { address });
                 // The connection runs on this task: a client holds one task, not two.
                 Ok(Connected::new(inner, stream))
             }
             Some(Err(error)) => {
-                tracing::debug!(%error, delay = ?inner.backoff.delay(failures), address = %inner.connector.address(), "nmsg client cannot connect");
+                cannot_connect(inner, &error);
                 Err(error.to_string())
             }
         };
@@ -364,6 +368,7 @@ async fn run(task: Ending<ClientInner, ClientStatus>) {
                     break;
                 };
                 let reason = reason.to_string();
+                disconnected(inner, &reason);
                 inner.life.set(ClientStatus::Connecting);
                 inner.events.send(ClientEvent::Disconnected {
                     reason: reason.clone(),
@@ -383,6 +388,7 @@ async fn run(task: Ending<ClientInner, ClientStatus>) {
         drop(connection);
         let delay = inner.backoff.delay(failures);
         failures = failures.saturating_add(1);
+        backing_off(inner, failures, delay, &error);
         inner.events.send(ClientEvent::Reconnecting {
             attempt: failures,
             delay,
@@ -399,6 +405,34 @@ async fn run(task: Ending<ClientInner, ClientStatus>) {
     let unsent = inner.router.close_counting().frames;
     inner.events.send(ClientEvent::Stopped { unsent });
     // The guard's drop sets the status to stopped, with everything else done.
+}
+
+/// A connection is up: the lifecycle event, the reconnection counted, the
+/// peer named for spans. (Functions of their own, not lines of [`run`]: their
+/// temporaries would grow its future.)
+fn connected(inner: &ClientInner, address: &Address) {
+    let reconnect = inner.connected_before.swap(true, Ordering::Relaxed);
+    tracing::debug!(peer = %address, reconnect, "nmsg client connected");
+    if reconnect {
+        metrics::counter!(crate::observe::RECONNECTS).increment(1);
+    }
+    inner.router.name_peer(address);
+}
+
+fn cannot_connect(inner: &ClientInner, error: &std::io::Error) {
+    let peer = || inner.connector.address();
+    tracing::debug!(peer = %peer(), %error, "nmsg client cannot connect");
+}
+
+fn disconnected(inner: &ClientInner, reason: &str) {
+    let peer = || inner.connector.address();
+    tracing::debug!(peer = %peer(), reason, "nmsg client disconnected");
+}
+
+/// The wait before attempt `attempt`.
+fn backing_off(inner: &ClientInner, attempt: u32, delay: Duration, error: &str) {
+    let peer = || inner.connector.address();
+    tracing::debug!(peer = %peer(), attempt, ?delay, error, "nmsg client backing off");
 }
 
 /// One connection of a client, until it ends (with the reason) or the client

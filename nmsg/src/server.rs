@@ -556,7 +556,7 @@ async fn run(inner: Ending<ServerInner, ServerStatus>, binder: Arc<dyn Binder>, 
             Ok(acceptor) => break acceptor,
             Err(error) if !retrying_may_fix(&error) => {
                 let address = binder.address();
-                tracing::warn!(%error, %address, "nmsg server cannot bind, and retrying cannot fix it");
+                tracing::warn!(%address, %error, "nmsg server cannot bind, and retrying cannot fix it");
                 emit(ServerEvent::StartFailed {
                     error: error.to_string(),
                 });
@@ -570,7 +570,7 @@ async fn run(inner: Ending<ServerInner, ServerStatus>, binder: Arc<dyn Binder>, 
             Err(error) => {
                 let delay = backoff.delay(failures);
                 failures = failures.saturating_add(1);
-                tracing::debug!(%error, ?delay, address = %binder.address(), "nmsg server cannot bind");
+                tracing::debug!(address = %binder.address(), attempt = failures, ?delay, %error, "nmsg server cannot bind");
                 emit(ServerEvent::BindFailed {
                     attempt: failures,
                     delay,
@@ -605,6 +605,7 @@ async fn run(inner: Ending<ServerInner, ServerStatus>, binder: Arc<dyn Binder>, 
                 let full = inner.sockets.locked().live.len() >= inner.max_connections;
                 if full {
                     tracing::warn!(%peer, limit = inner.max_connections, "nmsg server refused a connection: at its limit");
+                    metrics::counter!(crate::observe::CONNECTIONS_REFUSED).increment(1);
                     drop(stream);
                     emit(ServerEvent::Refused { peer });
                     continue;
@@ -734,6 +735,9 @@ impl BadRequestOwner for ServerInner {
 fn accept(inner: &Arc<ServerInner>, stream: crate::transport::BoxStream, peer: Address) {
     let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
     let router = inner.router.build_with(&inner.routes);
+    router.name_peer(&peer);
+    tracing::debug!(%peer, socket = id, "nmsg server accepted a connection");
+    metrics::gauge!(crate::observe::CONNECTIONS).increment(1.0);
     // Reported at the socket's end, with what is still queued (`on_close`).
     router.keep_losses();
     router.set_owner(inner.bad_request.clone());
@@ -787,6 +791,8 @@ fn on_close(
             Some((lost, _)) => (lost.frames + queued.frames, lost.bytes + queued.bytes),
             None => (queued.frames, queued.bytes),
         };
+        metrics::gauge!(crate::observe::CONNECTIONS).decrement(1.0);
+        crate::observe::lost(queued.frames as u64, queued.bytes as u64);
         if frames > 0 {
             router.report(Error::FramesLost {
                 frames,

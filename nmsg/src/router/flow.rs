@@ -17,7 +17,7 @@
 //! across a reconnection (still within the bound), until the client stops.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::task::{Context, Poll};
 
@@ -84,7 +84,12 @@ impl ReadGate {
 /// cancel when the router closes.
 #[derive(Default)]
 pub(super) struct Handlers {
-    running: AtomicUsize,
+    /// A `u32` (no process runs 4 billion tasks), to pair with `unhandled`
+    /// and keep the router small.
+    running: AtomicU32,
+    /// Events that arrived with no handler, and were ignored (the route
+    /// table's count, kept here beside `running`); saturates at `u32::MAX`.
+    pub(super) unhandled: AtomicU32,
     /// Made at the first async handler, or at the close: a router that runs
     /// none (most of a server's sockets) keeps one word for it.
     tasks: Mutex<Option<Box<Tasks>>>,
@@ -145,7 +150,7 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         let inner = &*self.0.inner;
-        let before = inner.routes.handlers.running.fetch_sub(1, Ordering::AcqRel);
+        let before = inner.routes.handlers.running.fetch_sub(1, Ordering::AcqRel) as usize;
         if before >= inner.opts.max_running_handlers {
             inner.outbox.gate.wake_reader();
         }
@@ -182,7 +187,7 @@ impl Router {
     /// ended). At most [`max_running_handlers`](super::RouterBuilder::max_running_handlers)
     /// when the transport waits for [`Link::poll_read_ready`] before each message.
     pub fn running_handlers(&self) -> usize {
-        self.inner.routes.handlers.running.load(Ordering::Acquire)
+        self.inner.routes.handlers.running.load(Ordering::Acquire) as usize
     }
 
     /// True when the transport may read: the queue is below its high-water
@@ -190,7 +195,7 @@ impl Router {
     fn may_read(&self) -> bool {
         let inner = &*self.inner;
         !inner.outbox.gate.is_high()
-            && inner.routes.handlers.running.load(Ordering::Acquire)
+            && (inner.routes.handlers.running.load(Ordering::Acquire) as usize)
                 < inner.opts.max_running_handlers
     }
 }

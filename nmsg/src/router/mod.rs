@@ -29,6 +29,8 @@ use crate::args::Args;
 use crate::codec::Codec;
 use crate::error::Error;
 use crate::handler::HandlerReturn;
+use crate::observe::meters;
+use crate::transport::Address;
 
 mod flow;
 mod link;
@@ -62,6 +64,20 @@ struct Inner {
     /// The client or server the router is one's, told of requests a typed
     /// handler refused ([`Router::bad_request`]); one word while unset.
     owner: ArcSwapOption<BadRequestSink>,
+    /// The peer's address, when a client or a server connected the router
+    /// (for spans and lifecycle events); one word while unset.
+    peer: ArcSwapOption<Address>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // What the gauges still count of this router goes with it.
+        let queue = self.outbox.lock();
+        let (queued, _) = queue.level();
+        meters().queued.decrement(queued as f64);
+        let waiting = pending::waiting(queue.table());
+        meters().in_flight.decrement(waiting as f64);
+    }
 }
 
 /// Told of a request whose arguments did not fit its typed handler: the
@@ -135,6 +151,8 @@ impl Router {
         if let Some(form) = opts.bulk_form {
             outbox.learn_bulk_form(form);
         }
+        // The process's metrics handles are registered with the first router.
+        meters();
         Router {
             inner: Arc::new(Inner {
                 opts,
@@ -142,6 +160,7 @@ impl Router {
                 outbox,
                 pending: Pending::new(),
                 owner: ArcSwapOption::empty(),
+                peer: ArcSwapOption::empty(),
             }),
         }
     }
@@ -249,7 +268,11 @@ impl Router {
             let mut queue = inner.outbox.lock();
             let writer = queue.close();
             let queued = queue.queued_on_wire(&*inner.opts.codec);
-            (queued, writer, inner.pending.close(queue.table_mut()))
+            (
+                queued,
+                writer,
+                inner.pending.close(queue.table_mut(), &meters().in_flight),
+            )
         };
         fail_all(failed, || Error::Closed);
         for waker in [waiting_writer, timer].into_iter().flatten() {
@@ -298,6 +321,23 @@ impl Router {
         }
     }
 
+    /// Names the peer the router is now connected to, as its client or
+    /// server, for the spans' `network.peer.address`: only while debug
+    /// tracing is on (so that a connection pays for no copy of its address
+    /// otherwise; spans of a connection made before a subscriber was
+    /// installed name no peer).
+    pub(crate) fn name_peer(&self, peer: &Address) {
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            self.inner.peer.store(Some(Arc::new(peer.clone())));
+        }
+    }
+
+    /// The peer's address, if set: for span fields, read only when a span
+    /// is enabled.
+    pub(crate) fn peer(&self) -> Option<tracing::field::DisplayValue<Arc<Address>>> {
+        self.inner.peer.load_full().map(tracing::field::display)
+    }
+
     /// Tells `sink` of the requests a typed handler refuses on this router.
     pub(crate) fn set_owner(&self, sink: Arc<BadRequestSink>) {
         self.inner.owner.store(Some(sink));
@@ -307,7 +347,7 @@ impl Router {
     /// router's, its [`Api`]'s or a wildcard). They are ignored, with a debug
     /// log and no report to the error hook: a peer may emit events this side
     /// does not serve, and the original's first TCP server even writes every
-    /// message back to its sender.
+    /// message back to its sender. The count stops at `u32::MAX`.
     pub fn unhandled_events(&self) -> u64 {
         self.inner.routes.unhandled()
     }

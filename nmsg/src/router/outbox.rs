@@ -326,6 +326,7 @@ impl Queue {
         if lost.frames == 0 {
             return None;
         }
+        crate::observe::lost(lost.frames as u64, lost.bytes as u64);
         if !self.keeps_losses {
             return Some(lost);
         }
@@ -524,8 +525,9 @@ impl Outbox {
         self.space.notified()
     }
 
-    /// Takes all that is queued (sealing the open bulk); `None` if nothing is.
-    pub(super) fn take(&self, codec: &dyn Codec) -> Option<Bytes> {
+    /// Takes all that is queued (sealing the open bulk), with its count of
+    /// frames; `None` if nothing is.
+    pub(super) fn take(&self, codec: &dyn Codec) -> Option<(Bytes, usize)> {
         let (out, lowered) = {
             let mut guard = self.lock();
             let q = &mut *guard;
@@ -542,7 +544,7 @@ impl Outbox {
             let out = q.ready.split().freeze();
             let given = q.given.get_or_insert_with(Box::default);
             given.record(out.as_ptr() as usize, out.len(), frames, &mut q.runs);
-            (out, self.gate.lower())
+            ((out, frames), self.gate.lower())
         };
         self.space.notify_waiters();
         if lowered {
