@@ -20,7 +20,14 @@ const LIMIT: Duration = Duration::from_secs(600);
 /// A server with sessions on `net` at "svc", and its sockets' routers by
 /// session id.
 async fn server(net: &Network, options: SessionOptions) -> (Server, Sockets) {
-    let server = Server::builder(net.binder("svc")).session(options).start();
+    server_queue(net, options, nmsg::DEFAULT_MAX_QUEUED_FRAMES).await
+}
+
+async fn server_queue(net: &Network, options: SessionOptions, queue: usize) -> (Server, Sockets) {
+    let server = Server::builder(net.binder("svc"))
+        .session(options)
+        .router(|r| r.max_queued_frames(queue))
+        .start();
     server.started().await.unwrap();
     let routers = Arc::new(Mutex::new(std::collections::HashMap::new()));
     let by_id = routers.clone();
@@ -102,8 +109,13 @@ async fn exchange(n: u64, cuts: &[Cut]) {
 }
 
 async fn exchange_with(n: u64, cuts: &[Cut], options: SessionOptions) {
+    exchange_queue(n, cuts, options, nmsg::DEFAULT_MAX_QUEUED_FRAMES).await
+}
+
+/// With queues of at most `queue` frames, so that a take is small.
+async fn exchange_queue(n: u64, cuts: &[Cut], options: SessionOptions, queue: usize) {
     let net = Network::new();
-    let (server, sockets) = server(&net, options.clone()).await;
+    let (server, sockets) = server_queue(&net, options.clone(), queue).await;
     let up = Arc::new(Mutex::new(Vec::new()));
     let sink = up.clone();
     server.on("up", move |args: Args| {
@@ -111,19 +123,28 @@ async fn exchange_with(n: u64, cuts: &[Cut], options: SessionOptions) {
     });
     let cutter = Cutter::new(&net, "svc");
     cutter.plan(cuts.iter().copied());
-    let client = Client::builder(cutter.clone()).session(options).start();
+    let client = Client::builder(cutter.clone())
+        .session(options)
+        .max_queued_frames(queue)
+        .start();
     let mut started = client.events();
     let log = Arc::new(Mutex::new(Vec::<String>::new()));
     let (mut ce, mut se) = (client.events(), server.events());
     let l = log.clone();
     tokio::spawn(async move {
         while let Ok(e) = ce.recv().await {
+            if std::env::var_os("SESSION_TEST_LOG").is_some() {
+                eprintln!("client {e:?}");
+            }
             l.lock().unwrap().push(format!("client {e:?}"));
         }
     });
     let l = log.clone();
     tokio::spawn(async move {
         while let Ok(e) = se.recv().await {
+            if std::env::var_os("SESSION_TEST_LOG").is_some() {
+                eprintln!("server {e:?}");
+            }
             l.lock().unwrap().push(format!("server {e:?}"));
         }
     });
@@ -175,13 +196,18 @@ async fn events_arrive_once_and_in_order_both_ways_without_breaks() {
     exchange(500, &[]).await;
 }
 
-/// A replay buffer of 16 messages: writing pauses until the peer's acks
-/// make room (an idle peer acknowledges after the ack delay), and nothing
-/// is dropped.
+/// A replay buffer of 16 messages (and queues of 4 frames, so that a take
+/// of the queue does not overshoot it): writing pauses until the peer's
+/// acks make room (an idle peer acknowledges after the ack delay), and
+/// nothing is dropped.
 #[tokio::test(start_paused = true)]
 async fn a_full_replay_buffer_pauses_writing_until_acks_come() {
     let options = SessionOptions::default().max_replay_messages(16);
-    exchange_with(1000, &[Cut::Read(4000), Cut::Write(2500)], options).await;
+    let start = tokio::time::Instant::now();
+    exchange_queue(1000, &[Cut::Read(4000), Cut::Write(2500)], options, 4).await;
+    // Acks, not heartbeats (every 25 s, acks too), make the room.
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(20), "took {took:?}");
 }
 
 #[tokio::test(start_paused = true)]

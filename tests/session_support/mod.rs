@@ -99,7 +99,7 @@ impl Cutter {
     }
 
     fn set_all(&self, mode: Mode) {
-        let live = std::mem::take(&mut self.shared.lock().unwrap().live);
+        let live = self.shared.lock().unwrap().live.clone();
         for state in live {
             state.lock().unwrap().set(mode);
         }
@@ -163,7 +163,9 @@ impl AsyncRead for CutStream {
         match state.mode {
             Mode::Broken => return Poll::Ready(Err(broken())),
             Mode::Silent => {
-                state.wakers.push(cx.waker().clone());
+                if !state.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                    state.wakers.push(cx.waker().clone());
+                }
                 return Poll::Pending;
             }
             Mode::Open => {}
