@@ -621,3 +621,24 @@ mod cut_points {
         }
     }
 }
+
+/// An idle, healthy session connection stays up: pings are answered, and
+/// no heartbeat deadline closes it (nor the replay age: acks come).
+#[tokio::test(start_paused = true)]
+async fn an_idle_session_connection_is_kept_up_by_its_heartbeat() {
+    let net = Network::new();
+    let (server, _s) = server(&net, SessionOptions::default()).await;
+    let cutter = Cutter::new(&net, "svc");
+    let (client, mut events) = client(&cutter, SessionOptions::default());
+    client_event(&mut events, |e| matches!(e, ClientEvent::SessionStarted { .. }).then_some(())).await;
+    client.router().emit("one", ()).unwrap();
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    let mut seen = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        seen.push(e);
+    }
+    assert!(seen.is_empty(), "{seen:?}");
+    assert_eq!(cutter.connections(), 1);
+    client.stop().await;
+    server.stop().await;
+}
