@@ -234,10 +234,9 @@ fn run_client(label: &str, mut cmd: Command) -> (Vec<String>, Report) {
 // ---------------------------------------------------------------------------
 
 /// JavaScript client and server with sessions, through a proxy that cuts
-/// several times a second: the conformance scenarios, then 20,000 events each
-/// way, 2,000 requests with callbacks three deep and four 1 MiB echoes, every
-/// scenario passing and `stats` exact, no duplicate, no loss. (Smaller than
-/// the Rust runs: the JavaScript peer is the slower end on 2 cores.)
+/// several times a second: the conformance scenarios, then 100,000 events
+/// each way, 10,000 requests with callbacks three deep and eight 1 MiB echoes,
+/// every scenario passing and `stats` exact, no duplicate, no loss.
 #[test]
 fn js_client_and_js_server_resume_through_random_cuts() {
     let (server, addr) = start_server("js server", {
@@ -251,7 +250,7 @@ fn js_client_and_js_server_resume_through_random_cuts() {
         let mut c = node("conformance.js");
         let proxy_addr = proxy.addr().to_string();
         c.args(["connect", "--addr", &proxy_addr, "--session"]);
-        c.args(["--events", "20000", "--requests", "2000", "--big", "4"]);
+        c.args(["--events", "100000", "--requests", "10000", "--big", "8"]);
         c
     });
     let stats = proxy.stats();
