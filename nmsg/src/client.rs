@@ -13,6 +13,8 @@ use crate::backoff::Backoff;
 use crate::codec::Codec;
 use crate::lifecycle::{Ending, Events, Lifecycle, Status, DEFAULT_STOP_TIMEOUT};
 use crate::router::{BadRequestSink, Buffering, Router, RouterBuilder};
+use crate::session::{Notice, Session, SessionOptions, State};
+use crate::sync::MutexExt;
 use crate::transport::{
     Address, BoxStream, CloseReason, ConnectionOptions, Connector, Driver, Tcp, Unix,
 };
@@ -71,6 +73,39 @@ pub enum ClientEvent {
         /// What did not fit.
         error: String,
     },
+    /// A session began (a client with sessions,
+    /// [`ClientBuilder::session`]): the server welcomed a new one.
+    SessionStarted {
+        /// The session id.
+        session: String,
+    },
+    /// The session resumed on a new connection: what either side had not
+    /// received is sent again, and pending replies and callbacks go on.
+    Resumed {
+        /// The session id.
+        session: String,
+        /// Messages this side wrote again (written before, not acknowledged).
+        resent: usize,
+    },
+    /// The session could not resume (its window passed on the server, or
+    /// the server restarted): the server welcomed a new one. Frames that
+    /// waited for answers failed with
+    /// [`Error::SessionLost`](crate::Error::SessionLost); of the frames
+    /// written and not acknowledged, the plain emits were written again
+    /// (`resent`: the server may see them twice) or dropped, by option
+    /// ([`SessionOptions::unacked`]), and the others dropped (`dropped`).
+    /// Responses still queued for the old session come in a
+    /// [`ClientEvent::Lost`].
+    SessionLost {
+        /// The session that was lost.
+        old: String,
+        /// The new session.
+        session: String,
+        /// Frames written again on the new session, possibly duplicated.
+        resent: usize,
+        /// Frames dropped.
+        dropped: usize,
+    },
     /// The client stopped.
     Stopped {
         /// Frames still in the client's queue when its router closed, never
@@ -90,6 +125,7 @@ pub struct ClientBuilder {
     connection: ConnectionOptions,
     backoff: Backoff,
     stop_timeout: Duration,
+    session: Option<SessionOptions>,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -167,6 +203,21 @@ impl ClientBuilder {
         self
     }
 
+    /// Opens every connection with a session handshake (default: none, a
+    /// plain client): messages are numbered and kept until the server
+    /// acknowledges them, and after a break the client reconnects at once
+    /// and resumes, so that every message arrives once, in order, both ways,
+    /// and pending replies and callbacks survive the break. The server must
+    /// have sessions too ([`ServerBuilder::session`](crate::ServerBuilder::session));
+    /// one without does not answer the hello, and each attempt fails after
+    /// the [hello timeout](SessionOptions::hello_timeout) with
+    /// [`Error::SessionsUnsupported`](crate::Error::SessionsUnsupported)'s
+    /// message in a [`ClientEvent::Reconnecting`].
+    pub fn session(mut self, options: SessionOptions) -> Self {
+        self.session = Some(options);
+        self
+    }
+
     /// Any other router option (timeouts, bounds), set on the client's own
     /// router options, so that what was set before stays:
     /// `.router(|r| r.max_pending(100))`.
@@ -181,6 +232,16 @@ impl ClientBuilder {
     pub fn start(self) -> Client {
         let inner = Arc::new(ClientInner::new(self));
         let me = Arc::downgrade(&inner);
+        if inner.session.is_some() {
+            let me = me.clone();
+            let notify: crate::session::Notify = Arc::new(move |notice| {
+                if let Some(inner) = me.upgrade() {
+                    inner.session_notice(notice);
+                }
+            });
+            // Set before the task starts: no connection reads it before.
+            inner.notify.set(notify).ok();
+        }
         inner.router.set_owner(Arc::new(BadRequestSink(Box::new(
             move |_: &Router, event: &str, error: &crate::Error| {
                 if let Some(inner) = me.upgrade() {
@@ -218,6 +279,17 @@ struct ClientInner {
     /// The status, stopped by [`Client::stop`].
     life: Lifecycle<ClientStatus>,
     events: Events<ClientEvent>,
+    /// Where sessions' notices go (set at the start).
+    notify: std::sync::OnceLock<crate::session::Notify>,
+    /// Sessions' options and state, for a client with sessions.
+    session: Option<Box<ClientSession>>,
+}
+
+/// A client's sessions: their options, and the state of the session that
+/// goes on between two connections.
+struct ClientSession {
+    options: Arc<SessionOptions>,
+    state: std::sync::Mutex<Option<Box<State>>>,
 }
 
 impl ClientInner {
@@ -225,6 +297,12 @@ impl ClientInner {
         let router = builder.router.build();
         router.keep_losses();
         ClientInner {
+            session: builder.session.map(|options| {
+                Box::new(ClientSession {
+                    options: Arc::new(options),
+                    state: std::sync::Mutex::new(None),
+                })
+            }),
             router,
             connection: builder.connection,
             connector: builder.connector,
@@ -232,7 +310,32 @@ impl ClientInner {
             stop_timeout: builder.stop_timeout,
             life: Lifecycle::new(ClientStatus::Connecting),
             events: Events::new(EVENT_CAPACITY),
+            notify: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sends the client event of a session's notice.
+    fn session_notice(&self, notice: Notice) {
+        let event = match notice {
+            Notice::Started { id } => ClientEvent::SessionStarted { session: id },
+            Notice::Resumed { id, resent, .. } => ClientEvent::Resumed {
+                session: id,
+                resent,
+            },
+            Notice::Lost {
+                old,
+                id,
+                resent,
+                dropped,
+            } => ClientEvent::SessionLost {
+                old,
+                session: id,
+                resent,
+                dropped,
+            },
+            Notice::Away { .. } | Notice::Expired => return,
+        };
+        self.events.send(event);
     }
 
     /// Sends a [`ClientEvent::Lost`] for what was lost since the last one.
@@ -299,6 +402,7 @@ impl Client {
             connection: ConnectionOptions::default(),
             backoff: Backoff::default(),
             stop_timeout: DEFAULT_STOP_TIMEOUT,
+            session: None,
         }
     }
 
@@ -376,7 +480,12 @@ async fn run(task: Ending<ClientInner, ClientStatus>) {
                 // A connection that lived a while resets the schedule and is retried
                 // at once; one the server dropped right away counts as a failed
                 // attempt, so a server that accepts and closes is not hammered.
-                if connected.since.elapsed() >= inner.backoff.initial {
+                // A session's handshake that completed does too: a link that
+                // flaps costs a reconnection per break, not a backoff.
+                if connected.driver.handshake_completed()
+                    || (inner.session.is_none()
+                        && connected.since.elapsed() >= inner.backoff.initial)
+                {
                     failures = 0;
                     continue;
                 }
@@ -420,11 +529,31 @@ struct Connected<'a> {
 
 impl<'a> Connected<'a> {
     fn new(inner: &'a ClientInner, stream: BoxStream) -> Self {
+        let mut driver = Driver::new(stream, inner.router.link(), inner.connection.clone());
+        if let (Some(session), Some(notify)) = (&inner.session, inner.notify.get()) {
+            let state = session.state.locked().take();
+            let codec = inner.router.codec_ref().name();
+            driver.set_session(Session::client(
+                state,
+                session.options.clone(),
+                codec,
+                notify.clone(),
+            ));
+        }
         Connected {
             inner,
             since: tokio::time::Instant::now(),
-            driver: Driver::new(stream, inner.router.link(), inner.connection.clone()),
+            driver,
             stopping: false,
+        }
+    }
+}
+
+impl Drop for Connected<'_> {
+    fn drop(&mut self) {
+        // The session goes on to the next connection.
+        if let (Some(session), Some(state)) = (&self.inner.session, self.driver.take_session()) {
+            *session.state.locked() = Some(state.into_state());
         }
     }
 }

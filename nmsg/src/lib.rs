@@ -45,6 +45,9 @@
 //! - [`Client`] and [`Server`]: connecting and accepting, backoff, the offline queue.
 //!   Client, server and each connection share one lifecycle mechanism: a status to
 //!   read or wait on, a stop request, and the end with its reason.
+//! - [`SessionOptions`] (`session`): sessions, opt-in on both ends: a
+//!   handshake, numbered messages kept until acknowledged, resume after a
+//!   break, heartbeats.
 //! - [`Value`]: the dynamic value type.
 //! - [`typed`] and [`events`]: the typed layer, `#[nmsg::events]` traits over the router.
 //! - `src/bin/nmsg` (feature `cli`): the `nmsg` command line, a client and a
@@ -72,6 +75,7 @@ mod lifecycle;
 pub mod protocol;
 mod router;
 mod server;
+mod session;
 mod sync;
 pub mod transport;
 pub mod typed;
@@ -93,6 +97,11 @@ pub use router::{
 };
 pub use server::{
     Server, ServerBuilder, ServerEvent, Socket, DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_CONNECTIONS,
+};
+pub use session::{
+    SessionOptions, Unacked, DEFAULT_ACK_COUNT, DEFAULT_ACK_DELAY, DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_HELLO_TIMEOUT, DEFAULT_HELLO_WAIT, DEFAULT_MAX_REPLAY_AGE,
+    DEFAULT_MAX_REPLAY_BYTES, DEFAULT_MAX_REPLAY_MESSAGES, DEFAULT_SESSION_WINDOW,
 };
 pub use value::{from_value, to_value, Value};
 pub use {nmsg_macros::events, typed::Peer, typed::Response};

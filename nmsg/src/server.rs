@@ -15,9 +15,11 @@ use crate::error::Error;
 use crate::handler::HandlerReturn;
 use crate::lifecycle::{Ending, Events, Lifecycle, Status, DEFAULT_STOP_TIMEOUT};
 use crate::router::{Api, BadRequestSink, Buffering, Router, RouterBuilder};
+use crate::session::handshake::{first_message, First};
+use crate::session::{Handover, Notice, Session, SessionOptions};
 use crate::sync::MutexExt;
 use crate::transport::{
-    Acceptor, Address, Binder, CloseReason, Connection, ConnectionOptions, Tcp, Unix,
+    Acceptor, Address, Binder, BoxStream, CloseReason, Connection, ConnectionOptions, Tcp, Unix,
 };
 use crate::Args;
 
@@ -120,6 +122,46 @@ pub enum ServerEvent {
         /// Why the connection ended.
         reason: String,
     },
+    /// A session began on a new socket (a server with sessions,
+    /// [`ServerBuilder::session`]), just after its
+    /// [`ServerEvent::Connected`].
+    SessionStarted {
+        /// The socket's id.
+        socket: u64,
+        /// The session id.
+        session: String,
+        /// The client asked to resume a session this server does not have
+        /// (its window passed, or the server restarted): this is a new
+        /// session instead, and the client's pending replies of the old one
+        /// failed with [`Error::SessionLost`].
+        expired: bool,
+    },
+    /// A session socket's connection broke: the socket, its router and its
+    /// queue are kept for the [window](SessionOptions::window), emits to
+    /// it queue, and the client may resume.
+    Away {
+        /// The socket's id.
+        socket: u64,
+        /// Why the connection broke.
+        reason: String,
+    },
+    /// A session socket's client came back on a new connection: what it had
+    /// not received is sent again, and the socket goes on.
+    Resumed {
+        /// The socket's id.
+        socket: u64,
+        /// The new connection's peer address.
+        peer: Address,
+        /// Messages written again (written before, not acknowledged).
+        resent: usize,
+    },
+    /// A session socket's window passed without the client coming back:
+    /// the socket ends ([`ServerEvent::Disconnected`] follows, and
+    /// [`ServerEvent::Lost`] with what was still queued).
+    SessionExpired {
+        /// The socket's id.
+        socket: u64,
+    },
     /// The server stopped.
     Stopped,
 }
@@ -136,6 +178,7 @@ pub struct ServerBuilder {
     max_connections: usize,
     api: Api,
     stop_timeout: Duration,
+    session: Option<SessionOptions>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -237,6 +280,18 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves clients with sessions (default: none, plain sockets only):
+    /// a client that opens its connection with a hello gets a session
+    /// socket, which is kept for the [window](SessionOptions::window) when
+    /// its connection breaks, so that the client can resume it. Plain
+    /// clients are served as by a server without sessions, but that their
+    /// socket is made once their first message arrived, or after the
+    /// [hello wait](SessionOptions::hello_wait).
+    pub fn session(mut self, options: SessionOptions) -> Self {
+        self.session = Some(options);
+        self
+    }
+
     /// Any other option of the sockets' routers (timeouts, bounds), set on
     /// the server's own router options, so that what was set before and the
     /// server's defaults stay: `.router(|r| r.max_pending(100))`.
@@ -258,6 +313,12 @@ impl ServerBuilder {
             life: Lifecycle::new(ServerStatus::Binding),
             events: Events::new(EVENT_CAPACITY),
             next_id: AtomicU64::new(1),
+            sessions: self.session.map(|options| {
+                Box::new(Sessions {
+                    options: Arc::new(options),
+                    table: Mutex::new(HashMap::new()),
+                })
+            }),
         });
         tokio::spawn(run(Ending::new(inner.clone()), self.binder, self.backoff));
         Server { inner }
@@ -309,6 +370,15 @@ struct ServerInner {
     life: Lifecycle<ServerStatus>,
     events: Events<ServerEvent>,
     next_id: AtomicU64,
+    /// A server with sessions: their options, and the live ones.
+    sessions: Option<Box<Sessions>>,
+}
+
+/// A server's sessions: their options, and the hand-over of each live
+/// session's socket by session id, with the socket's id.
+struct Sessions {
+    options: Arc<SessionOptions>,
+    table: Mutex<HashMap<String, (u64, Arc<Handover>)>>,
 }
 
 impl AsRef<Lifecycle<ServerStatus>> for ServerInner {
@@ -419,6 +489,7 @@ impl Server {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             api: Api::new(),
             stop_timeout: DEFAULT_STOP_TIMEOUT,
+            session: None,
         }
     }
 
@@ -601,7 +672,11 @@ async fn run(inner: Ending<ServerInner, ServerStatus>, binder: Arc<dyn Binder>, 
                     emit(ServerEvent::Refused { peer });
                     continue;
                 }
-                accept(inner.shared(), stream, peer);
+                if inner.sessions.is_some() {
+                    tokio::spawn(handshake(inner.shared().clone(), stream, peer));
+                } else {
+                    accept(inner.shared(), stream, peer, None);
+                }
             }
             Err(error) => {
                 in_a_row = in_a_row.saturating_add(1);
@@ -728,13 +803,84 @@ fn bad_request_events(server: std::sync::Weak<ServerInner>) -> Arc<BadRequestSin
     )))
 }
 
-fn accept(inner: &Arc<ServerInner>, stream: crate::transport::BoxStream, peer: Address) {
+/// A server with sessions: the first message of a new connection decides
+/// (a hello for a session, anything else, or nothing within the hello wait,
+/// for a plain socket); a hello that resumes a live session hands the
+/// stream to its socket.
+async fn handshake(inner: Arc<ServerInner>, stream: BoxStream, peer: Address) {
+    let Some(sessions) = &inner.sessions else {
+        return;
+    };
+    let codec = inner.router.codec_name();
+    let first = first_message(stream, sessions.options.hello_wait, codec).await;
+    if inner.life.is_raised(crate::lifecycle::STOP) {
+        return;
+    }
+    match first {
+        First::Gone => {}
+        First::Plain(stream) => accept(&inner, stream, peer, None),
+        First::Hello { s, n, stream } => {
+            let mut stream = stream;
+            let mut expired = false;
+            if let Some(s) = s {
+                let handover = sessions.table.locked().get(&s).map(|(_, h)| h.clone());
+                match handover {
+                    Some(handover) => match handover.give(Box::new(stream), n, peer.clone()) {
+                        Ok(()) => return,
+                        Err(back) => match back.downcast::<BoxStream>() {
+                            Ok(back) => stream = *back,
+                            Err(_) => return,
+                        },
+                    },
+                    None => {}
+                }
+                expired = true;
+            }
+            accept(&inner, stream, peer, Some(expired));
+        }
+    }
+}
+
+/// Makes the socket of an accepted connection; `session`: a session socket,
+/// for a client that asked to resume a session this server does not have
+/// (`Some(true)`) or not.
+fn accept(
+    inner: &Arc<ServerInner>,
+    stream: crate::transport::BoxStream,
+    peer: Address,
+    session: Option<bool>,
+) {
     let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
     let router = inner.router.clone().build();
     // Reported at the socket's end, with what is still queued (`on_close`).
     router.keep_losses();
     router.set_api(Some(inner.api.clone()));
     router.set_owner(inner.bad_request.clone());
+    let mut started = None;
+    let session = match (session, &inner.sessions) {
+        (Some(expired), Some(sessions)) => {
+            let handover = Handover::new();
+            let session_id = crate::session::new_id();
+            sessions
+                .table
+                .locked()
+                .insert(session_id.clone(), (id, handover.clone()));
+            started = Some(ServerEvent::SessionStarted {
+                socket: id,
+                session: session_id.clone(),
+                expired,
+            });
+            Some(Session::server(
+                sessions.options.clone(),
+                router.codec_ref().name(),
+                session_notices(inner, id),
+                handover,
+                session_id,
+                expired,
+            ))
+        }
+        _ => None,
+    };
     // Held until the on_socket hook has set its handlers, so that no message
     // from this peer is routed before them.
     let (conn, start) = Connection::spawn_held_then(
@@ -742,6 +888,7 @@ fn accept(inner: &Arc<ServerInner>, stream: crate::transport::BoxStream, peer: A
         router,
         inner.connection.clone(),
         on_close(inner, id),
+        session,
     );
     let conn = Arc::new(conn);
     let socket = Socket {
@@ -757,6 +904,9 @@ fn accept(inner: &Arc<ServerInner>, stream: crate::transport::BoxStream, peer: A
     inner
         .events
         .send(ServerEvent::Connected { socket: id, peer });
+    if let Some(started) = started {
+        inner.events.send(started);
+    }
     if let Some(hook) = hook {
         if let Err(panic) =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(socket.clone())))
@@ -769,6 +919,27 @@ fn accept(inner: &Arc<ServerInner>, stream: crate::transport::BoxStream, peer: A
         }
     }
     start.start();
+}
+
+/// Where the notices of socket `id`'s session go: the server's events.
+fn session_notices(inner: &Arc<ServerInner>, socket: u64) -> crate::session::Notify {
+    let watcher = Arc::downgrade(inner);
+    Arc::new(move |notice| {
+        let Some(inner) = watcher.upgrade() else {
+            return;
+        };
+        let event = match notice {
+            Notice::Away { reason } => ServerEvent::Away { socket, reason },
+            Notice::Resumed { resent, peer, .. } => ServerEvent::Resumed {
+                socket,
+                peer: peer.unwrap_or_else(|| Address::Other(String::new())),
+                resent,
+            },
+            Notice::Expired => ServerEvent::SessionExpired { socket },
+            Notice::Started { .. } | Notice::Lost { .. } => return,
+        };
+        inner.events.send(event);
+    })
 }
 
 /// The bookkeeping when socket `id` ends, run on its connection's task.
@@ -794,6 +965,12 @@ fn on_close(
         }
         if let Some(inner) = watcher.upgrade() {
             inner.sockets.locked().live.remove(&id);
+            if let Some(sessions) = &inner.sessions {
+                sessions
+                    .table
+                    .locked()
+                    .retain(|_, (socket, _)| *socket != id);
+            }
             inner.events.send(ServerEvent::Disconnected {
                 socket: id,
                 reason: reason.to_string(),

@@ -1,0 +1,282 @@
+//! The extension frames of sessions, in the connection's codec: maps with the
+//! kind under `x` and no `i` (see [`protocol`](crate::protocol#sessions)).
+
+use bytes::{BufMut, BytesMut};
+
+use crate::framing::PREFIX_LEN;
+
+/// The version of the extension written in `hello` and `welcome`.
+pub(crate) const VERSION: u64 = 1;
+
+/// How a session's extension frames are encoded: the connection's codec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Form {
+    MsgPack,
+    Json,
+}
+
+impl Form {
+    /// The form of the codec named `name` (a codec of one's own is taken
+    /// for MessagePack).
+    pub(crate) fn of(name: &str) -> Form {
+        if name == "json" {
+            Form::Json
+        } else {
+            Form::MsgPack
+        }
+    }
+}
+
+/// What a `welcome` says of the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    New,
+    Resumed,
+    Expired,
+}
+
+impl Outcome {
+    fn name(self) -> &'static str {
+        match self {
+            Outcome::New => "new",
+            Outcome::Resumed => "resumed",
+            Outcome::Expired => "expired",
+        }
+    }
+}
+
+/// An extension frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Ext {
+    Hello {
+        s: Option<String>,
+        n: u64,
+    },
+    Welcome {
+        s: String,
+        n: u64,
+        z: Outcome,
+    },
+    Ack(u64),
+    Ping(u64),
+    Pong(u64),
+    /// An extension frame of a kind this side does not know: ignored.
+    Other,
+}
+
+/// True when `payload` is an extension frame: a map whose first key is `x`
+/// (nmsg's writers, and the JavaScript peer's, put it first; a data frame's
+/// first key is never `x`). A look at a few bytes, no decoding.
+pub(crate) fn is_ext(payload: &[u8]) -> bool {
+    match payload {
+        // A fixmap, then the fixstr "x".
+        [m, 0xa1, b'x', ..] if (0x81..=0x8f).contains(m) => true,
+        [b'{', rest @ ..] => {
+            let rest = rest.trim_ascii_start();
+            rest.starts_with(b"\"x\"")
+        }
+        _ => false,
+    }
+}
+
+/// Decodes an extension frame (`is_ext` said it is one); `None` if it is
+/// not well formed.
+pub(crate) fn decode(form: Form, payload: &[u8]) -> Option<Ext> {
+    let mut fields = Fields::default();
+    match form {
+        Form::MsgPack => {
+            let value = rmpv::decode::read_value(&mut &payload[..]).ok()?;
+            let map = value.as_map()?;
+            for (k, v) in map {
+                let key = k.as_str()?;
+                match key {
+                    "x" => fields.x = v.as_str().map(str::to_owned),
+                    "s" => fields.s = v.as_str().map(str::to_owned),
+                    "n" => fields.n = number(v.as_u64(), v.as_f64()),
+                    "z" => fields.z = v.as_str().map(str::to_owned),
+                    "i" => return None,
+                    _ => {}
+                }
+            }
+        }
+        Form::Json => {
+            let value: serde_json::Value = serde_json::from_slice(payload).ok()?;
+            let map = value.as_object()?;
+            for (key, v) in map {
+                match key.as_str() {
+                    "x" => fields.x = v.as_str().map(str::to_owned),
+                    "s" => fields.s = v.as_str().map(str::to_owned),
+                    "n" => fields.n = number(v.as_u64(), v.as_f64()),
+                    "z" => fields.z = v.as_str().map(str::to_owned),
+                    "i" => return None,
+                    _ => {}
+                }
+            }
+        }
+    }
+    let n = fields.n.unwrap_or(0);
+    Some(match fields.x.as_deref()? {
+        "hello" => Ext::Hello { s: fields.s, n },
+        "welcome" => Ext::Welcome {
+            s: fields.s?,
+            n,
+            z: match fields.z.as_deref() {
+                Some("resumed") => Outcome::Resumed,
+                Some("expired") => Outcome::Expired,
+                _ => Outcome::New,
+            },
+        },
+        "ack" => Ext::Ack(n),
+        "ping" => Ext::Ping(n),
+        "pong" => Ext::Pong(n),
+        _ => Ext::Other,
+    })
+}
+
+/// A count as JavaScript may write it (a float with an integer value).
+fn number(int: Option<u64>, float: Option<f64>) -> Option<u64> {
+    int.or_else(|| {
+        float
+            .filter(|f| *f >= 0.0 && f.fract() == 0.0 && *f < 9.007_199_254_740_992e15)
+            .map(|f| f as u64)
+    })
+}
+
+#[derive(Default)]
+struct Fields {
+    x: Option<String>,
+    s: Option<String>,
+    n: Option<u64>,
+    z: Option<String>,
+}
+
+/// Appends `ext`, length-prefixed, to `out`.
+pub(crate) fn put(form: Form, ext: &Ext, out: &mut BytesMut) {
+    let mut pairs: Vec<(&str, Val<'_>)> = Vec::with_capacity(5);
+    match ext {
+        Ext::Hello { s, n } => {
+            pairs.push(("x", Val::Str("hello")));
+            pairs.push(("v", Val::Num(VERSION)));
+            if let Some(s) = s {
+                pairs.push(("s", Val::Str(s)));
+                pairs.push(("n", Val::Num(*n)));
+            }
+        }
+        Ext::Welcome { s, n, z } => {
+            pairs.push(("x", Val::Str("welcome")));
+            pairs.push(("v", Val::Num(VERSION)));
+            pairs.push(("s", Val::Str(s)));
+            pairs.push(("n", Val::Num(*n)));
+            pairs.push(("z", Val::Str(z.name())));
+        }
+        Ext::Ack(n) => {
+            pairs.push(("x", Val::Str("ack")));
+            pairs.push(("n", Val::Num(*n)));
+        }
+        Ext::Ping(n) => {
+            pairs.push(("x", Val::Str("ping")));
+            pairs.push(("n", Val::Num(*n)));
+        }
+        Ext::Pong(n) => {
+            pairs.push(("x", Val::Str("pong")));
+            pairs.push(("n", Val::Num(*n)));
+        }
+        Ext::Other => return,
+    }
+    let mut payload = Vec::with_capacity(64);
+    match form {
+        Form::MsgPack => {
+            let _ = rmp::encode::write_map_len(&mut payload, pairs.len() as u32);
+            for (k, v) in &pairs {
+                let _ = rmp::encode::write_str(&mut payload, k);
+                match v {
+                    Val::Str(s) => {
+                        let _ = rmp::encode::write_str(&mut payload, s);
+                    }
+                    Val::Num(n) => {
+                        let _ = rmp::encode::write_uint(&mut payload, *n);
+                    }
+                }
+            }
+        }
+        Form::Json => {
+            let mut map = serde_json::Map::new();
+            for (k, v) in &pairs {
+                let v = match v {
+                    Val::Str(s) => serde_json::Value::from(*s),
+                    Val::Num(n) => serde_json::Value::from(*n),
+                };
+                map.insert((*k).to_owned(), v);
+            }
+            // serde_json's map keeps keys sorted unless preserve_order: write by hand.
+            payload.push(b'{');
+            for (i, (k, _)) in pairs.iter().enumerate() {
+                if i > 0 {
+                    payload.push(b',');
+                }
+                payload.extend_from_slice(serde_json::to_string(k).unwrap_or_default().as_bytes());
+                payload.push(b':');
+                payload.extend_from_slice(map[*k].to_string().as_bytes());
+            }
+            payload.push(b'}');
+        }
+    }
+    out.reserve(PREFIX_LEN + payload.len());
+    out.put_u32(payload.len() as u32);
+    out.extend_from_slice(&payload);
+}
+
+enum Val<'a> {
+    Str(&'a str),
+    Num(u64),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extension_frames_round_trip_in_both_codecs() {
+        let frames = [
+            Ext::Hello { s: None, n: 0 },
+            Ext::Hello {
+                s: Some("0123456789abcdef0123456789abcdef".into()),
+                n: 7,
+            },
+            Ext::Welcome {
+                s: "ab".into(),
+                n: 3,
+                z: Outcome::Expired,
+            },
+            Ext::Ack(1 << 40),
+            Ext::Ping(0),
+            Ext::Pong(5),
+        ];
+        for form in [Form::MsgPack, Form::Json] {
+            for ext in &frames {
+                let mut out = BytesMut::new();
+                put(form, ext, &mut out);
+                let payload = &out[PREFIX_LEN..];
+                assert!(is_ext(payload), "{form:?} {ext:?}");
+                assert_eq!(decode(form, payload).as_ref(), Some(ext), "{form:?}");
+            }
+        }
+        assert_eq!(
+            decode(Form::Json, br#"{"x":"ack","n":12.0,"later":[1]}"#),
+            Some(Ext::Ack(12))
+        );
+        assert_eq!(decode(Form::Json, br#"{"x":"what"}"#), Some(Ext::Other));
+        assert!(!is_ext(br#"{"i":1,"x":"ack"}"#));
+    }
+
+    /// A data frame of either codec is never taken for an extension frame.
+    #[test]
+    fn data_frames_are_not_extension_frames() {
+        use crate::codec::Codec;
+        let router = crate::Router::new();
+        router.emit("x", ("x",)).unwrap();
+        let bytes = router.link().take_outgoing().unwrap();
+        assert!(!is_ext(&bytes[PREFIX_LEN..]));
+        let _ = crate::MsgPack.name();
+    }
+}
