@@ -56,7 +56,7 @@ use nmsg::frame::{Frame, FrameKind, OutFrame};
 use nmsg::transport::Address;
 use nmsg::{
     args, Args, Buffering, Callback, Client, ClientEvent, Codec, EncodeError, Error,
-    ProtocolError, RemoteCallback, Router, Server, ServerEvent, SessionOptions, Socket, Value,
+    FramingError, ProtocolError, RemoteCallback, Router, Server, ServerEvent, SessionOptions, Socket, Value,
 };
 
 const SCENARIO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -229,6 +229,12 @@ struct Sessions {
     resent: AtomicU64,
     /// Frames dropped at a loss.
     dropped_on_loss: AtomicU64,
+    /// Connections that broke (the stream ended in the middle of a message,
+    /// or failed): in a session, the break the session repairs, not a
+    /// protocol error.
+    breaks: AtomicU64,
+    /// Whether this peer has sessions.
+    on: std::sync::atomic::AtomicBool,
 }
 
 /// `(r, f)` of every response received, and of those received more than once.
@@ -252,6 +258,11 @@ impl Tally {
     /// Counts an error the router reported.
     fn count(&self, error: &Error) {
         let counter = match error {
+            Error::Framing(FramingError::Truncated | FramingError::Io(_))
+                if self.sessions.on.load(Ordering::Relaxed) =>
+            {
+                &self.sessions.breaks
+            }
             Error::Protocol(_) | Error::Framing(_) => &self.protocol_errors,
             Error::StrayResponse { frame, position } => {
                 let responses = self.responses.lock().unwrap();
@@ -321,13 +332,14 @@ impl Tally {
         if sessions {
             let s = &self.sessions;
             line.push_str(&format!(
-                " sessions_new={} sessions_resumed={} sessions_expired={} sessions_lost={} resent={} dropped_on_loss={}",
+                " sessions_new={} sessions_resumed={} sessions_expired={} sessions_lost={} resent={} dropped_on_loss={} breaks={}",
                 n(&s.new),
                 n(&s.resumed),
                 n(&s.expired),
                 n(&s.lost),
                 n(&s.resent),
                 n(&s.dropped_on_loss),
+                n(&s.breaks),
             ));
         }
         line
@@ -432,6 +444,7 @@ async fn main() {
 
 async fn serve(opts: Options) -> i32 {
     let tally = Arc::new(Tally::default());
+    tally.sessions.on.store(opts.session, Ordering::Relaxed);
     let mut builder = Server::tcp(&opts.addr)
         .buffering(opts.buffering())
         .router(|r| opts.router(r))
@@ -451,6 +464,16 @@ async fn serve(opts: Options) -> i32 {
             match events.recv().await {
                 Ok(event) => {
                     observed.server_event(&event);
+                    if matches!(
+                        event,
+                        ServerEvent::Away { .. }
+                            | ServerEvent::Resumed { .. }
+                            | ServerEvent::SessionExpired { .. }
+                            | ServerEvent::SessionStarted { expired: true, .. }
+                            | ServerEvent::Lost { .. }
+                    ) {
+                        eprintln!("conformance server: {event:?}");
+                    }
                     let mut up = tracked.lock().unwrap();
                     match event {
                         ServerEvent::Connected { socket, .. }
@@ -728,6 +751,7 @@ type Outcome = Result<(), String>;
 
 async fn connect(opts: Options) -> i32 {
     let tally = Arc::new(Tally::default());
+    tally.sessions.on.store(opts.session, Ordering::Relaxed);
     let mut builder = Client::tcp(&opts.addr)
         .buffering(opts.buffering())
         .router(|r| opts.router(r))
@@ -741,7 +765,19 @@ async fn connect(opts: Options) -> i32 {
     tokio::spawn(async move {
         loop {
             match events.recv().await {
-                Ok(event) => observed.client_event(&event),
+                Ok(event) => {
+                    observed.client_event(&event);
+                    if matches!(
+                        event,
+                        ClientEvent::Disconnected { .. }
+                            | ClientEvent::Resumed { .. }
+                            | ClientEvent::SessionLost { .. }
+                            | ClientEvent::Lost { .. }
+                            | ClientEvent::Reconnecting { .. }
+                    ) {
+                        eprintln!("conformance client: {event:?}");
+                    }
+                }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     eprintln!("conformance client: {n} client events missed")
                 }

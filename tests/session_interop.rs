@@ -1,18 +1,20 @@
 //! Sessions between processes, through the fault-injecting proxy
-//! (`tests/proxy_support`): the JavaScript peer of `tests/js` (with
-//! `--session`) as client and server, cut at random points several times a
-//! second (every event exactly once and in order, every callback exactly once,
-//! no scenario failing), and behind a half-open connection (found by the
-//! heartbeat, then resumed).
+//! (`tests/proxy_support`): the conformance peers (`examples/conformance.rs`
+//! and the JavaScript peer of `tests/js`, both with `--session`), in every
+//! pairing of client and server, cut at random points several times a second
+//! (every event exactly once and in order, every callback exactly once, no
+//! scenario failing, `stats` exact); behind a half-open connection (found by
+//! the heartbeat, then resumed).
 //!
 //! Needs Node.js 20 or later on PATH, as `tests/interop.rs`.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
 mod js_support;
@@ -107,6 +109,10 @@ impl Proc {
         }
     }
 
+    fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+    }
+
     fn send(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("stdin open");
         writeln!(stdin, "{line}").unwrap();
@@ -130,6 +136,51 @@ impl Drop for Proc {
             );
         }
     }
+}
+
+/// The conformance example, built beside the test binaries (as in
+/// `tests/interop.rs`: `cargo test --test NAME` alone does not build
+/// examples, and an old binary would test old code).
+fn rust_peer() -> PathBuf {
+    static BUILD: Once = Once::new();
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    BUILD.call_once(|| {
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "--example", "conformance"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "cargo build --example conformance failed");
+    });
+    profile_dir
+        .join("examples")
+        .join(format!("conformance{}", std::env::consts::EXE_SUFFIX))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Peer {
+    Rust,
+    Js,
+}
+
+/// A conformance peer's command: `mode` (serve or connect) at `addr`, with
+/// sessions.
+fn conformance(peer: Peer, mode: &str, addr: &str) -> Command {
+    let mut cmd = match peer {
+        Peer::Rust => Command::new(rust_peer()),
+        Peer::Js => node("conformance.js"),
+    };
+    cmd.args([mode, "--addr", addr, "--session"]);
+    if mode == "serve" {
+        cmd.arg("--until-eof");
+    }
+    cmd
 }
 
 fn node(script: &str) -> Command {
@@ -174,7 +225,8 @@ fn report_of(label: &str, lines: &[String]) -> Report {
 /// Panics unless every error field of `report` is zero: no protocol error,
 /// stray or duplicate response, handler failure, unhandled event, nor, in a
 /// session, a duplicate data message, a lost session or callback, an
-/// overflowing replay buffer.
+/// overflowing replay buffer. (The Rust peer's report has the fields it
+/// knows; a missing one counts as zero.)
 fn assert_clean(label: &str, report: &Report) {
     for field in [
         "protocol_errors",
@@ -198,11 +250,14 @@ fn assert_clean(label: &str, report: &Report) {
     }
 }
 
-/// Ends a server (stdin closed) and returns its report.
+/// Ends a server (stdin closed) and returns its report; its stderr goes to
+/// the test's output (shown when the test fails).
 fn finish_server(mut server: Proc) -> Report {
     server.close_stdin();
     let lines = server.rest(RUN_TIMEOUT);
     let label = server.label.clone();
+    let _ = server.child.wait();
+    eprintln!("---- stderr of {label} ----\n{}", server.stderr_text());
     report_of(&label, &lines)
 }
 
@@ -219,6 +274,7 @@ fn cutting() -> Faults {
 fn run_client(label: &str, mut cmd: Command) -> (Vec<String>, Report) {
     let client = Proc::spawn(label, &mut cmd);
     let lines = client.rest(RUN_TIMEOUT);
+    eprintln!("---- stderr of {label} ----\n{}", client.stderr_text());
     let failed: Vec<&String> = lines.iter().filter(|l| l.starts_with("FAIL")).collect();
     assert!(
         failed.is_empty() && lines.iter().any(|l| l.ends_with(" 0 failed")),
@@ -233,39 +289,60 @@ fn run_client(label: &str, mut cmd: Command) -> (Vec<String>, Report) {
 // tests
 // ---------------------------------------------------------------------------
 
-/// JavaScript client and server with sessions, through a proxy that cuts
-/// several times a second: the conformance scenarios, then 100,000 events
-/// each way, 10,000 requests with callbacks three deep and eight 1 MiB echoes,
-/// every scenario passing and `stats` exact, no duplicate, no loss.
-#[test]
-fn js_client_and_js_server_resume_through_random_cuts() {
-    let (server, addr) = start_server("js server", {
-        let mut c = node("conformance.js");
-        c.args(["serve", "--addr", "127.0.0.1:0", "--until-eof", "--session"]);
-        c
-    });
-    let proxy = Proxy::start(addr, 18);
+/// A conformance client and server with sessions, through a proxy that cuts
+/// several times a second (mid-message, either direction): the conformance
+/// scenarios, then 100,000 events each way, 10,000 requests with callbacks
+/// three deep and eight 1 MiB echoes; every scenario passes (no call fails,
+/// each event exactly once and in order, each callback exactly once), `stats`
+/// is exact, neither report shows an error, and every connection after the
+/// first resumed the one session.
+fn resume_through_random_cuts(server: Peer, client: Peer, seed: u64) {
+    let (server_proc, addr) = start_server(
+        &format!("{server:?} server"),
+        conformance(server, "serve", "127.0.0.1:0"),
+    );
+    let proxy = Proxy::start(addr, seed);
     proxy.set_faults(cutting());
-    let (_, client) = run_client("js client", {
-        let mut c = node("conformance.js");
-        let proxy_addr = proxy.addr().to_string();
-        c.args(["connect", "--addr", &proxy_addr, "--session"]);
+    let label = format!("{client:?} client");
+    let (_, client_report) = run_client(&label, {
+        let mut c = conformance(client, "connect", &proxy.addr().to_string());
         c.args(["--events", "100000", "--requests", "10000", "--big", "8"]);
         c
     });
     let stats = proxy.stats();
-    let server = finish_server(server);
+    let server_report = finish_server(server_proc);
     eprintln!("proxy seed {}: {stats:?}", proxy.seed());
-    assert_clean("js client", &client);
-    assert_clean("js server", &server);
+    assert_clean(&label, &client_report);
+    assert_clean(&format!("{server:?} server"), &server_report);
     assert!(stats.cuts() >= 3, "too few cuts to tell: {stats:?}");
     // Every handshake after the first resumed (a connection cut before its
     // welcome makes none).
+    assert_eq!(client_report["sessions_new"], 1, "{client_report:?}");
     assert!(
-        client["sessions_resumed"] >= 3 && client["sessions_resumed"] < stats.accepted,
-        "{client:?}, {stats:?}"
+        client_report["sessions_resumed"] >= 3
+            && client_report["sessions_resumed"] < stats.accepted,
+        "{client_report:?}, {stats:?}"
     );
-    assert_eq!(client["sessions_new"], 1, "{client:?}");
+}
+
+#[test]
+fn js_client_and_js_server_resume_through_random_cuts() {
+    resume_through_random_cuts(Peer::Js, Peer::Js, 18);
+}
+
+#[test]
+fn rust_client_and_rust_server_resume_through_random_cuts() {
+    resume_through_random_cuts(Peer::Rust, Peer::Rust, 19);
+}
+
+#[test]
+fn rust_client_and_js_server_resume_through_random_cuts() {
+    resume_through_random_cuts(Peer::Js, Peer::Rust, 20);
+}
+
+#[test]
+fn js_client_and_rust_server_resume_through_random_cuts() {
+    resume_through_random_cuts(Peer::Rust, Peer::Js, 21);
 }
 
 /// A JavaScript session client behind a half-open connection (the proxy
