@@ -31,7 +31,7 @@ const VERSION = 1;
 /** Every bound and delay of a session, in milliseconds, bytes and frames. */
 const SESSION_DEFAULTS = {
   helloTimeoutMs: 5000, // client: the welcome must come within this
-  helloWaitMs: 100, // server: a new connection is plain if no first message came within this
+  helloWaitMs: 1000, // server: a new connection is plain if no first message came within this (as the Rust server's hello_wait)
   ackDelayMs: 100, // an ack goes alone this long after an unacknowledged data message
   ackCount: 256, // ... or at once after this many
   heartbeatIntervalMs: 25000, // ping after this long without sending (or receiving)
@@ -440,7 +440,9 @@ function readFirstMessage(socket, codec, maxMessageSize, timeoutMs) {
   return new Promise((resolve, reject) => {
     const reader = new FrameReader(maxMessageSize);
     let timer = null;
+    let settled = false;
     const done = (err, value) => {
+      settled = true;
       clearTimeout(timer);
       socket.removeListener('data', onData);
       socket.removeListener('close', onClose);
@@ -476,7 +478,18 @@ function readFirstMessage(socket, codec, maxMessageSize, timeoutMs) {
     socket.on('data', onData);
     socket.on('close', onClose);
     if (timeoutMs !== undefined) {
-      timer = setTimeout(() => done(Object.assign(new Error('timeout'), { timeout: true, reader })), timeoutMs);
+      // A busy event loop runs its due timers before it reads what came
+      // meanwhile: the wait ends only after one more turn of reading, and
+      // not while a message is half there.
+      const expire = () => {
+        timer = null;
+        setImmediate(() => {
+          if (settled) return;
+          if (reader.buffered > 0) timer = setTimeout(expire, timeoutMs);
+          else done(Object.assign(new Error('timeout'), { timeout: true, reader }));
+        });
+      };
+      timer = setTimeout(expire, timeoutMs);
     }
   });
 }
