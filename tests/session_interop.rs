@@ -1,0 +1,400 @@
+//! Sessions between processes, through the fault-injecting proxy
+//! (`tests/proxy_support`): the conformance peers (`examples/conformance.rs`
+//! and the JavaScript peer of `tests/js`, both with `--session`), in every
+//! pairing of client and server, cut at random points several times a second
+//! (every event exactly once and in order, every callback exactly once, no
+//! scenario failing, `stats` exact); behind a half-open connection (found by
+//! the heartbeat, then resumed).
+//!
+//! Needs Node.js 20 or later on PATH, as `tests/interop.rs`.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant};
+
+mod js_support;
+mod proxy_support;
+use js_support::{js_dir, js_ready};
+use proxy_support::{Faults, Proxy};
+
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+// ---------------------------------------------------------------------------
+// child processes
+// ---------------------------------------------------------------------------
+
+/// A child process, killed when dropped; its stdout read by line, its stderr
+/// kept and shown when the test fails.
+struct Proc {
+    label: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Proc {
+    fn spawn(label: &str, cmd: &mut Command) -> Proc {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {label}: {e}"));
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let (mut pipe, sink) = (child.stderr.take().unwrap(), stderr.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Proc {
+            label: label.to_owned(),
+            stdin: child.stdin.take(),
+            child,
+            lines,
+            stderr,
+        }
+    }
+
+    fn line(&self, timeout: Duration, what: &str) -> String {
+        match self.lines.recv_timeout(timeout) {
+            Ok(line) => line,
+            Err(RecvTimeoutError::Timeout) => {
+                panic!("{}: no {what} within {timeout:?}", self.label)
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                panic!("{}: stdout ended before {what}", self.label)
+            }
+        }
+    }
+
+    /// The remaining lines of stdout, to its end.
+    fn rest(&self, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let mut lines = Vec::new();
+        loop {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) => lines.push(line),
+                Err(RecvTimeoutError::Disconnected) => return lines,
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "{}: did not finish within {timeout:?}; its output so far:\n{}",
+                    self.label,
+                    lines.join("\n")
+                ),
+            }
+        }
+    }
+
+    fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+    }
+
+    fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- stderr of {} ----\n{}---- end ----",
+                self.label,
+                String::from_utf8_lossy(&self.stderr.lock().unwrap())
+            );
+        }
+    }
+}
+
+/// The conformance example, built beside the test binaries (as in
+/// `tests/interop.rs`: `cargo test --test NAME` alone does not build
+/// examples, and an old binary would test old code).
+fn rust_peer() -> PathBuf {
+    static BUILD: Once = Once::new();
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    BUILD.call_once(|| {
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "--example", "conformance"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "cargo build --example conformance failed");
+    });
+    profile_dir
+        .join("examples")
+        .join(format!("conformance{}", std::env::consts::EXE_SUFFIX))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Peer {
+    Rust,
+    Js,
+}
+
+/// A conformance peer's command: `mode` (serve or connect) at `addr`, with
+/// sessions.
+fn conformance(peer: Peer, mode: &str, addr: &str) -> Command {
+    let mut cmd = match peer {
+        Peer::Rust => Command::new(rust_peer()),
+        Peer::Js => node("conformance.js"),
+    };
+    cmd.args([mode, "--addr", addr, "--session"]);
+    if mode == "serve" {
+        cmd.arg("--until-eof");
+    }
+    cmd
+}
+
+fn node(script: &str) -> Command {
+    js_ready();
+    let mut cmd = Command::new("node");
+    cmd.arg(js_dir().join(script));
+    cmd
+}
+
+/// A conformance server (`serve --until-eof`) and its address.
+fn start_server(label: &str, mut cmd: Command) -> (Proc, SocketAddr) {
+    let proc = Proc::spawn(label, &mut cmd);
+    let line = proc.line(START_TIMEOUT, "LISTENING line");
+    let addr = line
+        .strip_prefix("LISTENING ")
+        .unwrap_or_else(|| panic!("{label}: expected LISTENING, got {line:?}"))
+        .parse()
+        .unwrap();
+    (proc, addr)
+}
+
+type Report = BTreeMap<String, u64>;
+
+fn parse_report(line: &str) -> Option<Report> {
+    line.strip_prefix("REPORT ")?
+        .split_whitespace()
+        .map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            Some((k.to_owned(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+fn report_of(label: &str, lines: &[String]) -> Report {
+    lines
+        .iter()
+        .rev()
+        .find_map(|l| parse_report(l))
+        .unwrap_or_else(|| panic!("{label}: no report line in\n{}", lines.join("\n")))
+}
+
+/// Panics unless every error field of `report` is zero: no protocol error,
+/// stray or duplicate response, handler failure, unhandled event, nor, in a
+/// session, a duplicate data message, a lost session or callback, an
+/// overflowing replay buffer. (The Rust peer's report has the fields it
+/// knows; a missing one counts as zero.)
+fn assert_clean(label: &str, report: &Report) {
+    for field in [
+        "protocol_errors",
+        "stray",
+        "duplicates",
+        "handler_failures",
+        "unhandled",
+        "sessions_expired",
+        "sessions_lost",
+        "lost_callbacks",
+        "lost_responses",
+        "dropped_on_loss",
+        "replay_overflow",
+        "session_duplicates",
+    ] {
+        assert_eq!(
+            report.get(field).copied().unwrap_or(0),
+            0,
+            "{label}: {field} in {report:?}"
+        );
+    }
+}
+
+/// Ends a server (stdin closed) and returns its report; its stderr goes to
+/// the test's output (shown when the test fails).
+fn finish_server(mut server: Proc) -> Report {
+    server.close_stdin();
+    let lines = server.rest(RUN_TIMEOUT);
+    let label = server.label.clone();
+    let _ = server.child.wait();
+    eprintln!("---- stderr of {label} ----\n{}", server.stderr_text());
+    report_of(&label, &lines)
+}
+
+/// Faults that cut mid-message several times a second, in both directions,
+/// yet let a 1 MiB message through now and then.
+fn cutting() -> Faults {
+    Faults {
+        cut_after_bytes: Some(20_000..=4_000_000),
+        cut_after_time: Some(Duration::from_millis(80)..=Duration::from_millis(400)),
+    }
+}
+
+/// Runs a conformance client to its end: its lines, and whether it passed.
+fn run_client(label: &str, mut cmd: Command) -> (Vec<String>, Report) {
+    let client = Proc::spawn(label, &mut cmd);
+    let lines = client.rest(RUN_TIMEOUT);
+    eprintln!("---- stderr of {label} ----\n{}", client.stderr_text());
+    let failed: Vec<&String> = lines.iter().filter(|l| l.starts_with("FAIL")).collect();
+    assert!(
+        failed.is_empty() && lines.iter().any(|l| l.ends_with(" 0 failed")),
+        "{label} failed:\n{}",
+        lines.join("\n")
+    );
+    let report = report_of(label, &lines);
+    (lines, report)
+}
+
+// ---------------------------------------------------------------------------
+// tests
+// ---------------------------------------------------------------------------
+
+/// A conformance client and server with sessions, through a proxy that cuts
+/// several times a second (mid-message, either direction): the conformance
+/// scenarios, then 100,000 events each way, 10,000 requests with callbacks
+/// three deep and eight 1 MiB echoes; every scenario passes (no call fails,
+/// each event exactly once and in order, each callback exactly once), `stats`
+/// is exact, neither report shows an error, and every connection after the
+/// first resumed the one session.
+fn resume_through_random_cuts(server: Peer, client: Peer, seed: u64) {
+    let (server_proc, addr) = start_server(
+        &format!("{server:?} server"),
+        conformance(server, "serve", "127.0.0.1:0"),
+    );
+    let proxy = Proxy::start(addr, seed);
+    proxy.set_faults(cutting());
+    let label = format!("{client:?} client");
+    let (_, client_report) = run_client(&label, {
+        let mut c = conformance(client, "connect", &proxy.addr().to_string());
+        c.args(["--events", "100000", "--requests", "10000", "--big", "8"]);
+        c
+    });
+    let stats = proxy.stats();
+    let server_report = finish_server(server_proc);
+    eprintln!("proxy seed {}: {stats:?}", proxy.seed());
+    assert_clean(&label, &client_report);
+    assert_clean(&format!("{server:?} server"), &server_report);
+    assert!(stats.cuts() >= 3, "too few cuts to tell: {stats:?}");
+    // Every handshake after the first resumed (a connection cut before its
+    // welcome makes none).
+    assert_eq!(client_report["sessions_new"], 1, "{client_report:?}");
+    assert!(
+        client_report["sessions_resumed"] >= 3
+            && client_report["sessions_resumed"] < stats.accepted,
+        "{client_report:?}, {stats:?}"
+    );
+}
+
+#[test]
+fn js_client_and_js_server_resume_through_random_cuts() {
+    resume_through_random_cuts(Peer::Js, Peer::Js, 18);
+}
+
+#[test]
+fn rust_client_and_rust_server_resume_through_random_cuts() {
+    resume_through_random_cuts(Peer::Rust, Peer::Rust, 19);
+}
+
+#[test]
+fn rust_client_and_js_server_resume_through_random_cuts() {
+    resume_through_random_cuts(Peer::Js, Peer::Rust, 20);
+}
+
+#[test]
+fn js_client_and_rust_server_resume_through_random_cuts() {
+    resume_through_random_cuts(Peer::Rust, Peer::Js, 21);
+}
+
+/// A JavaScript session client behind a half-open connection (the proxy
+/// forwards nothing and closes nothing): its call completes after the
+/// heartbeat finds the connection dead, within interval + timeout, on a
+/// resumed session.
+#[test]
+fn js_client_finds_a_half_open_connection_by_its_heartbeat_and_resumes() {
+    let (server, addr) = start_server("js server", {
+        let mut c = node("conformance.js");
+        c.args(["serve", "--addr", "127.0.0.1:0", "--until-eof", "--session"]);
+        c
+    });
+    let proxy = Proxy::start(addr, 3);
+    let (interval, timeout) = (300u64, 400u64);
+    let mut probe = Proc::spawn("js probe", &mut {
+        let mut c = node("session-probe.js");
+        let proxy_addr = proxy.addr().to_string();
+        c.args(["--addr", &proxy_addr]);
+        c.args(["--heartbeat-interval", &interval.to_string()]);
+        c.args(["--heartbeat-timeout", &timeout.to_string()]);
+        c
+    });
+    assert_eq!(probe.line(START_TIMEOUT, "READY"), "READY");
+    probe.send("echo");
+    let line = probe.line(RUN_TIMEOUT, "ECHO");
+    assert!(line.contains("sessions_resumed=0"), "{line}");
+    proxy.stall();
+    let stalled = Instant::now();
+    probe.send("echo");
+    let line = probe.line(RUN_TIMEOUT, "ECHO after the stall");
+    let took = stalled.elapsed();
+    assert!(
+        line.contains("sessions_resumed=1") && line.contains("heartbeat_timeouts=1"),
+        "{line}"
+    );
+    // The ping goes at most `interval` after the last traffic (here: before
+    // the stall), the connection is given up `timeout` later; the rest is the
+    // reconnect, on a loaded machine.
+    assert!(
+        took < Duration::from_millis(interval + timeout + 1000),
+        "the half-open connection took {took:?} to find (interval {interval} ms, timeout {timeout} ms): {line}"
+    );
+    assert!(
+        took >= Duration::from_millis(timeout),
+        "resumed before the heartbeat could time out ({took:?}): not the heartbeat's doing"
+    );
+    probe.send("report");
+    let report = parse_report(&probe.line(RUN_TIMEOUT, "report")).unwrap();
+    assert_clean("js probe", &report);
+    probe.close_stdin();
+    probe.rest(RUN_TIMEOUT);
+    proxy.release_stalled();
+    assert_clean("js server", &finish_server(server));
+}
