@@ -630,7 +630,10 @@ async fn an_idle_session_connection_is_kept_up_by_its_heartbeat() {
     let (server, _s) = server(&net, SessionOptions::default()).await;
     let cutter = Cutter::new(&net, "svc");
     let (client, mut events) = client(&cutter, SessionOptions::default());
-    client_event(&mut events, |e| matches!(e, ClientEvent::SessionStarted { .. }).then_some(())).await;
+    client_event(&mut events, |e| {
+        matches!(e, ClientEvent::SessionStarted { .. }).then_some(())
+    })
+    .await;
     client.router().emit("one", ()).unwrap();
     tokio::time::sleep(Duration::from_secs(600)).await;
     let mut seen = Vec::new();

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
+use crate::auth::{HelloFailed, DEFAULT_AUTH_TIMEOUT};
 use crate::backoff::Backoff;
 use crate::codec::Codec;
 use crate::lifecycle::{Ending, Events, Lifecycle, Status, DEFAULT_STOP_TIMEOUT};
@@ -106,6 +107,15 @@ pub enum ClientEvent {
         /// Frames dropped.
         dropped: usize,
     },
+    /// The server rejected the client's credentials
+    /// ([`ClientBuilder::credentials`]) and closed the connection; the
+    /// router's error hook gets [`Error::AuthRejected`](crate::Error::AuthRejected),
+    /// and the client tries again after its backoff (a
+    /// [`ClientEvent::Reconnecting`] follows), asking for credentials anew.
+    AuthRejected {
+        /// The server's reason.
+        reason: String,
+    },
     /// The client stopped.
     Stopped {
         /// Frames still in the client's queue when its router closed, never
@@ -126,6 +136,8 @@ pub struct ClientBuilder {
     backoff: Backoff,
     stop_timeout: Duration,
     session: Option<SessionOptions>,
+    credentials: Option<crate::auth::CredentialsFn>,
+    auth_timeout: Duration,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -218,6 +230,64 @@ impl ClientBuilder {
         self
     }
 
+    /// Authenticates every connection with the credentials `credentials`
+    /// gives (default: none, a client that does not authenticate). It is
+    /// called on every connect and reconnect, so that a token can be
+    /// refreshed; what it gives (any serializable value: a token string in
+    /// most setups) rides on the hello, the first message of the connection
+    /// (with sessions, the session's hello; without, a hello of its own
+    /// that the server answers before anything else is written). The server
+    /// must authenticate ([`ServerBuilder::authenticate`](crate::ServerBuilder::authenticate)).
+    /// A rejection closes the connection, comes as a
+    /// [`ClientEvent::AuthRejected`] and [`Error::AuthRejected`](crate::Error::AuthRejected)
+    /// to the router's error hook, and counts as a failed attempt: the
+    /// client backs off.
+    ///
+    /// ```no_run
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// let client = nmsg::Client::tcp("127.0.0.1:8081")
+    ///     .credentials(|| std::env::var("TOKEN").unwrap_or_default())
+    ///     .start();
+    /// # client.stop().await;
+    /// # }
+    /// ```
+    pub fn credentials<F, T>(self, credentials: F) -> Self
+    where
+        F: Fn() -> T + Send + Sync + 'static,
+        T: serde::Serialize,
+    {
+        self.credentials_fn(crate::auth::credentials_fn(credentials))
+    }
+
+    /// [`credentials`](Self::credentials) from an async closure (a token
+    /// fetched anew for each connection). Its error fails the attempt, which
+    /// is retried after the backoff.
+    pub fn credentials_async<F, Fut, T>(self, credentials: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, crate::Error>> + Send + 'static,
+        T: serde::Serialize,
+    {
+        self.credentials_fn(crate::auth::credentials_async_fn(credentials))
+    }
+
+    fn credentials_fn(mut self, credentials: crate::auth::CredentialsFn) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    /// How long a client with credentials and without sessions waits for
+    /// the server's answer to its hello (default 5 s,
+    /// [`DEFAULT_AUTH_TIMEOUT`](crate::DEFAULT_AUTH_TIMEOUT)); past it the
+    /// attempt fails (the server does not authenticate) and the client
+    /// backs off. With sessions, the
+    /// [hello timeout](SessionOptions::hello_timeout) bounds the same wait.
+    pub fn auth_timeout(mut self, timeout: Duration) -> Self {
+        self.auth_timeout = timeout;
+        self
+    }
+
     /// Any other router option (timeouts, bounds), set on the client's own
     /// router options, so that what was set before stays:
     /// `.router(|r| r.max_pending(100))`.
@@ -283,6 +353,58 @@ struct ClientInner {
     notify: std::sync::OnceLock<crate::session::Notify>,
     /// Sessions' options and state, for a client with sessions.
     session: Option<Box<ClientSession>>,
+    /// A client that authenticates.
+    auth: Option<Box<ClientAuth>>,
+}
+
+/// A client's authentication: where its credentials come from, and the
+/// bound on the answer to a plain hello.
+struct ClientAuth {
+    credentials: crate::auth::CredentialsFn,
+    timeout: Duration,
+    /// With sessions: the credentials asked for this connection, until its
+    /// session's hello takes them.
+    for_session: std::sync::Mutex<Option<crate::Value>>,
+}
+
+impl ClientAuth {
+    /// Asks for credentials; without sessions, says hello with them on
+    /// `stream` and reads the answer. Gives the credentials for the
+    /// session's hello (with sessions).
+    async fn connect(&self, inner: &ClientInner) -> std::io::Result<(BoxStream, Address)> {
+        let (stream, address) = inner.connector.connect().await?;
+        self.open(inner, stream)
+            .await
+            .map_err(|failed| {
+                if let HelloFailed::Rejected(crate::Error::AuthRejected { reason }) = &failed {
+                    inner.rejected(reason.clone());
+                }
+                std::io::Error::other(failed.to_string())
+            })
+            .map(|stream| (stream, address))
+    }
+
+    async fn open(
+        &self,
+        inner: &ClientInner,
+        mut stream: BoxStream,
+    ) -> Result<BoxStream, HelloFailed> {
+        let k = (self.credentials)()
+            .await
+            .map_err(|e| HelloFailed::Other(format!("the credentials closure failed: {e}")))?;
+        if inner.session.is_some() {
+            *self.for_session.locked() = Some(k);
+            return Ok(stream);
+        }
+        let codec = inner.router.codec_ref().name();
+        crate::auth::plain_hello(&mut stream, k, codec, self.timeout).await?;
+        Ok(stream)
+    }
+
+    /// The credentials asked for the session's hello of this connection.
+    fn session_credentials(&self) -> Option<crate::Value> {
+        self.for_session.locked().take()
+    }
 }
 
 /// A client's sessions: their options, and the state of the session that
@@ -297,6 +419,13 @@ impl ClientInner {
         let router = builder.router.build();
         router.keep_losses();
         ClientInner {
+            auth: builder.credentials.map(|credentials| {
+                Box::new(ClientAuth {
+                    credentials,
+                    timeout: builder.auth_timeout,
+                    for_session: std::sync::Mutex::new(None),
+                })
+            }),
             session: builder.session.map(|options| {
                 Box::new(ClientSession {
                     options: Arc::new(options),
@@ -333,9 +462,19 @@ impl ClientInner {
                 resent,
                 dropped,
             },
+            Notice::Denied { reason } => return self.rejected(reason),
             Notice::Away { .. } | Notice::Expired => return,
         };
         self.events.send(event);
+    }
+
+    /// The server rejected the credentials: the event, the error hook, a log.
+    fn rejected(&self, reason: String) {
+        tracing::warn!(%reason, address = %self.connector.address(), "nmsg client: the server rejected the authentication");
+        self.events.send(ClientEvent::AuthRejected {
+            reason: reason.clone(),
+        });
+        self.router.report(crate::Error::AuthRejected { reason });
     }
 
     /// Sends a [`ClientEvent::Lost`] for what was lost since the last one.
@@ -403,6 +542,8 @@ impl Client {
             backoff: Backoff::default(),
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             session: None,
+            credentials: None,
+            auth_timeout: DEFAULT_AUTH_TIMEOUT,
         }
     }
 
@@ -451,14 +592,21 @@ async fn run(task: Ending<ClientInner, ClientStatus>) {
         // The task's future is as large as its largest state: the connection
         // is awaited in place (through `&mut`), and nothing else that is large
         // is held across that await.
-        let mut connection = match inner.life.unless_stopped(inner.connector.connect()).await {
+        // A client that authenticates connects, then says hello: one boxed
+        // future as the connector's, so that the task's future is as small.
+        let connect: crate::transport::BoxFuture<'_, _> = match &inner.auth {
+            None => inner.connector.connect(),
+            Some(auth) => Box::pin(auth.connect(inner)),
+        };
+        let mut connection = match inner.life.unless_stopped(connect).await {
             None => break,
             Some(Ok((stream, address))) => {
+                let k = inner.auth.as_ref().and_then(|a| a.session_credentials());
                 tracing::debug!(%address, "nmsg client connected");
                 inner.life.set(ClientStatus::Connected);
                 inner.events.send(ClientEvent::Connected { address });
                 // The connection runs on this task: a client holds one task, not two.
-                Ok(Connected::new(inner, stream))
+                Ok(Connected::new(inner, stream, k))
             }
             Some(Err(error)) => {
                 tracing::debug!(%error, delay = ?inner.backoff.delay(failures), address = %inner.connector.address(), "nmsg client cannot connect");
@@ -528,7 +676,8 @@ struct Connected<'a> {
 }
 
 impl<'a> Connected<'a> {
-    fn new(inner: &'a ClientInner, stream: BoxStream) -> Self {
+    /// `k`: the credentials for the session's hello.
+    fn new(inner: &'a ClientInner, stream: BoxStream, k: Option<crate::Value>) -> Self {
         let mut driver = Driver::new(stream, inner.router.link(), inner.connection.clone());
         if let (Some(session), Some(notify)) = (&inner.session, inner.notify.get()) {
             let state = session.state.locked().take();
@@ -538,6 +687,7 @@ impl<'a> Connected<'a> {
                 session.options.clone(),
                 codec,
                 notify.clone(),
+                k,
             ));
         }
         Connected {

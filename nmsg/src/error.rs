@@ -234,6 +234,15 @@ pub enum Error {
     /// sessions. Start the server with sessions, or the client without.
     #[error("the server does not support sessions: no welcome within {0:?}; start the server with `.session(..)`, or the client without it")]
     SessionsUnsupported(Duration),
+    /// The server rejected this client's credentials
+    /// ([`ClientBuilder::credentials`](crate::ClientBuilder::credentials)),
+    /// or found none where it requires them; it closed the connection. The
+    /// client tries again after its backoff, with credentials asked anew.
+    #[error("the server rejected the authentication: {reason}")]
+    AuthRejected {
+        /// The server's reason.
+        reason: String,
+    },
     /// The router was closed.
     #[error("the router is closed")]
     Closed,

@@ -48,6 +48,9 @@
 //! - [`SessionOptions`] (`session`): sessions, opt-in on both ends: a
 //!   handshake, numbered messages kept until acknowledged, resume after a
 //!   break, heartbeats.
+//! - `auth`: authentication, opt-in on both ends: credentials on the hello
+//!   ([`ClientBuilder::credentials`]), checked by the server's authenticator
+//!   ([`ServerBuilder::authenticate`]) before it serves the connection.
 //! - [`Value`]: the dynamic value type.
 //! - [`typed`] and [`events`]: the typed layer, `#[nmsg::events]` traits over the router.
 //! - `src/bin/nmsg` (feature `cli`): the `nmsg` command line, a client and a
@@ -61,6 +64,7 @@
 )]
 
 mod args;
+mod auth;
 mod backoff;
 mod callback;
 mod client;
@@ -84,6 +88,9 @@ pub mod typescript;
 mod value;
 
 pub use args::{Arg, Args, FromArg, FromArgs, IntoArgs, OutArgs, ToArg};
+pub use auth::{
+    AuthIdentity, AuthRequest, Reject, DEFAULT_AUTH_TIMEOUT, DEFAULT_MAX_CREDENTIALS_SIZE,
+};
 pub use backoff::{Backoff, DEFAULT_JITTER};
 pub use callback::{Callback, LocalCallback, RemoteCallback, Reply};
 pub use client::{Client, ClientBuilder, ClientEvent};

@@ -9,19 +9,23 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
+use crate::auth::{
+    write_ext, Authenticator, ServerAuth, DEFAULT_AUTH_TIMEOUT, DEFAULT_MAX_CREDENTIALS_SIZE,
+};
 use crate::backoff::Backoff;
 use crate::codec::Codec;
 use crate::error::Error;
 use crate::handler::HandlerReturn;
 use crate::lifecycle::{Ending, Events, Lifecycle, Status, DEFAULT_STOP_TIMEOUT};
 use crate::router::{Api, BadRequestSink, Buffering, Router, RouterBuilder};
-use crate::session::handshake::{first_message, First};
+use crate::session::handshake::{first_message, First, MAX_HELLO};
+use crate::session::wire::Ext;
 use crate::session::{Handover, Notice, Session, SessionOptions};
 use crate::sync::MutexExt;
 use crate::transport::{
     Acceptor, Address, Binder, BoxStream, CloseReason, Connection, ConnectionOptions, Tcp, Unix,
 };
-use crate::Args;
+use crate::{Args, AuthIdentity, AuthRequest, Reject};
 
 /// Default [`ServerBuilder::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
@@ -122,6 +126,18 @@ pub enum ServerEvent {
         /// Why the connection ended.
         reason: String,
     },
+    /// A connection was refused by a server that authenticates
+    /// ([`ServerBuilder::authenticate`]): the authenticator rejected its
+    /// credentials, its hello had none, its first message was not a hello
+    /// (a client without authentication, the JavaScript original), or
+    /// nothing came within the [`auth_timeout`](ServerBuilder::auth_timeout).
+    /// No socket was made.
+    AuthRejected {
+        /// The peer's address.
+        peer: Address,
+        /// Why.
+        reason: String,
+    },
     /// A session began on a new socket (a server with sessions,
     /// [`ServerBuilder::session`]), just after its
     /// [`ServerEvent::Connected`].
@@ -179,6 +195,9 @@ pub struct ServerBuilder {
     api: Api,
     stop_timeout: Duration,
     session: Option<SessionOptions>,
+    authenticator: Option<Authenticator>,
+    auth_timeout: Duration,
+    max_credentials_size: usize,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -292,6 +311,61 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves only clients that authenticate (default: any client): the
+    /// first message of a connection must be a hello with credentials
+    /// ([`ClientBuilder::credentials`](crate::ClientBuilder::credentials)),
+    /// which `check` accepts, with the [`AuthIdentity`] handlers read
+    /// ([`Socket::auth_identity`], [`Router::auth_identity`],
+    /// [`Peer::auth_identity`](crate::Peer::auth_identity)), or rejects: the
+    /// client is told the reason in a `deny` frame and the connection
+    /// closes. A client that sends anything else first (an nmsg client
+    /// without credentials, the JavaScript original), or nothing within the
+    /// [`auth_timeout`](Self::auth_timeout), is refused. Every refusal is a
+    /// [`ServerEvent::AuthRejected`] with its reason, and a warning in the
+    /// logs. No socket is made, and no handler runs, before `check` accepts.
+    ///
+    /// ```no_run
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// use nmsg::{AuthIdentity, AuthRequest, Reject};
+    /// let server = nmsg::Server::tcp("127.0.0.1:8081")
+    ///     .authenticate(|request: AuthRequest| async move {
+    ///         match request.credentials.as_str() {
+    ///             Some("secret") => Ok(Some(AuthIdentity::new("ann".to_string()))),
+    ///             _ => Err(Reject::new("unknown token")),
+    ///         }
+    ///     })
+    ///     .start();
+    /// # server.stop().await;
+    /// # }
+    /// ```
+    pub fn authenticate<F, Fut>(mut self, check: F) -> Self
+    where
+        F: Fn(AuthRequest) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<Option<AuthIdentity>, Reject>> + Send + 'static,
+    {
+        self.authenticator = Some(Arc::new(move |request| Box::pin(check(request))));
+        self
+    }
+
+    /// How long a server that authenticates gives a new connection to be
+    /// accepted (default 5 s, [`DEFAULT_AUTH_TIMEOUT`](crate::DEFAULT_AUTH_TIMEOUT)):
+    /// its hello to arrive and the authenticator to answer. Past it the
+    /// connection is refused.
+    pub fn auth_timeout(mut self, timeout: Duration) -> Self {
+        self.auth_timeout = timeout;
+        self
+    }
+
+    /// The largest hello a server that authenticates reads, credentials
+    /// included (default 64 KiB,
+    /// [`DEFAULT_MAX_CREDENTIALS_SIZE`](crate::DEFAULT_MAX_CREDENTIALS_SIZE));
+    /// a larger first message is refused from its length prefix alone.
+    pub fn max_credentials_size(mut self, max: usize) -> Self {
+        self.max_credentials_size = max;
+        self
+    }
+
     /// Any other option of the sockets' routers (timeouts, bounds), set on
     /// the server's own router options, so that what was set before and the
     /// server's defaults stay: `.router(|r| r.max_pending(100))`.
@@ -317,6 +391,13 @@ impl ServerBuilder {
                 Box::new(Sessions {
                     options: Arc::new(options),
                     table: Mutex::new(HashMap::new()),
+                })
+            }),
+            auth: self.authenticator.map(|check| {
+                Box::new(ServerAuth {
+                    check,
+                    timeout: self.auth_timeout,
+                    max_hello: self.max_credentials_size,
                 })
             }),
         });
@@ -372,6 +453,8 @@ struct ServerInner {
     next_id: AtomicU64,
     /// A server with sessions: their options, and the live ones.
     sessions: Option<Box<Sessions>>,
+    /// A server that authenticates.
+    auth: Option<Box<ServerAuth>>,
 }
 
 /// A server's sessions: their options, and the hand-over of each live
@@ -392,6 +475,7 @@ impl AsRef<Lifecycle<ServerStatus>> for ServerInner {
 pub struct Socket {
     id: u64,
     peer: Address,
+    auth: Option<Arc<AuthIdentity>>,
     conn: Arc<Connection>,
 }
 
@@ -413,6 +497,14 @@ impl Socket {
     /// The peer's address.
     pub fn peer(&self) -> &Address {
         &self.peer
+    }
+
+    /// Who the peer authenticated as: what the server's authenticator
+    /// attached ([`ServerBuilder::authenticate`]). Handlers read the same
+    /// through [`Router::auth_identity`] and
+    /// [`Peer::auth_identity`](crate::Peer::auth_identity).
+    pub fn auth_identity(&self) -> Option<&AuthIdentity> {
+        self.auth.as_deref()
     }
 
     /// The socket's router: `emit` to this peer, `on` for this peer only.
@@ -490,6 +582,9 @@ impl Server {
             api: Api::new(),
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             session: None,
+            authenticator: None,
+            auth_timeout: DEFAULT_AUTH_TIMEOUT,
+            max_credentials_size: DEFAULT_MAX_CREDENTIALS_SIZE,
         }
     }
 
@@ -672,10 +767,10 @@ async fn run(inner: Ending<ServerInner, ServerStatus>, binder: Arc<dyn Binder>, 
                     emit(ServerEvent::Refused { peer });
                     continue;
                 }
-                if inner.sessions.is_some() {
+                if inner.sessions.is_some() || inner.auth.is_some() {
                     tokio::spawn(handshake(inner.shared().clone(), stream, peer));
                 } else {
-                    accept(inner.shared(), stream, peer, None);
+                    accept(inner.shared(), stream, peer, None, None);
                 }
             }
             Err(error) => {
@@ -803,42 +898,112 @@ fn bad_request_events(server: std::sync::Weak<ServerInner>) -> Arc<BadRequestSin
     )))
 }
 
-/// A server with sessions: the first message of a new connection decides
-/// (a hello for a session, anything else, or nothing within the hello wait,
-/// for a plain socket); a hello that resumes a live session hands the
-/// stream to its socket.
+/// A server with sessions or authentication: the first message of a new
+/// connection decides (a hello for a session, anything else, or nothing
+/// within the hello wait, for a plain socket); a hello that resumes a live
+/// session hands the stream to its socket. With authentication, the hello
+/// must come within the auth timeout with credentials the authenticator
+/// accepts; anything else is refused.
 async fn handshake(inner: Arc<ServerInner>, stream: BoxStream, peer: Address) {
-    let Some(sessions) = &inner.sessions else {
-        return;
-    };
     let codec = inner.router.codec_name();
-    let first = first_message(stream, sessions.options.hello_wait, codec).await;
+    let (wait, max) = match (&inner.auth, &inner.sessions) {
+        (Some(auth), _) => (auth.timeout, auth.max_hello),
+        (None, Some(sessions)) => (sessions.options.hello_wait, MAX_HELLO),
+        (None, None) => return,
+    };
+    let begun = tokio::time::Instant::now();
+    let first = first_message(stream, wait, codec, max).await;
     if inner.life.is_raised(crate::lifecycle::STOP) {
         return;
     }
-    match first {
-        First::Gone => {}
-        First::Plain(stream) => accept(&inner, stream, peer, None),
-        First::Hello { s, n, stream } => {
-            let mut stream = stream;
-            let mut expired = false;
-            if let Some(s) = s {
-                let handover = sessions.table.locked().get(&s).map(|(_, h)| h.clone());
-                match handover {
-                    Some(handover) => match handover.give(Box::new(stream), n, peer.clone()) {
-                        Ok(()) => return,
-                        Err(back) => match back.downcast::<BoxStream>() {
-                            Ok(back) => stream = *back,
-                            Err(_) => return,
-                        },
-                    },
-                    None => {}
-                }
-                expired = true;
-            }
-            accept(&inner, stream, peer, Some(expired));
+    let (s, n, plain, mut stream, identity) = match (first, &inner.auth) {
+        (First::Gone, None) => return,
+        (First::Plain(stream) | First::Silent(stream), None) => {
+            return accept(&inner, stream, peer, None, None)
         }
+        (First::Gone, Some(_)) => {
+            return refuse_auth(&inner, peer, "the connection ended before its hello".into())
+        }
+        (First::Plain(_), Some(_)) => {
+            return refuse_auth(
+                &inner,
+                peer,
+                "its first message was not a hello with credentials (a client without \
+                 authentication: an nmsg client without credentials, or the JavaScript \
+                 original), and this server requires authentication"
+                    .into(),
+            )
+        }
+        (First::Silent(_), Some(auth)) => {
+            return refuse_auth(
+                &inner,
+                peer,
+                format!(
+                    "no hello with credentials within {:?} (auth_timeout), and this server \
+                     requires authentication",
+                    auth.timeout
+                ),
+            )
+        }
+        (
+            First::Hello {
+                s,
+                n,
+                k,
+                plain,
+                mut stream,
+            },
+            auth,
+        ) => {
+            let identity = match auth {
+                None => None,
+                Some(auth) => match auth.verdict(k, &peer, begun).await {
+                    Ok(identity) => identity.map(Arc::new),
+                    Err(reject) => {
+                        let deny = Ext::Deny(reject.reason().to_owned());
+                        let _ = write_ext(&mut stream, codec, &deny, auth.timeout).await;
+                        return refuse_auth(&inner, peer, reject.reason().to_owned());
+                    }
+                },
+            };
+            (s, n, plain, stream, identity)
+        }
+    };
+    let Some(sessions) = inner.sessions.as_ref().filter(|_| !plain) else {
+        // A welcome without a session, then a plain socket.
+        let bound = inner.auth.as_ref().map_or(wait, |a| a.timeout);
+        if write_ext(&mut stream, codec, &Ext::Admit, bound)
+            .await
+            .is_ok()
+            && !inner.life.is_raised(crate::lifecycle::STOP)
+        {
+            accept(&inner, stream, peer, None, identity);
+        }
+        return;
+    };
+    let mut expired = false;
+    if let Some(s) = s {
+        let handover = sessions.table.locked().get(&s).map(|(_, h)| h.clone());
+        if let Some(handover) = handover {
+            match handover.give(Box::new(stream), n, peer.clone()) {
+                Ok(()) => return,
+                Err(back) => match back.downcast::<BoxStream>() {
+                    Ok(back) => stream = *back,
+                    Err(_) => return,
+                },
+            }
+        }
+        expired = true;
     }
+    accept(&inner, stream, peer, Some(expired), identity);
+}
+
+/// A connection refused by a server that authenticates: reported and logged.
+fn refuse_auth(inner: &ServerInner, peer: Address, reason: String) {
+    tracing::warn!(%peer, %reason, "nmsg server refused a connection: authentication");
+    inner
+        .events
+        .send(ServerEvent::AuthRejected { peer, reason });
 }
 
 /// Makes the socket of an accepted connection; `session`: a session socket,
@@ -849,9 +1014,13 @@ fn accept(
     stream: crate::transport::BoxStream,
     peer: Address,
     session: Option<bool>,
+    auth: Option<Arc<AuthIdentity>>,
 ) {
     let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
     let router = inner.router.clone().build();
+    if auth.is_some() {
+        router.set_auth_identity(auth.clone());
+    }
     // Reported at the socket's end, with what is still queued (`on_close`).
     router.keep_losses();
     router.set_api(Some(inner.api.clone()));
@@ -894,6 +1063,7 @@ fn accept(
     let socket = Socket {
         id,
         peer: peer.clone(),
+        auth,
         conn: conn.clone(),
     };
     let hook = {
@@ -936,7 +1106,7 @@ fn session_notices(inner: &Arc<ServerInner>, socket: u64) -> crate::session::Not
                 resent,
             },
             Notice::Expired => ServerEvent::SessionExpired { socket },
-            Notice::Started { .. } | Notice::Lost { .. } => return,
+            Notice::Started { .. } | Notice::Lost { .. } | Notice::Denied { .. } => return,
         };
         inner.events.send(event);
     })

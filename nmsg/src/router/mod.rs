@@ -61,6 +61,8 @@ struct Inner {
     /// The client or server the router is one's, told of requests a typed
     /// handler refused ([`Router::bad_request`]); one word while unset.
     owner: ArcSwapOption<BadRequestSink>,
+    /// Who the peer authenticated as (a server's socket); one word while unset.
+    auth: ArcSwapOption<crate::AuthIdentity>,
 }
 
 /// Told of a request whose arguments did not fit its typed handler: the
@@ -133,6 +135,7 @@ impl Router {
                 outbox,
                 pending: Pending::new(),
                 owner: ArcSwapOption::empty(),
+                auth: ArcSwapOption::empty(),
             }),
         }
     }
@@ -289,6 +292,19 @@ impl Router {
     }
 
     /// Tells `sink` of the requests a typed handler refuses on this router.
+    /// Who the peer of this router's connection authenticated as: what the
+    /// server's authenticator attached
+    /// ([`ServerBuilder::authenticate`](crate::ServerBuilder::authenticate)).
+    /// Set on a server's sockets; `None` on other routers and for peers
+    /// accepted without an identity.
+    pub fn auth_identity(&self) -> Option<Arc<crate::AuthIdentity>> {
+        self.inner.auth.load_full()
+    }
+
+    pub(crate) fn set_auth_identity(&self, identity: Option<Arc<crate::AuthIdentity>>) {
+        self.inner.auth.store(identity);
+    }
+
     pub(crate) fn set_owner(&self, sink: Arc<BadRequestSink>) {
         self.inner.owner.store(Some(sink));
     }

@@ -12,9 +12,11 @@ use crate::transport::BoxStream;
 
 use super::wire::{self, Ext, Form};
 
-/// The largest first message taken for a possible `hello`: a larger one is
-/// a plain connection's, known from its length prefix alone.
-const MAX_HELLO: usize = 1024;
+/// The largest first message taken for a possible `hello` without
+/// authentication: a larger one is a plain connection's, known from its
+/// length prefix alone. (With authentication the hello carries credentials:
+/// [`ServerBuilder::max_credentials_size`](crate::ServerBuilder::max_credentials_size).)
+pub(crate) const MAX_HELLO: usize = 1024;
 
 /// What the first message of a connection said.
 pub(crate) enum First {
@@ -23,53 +25,79 @@ pub(crate) enum First {
     Hello {
         s: Option<String>,
         n: u64,
+        /// Credentials, if the hello carries some.
+        k: Option<rmpv::Value>,
+        /// A plain connection that authenticates (`"p":1`): no session.
+        plain: bool,
         stream: BoxStream,
     },
     /// A plain connection: its stream, with what was read of it put back.
     Plain(BoxStream),
+    /// No whole first message within the wait: a plain connection whose
+    /// client has said nothing yet.
+    Silent(BoxStream),
     /// The stream ended or failed before a whole first message.
     Gone,
 }
 
 /// Reads the first message of `stream`, within `wait`: no more than one
-/// message, so that nothing after it is read.
+/// message (a hello of at most `max` bytes), so that nothing after it is read.
 pub(crate) async fn first_message(
     mut stream: BoxStream,
     wait: std::time::Duration,
     codec: &str,
+    max: usize,
 ) -> First {
     let mut buf = Vec::new();
-    let read = tokio::time::timeout(wait, read_first(&mut stream, &mut buf)).await;
-    match read {
+    let read = tokio::time::timeout(wait, read_first(&mut stream, &mut buf, max)).await;
+    let silent = match read {
         // Nothing whole came: there is nothing to serve.
         Ok(Err(_)) => return First::Gone,
         Ok(Ok(true)) => {
             let payload = &buf[PREFIX_LEN..];
             if wire::is_ext(payload) {
-                if let Some(Ext::Hello { s, n }) = wire::decode(Form::of(codec), payload) {
-                    return First::Hello { s, n, stream };
+                if let Some(Ext::Hello { s, n, k, plain }) = wire::decode(Form::of(codec), payload)
+                {
+                    return First::Hello {
+                        s,
+                        n,
+                        k,
+                        plain,
+                        stream,
+                    };
                 }
             }
+            false
         }
-        _ => {}
-    }
-    First::Plain(Box::new(Rewind {
+        Ok(Ok(false)) => false,
+        Err(_) => true,
+    };
+    let stream = Box::new(Rewind {
         pre: buf,
         at: 0,
         inner: stream,
-    }))
+    });
+    if silent {
+        First::Silent(stream)
+    } else {
+        First::Plain(stream)
+    }
 }
 
 /// Reads into `buf` up to the end of the first message; `true` when it is
 /// whole and small enough to be a hello, `false` when its prefix says it is
 /// larger (then only the prefix was read). Bytes read stay in `buf` if the
 /// future is dropped midway.
-async fn read_first(stream: &mut BoxStream, buf: &mut Vec<u8>) -> std::io::Result<bool> {
+pub(crate) async fn read_first<S: AsyncRead + Unpin + ?Sized>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<bool> {
     let mut want = PREFIX_LEN;
     loop {
         if buf.len() == PREFIX_LEN && want == PREFIX_LEN {
             let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-            if len == 0 || len > MAX_HELLO {
+            if len == 0 || len > max {
                 return Ok(false);
             }
             want = PREFIX_LEN + len;
@@ -78,7 +106,7 @@ async fn read_first(stream: &mut BoxStream, buf: &mut Vec<u8>) -> std::io::Resul
             return Ok(true);
         }
         let mut chunk = [0u8; MAX_HELLO];
-        let room = want - buf.len();
+        let room = (want - buf.len()).min(MAX_HELLO);
         let n = stream.read(&mut chunk[..room]).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());

@@ -76,6 +76,8 @@ pub(crate) enum Notice {
     Away { reason: String },
     /// A server's session: the window passed without the client coming back.
     Expired,
+    /// A client's: the server rejected its credentials, saying why.
+    Denied { reason: String },
 }
 
 /// Where a session's notices go.
@@ -258,11 +260,13 @@ pub(crate) struct Session {
 impl Session {
     /// A client's session on a new connection: writes the hello (to resume
     /// `state` if it has an id) and waits for the welcome.
+    /// `k`: the credentials the hello carries (a client with authentication).
     pub(crate) fn client(
         state: Option<Box<State>>,
         opts: Arc<SessionOptions>,
         codec: &str,
         notify: Notify,
+        k: Option<rmpv::Value>,
     ) -> Box<Self> {
         let state = state.unwrap_or_else(|| State::new(String::new()));
         let form = Form::of(codec);
@@ -273,6 +277,8 @@ impl Session {
             &Ext::Hello {
                 s,
                 n: state.received,
+                k,
+                plain: false,
             },
             &mut ctl,
         );
@@ -525,7 +531,23 @@ impl Session {
                 n
             }
             Ext::Welcome { s, n, z } => return self.welcome(s, n, z, link),
-            Ext::Hello { .. } | Ext::Other => return Read::Handled,
+            Ext::Deny(reason) if !self.welcomed => {
+                let error = crate::Error::AuthRejected { reason };
+                let message = error.to_string();
+                if let crate::Error::AuthRejected { reason } = error {
+                    (self.notify)(Notice::Denied { reason });
+                }
+                return Read::Close(CloseReason::Io {
+                    kind: std::io::ErrorKind::PermissionDenied,
+                    message,
+                });
+            }
+            Ext::Admit if !self.welcomed => {
+                return Read::Close(CloseReason::Framing(
+                    "the server answered the session hello with a welcome without a session".into(),
+                ))
+            }
+            Ext::Hello { .. } | Ext::Admit | Ext::Deny(_) | Ext::Other => return Read::Handled,
         };
         if self.welcomed && !self.state.ack(acked) {
             return Read::Close(CloseReason::Framing(format!(

@@ -46,12 +46,20 @@ impl Outcome {
 }
 
 /// An extension frame.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Ext {
     Hello {
         s: Option<String>,
         n: u64,
+        /// Credentials (authentication), any value.
+        k: Option<rmpv::Value>,
+        /// `"p":1`: a plain connection that authenticates, no session.
+        plain: bool,
     },
+    /// A `welcome` without a session: the answer to a plain hello.
+    Admit,
+    /// `deny`: the server rejected the credentials (`m`: why), and closes.
+    Deny(String),
     Welcome {
         s: String,
         n: u64,
@@ -94,6 +102,9 @@ pub(crate) fn decode(form: Form, payload: &[u8]) -> Option<Ext> {
                     "s" => fields.s = v.as_str().map(str::to_owned),
                     "n" => fields.n = number(v.as_u64(), v.as_f64()),
                     "z" => fields.z = v.as_str().map(str::to_owned),
+                    "m" => fields.m = v.as_str().map(str::to_owned),
+                    "p" => fields.p = !v.is_nil() && v.as_bool() != Some(false),
+                    "k" => fields.k = Some(v.clone()),
                     "i" => return None,
                     _ => {}
                 }
@@ -108,6 +119,9 @@ pub(crate) fn decode(form: Form, payload: &[u8]) -> Option<Ext> {
                     "s" => fields.s = v.as_str().map(str::to_owned),
                     "n" => fields.n = number(v.as_u64(), v.as_f64()),
                     "z" => fields.z = v.as_str().map(str::to_owned),
+                    "m" => fields.m = v.as_str().map(str::to_owned),
+                    "p" => fields.p = !v.is_null() && v.as_bool() != Some(false),
+                    "k" => fields.k = rmpv::ext::to_value(v).ok(),
                     "i" => return None,
                     _ => {}
                 }
@@ -116,7 +130,14 @@ pub(crate) fn decode(form: Form, payload: &[u8]) -> Option<Ext> {
     }
     let n = fields.n.unwrap_or(0);
     Some(match fields.x.as_deref()? {
-        "hello" => Ext::Hello { s: fields.s, n },
+        "hello" => Ext::Hello {
+            s: fields.s,
+            n,
+            k: fields.k.filter(|k| !k.is_nil()),
+            plain: fields.p,
+        },
+        "welcome" if fields.s.is_none() => Ext::Admit,
+        "deny" => Ext::Deny(fields.m.unwrap_or_default()),
         "welcome" => Ext::Welcome {
             s: fields.s?,
             n,
@@ -148,19 +169,36 @@ struct Fields {
     s: Option<String>,
     n: Option<u64>,
     z: Option<String>,
+    m: Option<String>,
+    p: bool,
+    k: Option<rmpv::Value>,
 }
 
 /// Appends `ext`, length-prefixed, to `out`.
 pub(crate) fn put(form: Form, ext: &Ext, out: &mut BytesMut) {
     let mut pairs: Vec<(&str, Val<'_>)> = Vec::with_capacity(5);
     match ext {
-        Ext::Hello { s, n } => {
+        Ext::Hello { s, n, k, plain } => {
             pairs.push(("x", Val::Str("hello")));
             pairs.push(("v", Val::Num(VERSION)));
             if let Some(s) = s {
                 pairs.push(("s", Val::Str(s)));
                 pairs.push(("n", Val::Num(*n)));
             }
+            if *plain {
+                pairs.push(("p", Val::Num(1)));
+            }
+            if let Some(k) = k {
+                pairs.push(("k", Val::Any(k)));
+            }
+        }
+        Ext::Admit => {
+            pairs.push(("x", Val::Str("welcome")));
+            pairs.push(("v", Val::Num(VERSION)));
+        }
+        Ext::Deny(m) => {
+            pairs.push(("x", Val::Str("deny")));
+            pairs.push(("m", Val::Str(m)));
         }
         Ext::Welcome { s, n, z } => {
             pairs.push(("x", Val::Str("welcome")));
@@ -196,6 +234,9 @@ pub(crate) fn put(form: Form, ext: &Ext, out: &mut BytesMut) {
                     Val::Num(n) => {
                         let _ = rmp::encode::write_uint(&mut payload, *n);
                     }
+                    Val::Any(v) => {
+                        let _ = rmpv::encode::write_value(&mut payload, v);
+                    }
                 }
             }
         }
@@ -205,6 +246,7 @@ pub(crate) fn put(form: Form, ext: &Ext, out: &mut BytesMut) {
                 let v = match v {
                     Val::Str(s) => serde_json::Value::from(*s),
                     Val::Num(n) => serde_json::Value::from(*n),
+                    Val::Any(v) => serde_json::to_value(v).unwrap_or_default(),
                 };
                 map.insert((*k).to_owned(), v);
             }
@@ -229,6 +271,7 @@ pub(crate) fn put(form: Form, ext: &Ext, out: &mut BytesMut) {
 enum Val<'a> {
     Str(&'a str),
     Num(u64),
+    Any(&'a rmpv::Value),
 }
 
 #[cfg(test)]
@@ -238,11 +281,26 @@ mod tests {
     #[test]
     fn extension_frames_round_trip_in_both_codecs() {
         let frames = [
-            Ext::Hello { s: None, n: 0 },
+            Ext::Hello {
+                s: None,
+                n: 0,
+                k: None,
+                plain: false,
+            },
             Ext::Hello {
                 s: Some("0123456789abcdef0123456789abcdef".into()),
                 n: 7,
+                k: Some(rmpv::Value::from("token")),
+                plain: false,
             },
+            Ext::Hello {
+                s: None,
+                n: 0,
+                k: Some(rmpv::Value::Map(vec![("user".into(), "ann".into())])),
+                plain: true,
+            },
+            Ext::Admit,
+            Ext::Deny("bad token".into()),
             Ext::Welcome {
                 s: "ab".into(),
                 n: 3,
