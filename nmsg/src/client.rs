@@ -619,7 +619,14 @@ async fn run(task: Ending<ClientInner, ClientStatus>) {
                 let Some(reason) = (&mut *connected).await else {
                     break;
                 };
-                let reason = reason.to_string();
+                let reason = match reason {
+                    // A session's hello denied: the error's own words.
+                    CloseReason::Io {
+                        kind: std::io::ErrorKind::PermissionDenied,
+                        message,
+                    } => message,
+                    reason => reason.to_string(),
+                };
                 inner.life.set(ClientStatus::Connecting);
                 inner.events.send(ClientEvent::Disconnected {
                     reason: reason.clone(),
