@@ -573,8 +573,10 @@ where
     /// did not write is counted as lost.
     pub(crate) fn stop(&mut self, bound: std::time::Duration) {
         if let Some(session) = self.timers.session() {
-            // The session ends with this connection.
+            // The session ends with this connection: a client that comes
+            // back gets a new one.
             session.stopped = true;
+            session.end();
             if let Phase::Ending(ending) = &mut self.phase {
                 if let Ending::Away = **ending {
                     **ending = Ending::Closing(CloseReason::Local);
