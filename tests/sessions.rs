@@ -708,3 +708,33 @@ async fn sessions_over_tcp_resume_after_the_server_closes_the_connection() {
     client.stop().await;
     server.stop().await;
 }
+
+/// The JSON codec: extension frames in JSON, a request across a break.
+#[tokio::test(start_paused = true)]
+async fn sessions_speak_json_too() {
+    let net = Network::new();
+    let server = Server::builder(net.binder("svc"))
+        .codec(nmsg::Json)
+        .session(SessionOptions::default())
+        .start();
+    server.started().await.unwrap();
+    let mut pings = hold(&server, "ping");
+    let cutter = Cutter::new(&net, "svc");
+    let client = Client::builder(cutter.clone())
+        .codec(nmsg::Json)
+        .session(SessionOptions::default())
+        .start();
+    let mut events = client.events();
+    client_event(&mut events, |e| {
+        matches!(e, ClientEvent::SessionStarted { .. }).then_some(())
+    })
+    .await;
+    let reply = client.router().request::<(String,)>("ping", args![0]);
+    let cb = pings.recv().await.unwrap();
+    cutter.break_now();
+    client_event(&mut events, resumed).await;
+    cb.call(args!["pong"]).unwrap();
+    assert_eq!(reply.await.unwrap().0, "pong");
+    client.stop().await;
+    server.stop().await;
+}
