@@ -213,8 +213,8 @@
 //! {"x":"ping","n":1043}  {"x":"pong","n":980}             heartbeat (n acknowledges too)
 //! ```
 //!
-//! (`s`: 128 random bits as 32 hex characters; `k` in a hello is reserved
-//! for credentials.) The same in MessagePack: `{"x":"ack","n":1043}` is
+//! (`s`: 128 random bits as 32 hex characters; `k` in a hello carries
+//! credentials: [Authentication](#authentication).) The same in MessagePack: `{"x":"ack","n":1043}` is
 //! `82 a1 78 a3 61 63 6b a1 6e cd 04 13`.
 //!
 //! **Numbering.** Within a session each direction numbers its data messages
@@ -277,6 +277,44 @@
 //! [heartbeat timeout](crate::SessionOptions::heartbeat_timeout) (20 s) of a
 //! ping closes the connection, and the client resumes. Plain connections rely
 //! on TCP keepalive.
+//!
+//! ## Authentication
+//!
+//! Opt-in on both ends ([`ClientBuilder::credentials`](crate::ClientBuilder::credentials),
+//! [`ServerBuilder::authenticate`](crate::ServerBuilder::authenticate)),
+//! with or without sessions. The client's credentials, any value (a token
+//! string in most setups), ride on the `hello` under `k`; the client asks
+//! for them anew on every connection. A client without sessions says a
+//! hello of its own, marked `"p":1` (a plain connection: no session is
+//! asked for, and none is made even by a server with sessions), and writes
+//! nothing else before the answer, a `welcome` without a session:
+//!
+//! ```text
+//! {"x":"hello","v":1,"p":1,"k":"s3cr3t"}                  a plain client's hello with a token
+//! {"x":"welcome","v":1}                                   accepted: a plain connection
+//! {"x":"hello","v":1,"k":"s3cr3t"}                        a session client's hello, new session
+//! {"x":"hello","v":1,"s":"5f0c…e1","n":1042,"k":"s3cr3t"} resuming, with a fresh token
+//! {"x":"deny","m":"unknown token"}                        rejected (m: the server's reason); it closes
+//! ```
+//!
+//! A session client's hello is answered by the session's `welcome`, as
+//! without authentication. In MessagePack, `{"x":"welcome","v":1}` is
+//! `82 a1 78 a7 77 65 6c 63 6f 6d 65 a1 76 01`.
+//!
+//! A server that authenticates reads the first message of every new
+//! connection, within the [auth timeout](crate::ServerBuilder::auth_timeout)
+//! (5 s) and up to [64 KiB](crate::ServerBuilder::max_credentials_size),
+//! and makes no socket before its authenticator accepted the credentials
+//! (bounded by the same timeout). It answers `deny` and closes when the
+//! authenticator rejects them or the hello has none; it closes without a
+//! word a connection whose first message is not a hello (a peer without
+//! authentication, such as the original, which would not understand a
+//! `deny`), or that says nothing within the timeout. A server without
+//! authentication ignores `k`; one without sessions nor authentication does
+//! not read hellos, so that a client with credentials gets no answer and
+//! says so after its [auth timeout](crate::ClientBuilder::auth_timeout).
+//! A rejected client reports [`Error::AuthRejected`](crate::Error::AuthRejected)
+//! and backs off: a rejection counts as a failed attempt.
 //!
 //! # 8. Releases of the original
 //!

@@ -352,6 +352,48 @@ mod tests {
         );
     }
 
+    /// The authentication frames the protocol documentation shows.
+    #[test]
+    fn authentication_frames_are_written_as_documented() {
+        let written = |form, ext: &Ext| {
+            let mut out = BytesMut::new();
+            put(form, ext, &mut out);
+            out[PREFIX_LEN..].to_vec()
+        };
+        let hello = Ext::Hello {
+            s: None,
+            n: 0,
+            k: Some("s3cr3t".into()),
+            plain: true,
+        };
+        assert_eq!(
+            written(Form::Json, &hello),
+            br#"{"x":"hello","v":1,"p":1,"k":"s3cr3t"}"#
+        );
+        assert_eq!(
+            written(Form::Json, &Ext::Admit),
+            br#"{"x":"welcome","v":1}"#
+        );
+        assert_eq!(
+            written(Form::MsgPack, &Ext::Admit),
+            [0x82, 0xa1, 0x78, 0xa7, 0x77, 0x65, 0x6c, 0x63, 0x6f, 0x6d, 0x65, 0xa1, 0x76, 0x01]
+        );
+        assert_eq!(
+            written(Form::Json, &Ext::Deny("unknown token".into())),
+            br#"{"x":"deny","m":"unknown token"}"#
+        );
+        let resume = br#"{"x":"hello","v":1,"s":"5f0c","n":1042,"k":"s3cr3t"}"#;
+        assert_eq!(
+            decode(Form::Json, resume),
+            Some(Ext::Hello {
+                s: Some("5f0c".into()),
+                n: 1042,
+                k: Some("s3cr3t".into()),
+                plain: false,
+            })
+        );
+    }
+
     /// A data frame of either codec, single or in a bulk, is never taken
     /// for an extension frame, even for an event named `x`.
     #[test]
