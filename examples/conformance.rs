@@ -24,6 +24,11 @@
 //! their state (the `stats` count) across them, so `stats` stays exact and an
 //! event delivered twice shows there. `--heartbeat-interval MS`,
 //! `--heartbeat-timeout MS` and `--window MS` set those options.
+//! `--token TOKEN` turns on authentication: `serve` requires this token
+//! (`ServerBuilder::authenticate`; another, none, or a peer that does not
+//! authenticate is refused), `connect` sends it (`ClientBuilder::credentials`).
+//! Rejected, `connect` prints `AUTH REJECTED the server rejected the
+//! authentication: REASON` and exits with code 3, running no scenario.
 //! `--events N`, `--requests N` and `--big N` (connect) add the load scenarios
 //! before `stats` (`tests/js/CONFORMANCE.md`).
 //!
@@ -78,6 +83,8 @@ struct Options {
     heartbeat_interval: Option<u64>,
     heartbeat_timeout: Option<u64>,
     window: Option<u64>,
+    /// `--token`: required (serve) or sent (connect).
+    token: Option<String>,
     /// The load scenarios' sizes (0: not run).
     events: u64,
     requests: u64,
@@ -124,7 +131,7 @@ impl Options {
 }
 
 fn usage(problem: &str) -> ! {
-    eprintln!("{problem}\nusage: conformance serve|connect --addr HOST:PORT [--codec msgpack|json] [--buffered] [--until-eof] [--peer-echoes] [--keyed-bulks]\n       [--session [--heartbeat-interval MS] [--heartbeat-timeout MS] [--window MS]] [--events N] [--requests N] [--big N]");
+    eprintln!("{problem}\nusage: conformance serve|connect --addr HOST:PORT [--codec msgpack|json] [--buffered] [--until-eof] [--peer-echoes] [--keyed-bulks]\n       [--session [--heartbeat-interval MS] [--heartbeat-timeout MS] [--window MS]] [--token TOKEN] [--events N] [--requests N] [--big N]");
     std::process::exit(2);
 }
 
@@ -138,6 +145,7 @@ fn options() -> Options {
     let (mut addr, mut json, mut buffered, mut until_eof, mut peer_echoes, mut keyed_bulks) =
         (None, false, false, false, false, false);
     let mut session = false;
+    let mut token = None;
     let (mut heartbeat_interval, mut heartbeat_timeout, mut window) = (None, None, None);
     let (mut events, mut requests, mut big) = (0, 0, 0);
     let number = |flag: &str, value: Option<String>| -> u64 {
@@ -159,6 +167,12 @@ fn options() -> Options {
             "--peer-echoes" => peer_echoes = true,
             "--keyed-bulks" => keyed_bulks = true,
             "--session" => session = true,
+            "--token" => {
+                token = Some(
+                    args.next()
+                        .unwrap_or_else(|| usage("--token needs a value")),
+                )
+            }
             "--heartbeat-interval" => heartbeat_interval = Some(number(&arg, args.next())),
             "--heartbeat-timeout" => heartbeat_timeout = Some(number(&arg, args.next())),
             "--window" => window = Some(number(&arg, args.next())),
@@ -181,6 +195,7 @@ fn options() -> Options {
         heartbeat_interval,
         heartbeat_timeout,
         window,
+        token,
         events,
         requests,
         big,
@@ -452,6 +467,16 @@ async fn serve(opts: Options) -> i32 {
     if let Some(session) = opts.session() {
         builder = builder.session(session);
     }
+    if let Some(token) = opts.token.clone() {
+        builder = builder.authenticate(move |request: nmsg::AuthRequest| {
+            let verdict = match request.credentials.as_str() {
+                Some(t) if t == token => Ok(None),
+                Some(_) => Err(nmsg::Reject::new("wrong token")),
+                None => Err(nmsg::Reject::new("the token must be a string")),
+            };
+            std::future::ready(verdict)
+        });
+    }
     let server = builder.start();
     let mut events = server.events();
     let observed = tally.clone();
@@ -471,6 +496,7 @@ async fn serve(opts: Options) -> i32 {
                             | ServerEvent::SessionExpired { .. }
                             | ServerEvent::SessionStarted { expired: true, .. }
                             | ServerEvent::Lost { .. }
+                            | ServerEvent::AuthRejected { .. }
                     ) {
                         eprintln!("conformance server: {event:?}");
                     }
@@ -759,13 +785,32 @@ async fn connect(opts: Options) -> i32 {
     if let Some(session) = opts.session() {
         builder = builder.session(session);
     }
+    if let Some(token) = opts.token.clone() {
+        builder = builder.credentials(move || token.clone());
+    }
     let client = builder.start();
     let mut events = client.events();
     let observed = tally.clone();
+    // With a token: the first of served (connected, or a session welcomed)
+    // and rejected.
+    let (admitted, mut admission) = tokio::sync::mpsc::unbounded_channel();
+    let session = opts.session;
     tokio::spawn(async move {
         loop {
             match events.recv().await {
                 Ok(event) => {
+                    match &event {
+                        ClientEvent::AuthRejected { reason } => {
+                            let _ = admitted.send(Err(reason.clone()));
+                        }
+                        ClientEvent::Connected { .. } if !session => {
+                            let _ = admitted.send(Ok(()));
+                        }
+                        ClientEvent::SessionStarted { .. } => {
+                            let _ = admitted.send(Ok(()));
+                        }
+                        _ => {}
+                    }
                     observed.client_event(&event);
                     if matches!(
                         event,
@@ -791,7 +836,17 @@ async fn connect(opts: Options) -> i32 {
         counted.count(&e);
         eprintln!("conformance client: {e}");
     });
-    if tokio::time::timeout(SCENARIO_TIMEOUT, client.connected())
+    if opts.token.is_some() {
+        match tokio::time::timeout(SCENARIO_TIMEOUT, admission.recv()).await {
+            Ok(Some(Err(reason))) => {
+                println!("AUTH REJECTED {}", Error::AuthRejected { reason });
+                client.stop().await;
+                return 3;
+            }
+            Ok(Some(Ok(()))) => {}
+            _ => eprintln!("could not connect to {}", opts.addr),
+        }
+    } else if tokio::time::timeout(SCENARIO_TIMEOUT, client.connected())
         .await
         .is_err()
     {

@@ -43,7 +43,7 @@
 const net = require('node:net');
 const util = require('node:util');
 const { Peer, createCodec, createTally, formatReport, DIALECTS, LIBRARIES } = require('./nmsg');
-const { SessionClient, SessionServer, sessionReport } = require('./session');
+const { SessionClient, SessionServer, sessionReport, admit, authHello, welcomePlain } = require('./session');
 
 const SCENARIO_TIMEOUT_MS = 10000;
 const CLOSE_TIMEOUT_MS = 10000; // serve: how long the open connections may take to close at the end
@@ -54,7 +54,7 @@ const CLOSE_TIMEOUT_MS = 10000; // serve: how long the open connections may take
 
 const USAGE = 'usage: node conformance.js serve|connect --addr HOST:PORT [--codec msgpack|json] [--buffered] [--until-eof]\n'
   + `       [--library ${LIBRARIES.join('|')}] [--dialect later|nmsg-tcp|2016] [--echo-bug] [--peer-echoes]\n`
-  + '       [--session [--heartbeat-interval MS] [--heartbeat-timeout MS] [--window MS]]\n'
+  + '       [--session [--heartbeat-interval MS] [--heartbeat-timeout MS] [--window MS]] [--token TOKEN]\n'
   + '       [--events N] [--requests N] [--big N] (connect: the load scenarios)';
 
 function usageError(msg) {
@@ -97,6 +97,7 @@ function parseArgs(argv) {
     else if (flag === '--echo-bug') opts.echoBug = true;
     else if (flag === '--peer-echoes') opts.peerEchoes = true;
     else if (flag === '--session') opts.session = true;
+    else if (flag === '--token') opts.token = value();
     else if (flag === '--heartbeat-interval') opts.sessionOptions.heartbeatIntervalMs = count(flag, value());
     else if (flag === '--heartbeat-timeout') opts.sessionOptions.heartbeatTimeoutMs = count(flag, value());
     else if (flag === '--window') opts.sessionOptions.windowMs = count(flag, value());
@@ -313,6 +314,7 @@ function serve(opts) {
       log,
       tally,
       ...opts.sessionOptions,
+      token: opts.token,
     })
     : null;
   const server = net.createServer((socket) => {
@@ -329,12 +331,28 @@ function serve(opts) {
       sessions.accept(socket, label);
       return;
     }
-    const peer = makePeer(socket, label);
-    open.add(peer);
-    peer.onClose(() => {
-      open.delete(peer);
-      log(`${label}: closed`);
-    });
+    const served = (peer) => {
+      open.add(peer);
+      peer.onClose(() => {
+        open.delete(peer);
+        log(`${label}: closed`);
+      });
+    };
+    if (opts.token !== undefined) {
+      // --token: a hello with the token first, answered by a welcome
+      // without a session; anything else is refused.
+      socket.on('error', () => {});
+      const codec = createCodec(opts.codec, { library: opts.library, bulkForm: DIALECTS[opts.dialect].bulkForm });
+      admit(socket, { codec, token: opts.token, log, tally, label }).then((admitted) => {
+        if (!admitted) return;
+        welcomePlain(socket, codec);
+        const peer = makePeer(null, label);
+        peer._attach(socket, admitted.reader);
+        served(peer);
+      });
+      return;
+    }
+    served(makePeer(socket, label));
   });
   server.on('error', (err) => {
     log(`server error: ${err.message}`);
@@ -784,10 +802,23 @@ async function connect(opts) {
     }
   };
 
+  const denied = (reason) => {
+    process.stdout.write(`AUTH REJECTED the server rejected the authentication: ${reason}\n`);
+    process.exit(3);
+  };
   let socket = null;
+  let reader = null;
   if (!opts.session) {
     try {
       socket = await connectWithRetry(opts.host, opts.port);
+      if (opts.token !== undefined) {
+        const codec = createCodec(opts.codec, { library: opts.library, bulkForm: DIALECTS[opts.dialect].bulkForm });
+        socket.on('error', () => {});
+        reader = await authHello(socket, codec, undefined, opts.token).catch((err) => {
+          if (err.denied !== undefined) denied(err.denied);
+          throw err;
+        });
+      }
     } catch (err) {
       for (const s of scenarios) report(s.name, new Error(`cannot connect to ${opts.addr}: ${err.message}`));
       process.stdout.write(`${passed} passed, ${failed} failed\n`);
@@ -796,7 +827,7 @@ async function connect(opts) {
     }
     socket.setNoDelay(true);
   }
-  const peer = new Peer(socket, {
+  const peer = new Peer(reader ? null : socket, {
     codec: opts.codec,
     library: opts.library,
     dialect: opts.dialect,
@@ -805,11 +836,13 @@ async function connect(opts) {
     label: 'client',
     log,
   });
+  if (reader) peer._attach(socket, reader);
   const ctx = makeContext(peer, opts);
   if (opts.session) {
     // The session resumes after every break; only when it is lost (the
     // server forgot it) does the scenario under way fail.
-    const client = new SessionClient(peer, { host: opts.host, port: opts.port, ...opts.sessionOptions });
+    const client = new SessionClient(peer, { host: opts.host, port: opts.port, ...opts.sessionOptions, token: opts.token });
+    client.onDenied = denied;
     ctx.lost = lostPromise();
     peer.session.onLost((info) => {
       const lost = ctx.lost;

@@ -21,6 +21,13 @@
 //   {x: 'welcome', v: 1, s, n, z} server -> client, z: new | resumed | expired
 //   {x: 'ack', n}                 both: n data messages of the session received
 //   {x: 'ping', n} / {x: 'pong', n}  heartbeat; n is an ack too
+//
+// Authentication (nmsg::protocol's "Authentication"): the hello carries the
+// client's credentials under `k` (here a token string). A client without
+// sessions says {x: 'hello', v: 1, p: 1, k} and the server answers
+// {x: 'welcome', v: 1} (no session); a rejected hello is answered
+// {x: 'deny', m: reason} and closed. `admit` is the server's side, `authHello`
+// a plain client's.
 
 const crypto = require('node:crypto');
 const net = require('node:net');
@@ -435,6 +442,70 @@ class Session {
   }
 }
 
+/** The default bound on a connection's authentication (as the Rust side's auth_timeout). */
+const AUTH_TIMEOUT_MS = 5000;
+
+/**
+ * A server's authentication of a new connection: its first message must be
+ * a hello whose `k` is `token`, within `timeoutMs`. Resolves to
+ * { hello, reader } when admitted; to null when refused (a deny written to a
+ * hello, then the socket closed; the reason logged and counted as
+ * tally.authRejected).
+ */
+async function admit(socket, { codec, maxMessageSize, token, timeoutMs = AUTH_TIMEOUT_MS, log, tally, label }) {
+  const refuse = (reason, deny) => {
+    tally.authRejected = (tally.authRejected || 0) + 1;
+    log(`${label}: authentication refused: ${reason}`);
+    if (deny) {
+      const payload = codec.encode({ x: 'deny', m: reason });
+      socket.end(Buffer.concat([lengthPrefix(payload.length), payload]));
+    } else socket.destroy();
+    return null;
+  };
+  let first;
+  try {
+    first = await readFirstMessage(socket, codec, maxMessageSize, timeoutMs);
+  } catch (err) {
+    if (err.timeout) return refuse(`no hello with credentials within ${timeoutMs} ms, and this server requires authentication`, false);
+    if (!socket.destroyed) socket.destroy();
+    return null;
+  }
+  const hello = first.message;
+  if (!isExtension(hello) || hello.x !== 'hello') {
+    return refuse('its first message was not a hello with credentials (a client without authentication), and this server requires authentication', false);
+  }
+  if (hello.k === undefined || hello.k === null) return refuse('the hello has no credentials, and this server requires authentication (give the client credentials)', true);
+  if (hello.k !== token) return refuse('wrong token', true);
+  return { hello, reader: first.reader };
+}
+
+/** Writes the welcome without a session that admits a plain connection. */
+function welcomePlain(socket, codec) {
+  const payload = codec.encode({ x: 'welcome', v: VERSION });
+  socket.write(Buffer.concat([lengthPrefix(payload.length), payload]));
+}
+
+/**
+ * A plain client's authentication on a connected socket: says hello with
+ * `token`, reads the answer. Resolves to the reader (what followed the
+ * welcome stays in it); rejects with err.denied = reason when denied.
+ */
+async function authHello(socket, codec, maxMessageSize, token, timeoutMs = AUTH_TIMEOUT_MS) {
+  const payload = codec.encode({ x: 'hello', v: VERSION, p: 1, k: token });
+  socket.write(Buffer.concat([lengthPrefix(payload.length), payload]));
+  let first;
+  try {
+    first = await readFirstMessage(socket, codec, maxMessageSize, timeoutMs);
+  } catch (err) {
+    if (err.timeout) throw new Error(`the server did not answer the authentication hello within ${timeoutMs} ms: it does not ask for authentication`);
+    throw err;
+  }
+  const w = first.message;
+  if (isExtension(w) && w.x === 'deny') throw Object.assign(new Error(`the server rejected the authentication: ${w.m}`), { denied: String(w.m) });
+  if (!isExtension(w) || w.x !== 'welcome') throw new Error(`the server answered the authentication hello with ${JSON.stringify(w).slice(0, 100)}`);
+  return first.reader;
+}
+
 /** Reads a connection's handshake message: resolves to { message, reader } or rejects. */
 function readFirstMessage(socket, codec, maxMessageSize, timeoutMs) {
   return new Promise((resolve, reject) => {
@@ -548,6 +619,7 @@ class SessionClient {
       hello.s = session.id;
       hello.n = session.received;
     }
+    if (session.opts.token !== undefined) hello.k = session.opts.token;
     socket.write(session._encodeExtension(hello));
     let first;
     try {
@@ -560,6 +632,12 @@ class SessionClient {
       return;
     }
     const w = first.message;
+    if (isExtension(w) && w.x === 'deny') {
+      socket.destroy();
+      if (this.onDenied) this.onDenied(String(w.m));
+      else this._retry(`the server rejected the authentication: ${w.m}`);
+      return;
+    }
     if (!isExtension(w) || w.x !== 'welcome' || typeof w.s !== 'string' || !isCount(w.n)) {
       socket.destroy();
       this.peer.tally.protocolErrors += 1;
@@ -611,6 +689,23 @@ class SessionServer {
   }
 
   async accept(socket, label) {
+    if (this.opts.token !== undefined) {
+      const admitted = await admit(socket, {
+        codec: this.codec,
+        maxMessageSize: this.maxMessageSize,
+        token: this.opts.token,
+        timeoutMs: this.opts.authTimeoutMs,
+        log: this.log,
+        tally: this.tally,
+        label,
+      });
+      if (!admitted) return null;
+      if (admitted.hello.p) {
+        welcomePlain(socket, this.codec);
+        return this._plain(socket, admitted.reader, null, label);
+      }
+      return this._hello(socket, admitted.reader, admitted.hello, label);
+    }
     let first;
     try {
       first = await readFirstMessage(socket, this.codec, this.maxMessageSize, this.opts.helloWaitMs);
@@ -698,6 +793,10 @@ class SessionServer {
 }
 
 module.exports = {
+  AUTH_TIMEOUT_MS,
+  admit,
+  authHello,
+  welcomePlain,
   Session,
   SessionClient,
   SessionServer,
