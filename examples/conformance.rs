@@ -55,8 +55,8 @@ use nmsg::codec::{ArgVisitor, Builtin, BulkForm, Decoded, FrameSink};
 use nmsg::frame::{Frame, FrameKind, OutFrame};
 use nmsg::transport::Address;
 use nmsg::{
-    args, Args, Buffering, Callback, Client, ClientEvent, Codec, EncodeError, Error,
-    FramingError, ProtocolError, RemoteCallback, Router, Server, ServerEvent, SessionOptions, Socket, Value,
+    args, Args, Buffering, Callback, Client, ClientEvent, Codec, EncodeError, Error, FramingError,
+    ProtocolError, RemoteCallback, Router, Server, ServerEvent, SessionOptions, Socket, Value,
 };
 
 const SCENARIO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -888,11 +888,7 @@ async fn connect(opts: Options) -> i32 {
     // JavaScript peer's, before `stats`.
     if opts.events > 0 {
         let n = opts.events;
-        scenario!(
-            format!("events-out-{n}"),
-            events_out(r, n),
-            LOAD_TIMEOUT
-        );
+        scenario!(format!("events-out-{n}"), events_out(r, n), LOAD_TIMEOUT);
         scenario!(format!("events-in-{n}"), events_in(r, n), LOAD_TIMEOUT);
         emitted_so_far += n + 2; // the seq events, seq-check, flood
         last_so_far = "flood";
@@ -1019,7 +1015,10 @@ async fn nested(r: &Router, n: u64) -> Outcome {
         outcome?;
         answered += 1;
     }
-    expect(answered == n, format!("{answered} of {n} requests answered"))
+    expect(
+        answered == n,
+        format!("{answered} of {n} requests answered"),
+    )
 }
 
 /// `n` echoes of distinct 1 MiB strings, one at a time.
