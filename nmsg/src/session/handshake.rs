@@ -41,7 +41,8 @@ pub(crate) async fn first_message(
     let mut buf = Vec::new();
     let read = tokio::time::timeout(wait, read_first(&mut stream, &mut buf)).await;
     match read {
-        Ok(Err(_)) if buf.is_empty() => return First::Gone,
+        // Nothing whole came: there is nothing to serve.
+        Ok(Err(_)) => return First::Gone,
         Ok(Ok(true)) => {
             let payload = &buf[PREFIX_LEN..];
             if wire::is_ext(payload) {

@@ -806,7 +806,12 @@ where
                         timers.pause_reading();
                         break;
                     }
-                    if link.poll_read_ready(cx).is_pending() {
+                    // A session that may not take from the queue (before the
+                    // welcome, with a full replay buffer) reads on whatever
+                    // the queue's level: what it reads (the welcome, acks) is
+                    // what lets it take again.
+                    let blocked = session.as_ref().is_some_and(|s| !s.may_take());
+                    if !blocked && link.poll_read_ready(cx).is_pending() {
                         // Paused by the router, not by the peer: its deadlines wait too.
                         timers.pause_reading();
                         break;
