@@ -445,16 +445,14 @@ async fn next_event<T>(
 /// new connection, and the plain emits the old server never received are
 /// sent again on the new session, arrive in order, and are counted in
 /// `ClientEvent::SessionLost`; the new server's `stats` is exact.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restarted_server_fails_pending_replies_with_session_lost_and_gets_the_emits_again() {
-    let _serial = serial();
+async fn restarted_server(peer: Peer) {
     use nmsg::{Client, ClientEvent, Error, SessionOptions, Value};
     let (server, addr) = start_server(
-        "Rust server",
-        conformance(Peer::Rust, "serve", "127.0.0.1:0"),
+        &format!("{peer:?} server"),
+        conformance(peer, "serve", "127.0.0.1:0"),
     );
     let proxy = Proxy::start(addr, 6);
-    let client = Client::tcp(&proxy.addr().to_string())
+    let client = Client::tcp(proxy.addr().to_string())
         .session(SessionOptions::new())
         .start();
     let mut events = client.events();
@@ -479,8 +477,8 @@ async fn a_restarted_server_fails_pending_replies_with_session_lost_and_gets_the
     }
     drop(server); // killed
     let (server, addr) = start_server(
-        "Rust server again",
-        conformance(Peer::Rust, "serve", "127.0.0.1:0"),
+        &format!("{peer:?} server again"),
+        conformance(peer, "serve", "127.0.0.1:0"),
     );
     proxy.set_target(addr);
     proxy.release_stalled(); // the client sees its connection close
@@ -520,8 +518,29 @@ async fn a_restarted_server_fails_pending_replies_with_session_lost_and_gets_the
     );
     client.stop().await;
     let report = finish_server(server);
-    assert_clean_but("Rust server again", &report, &["sessions_expired"]);
+    assert_clean_but("server again", &report, &["sessions_expired"]);
     assert_eq!(report["sessions_expired"], 1, "{report:?}");
+}
+
+/// A runtime for a test that holds [`serial`] (a lock not held across awaits).
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_restarted_rust_server_fails_pending_replies_with_session_lost_and_gets_the_emits_again() {
+    let _serial = serial();
+    runtime().block_on(restarted_server(Peer::Rust));
+}
+
+#[test]
+fn a_restarted_js_server_fails_pending_replies_with_session_lost_and_gets_the_emits_again() {
+    let _serial = serial();
+    runtime().block_on(restarted_server(Peer::Js));
 }
 
 /// How long a reconnect may take on a loaded machine, backoff included.
@@ -534,9 +553,13 @@ const RECONNECT_ALLOWANCE: Duration = Duration::from_millis(1500);
 /// proxy forwards nothing and closes nothing): the heartbeat (interval and
 /// timeout set short on both ends) finds it within interval + timeout, the
 /// client resumes, and a call made into the dead connection completes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rust_client_finds_a_half_open_connection_by_its_heartbeat_and_resumes() {
+#[test]
+fn a_rust_client_finds_a_half_open_connection_by_its_heartbeat_and_resumes() {
     let _serial = serial();
+    runtime().block_on(half_open_rust_client());
+}
+
+async fn half_open_rust_client() {
     use nmsg::{Client, ClientEvent, SessionOptions};
     let (interval, timeout) = (300u64, 400u64);
     let (server, addr) = start_server("Rust server", {
@@ -546,7 +569,7 @@ async fn a_rust_client_finds_a_half_open_connection_by_its_heartbeat_and_resumes
         c
     });
     let proxy = Proxy::start(addr, 7);
-    let client = Client::tcp(&proxy.addr().to_string())
+    let client = Client::tcp(proxy.addr().to_string())
         .session(
             SessionOptions::new()
                 .heartbeat_interval(Duration::from_millis(interval))
@@ -583,4 +606,64 @@ async fn a_rust_client_finds_a_half_open_connection_by_its_heartbeat_and_resumes
     let report = finish_server(server);
     assert_clean("Rust server", &report);
     assert_eq!(report["sessions_resumed"], 1, "{report:?}");
+}
+
+/// The JavaScript client's side of a restarted server (the Rust one): the
+/// handshake says the session is gone, its pending callbacks are void (it
+/// has no error to give them) and counted, and its plain emits the old
+/// server never got are sent again, arrive in order and are counted.
+#[test]
+fn a_js_client_of_a_restarted_server_voids_its_callbacks_and_sends_the_emits_again() {
+    let _serial = serial();
+    let (server, addr) = start_server(
+        "Rust server",
+        conformance(Peer::Rust, "serve", "127.0.0.1:0"),
+    );
+    let proxy = Proxy::start(addr, 8);
+    let mut probe = Proc::spawn("js probe", &mut {
+        let mut c = node("session-probe.js");
+        c.args(["--addr", &proxy.addr().to_string()]);
+        c
+    });
+    assert_eq!(probe.line(START_TIMEOUT, "READY"), "READY");
+    probe.send("pending 5");
+    assert_eq!(probe.line(RUN_TIMEOUT, "PENDING"), "PENDING 5");
+    probe.send("echo");
+    let line = probe.line(RUN_TIMEOUT, "ECHO");
+    assert!(line.starts_with("ECHO"), "{line}");
+    proxy.stall();
+    probe.send("emit 500");
+    assert_eq!(probe.line(RUN_TIMEOUT, "EMITTED"), "EMITTED 500");
+    drop(server); // killed
+    let (server, addr) = start_server(
+        "Rust server again",
+        conformance(Peer::Rust, "serve", "127.0.0.1:0"),
+    );
+    proxy.set_target(addr);
+    proxy.release_stalled();
+    let line = probe.line(RECONNECT_WITHIN, "LOST");
+    assert_eq!(line, "LOST callbacks=5 resent=500 dropped=0");
+    probe.send("seq-check");
+    assert_eq!(probe.line(RUN_TIMEOUT, "SEQ"), "SEQ next=500 errors=0");
+    probe.send("report");
+    let report = parse_report(&probe.line(RUN_TIMEOUT, "report")).unwrap();
+    assert_clean_but(
+        "js probe",
+        &report,
+        &["sessions_expired", "sessions_lost", "lost_callbacks"],
+    );
+    assert_eq!(
+        (
+            report["sessions_expired"],
+            report["sessions_lost"],
+            report["lost_callbacks"],
+            report["resent"]
+        ),
+        (1, 1, 5, 500),
+        "{report:?}"
+    );
+    probe.close_stdin();
+    probe.rest(RUN_TIMEOUT);
+    let report = finish_server(server);
+    assert_clean_but("Rust server again", &report, &["sessions_expired"]);
 }
