@@ -549,21 +549,28 @@ const RECONNECT_WITHIN: Duration = Duration::from_secs(5);
 /// interval + timeout on a loaded machine.
 const RECONNECT_ALLOWANCE: Duration = Duration::from_millis(1500);
 
-/// A half-open connection between a Rust client and the Rust server (the
+/// A half-open connection between a Rust client and a server (the
 /// proxy forwards nothing and closes nothing): the heartbeat (interval and
 /// timeout set short on both ends) finds it within interval + timeout, the
 /// client resumes, and a call made into the dead connection completes.
 #[test]
 fn a_rust_client_finds_a_half_open_connection_by_its_heartbeat_and_resumes() {
     let _serial = serial();
-    runtime().block_on(half_open_rust_client());
+    runtime().block_on(half_open_rust_client(Peer::Rust));
 }
 
-async fn half_open_rust_client() {
+#[test]
+fn a_rust_client_of_the_js_server_finds_a_half_open_connection_by_its_heartbeat_and_resumes() {
+    let _serial = serial();
+    runtime().block_on(half_open_rust_client(Peer::Js));
+}
+
+async fn half_open_rust_client(peer: Peer) {
     use nmsg::{Client, ClientEvent, SessionOptions};
     let (interval, timeout) = (300u64, 400u64);
-    let (server, addr) = start_server("Rust server", {
-        let mut c = conformance(Peer::Rust, "serve", "127.0.0.1:0");
+    let label = format!("{peer:?} server");
+    let (server, addr) = start_server(&label, {
+        let mut c = conformance(peer, "serve", "127.0.0.1:0");
         c.args(["--heartbeat-interval", &interval.to_string()]);
         c.args(["--heartbeat-timeout", &timeout.to_string()]);
         c
@@ -604,7 +611,7 @@ async fn half_open_rust_client() {
     client.stop().await;
     proxy.release_stalled();
     let report = finish_server(server);
-    assert_clean("Rust server", &report);
+    assert_clean(&label, &report);
     assert_eq!(report["sessions_resumed"], 1, "{report:?}");
 }
 
