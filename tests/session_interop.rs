@@ -368,13 +368,25 @@ fn js_client_and_rust_server_resume_through_random_cuts() {
 #[test]
 fn js_client_finds_a_half_open_connection_by_its_heartbeat_and_resumes() {
     let _serial = serial();
-    let (server, addr) = start_server("js server", {
-        let mut c = node("conformance.js");
-        c.args(["serve", "--addr", "127.0.0.1:0", "--until-eof", "--session"]);
+    half_open_js_client(Peer::Js);
+}
+
+#[test]
+fn js_client_of_the_rust_server_finds_a_half_open_connection_by_its_heartbeat_and_resumes() {
+    let _serial = serial();
+    half_open_js_client(Peer::Rust);
+}
+
+fn half_open_js_client(peer: Peer) {
+    let (interval, timeout) = (300u64, 400u64);
+    let label = format!("{peer:?} server");
+    let (server, addr) = start_server(&label, {
+        let mut c = conformance(peer, "serve", "127.0.0.1:0");
+        c.args(["--heartbeat-interval", &interval.to_string()]);
+        c.args(["--heartbeat-timeout", &timeout.to_string()]);
         c
     });
     let proxy = Proxy::start(addr, 3);
-    let (interval, timeout) = (300u64, 400u64);
     let mut probe = Proc::spawn("js probe", &mut {
         let mut c = node("session-probe.js");
         let proxy_addr = proxy.addr().to_string();
@@ -413,7 +425,7 @@ fn js_client_finds_a_half_open_connection_by_its_heartbeat_and_resumes() {
     probe.close_stdin();
     probe.rest(RUN_TIMEOUT);
     proxy.release_stalled();
-    assert_clean("js server", &finish_server(server));
+    assert_clean(&label, &finish_server(server));
 }
 
 // ---------------------------------------------------------------------------
