@@ -630,7 +630,10 @@ async fn an_idle_session_connection_is_kept_up_by_its_heartbeat() {
     let (server, _s) = server(&net, SessionOptions::default()).await;
     let cutter = Cutter::new(&net, "svc");
     let (client, mut events) = client(&cutter, SessionOptions::default());
-    client_event(&mut events, |e| matches!(e, ClientEvent::SessionStarted { .. }).then_some(())).await;
+    client_event(&mut events, |e| {
+        matches!(e, ClientEvent::SessionStarted { .. }).then_some(())
+    })
+    .await;
     client.router().emit("one", ()).unwrap();
     tokio::time::sleep(Duration::from_secs(600)).await;
     let mut seen = Vec::new();
@@ -639,6 +642,99 @@ async fn an_idle_session_connection_is_kept_up_by_its_heartbeat() {
     }
     assert!(seen.is_empty(), "{seen:?}");
     assert_eq!(cutter.connections(), 1);
+    client.stop().await;
+    server.stop().await;
+}
+
+/// Over TCP: a session client and server, a request, a resume after the
+/// server's side of the connection is closed.
+#[tokio::test]
+async fn sessions_over_tcp_resume_after_the_server_closes_the_connection() {
+    let server = Server::tcp("127.0.0.1:0")
+        .session(SessionOptions::default())
+        .start();
+    let address = server.started().await.unwrap();
+    let mut pings = hold(&server, "ping");
+    let sockets = Arc::new(Mutex::new(Vec::new()));
+    let kept = sockets.clone();
+    server.on_socket(move |socket| kept.lock().unwrap().push(socket));
+    let nmsg::transport::Address::Tcp(address) = address else {
+        panic!("{address:?}")
+    };
+    let client = Client::tcp(address.to_string())
+        .session(SessionOptions::default())
+        .start();
+    let mut events = client.events();
+    if std::env::var_os("SESSION_TEST_LOG").is_some() {
+        let mut log = client.events();
+        tokio::spawn(async move {
+            while let Ok(e) = log.recv().await {
+                eprintln!("client {e:?}");
+            }
+        });
+        let mut log = server.events();
+        tokio::spawn(async move {
+            while let Ok(e) = log.recv().await {
+                eprintln!("server {e:?}");
+            }
+        });
+    }
+    let reply = client.router().request::<(String,)>("ping", args![0]);
+    let cb = tokio::time::timeout(LIMIT, pings.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    // Closing a session socket ends its session: the client gets a new one,
+    // and its pending reply fails with SessionLost.
+    let socket = sockets.lock().unwrap()[0].clone();
+    socket.close().await;
+    let error = tokio::time::timeout(LIMIT, reply)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(error, Error::SessionLost { .. }), "{error}");
+    drop(cb);
+    client_event(&mut events, |e| {
+        matches!(e, ClientEvent::SessionLost { .. }).then_some(())
+    })
+    .await;
+    let reply = client.router().request::<(String,)>("ping", args![1]);
+    let cb = tokio::time::timeout(LIMIT, pings.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    cb.call(args!["pong"]).unwrap();
+    assert_eq!(reply.await.unwrap().0, "pong");
+    client.stop().await;
+    server.stop().await;
+}
+
+/// The JSON codec: extension frames in JSON, a request across a break.
+#[tokio::test(start_paused = true)]
+async fn sessions_speak_json_too() {
+    let net = Network::new();
+    let server = Server::builder(net.binder("svc"))
+        .codec(nmsg::Json)
+        .session(SessionOptions::default())
+        .start();
+    server.started().await.unwrap();
+    let mut pings = hold(&server, "ping");
+    let cutter = Cutter::new(&net, "svc");
+    let client = Client::builder(cutter.clone())
+        .codec(nmsg::Json)
+        .session(SessionOptions::default())
+        .start();
+    let mut events = client.events();
+    client_event(&mut events, |e| {
+        matches!(e, ClientEvent::SessionStarted { .. }).then_some(())
+    })
+    .await;
+    let reply = client.router().request::<(String,)>("ping", args![0]);
+    let cb = pings.recv().await.unwrap();
+    cutter.break_now();
+    client_event(&mut events, resumed).await;
+    cb.call(args!["pong"]).unwrap();
+    assert_eq!(reply.await.unwrap().0, "pong");
     client.stop().await;
     server.stop().await;
 }

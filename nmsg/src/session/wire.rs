@@ -269,14 +269,49 @@ mod tests {
         assert!(!is_ext(br#"{"i":1,"x":"ack"}"#));
     }
 
-    /// A data frame of either codec is never taken for an extension frame.
+    /// The bytes the protocol documentation shows.
+    #[test]
+    fn an_ack_is_written_as_documented() {
+        let mut out = BytesMut::new();
+        put(Form::MsgPack, &Ext::Ack(1043), &mut out);
+        assert_eq!(
+            out[PREFIX_LEN..],
+            [0x82, 0xa1, 0x78, 0xa3, 0x61, 0x63, 0x6b, 0xa1, 0x6e, 0xcd, 0x04, 0x13]
+        );
+        let mut out = BytesMut::new();
+        put(Form::Json, &Ext::Ack(1043), &mut out);
+        assert_eq!(&out[PREFIX_LEN..], br#"{"x":"ack","n":1043}"#);
+        let mut out = BytesMut::new();
+        let welcome = Ext::Welcome {
+            s: "ab".into(),
+            n: 977,
+            z: Outcome::Resumed,
+        };
+        put(Form::Json, &welcome, &mut out);
+        assert_eq!(
+            &out[PREFIX_LEN..],
+            br#"{"x":"welcome","v":1,"s":"ab","n":977,"z":"resumed"}"#
+        );
+    }
+
+    /// A data frame of either codec, single or in a bulk, is never taken
+    /// for an extension frame, even for an event named `x`.
     #[test]
     fn data_frames_are_not_extension_frames() {
-        use crate::codec::Codec;
-        let router = crate::Router::new();
-        router.emit("x", ("x",)).unwrap();
-        let bytes = router.link().take_outgoing().unwrap();
-        assert!(!is_ext(&bytes[PREFIX_LEN..]));
-        let _ = crate::MsgPack.name();
+        for codec in [
+            std::sync::Arc::new(crate::MsgPack) as std::sync::Arc<dyn crate::Codec>,
+            std::sync::Arc::new(crate::Json),
+        ] {
+            for buffering in [crate::Buffering::Off, crate::Buffering::Idle] {
+                let router = crate::Router::builder()
+                    .codec_arc(codec.clone())
+                    .buffering(buffering)
+                    .build();
+                router.emit("x", ("x",)).unwrap();
+                router.emit("x", ()).unwrap();
+                let bytes = router.link().take_outgoing().unwrap();
+                assert!(!is_ext(&bytes[PREFIX_LEN..]), "{codec:?} {buffering:?}");
+            }
+        }
     }
 }

@@ -573,8 +573,10 @@ where
     /// did not write is counted as lost.
     pub(crate) fn stop(&mut self, bound: std::time::Duration) {
         if let Some(session) = self.timers.session() {
-            // The session ends with this connection.
+            // The session ends with this connection: a client that comes
+            // back gets a new one.
             session.stopped = true;
+            session.end();
             if let Phase::Ending(ending) = &mut self.phase {
                 if let Ending::Away = **ending {
                     **ending = Ending::Closing(CloseReason::Local);
@@ -799,6 +801,11 @@ where
                 let mut burst = 0;
                 // A session's: messages read, data among them.
                 let (mut heard, mut data) = (false, false);
+                // A session that may not take from the queue (before the
+                // welcome, with a full replay buffer) reads on whatever the
+                // queue's level: what it reads (the welcome, acks) is what
+                // lets it take again.
+                let blocked = session.as_ref().is_some_and(|s| !s.may_take());
                 let burst_limit = reader.settings.burst();
                 loop {
                     if self.out.len() > READ_BUFFER && over_budget(&reader.settings, cx) {
@@ -806,11 +813,6 @@ where
                         timers.pause_reading();
                         break;
                     }
-                    // A session that may not take from the queue (before the
-                    // welcome, with a full replay buffer) reads on whatever
-                    // the queue's level: what it reads (the welcome, acks) is
-                    // what lets it take again.
-                    let blocked = session.as_ref().is_some_and(|s| !s.may_take());
                     if !blocked && link.poll_read_ready(cx).is_pending() {
                         // Paused by the router, not by the peer: its deadlines wait too.
                         timers.pause_reading();
