@@ -312,17 +312,38 @@ fn run_client(label: &str, mut cmd: Command) -> (Vec<String>, Report) {
 /// is exact, neither report shows an error, and every connection after the
 /// first resumed the one session.
 fn resume_through_random_cuts(server: Peer, client: Peer, seed: u64) {
+    resume_through_random_cuts_with(server, client, seed, &[], ["100000", "10000", "8"]);
+}
+
+/// [`resume_through_random_cuts`] with `flags` on both peers and `sizes`
+/// (events, requests, 1 MiB echoes).
+fn resume_through_random_cuts_with(
+    server: Peer,
+    client: Peer,
+    seed: u64,
+    flags: &[&str],
+    sizes: [&str; 3],
+) -> (Report, Report) {
     let _serial = serial();
-    let (server_proc, addr) = start_server(
-        &format!("{server:?} server"),
-        conformance(server, "serve", "127.0.0.1:0"),
-    );
+    let (server_proc, addr) = start_server(&format!("{server:?} server"), {
+        let mut c = conformance(server, "serve", "127.0.0.1:0");
+        c.args(flags);
+        c
+    });
     let proxy = Proxy::start(addr, seed);
     proxy.set_faults(cutting());
     let label = format!("{client:?} client");
     let (_, client_report) = run_client(&label, {
         let mut c = conformance(client, "connect", &proxy.addr().to_string());
-        c.args(["--events", "100000", "--requests", "10000", "--big", "8"]);
+        c.args(flags);
+        c.args([
+            "--events",
+            sizes[0],
+            "--requests",
+            sizes[1],
+            "--big",
+            sizes[2],
+        ]);
         c
     });
     let stats = proxy.stats();
@@ -339,6 +360,7 @@ fn resume_through_random_cuts(server: Peer, client: Peer, seed: u64) {
             && client_report["sessions_resumed"] < stats.accepted,
         "{client_report:?}, {stats:?}"
     );
+    (client_report, server_report)
 }
 
 #[test]
@@ -359,6 +381,22 @@ fn rust_client_and_js_server_resume_through_random_cuts() {
 #[test]
 fn js_client_and_rust_server_resume_through_random_cuts() {
     resume_through_random_cuts(Peer::Rust, Peer::Js, 21);
+}
+
+/// Bulks (buffered peers) in JSON, each way between the languages, through
+/// the same cuts: a bulk is one data message, kept and resent whole.
+/// Smaller runs: 20,000 events each way, 2,000 requests, two 1 MiB echoes.
+#[test]
+fn buffered_json_peers_resume_through_random_cuts() {
+    let flags = ["--codec", "json", "--buffered"];
+    let sizes = ["20000", "2000", "2"];
+    for (server, client, seed) in [(Peer::Js, Peer::Rust, 22), (Peer::Rust, Peer::Js, 23)] {
+        let (c, s) = resume_through_random_cuts_with(server, client, seed, &flags, sizes);
+        assert!(
+            c["bulks"] > 0 && s["bulks"] > 0,
+            "no bulks: client {c:?}, server {s:?}"
+        );
+    }
 }
 
 /// A JavaScript session client behind a half-open connection (the proxy
