@@ -729,3 +729,71 @@ fn a_js_client_of_a_restarted_server_voids_its_callbacks_and_sends_the_emits_aga
     let report = finish_server(server);
     assert_clean_but("Rust server again", &report, &["sessions_expired"]);
 }
+
+// ---------------------------------------------------------------------------
+// a session client of a plain server
+// ---------------------------------------------------------------------------
+
+/// A conformance server without sessions.
+fn plain_server(peer: Peer) -> (Proc, SocketAddr) {
+    let mut cmd = match peer {
+        Peer::Rust => Command::new(rust_peer()),
+        Peer::Js => node("conformance.js"),
+    };
+    cmd.args(["serve", "--addr", "127.0.0.1:0", "--until-eof"]);
+    start_server(&format!("plain {peer:?} server"), cmd)
+}
+
+/// The JavaScript session client of the plain Rust server: no welcome within
+/// its hello timeout, and it says the server does not support sessions.
+#[test]
+fn a_js_session_client_of_a_plain_server_says_the_server_does_not_support_sessions() {
+    let _serial = serial();
+    let (_server, addr) = plain_server(Peer::Rust);
+    let probe = Proc::spawn("js probe", &mut {
+        let mut c = node("session-probe.js");
+        c.args(["--addr", &addr.to_string(), "--hello-timeout", "300"]);
+        c
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !probe.stderr_text().contains("it does not support sessions") {
+        assert!(
+            Instant::now() < deadline,
+            "no word of missing sessions: {}",
+            probe.stderr_text()
+        );
+        assert!(
+            probe.lines.try_recv().is_err(),
+            "the probe got ready against a plain server"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The Rust session client of the plain JavaScript server: its attempts fail
+/// with the error saying the server does not support sessions.
+#[test]
+fn a_rust_session_client_of_the_plain_js_server_says_the_server_does_not_support_sessions() {
+    use nmsg::{Client, ClientEvent, SessionOptions};
+    let _serial = serial();
+    let (_server, addr) = plain_server(Peer::Js);
+    runtime().block_on(async move {
+        let client = Client::tcp(addr.to_string())
+            .session(SessionOptions::new().hello_timeout(Duration::from_millis(300)))
+            .start();
+        let mut events = client.events();
+        let error = next_event(
+            &mut events,
+            Duration::from_secs(10),
+            "Reconnecting",
+            |e| match e {
+                ClientEvent::Reconnecting { error, .. } => Some(error.clone()),
+                ClientEvent::SessionStarted { .. } => panic!("a session with a plain server"),
+                _ => None,
+            },
+        )
+        .await;
+        assert!(error.contains("does not support sessions"), "{error}");
+        client.stop().await;
+    });
+}

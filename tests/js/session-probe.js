@@ -4,7 +4,7 @@
 // connection at chosen moments (tests/session_interop.rs):
 //
 //   node session-probe.js --addr HOST:PORT [--codec msgpack|json]
-//        [--heartbeat-interval MS] [--heartbeat-timeout MS]
+//        [--heartbeat-interval MS] [--heartbeat-timeout MS] [--hello-timeout MS]
 //
 // It connects with the session extension and prints `READY` once the first
 // welcome came. Then, for each line on stdin:
@@ -34,6 +34,7 @@ function parse(argv) {
     else if (flag === '--codec') opts.codec = value();
     else if (flag === '--heartbeat-interval') opts.session.heartbeatIntervalMs = Number(value());
     else if (flag === '--heartbeat-timeout') opts.session.heartbeatTimeoutMs = Number(value());
+    else if (flag === '--hello-timeout') opts.session.helloTimeoutMs = Number(value());
     else {
       process.stderr.write(`unknown argument ${JSON.stringify(flag)}\n`);
       process.exit(2);
