@@ -309,6 +309,10 @@ async fn a_request_issued_before_a_break_completes_after_it() {
     let cb = pings.recv().await.unwrap();
     cutter.break_now();
     client_event(&mut events, resumed).await;
+    server_event(&mut server_events, |e| {
+        matches!(e, ServerEvent::Resumed { .. }).then_some(())
+    })
+    .await;
     cb.call(args!["pong"]).unwrap();
     assert_eq!(reply.await.unwrap().0, "pong");
 
@@ -737,4 +741,14 @@ async fn sessions_speak_json_too() {
     assert_eq!(reply.await.unwrap().0, "pong");
     client.stop().await;
     server.stop().await;
+}
+
+/// A link that breaks twenty times, each time just after the handshake:
+/// a completed handshake resets the backoff, so the breaks cost no waiting.
+#[tokio::test(start_paused = true)]
+async fn a_flapping_link_reconnects_at_once_after_each_handshake() {
+    let start = tokio::time::Instant::now();
+    exchange(300, &[Cut::Read(100); 20]).await;
+    let took = start.elapsed();
+    assert!(took < Duration::from_millis(500), "took {took:?}");
 }

@@ -286,7 +286,10 @@ impl ServerBuilder {
     /// its connection breaks, so that the client can resume it. Plain
     /// clients are served as by a server without sessions, but that their
     /// socket is made once their first message arrived, or after the
-    /// [hello wait](SessionOptions::hello_wait).
+    /// [hello wait](SessionOptions::hello_wait). A session socket lives as
+    /// long as its session: [`Socket::closed`] waits for the session's end
+    /// (the window passed, [`Socket::close`], the server's stop), not for
+    /// a connection's.
     pub fn session(mut self, options: SessionOptions) -> Self {
         self.session = Some(options);
         self
@@ -824,15 +827,15 @@ async fn handshake(inner: Arc<ServerInner>, stream: BoxStream, peer: Address) {
             let mut expired = false;
             if let Some(s) = s {
                 let handover = sessions.table.locked().get(&s).map(|(_, h)| h.clone());
-                match handover {
-                    Some(handover) => match handover.give(Box::new(stream), n, peer.clone()) {
+                if let Some(handover) = handover {
+                    // Given back when the session has just ended: a new one.
+                    match handover.give(Box::new(stream), n, peer.clone()) {
                         Ok(()) => return,
                         Err(back) => match back.downcast::<BoxStream>() {
                             Ok(back) => stream = *back,
                             Err(_) => return,
                         },
-                    },
-                    None => {}
+                    }
                 }
                 expired = true;
             }
