@@ -23,6 +23,13 @@ use js_support::{js_dir, js_ready};
 use proxy_support::{Faults, Proxy};
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One test at a time: each loads both cores, and the heartbeat tests time
+/// what they see.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
 // ---------------------------------------------------------------------------
@@ -228,6 +235,11 @@ fn report_of(label: &str, lines: &[String]) -> Report {
 /// overflowing replay buffer. (The Rust peer's report has the fields it
 /// knows; a missing one counts as zero.)
 fn assert_clean(label: &str, report: &Report) {
+    assert_clean_but(label, report, &[]);
+}
+
+/// [`assert_clean`], but for the fields of `expected`.
+fn assert_clean_but(label: &str, report: &Report, expected: &[&str]) {
     for field in [
         "protocol_errors",
         "stray",
@@ -241,7 +253,10 @@ fn assert_clean(label: &str, report: &Report) {
         "dropped_on_loss",
         "replay_overflow",
         "session_duplicates",
-    ] {
+    ]
+    .into_iter()
+    .filter(|f| !expected.contains(f))
+    {
         assert_eq!(
             report.get(field).copied().unwrap_or(0),
             0,
@@ -297,16 +312,38 @@ fn run_client(label: &str, mut cmd: Command) -> (Vec<String>, Report) {
 /// is exact, neither report shows an error, and every connection after the
 /// first resumed the one session.
 fn resume_through_random_cuts(server: Peer, client: Peer, seed: u64) {
-    let (server_proc, addr) = start_server(
-        &format!("{server:?} server"),
-        conformance(server, "serve", "127.0.0.1:0"),
-    );
+    resume_through_random_cuts_with(server, client, seed, &[], ["100000", "10000", "8"]);
+}
+
+/// [`resume_through_random_cuts`] with `flags` on both peers and `sizes`
+/// (events, requests, 1 MiB echoes).
+fn resume_through_random_cuts_with(
+    server: Peer,
+    client: Peer,
+    seed: u64,
+    flags: &[&str],
+    sizes: [&str; 3],
+) -> (Report, Report) {
+    let _serial = serial();
+    let (server_proc, addr) = start_server(&format!("{server:?} server"), {
+        let mut c = conformance(server, "serve", "127.0.0.1:0");
+        c.args(flags);
+        c
+    });
     let proxy = Proxy::start(addr, seed);
     proxy.set_faults(cutting());
     let label = format!("{client:?} client");
     let (_, client_report) = run_client(&label, {
         let mut c = conformance(client, "connect", &proxy.addr().to_string());
-        c.args(["--events", "100000", "--requests", "10000", "--big", "8"]);
+        c.args(flags);
+        c.args([
+            "--events",
+            sizes[0],
+            "--requests",
+            sizes[1],
+            "--big",
+            sizes[2],
+        ]);
         c
     });
     let stats = proxy.stats();
@@ -323,6 +360,7 @@ fn resume_through_random_cuts(server: Peer, client: Peer, seed: u64) {
             && client_report["sessions_resumed"] < stats.accepted,
         "{client_report:?}, {stats:?}"
     );
+    (client_report, server_report)
 }
 
 #[test]
@@ -345,19 +383,48 @@ fn js_client_and_rust_server_resume_through_random_cuts() {
     resume_through_random_cuts(Peer::Rust, Peer::Js, 21);
 }
 
+/// Bulks (buffered peers) in JSON, each way between the languages, through
+/// the same cuts: a bulk is one data message, kept and resent whole.
+/// Smaller runs: 20,000 events each way, 2,000 requests, two 1 MiB echoes.
+#[test]
+fn buffered_json_peers_resume_through_random_cuts() {
+    let flags = ["--codec", "json", "--buffered"];
+    let sizes = ["20000", "2000", "2"];
+    for (server, client, seed) in [(Peer::Js, Peer::Rust, 22), (Peer::Rust, Peer::Js, 23)] {
+        let (c, s) = resume_through_random_cuts_with(server, client, seed, &flags, sizes);
+        assert!(
+            c["bulks"] > 0 && s["bulks"] > 0,
+            "no bulks: client {c:?}, server {s:?}"
+        );
+    }
+}
+
 /// A JavaScript session client behind a half-open connection (the proxy
 /// forwards nothing and closes nothing): its call completes after the
 /// heartbeat finds the connection dead, within interval + timeout, on a
 /// resumed session.
 #[test]
 fn js_client_finds_a_half_open_connection_by_its_heartbeat_and_resumes() {
-    let (server, addr) = start_server("js server", {
-        let mut c = node("conformance.js");
-        c.args(["serve", "--addr", "127.0.0.1:0", "--until-eof", "--session"]);
+    let _serial = serial();
+    half_open_js_client(Peer::Js);
+}
+
+#[test]
+fn js_client_of_the_rust_server_finds_a_half_open_connection_by_its_heartbeat_and_resumes() {
+    let _serial = serial();
+    half_open_js_client(Peer::Rust);
+}
+
+fn half_open_js_client(peer: Peer) {
+    let (interval, timeout) = (300u64, 400u64);
+    let label = format!("{peer:?} server");
+    let (server, addr) = start_server(&label, {
+        let mut c = conformance(peer, "serve", "127.0.0.1:0");
+        c.args(["--heartbeat-interval", &interval.to_string()]);
+        c.args(["--heartbeat-timeout", &timeout.to_string()]);
         c
     });
     let proxy = Proxy::start(addr, 3);
-    let (interval, timeout) = (300u64, 400u64);
     let mut probe = Proc::spawn("js probe", &mut {
         let mut c = node("session-probe.js");
         let proxy_addr = proxy.addr().to_string();
@@ -396,5 +463,337 @@ fn js_client_finds_a_half_open_connection_by_its_heartbeat_and_resumes() {
     probe.close_stdin();
     probe.rest(RUN_TIMEOUT);
     proxy.release_stalled();
-    assert_clean("js server", &finish_server(server));
+    assert_clean(&label, &finish_server(server));
+}
+
+// ---------------------------------------------------------------------------
+// a Rust client in the test, against the Rust conformance server
+// ---------------------------------------------------------------------------
+
+/// The next client event that `pick` takes, within `timeout`.
+async fn next_event<T>(
+    events: &mut tokio::sync::broadcast::Receiver<nmsg::ClientEvent>,
+    timeout: Duration,
+    what: &str,
+    mut pick: impl FnMut(&nmsg::ClientEvent) -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let event = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no {what} within {timeout:?}"))
+            .expect("the client's events ended");
+        if let Some(found) = pick(&event) {
+            return found;
+        }
+    }
+}
+
+/// The server process killed and another started in its place (on another
+/// port, behind the same proxy address): the client's session cannot resume.
+/// Its pending replies fail with `Error::SessionLost` within a second of the
+/// new connection, and the plain emits the old server never received are
+/// sent again on the new session, arrive in order, and are counted in
+/// `ClientEvent::SessionLost`; the new server's `stats` is exact.
+async fn restarted_server(peer: Peer) {
+    use nmsg::{Client, ClientEvent, Error, SessionOptions, Value};
+    let (server, addr) = start_server(
+        &format!("{peer:?} server"),
+        conformance(peer, "serve", "127.0.0.1:0"),
+    );
+    let proxy = Proxy::start(addr, 6);
+    let client = Client::tcp(proxy.addr().to_string())
+        .session(SessionOptions::new())
+        .start();
+    let mut events = client.events();
+    let r = client.router().clone();
+    next_event(&mut events, START_TIMEOUT, "first session", |e| {
+        matches!(e, ClientEvent::SessionStarted { .. }).then_some(())
+    })
+    .await;
+    // Requests the server takes and never answers (it ignores unknown
+    // events): pending when it dies.
+    let pending: Vec<_> = (0..5)
+        .map(|k| tokio::spawn(r.request::<(Value,)>("no-such-event", (k,))))
+        .collect();
+    let (echoed,): (String,) = r.request("echo", ("through",)).await.unwrap();
+    assert_eq!(echoed, "through");
+    // Plain emits the server never gets: the link is stalled, then the
+    // server dies.
+    proxy.stall();
+    const EMITS: u64 = 500;
+    for k in 0..EMITS {
+        r.emit("seq", (k,)).unwrap();
+    }
+    drop(server); // killed
+    let (server, addr) = start_server(
+        &format!("{peer:?} server again"),
+        conformance(peer, "serve", "127.0.0.1:0"),
+    );
+    proxy.set_target(addr);
+    proxy.release_stalled(); // the client sees its connection close
+                             // The new connection's handshake tells the client its session is gone.
+    let (resent, dropped) = next_event(&mut events, RECONNECT_WITHIN, "SessionLost", |e| match e {
+        ClientEvent::SessionLost {
+            resent, dropped, ..
+        } => Some((*resent, *dropped)),
+        _ => None,
+    })
+    .await;
+    let new_connection = tokio::time::Instant::now();
+    for (k, call) in pending.into_iter().enumerate() {
+        let outcome = tokio::time::timeout_at(new_connection + Duration::from_secs(1), call)
+            .await
+            .unwrap_or_else(|_| {
+                panic!("pending reply {k} still pending a second after the new connection")
+            })
+            .unwrap();
+        assert!(
+            matches!(outcome, Err(Error::SessionLost { .. })),
+            "pending reply {k}: {outcome:?}"
+        );
+    }
+    assert_eq!(resent as u64, EMITS, "resent ({dropped} dropped)");
+    let (next, errors): (u64, u64) = r.request("seq-check", ()).await.unwrap();
+    assert_eq!(
+        (next, errors),
+        (EMITS, 0),
+        "the resent emits at the new server (in order, out of order)"
+    );
+    let (stats,): (Value,) = r.request("stats", ()).await.unwrap();
+    let got = (stats["events"].as_u64(), stats["last"].as_str());
+    assert!(
+        got == (Some(EMITS + 1), Some("seq-check")) || got == (Some(EMITS + 2), Some("stats")),
+        "stats of the new server: {stats}"
+    );
+    client.stop().await;
+    let report = finish_server(server);
+    assert_clean_but("server again", &report, &["sessions_expired"]);
+    assert_eq!(report["sessions_expired"], 1, "{report:?}");
+}
+
+/// A runtime for a test that holds [`serial`] (a lock not held across awaits).
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_restarted_rust_server_fails_pending_replies_with_session_lost_and_gets_the_emits_again() {
+    let _serial = serial();
+    runtime().block_on(restarted_server(Peer::Rust));
+}
+
+#[test]
+fn a_restarted_js_server_fails_pending_replies_with_session_lost_and_gets_the_emits_again() {
+    let _serial = serial();
+    runtime().block_on(restarted_server(Peer::Js));
+}
+
+/// How long a reconnect may take on a loaded machine, backoff included.
+const RECONNECT_WITHIN: Duration = Duration::from_secs(5);
+/// What a reconnect after a detected break may add to the heartbeat's
+/// interval + timeout on a loaded machine.
+const RECONNECT_ALLOWANCE: Duration = Duration::from_millis(1500);
+
+/// A half-open connection between a Rust client and a server (the
+/// proxy forwards nothing and closes nothing): the heartbeat (interval and
+/// timeout set short on both ends) finds it within interval + timeout, the
+/// client resumes, and a call made into the dead connection completes.
+#[test]
+fn a_rust_client_finds_a_half_open_connection_by_its_heartbeat_and_resumes() {
+    let _serial = serial();
+    runtime().block_on(half_open_rust_client(Peer::Rust));
+}
+
+#[test]
+fn a_rust_client_of_the_js_server_finds_a_half_open_connection_by_its_heartbeat_and_resumes() {
+    let _serial = serial();
+    runtime().block_on(half_open_rust_client(Peer::Js));
+}
+
+async fn half_open_rust_client(peer: Peer) {
+    use nmsg::{Client, ClientEvent, SessionOptions};
+    let (interval, timeout) = (300u64, 400u64);
+    let label = format!("{peer:?} server");
+    let (server, addr) = start_server(&label, {
+        let mut c = conformance(peer, "serve", "127.0.0.1:0");
+        c.args(["--heartbeat-interval", &interval.to_string()]);
+        c.args(["--heartbeat-timeout", &timeout.to_string()]);
+        c
+    });
+    let proxy = Proxy::start(addr, 7);
+    let client = Client::tcp(proxy.addr().to_string())
+        .session(
+            SessionOptions::new()
+                .heartbeat_interval(Duration::from_millis(interval))
+                .heartbeat_timeout(Duration::from_millis(timeout)),
+        )
+        .start();
+    let mut events = client.events();
+    let r = client.router().clone();
+    next_event(&mut events, START_TIMEOUT, "first session", |e| {
+        matches!(e, ClientEvent::SessionStarted { .. }).then_some(())
+    })
+    .await;
+    let (back,): (String,) = r.request("echo", ("before",)).await.unwrap();
+    assert_eq!(back, "before");
+    proxy.stall();
+    let stalled = Instant::now();
+    let (back,): (String,) = r.request("echo", ("across",)).await.unwrap();
+    let took = stalled.elapsed();
+    assert_eq!(back, "across");
+    next_event(&mut events, Duration::from_secs(1), "Resumed", |e| {
+        matches!(e, ClientEvent::Resumed { .. }).then_some(())
+    })
+    .await;
+    assert!(
+        took < Duration::from_millis(interval + timeout) + RECONNECT_ALLOWANCE,
+        "the half-open connection took {took:?} to find (interval {interval} ms, timeout {timeout} ms)"
+    );
+    assert!(
+        took >= Duration::from_millis(timeout),
+        "resumed before the heartbeat could time out ({took:?}): not the heartbeat's doing"
+    );
+    client.stop().await;
+    proxy.release_stalled();
+    let report = finish_server(server);
+    assert_clean(&label, &report);
+    assert_eq!(report["sessions_resumed"], 1, "{report:?}");
+}
+
+/// The JavaScript client's side of a restarted server (the Rust one): the
+/// handshake says the session is gone, its pending callbacks are void (it
+/// has no error to give them) and counted, and its plain emits the old
+/// server never got are sent again, arrive in order and are counted.
+#[test]
+fn a_js_client_of_a_restarted_server_voids_its_callbacks_and_sends_the_emits_again() {
+    let _serial = serial();
+    let (server, addr) = start_server(
+        "Rust server",
+        conformance(Peer::Rust, "serve", "127.0.0.1:0"),
+    );
+    let proxy = Proxy::start(addr, 8);
+    let mut probe = Proc::spawn("js probe", &mut {
+        let mut c = node("session-probe.js");
+        c.args(["--addr", &proxy.addr().to_string()]);
+        c
+    });
+    assert_eq!(probe.line(START_TIMEOUT, "READY"), "READY");
+    probe.send("pending 5");
+    assert_eq!(probe.line(RUN_TIMEOUT, "PENDING"), "PENDING 5");
+    probe.send("echo");
+    let line = probe.line(RUN_TIMEOUT, "ECHO");
+    assert!(line.starts_with("ECHO"), "{line}");
+    proxy.stall();
+    probe.send("emit 500");
+    assert_eq!(probe.line(RUN_TIMEOUT, "EMITTED"), "EMITTED 500");
+    drop(server); // killed
+    let (server, addr) = start_server(
+        "Rust server again",
+        conformance(Peer::Rust, "serve", "127.0.0.1:0"),
+    );
+    proxy.set_target(addr);
+    proxy.release_stalled();
+    // Dropped: the calls not yet acknowledged when the link stalled (the
+    // ack may not have come yet), void either way.
+    let line = probe.line(RECONNECT_WITHIN, "LOST");
+    assert!(
+        line.starts_with("LOST callbacks=5 resent=500 dropped="),
+        "{line}"
+    );
+    probe.send("seq-check");
+    assert_eq!(probe.line(RUN_TIMEOUT, "SEQ"), "SEQ next=500 errors=0");
+    probe.send("report");
+    let report = parse_report(&probe.line(RUN_TIMEOUT, "report")).unwrap();
+    assert_clean_but(
+        "js probe",
+        &report,
+        &["sessions_expired", "sessions_lost", "lost_callbacks"],
+    );
+    assert_eq!(
+        (
+            report["sessions_expired"],
+            report["sessions_lost"],
+            report["lost_callbacks"],
+            report["resent"]
+        ),
+        (1, 1, 5, 500),
+        "{report:?}"
+    );
+    probe.close_stdin();
+    probe.rest(RUN_TIMEOUT);
+    let report = finish_server(server);
+    assert_clean_but("Rust server again", &report, &["sessions_expired"]);
+}
+
+// ---------------------------------------------------------------------------
+// a session client of a plain server
+// ---------------------------------------------------------------------------
+
+/// A conformance server without sessions.
+fn plain_server(peer: Peer) -> (Proc, SocketAddr) {
+    let mut cmd = match peer {
+        Peer::Rust => Command::new(rust_peer()),
+        Peer::Js => node("conformance.js"),
+    };
+    cmd.args(["serve", "--addr", "127.0.0.1:0", "--until-eof"]);
+    start_server(&format!("plain {peer:?} server"), cmd)
+}
+
+/// The JavaScript session client of the plain Rust server: no welcome within
+/// its hello timeout, and it says the server does not support sessions.
+#[test]
+fn a_js_session_client_of_a_plain_server_says_the_server_does_not_support_sessions() {
+    let _serial = serial();
+    let (_server, addr) = plain_server(Peer::Rust);
+    let probe = Proc::spawn("js probe", &mut {
+        let mut c = node("session-probe.js");
+        c.args(["--addr", &addr.to_string(), "--hello-timeout", "300"]);
+        c
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !probe.stderr_text().contains("it does not support sessions") {
+        assert!(
+            Instant::now() < deadline,
+            "no word of missing sessions: {}",
+            probe.stderr_text()
+        );
+        assert!(
+            probe.lines.try_recv().is_err(),
+            "the probe got ready against a plain server"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The Rust session client of the plain JavaScript server: its attempts fail
+/// with the error saying the server does not support sessions.
+#[test]
+fn a_rust_session_client_of_the_plain_js_server_says_the_server_does_not_support_sessions() {
+    use nmsg::{Client, ClientEvent, SessionOptions};
+    let _serial = serial();
+    let (_server, addr) = plain_server(Peer::Js);
+    runtime().block_on(async move {
+        let client = Client::tcp(addr.to_string())
+            .session(SessionOptions::new().hello_timeout(Duration::from_millis(300)))
+            .start();
+        let mut events = client.events();
+        let error = next_event(
+            &mut events,
+            Duration::from_secs(10),
+            "Reconnecting",
+            |e| match e {
+                ClientEvent::Reconnecting { error, .. } => Some(error.clone()),
+                ClientEvent::SessionStarted { .. } => panic!("a session with a plain server"),
+                _ => None,
+            },
+        )
+        .await;
+        assert!(error.contains("does not support sessions"), "{error}");
+        client.stop().await;
+    });
 }

@@ -4,7 +4,7 @@
 // connection at chosen moments (tests/session_interop.rs):
 //
 //   node session-probe.js --addr HOST:PORT [--codec msgpack|json]
-//        [--heartbeat-interval MS] [--heartbeat-timeout MS]
+//        [--heartbeat-interval MS] [--heartbeat-timeout MS] [--hello-timeout MS]
 //
 // It connects with the session extension and prints `READY` once the first
 // welcome came. Then, for each line on stdin:
@@ -12,10 +12,13 @@
 //   echo        calls the conformance server's `echo` and prints
 //               `ECHO ms=<round trip> <session fields>` once answered
 //   emit N      emits N `seq` events (k = 0, 1, ... on from the last), prints `EMITTED N`
+//   pending N   emits N `no-such-event` with a callback (never answered), prints `PENDING N`
 //   seq-check   prints `SEQ next=<n> errors=<n>` from the server's `seq-check`
 //   report      prints the report line
 //
-// and exits 0 when stdin ends. Diagnostics go to stderr.
+// When the session is lost (the server does not have it any more), it prints
+// `LOST callbacks=<void> resent=<plain events sent again> dropped=<n>`.
+// It exits 0 when stdin ends. Diagnostics go to stderr.
 
 const util = require('node:util');
 const { Peer, formatReport } = require('./nmsg');
@@ -31,6 +34,7 @@ function parse(argv) {
     else if (flag === '--codec') opts.codec = value();
     else if (flag === '--heartbeat-interval') opts.session.heartbeatIntervalMs = Number(value());
     else if (flag === '--heartbeat-timeout') opts.session.heartbeatTimeoutMs = Number(value());
+    else if (flag === '--hello-timeout') opts.session.helloTimeoutMs = Number(value());
     else {
       process.stderr.write(`unknown argument ${JSON.stringify(flag)}\n`);
       process.exit(2);
@@ -52,6 +56,9 @@ async function main() {
   const log = (msg) => process.stderr.write(`${msg}\n`);
   const peer = new Peer(null, { codec: opts.codec, label: 'probe', log });
   const client = new SessionClient(peer, { host: opts.host, port: opts.port, ...opts.session });
+  peer.session.onLost(({ callbacks, resent, dropped }) => {
+    process.stdout.write(`LOST callbacks=${callbacks} resent=${resent} dropped=${dropped}\n`);
+  });
   await client.start();
   process.stdout.write('READY\n');
   let seq = 0;
@@ -69,6 +76,10 @@ async function main() {
         peer.emit('seq', seq++);
       }
       return `EMITTED ${n}`;
+    },
+    async pending(n) {
+      for (let k = 0; k < Number(n); k++) peer.emit('no-such-event', k, () => {});
+      return `PENDING ${n}`;
     },
     async 'seq-check'() {
       const [next, errors] = await call('seq-check');
