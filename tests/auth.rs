@@ -420,3 +420,63 @@ fn rmp_frame(pairs: &[(&str, nmsg::Value)]) -> Vec<u8> {
     out.extend_from_slice(&payload);
     out
 }
+
+/// Credentials from an async closure: its token is used; its error fails
+/// the attempt (said in the client's events) and is retried after the backoff.
+#[tokio::test(start_paused = true)]
+async fn async_credentials_are_awaited_and_their_error_fails_the_attempt() {
+    let net = Network::new();
+    let server = server_with(&net, false, |t| t == "fetched").await;
+    let calls = Arc::new(AtomicU32::new(0));
+    let counter = calls.clone();
+    let client = Client::builder(net.connector("svc"))
+        .credentials_async(move || {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if n == 0 {
+                    Err(Error::Closed)
+                } else {
+                    Ok("fetched")
+                }
+            }
+        })
+        .start();
+    let mut events = client.events();
+    let error = event(&mut events, |e| match e {
+        ClientEvent::Reconnecting { error, .. } => Some(error.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(error.contains("the credentials closure failed"), "{error}");
+    let who = WhoClient::new(client.router()).whoami().await.unwrap();
+    assert_eq!(who, "user of fetched");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    client.stop().await;
+    server.stop().await;
+}
+
+/// A client with credentials and without sessions against a server with
+/// sessions and without authentication: its plain hello (`p`) is welcomed
+/// without a session, and it is served as a plain client.
+#[tokio::test(start_paused = true)]
+async fn a_plain_hello_to_a_session_server_without_auth_gets_a_plain_connection() {
+    let net = Network::new();
+    let server = Server::builder(net.binder("svc"))
+        .session(SessionOptions::default())
+        .start();
+    server.started().await.unwrap();
+    WhoApi::new(Whom).register(server.api());
+    let mut server_events = server.events();
+    let client = client(&net, false, "anything");
+    let who = WhoClient::new(client.router()).whoami().await.unwrap();
+    assert_eq!(who, "nobody");
+    event(&mut server_events, |e| match e {
+        ServerEvent::Connected { .. } => Some(()),
+        ServerEvent::SessionStarted { .. } => panic!("a session for a plain hello"),
+        _ => None,
+    })
+    .await;
+    client.stop().await;
+    server.stop().await;
+}

@@ -146,6 +146,7 @@ impl std::fmt::Debug for ClientBuilder {
             .field("address", &self.connector.address())
             .field("router", &self.router)
             .field("backoff", &self.backoff)
+            .field("credentials", &self.credentials.is_some())
             .finish()
     }
 }

@@ -207,6 +207,7 @@ impl std::fmt::Debug for ServerBuilder {
             .field("router", &self.router)
             .field("backoff", &self.backoff)
             .field("max_connections", &self.max_connections)
+            .field("authenticates", &self.authenticator.is_some())
             .finish()
     }
 }
