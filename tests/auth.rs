@@ -480,3 +480,24 @@ async fn a_plain_hello_to_a_session_server_without_auth_gets_a_plain_connection(
     client.stop().await;
     server.stop().await;
 }
+
+/// A session client with credentials against a server that authenticates
+/// without sessions: told so, and it backs off.
+#[tokio::test(start_paused = true)]
+async fn a_session_client_against_an_auth_server_without_sessions_says_so() {
+    let net = Network::new();
+    let server = server_with(&net, false, |_| true).await;
+    let client = client(&net, true, "secret");
+    let mut events = client.events();
+    let error = event(&mut events, |e| match e {
+        ClientEvent::Reconnecting { error, .. } => Some(error.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(
+        error.contains("authenticates but does not support sessions"),
+        "{error}"
+    );
+    client.stop().await;
+    server.stop().await;
+}

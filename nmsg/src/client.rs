@@ -242,7 +242,11 @@ impl ClientBuilder {
     /// A rejection closes the connection, comes as a
     /// [`ClientEvent::AuthRejected`] and [`Error::AuthRejected`](crate::Error::AuthRejected)
     /// to the router's error hook, and counts as a failed attempt: the
-    /// client backs off.
+    /// client backs off. Without sessions a [`ClientEvent::Connected`]
+    /// means the server accepted the credentials; with sessions it comes
+    /// at the connection, and the verdict with the welcome
+    /// ([`ClientEvent::SessionStarted`] or [`ClientEvent::Resumed`]) or the
+    /// rejection.
     ///
     /// ```no_run
     /// # #[tokio::main]

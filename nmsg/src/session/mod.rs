@@ -543,9 +543,13 @@ impl Session {
                 });
             }
             Ext::Admit if !self.welcomed => {
-                return Read::Close(CloseReason::Framing(
-                    "the server answered the session hello with a welcome without a session".into(),
-                ))
+                return Read::Close(CloseReason::Io {
+                    kind: std::io::ErrorKind::Unsupported,
+                    message: "the server answered the session hello with a welcome without a \
+                              session: it authenticates but does not support sessions; start \
+                              it with `.session(..)`, or the client without"
+                        .into(),
+                })
             }
             Ext::Hello { .. } | Ext::Admit | Ext::Deny(_) | Ext::Other => return Read::Handled,
         };
