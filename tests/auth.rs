@@ -501,3 +501,42 @@ async fn a_session_client_against_an_auth_server_without_sessions_says_so() {
     client.stop().await;
     server.stop().await;
 }
+
+/// A server stopped while its authenticator runs serves nobody once the
+/// verdict comes: no welcome, no socket.
+#[tokio::test(start_paused = true)]
+async fn a_verdict_that_comes_after_the_stop_admits_nobody() {
+    let net = Network::new();
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let (asked_tx, mut asked) = tokio::sync::mpsc::unbounded_channel();
+    let held = gate.clone();
+    let server = Server::builder(net.binder("svc"))
+        .authenticate(move |_: AuthRequest| {
+            let held = held.clone();
+            let _ = asked_tx.send(());
+            async move {
+                held.notified().await;
+                Ok(None)
+            }
+        })
+        .start();
+    server.started().await.unwrap();
+    let client = Client::builder(net.connector("svc"))
+        .credentials(|| "x")
+        .auth_timeout(Duration::from_secs(60))
+        .start();
+    let mut events = client.events();
+    asked.recv().await.unwrap();
+    server.stop().await;
+    gate.notify_one();
+    let connected = tokio::time::timeout(
+        Duration::from_secs(30),
+        event(&mut events, |e| {
+            matches!(e, ClientEvent::Connected { .. }).then_some(())
+        }),
+    )
+    .await;
+    assert!(connected.is_err(), "a client admitted after the stop");
+    assert_eq!(server.socket_count(), 0);
+    client.stop().await;
+}

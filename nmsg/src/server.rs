@@ -973,6 +973,10 @@ async fn handshake(inner: Arc<ServerInner>, stream: BoxStream, peer: Address) {
             (s, n, plain, stream, identity)
         }
     };
+    // The verdict may come after the server's stop: nobody is served then.
+    if inner.life.is_raised(crate::lifecycle::STOP) {
+        return;
+    }
     let Some(sessions) = inner.sessions.as_ref().filter(|_| !plain) else {
         // A welcome without a session, then a plain socket.
         let bound = inner.auth.as_ref().map_or(wait, |a| a.timeout);
