@@ -540,3 +540,41 @@ async fn a_verdict_that_comes_after_the_stop_admits_nobody() {
     assert_eq!(server.socket_count(), 0);
     client.stop().await;
 }
+
+/// Connections waiting to authenticate count toward `max_connections`:
+/// silent peers cannot pile up beyond it.
+#[tokio::test(start_paused = true)]
+async fn connections_waiting_to_authenticate_count_toward_max_connections() {
+    let net = Network::new();
+    let server = Server::builder(net.binder("svc"))
+        .authenticate(|_: AuthRequest| async { Ok(None) })
+        .max_connections(2)
+        .start();
+    server.started().await.unwrap();
+    let mut server_events = server.events();
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        silent.push(net.connector("svc").connect().await.unwrap());
+    }
+    event(&mut server_events, |e| match e {
+        ServerEvent::Refused { .. } => Some(()),
+        ServerEvent::AuthRejected { .. } => panic!("the third was not refused at once"),
+        _ => None,
+    })
+    .await;
+    // Once the two are refused at the auth timeout, there is room again.
+    for _ in 0..2 {
+        event(&mut server_events, |e| {
+            matches!(e, ServerEvent::AuthRejected { .. }).then_some(())
+        })
+        .await;
+    }
+    let client = client(&net, false, "x");
+    let mut events = client.events();
+    event(&mut events, |e| {
+        matches!(e, ClientEvent::Connected { .. }).then_some(())
+    })
+    .await;
+    client.stop().await;
+    server.stop().await;
+}

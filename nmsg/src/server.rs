@@ -233,8 +233,9 @@ impl ServerBuilder {
     }
 
     /// At most this many connections at once (default
-    /// [`DEFAULT_MAX_CONNECTIONS`], 10,000); further ones are closed at once
-    /// and reported as [`ServerEvent::Refused`].
+    /// [`DEFAULT_MAX_CONNECTIONS`], 10,000), those still in their handshake
+    /// (a server with sessions or authentication) included; further ones
+    /// are closed at once and reported as [`ServerEvent::Refused`].
     pub fn max_connections(mut self, max: usize) -> Self {
         self.max_connections = max;
         self
@@ -391,6 +392,7 @@ impl ServerBuilder {
             life: Lifecycle::new(ServerStatus::Binding),
             events: Events::new(EVENT_CAPACITY),
             next_id: AtomicU64::new(1),
+            handshakes: std::sync::atomic::AtomicUsize::new(0),
             sessions: self.session.map(|options| {
                 Box::new(Sessions {
                     options: Arc::new(options),
@@ -455,6 +457,10 @@ struct ServerInner {
     life: Lifecycle<ServerStatus>,
     events: Events<ServerEvent>,
     next_id: AtomicU64,
+    /// Connections whose first message (a hello, credentials) is awaited:
+    /// they count toward `max_connections`, so that silent peers cannot
+    /// pile up tasks while they wait out the auth timeout or hello wait.
+    handshakes: std::sync::atomic::AtomicUsize,
     /// A server with sessions: their options, and the live ones.
     sessions: Option<Box<Sessions>>,
     /// A server that authenticates.
@@ -764,7 +770,9 @@ async fn run(inner: Ending<ServerInner, ServerStatus>, binder: Arc<dyn Binder>, 
             Ok((stream, peer)) => {
                 exhausted = 0;
                 in_a_row = 0;
-                let full = inner.sockets.locked().live.len() >= inner.max_connections;
+                let full = inner.sockets.locked().live.len()
+                    + inner.handshakes.load(Ordering::Relaxed)
+                    >= inner.max_connections;
                 if full {
                     tracing::warn!(%peer, limit = inner.max_connections, "nmsg server refused a connection: at its limit");
                     drop(stream);
@@ -772,6 +780,7 @@ async fn run(inner: Ending<ServerInner, ServerStatus>, binder: Arc<dyn Binder>, 
                     continue;
                 }
                 if inner.sessions.is_some() || inner.auth.is_some() {
+                    inner.handshakes.fetch_add(1, Ordering::Relaxed);
                     tokio::spawn(handshake(inner.shared().clone(), stream, peer));
                 } else {
                     accept(inner.shared(), stream, peer, None, None);
@@ -909,6 +918,14 @@ fn bad_request_events(server: std::sync::Weak<ServerInner>) -> Arc<BadRequestSin
 /// must come within the auth timeout with credentials the authenticator
 /// accepts; anything else is refused.
 async fn handshake(inner: Arc<ServerInner>, stream: BoxStream, peer: Address) {
+    /// The handshake ends (a socket counts from then on), however it ends.
+    struct Counted<'a>(&'a ServerInner);
+    impl Drop for Counted<'_> {
+        fn drop(&mut self) {
+            self.0.handshakes.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    let _counted = Counted(&inner);
     let codec = inner.router.codec_name();
     let (wait, max) = match (&inner.auth, &inner.sessions) {
         (Some(auth), _) => (auth.timeout, auth.max_hello),
