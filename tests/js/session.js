@@ -649,6 +649,7 @@ class SessionClient {
       return;
     }
     this.backoff = session.opts.backoffInitialMs; // a completed handshake
+    this.peer.log(`${this.peer.label}: hello n=${hello.n ?? 0}, welcome ${w.z} n=${w.n} (sent ${session.sent}, kept from ${session.droppedUpTo + 1})`);
     const tally = this.peer.tally;
     let theirN = w.n;
     if (session.id === null) {
