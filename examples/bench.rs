@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example bench -- [--quick] [--json] [--scenario NAME,..] [--impl NAME,..]
-//!                                          [--split-runtimes] [--dispatch-burst N]
+//!                                          [--split-runtimes] [--dispatch-burst N] [--session]
 //! ```
 //!
 //! Implementations:
@@ -42,7 +42,11 @@
 //!   `epoll`); `idle10k` runs on the clients' runtime;
 //! - `--dispatch-burst N`: nmsg's clients and servers are built with
 //!   `ServerBuilder::dispatch_burst(N)` and `ClientBuilder::dispatch_burst(N)`
-//!   instead of the default.
+//!   instead of the default;
+//! - `--session`: nmsg's clients and servers (dynamic and typed) are built
+//!   with sessions (`.session(SessionOptions::default())`), to set their
+//!   cost against the same build without them (the idle clients of
+//!   `idle10k`'s child process stay plain).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -145,6 +149,8 @@ struct Config {
     split_runtimes: bool,
     /// `--dispatch-burst N`, for nmsg's connections.
     dispatch_burst: Option<usize>,
+    /// `--session`: nmsg's clients and servers with sessions.
+    session: bool,
 }
 
 impl Config {
@@ -155,6 +161,7 @@ impl Config {
         let mut impls: Vec<Impl> = Impl::ALL.to_vec();
         let mut split_runtimes = false;
         let mut dispatch_burst = None;
+        let mut session = false;
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
             match arg.as_str() {
@@ -185,6 +192,7 @@ impl Config {
                         .collect::<Result<_, _>>()?;
                 }
                 "--split-runtimes" => split_runtimes = true,
+                "--session" => session = true,
                 "--dispatch-burst" => {
                     let n = args.next().ok_or("--dispatch-burst needs a number")?;
                     dispatch_burst = Some(
@@ -195,7 +203,7 @@ impl Config {
                     );
                 }
                 "-h" | "--help" => {
-                    return Err("usage: bench [--quick] [--json] [--scenario seq,inflight64,fire,echo4k,echo256k,idle10k] [--impl raw-tcp,nmsg,nmsg-typed,tarpc] [--split-runtimes] [--dispatch-burst N]".into())
+                    return Err("usage: bench [--quick] [--json] [--scenario seq,inflight64,fire,echo4k,echo256k,idle10k] [--impl raw-tcp,nmsg,nmsg-typed,tarpc] [--split-runtimes] [--dispatch-burst N] [--session]".into())
                 }
                 other => return Err(format!("unknown option {other:?} (try --help)")),
             }
@@ -231,6 +239,7 @@ impl Config {
             idle_same_process: true,
             split_runtimes,
             dispatch_burst,
+            session,
         })
     }
 }
@@ -902,18 +911,27 @@ mod raw {
 /// `--dispatch-burst N`, for nmsg's routers.
 static NMSG_DISPATCH_BURST: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
 
-/// An nmsg server builder: the defaults, or `--dispatch-burst`.
+/// `--session`: nmsg's clients and servers with sessions.
+static NMSG_SESSION: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+
+/// An nmsg server builder: the defaults, or `--dispatch-burst`, `--session`.
 fn nmsg_server() -> nmsg::ServerBuilder {
-    let server = nmsg::Server::tcp("127.0.0.1:0");
+    let mut server = nmsg::Server::tcp("127.0.0.1:0");
+    if NMSG_SESSION.get().is_some() {
+        server = server.session(nmsg::SessionOptions::default());
+    }
     match NMSG_DISPATCH_BURST.get() {
         Some(&n) => server.dispatch_burst(n),
         None => server,
     }
 }
 
-/// An nmsg client builder: the defaults, or `--dispatch-burst`.
+/// An nmsg client builder: the defaults, or `--dispatch-burst`, `--session`.
 fn nmsg_client(addr: SocketAddr) -> nmsg::ClientBuilder {
-    let client = nmsg::Client::tcp(addr.to_string());
+    let mut client = nmsg::Client::tcp(addr.to_string());
+    if NMSG_SESSION.get().is_some() {
+        client = client.session(nmsg::SessionOptions::default());
+    }
     match NMSG_DISPATCH_BURST.get() {
         Some(&n) => client.dispatch_burst(n),
         None => client,
@@ -1366,6 +1384,9 @@ fn main() {
     if let Some(n) = cfg.dispatch_burst {
         let _ = NMSG_DISPATCH_BURST.set(n);
     }
+    if cfg.session {
+        let _ = NMSG_SESSION.set(());
+    }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     // Kept alive until the end of main.
     let mut _servers_runtime = None;
@@ -1474,11 +1495,14 @@ fn main() {
             std::thread::available_parallelism().map_or(0, |n| n.get())
         )
     };
-    let burst = match cfg.dispatch_burst {
+    let mut burst = match cfg.dispatch_burst {
         Some(n) => format!(", nmsg --dispatch-burst {n}"),
         None => String::new(),
     };
-    let caveat = if cfg.split_runtimes || cfg.dispatch_burst.is_some() {
+    if cfg.session {
+        burst.push_str(", nmsg --session");
+    }
+    let caveat = if cfg.split_runtimes || cfg.dispatch_burst.is_some() || cfg.session {
         "\n(the goals are set for the default setup: one runtime, nmsg's defaults)"
     } else {
         ""

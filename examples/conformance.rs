@@ -19,6 +19,19 @@
 //! `{"b": [...]}` (`RouterBuilder::bulk_form`), for a peer of that release,
 //! which reads no other, before it has heard from it.
 //!
+//! `--session` (both modes) turns on sessions (`SessionOptions`): the client
+//! resumes after every break, the server keeps each session's handlers and
+//! their state (the `stats` count) across them, so `stats` stays exact and an
+//! event delivered twice shows there. `--heartbeat-interval MS`,
+//! `--heartbeat-timeout MS` and `--window MS` set those options.
+//! `--token TOKEN` turns on authentication: `serve` requires this token
+//! (`ServerBuilder::authenticate`; another, none, or a peer that does not
+//! authenticate is refused), `connect` sends it (`ClientBuilder::credentials`).
+//! Rejected, `connect` prints `AUTH REJECTED the server rejected the
+//! authentication: REASON` and exits with code 3, running no scenario.
+//! `--events N`, `--requests N` and `--big N` (connect) add the load scenarios
+//! before `stats` (`tests/js/CONFORMANCE.md`).
+//!
 //! `serve` prints `LISTENING HOST:PORT` (the real port, also for port 0), then
 //! serves every conformance event on every connection until interrupted
 //! (Ctrl-C) or, with `--until-eof`, until its stdin ends; it then waits (up to
@@ -47,11 +60,13 @@ use nmsg::codec::{ArgVisitor, Builtin, BulkForm, Decoded, FrameSink};
 use nmsg::frame::{Frame, FrameKind, OutFrame};
 use nmsg::transport::Address;
 use nmsg::{
-    args, Args, Buffering, Callback, Client, Codec, EncodeError, Error, ProtocolError,
-    RemoteCallback, Router, Server, Socket, Value,
+    args, Args, Buffering, Callback, Client, ClientEvent, Codec, EncodeError, Error, FramingError,
+    ProtocolError, RemoteCallback, Router, Server, ServerEvent, SessionOptions, Socket, Value,
 };
 
 const SCENARIO_TIMEOUT: Duration = Duration::from_secs(10);
+/// A load scenario's timeout: it may run through many breaks.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(120);
 /// `serve`: how long the open connections may take to close at the end.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -63,6 +78,17 @@ struct Options {
     until_eof: bool,
     peer_echoes: bool,
     keyed_bulks: bool,
+    /// `--session`, with the options given in ms.
+    session: bool,
+    heartbeat_interval: Option<u64>,
+    heartbeat_timeout: Option<u64>,
+    window: Option<u64>,
+    /// `--token`: required (serve) or sent (connect).
+    token: Option<String>,
+    /// The load scenarios' sizes (0: not run).
+    events: u64,
+    requests: u64,
+    big: u64,
 }
 
 impl Options {
@@ -73,6 +99,25 @@ impl Options {
         } else {
             Buffering::Off
         }
+    }
+
+    /// `--session`: the session options, from the defaults and the flags.
+    fn session(&self) -> Option<SessionOptions> {
+        if !self.session {
+            return None;
+        }
+        let ms = Duration::from_millis;
+        let mut options = SessionOptions::new();
+        if let Some(t) = self.heartbeat_interval {
+            options = options.heartbeat_interval(ms(t));
+        }
+        if let Some(t) = self.heartbeat_timeout {
+            options = options.heartbeat_timeout(ms(t));
+        }
+        if let Some(t) = self.window {
+            options = options.window(ms(t));
+        }
+        Some(options)
     }
 
     /// `--keyed-bulks`: bulks always `{"b": [...]}`; else the peer's form.
@@ -86,7 +131,7 @@ impl Options {
 }
 
 fn usage(problem: &str) -> ! {
-    eprintln!("{problem}\nusage: conformance serve|connect --addr HOST:PORT [--codec msgpack|json] [--buffered] [--until-eof] [--peer-echoes] [--keyed-bulks]");
+    eprintln!("{problem}\nusage: conformance serve|connect --addr HOST:PORT [--codec msgpack|json] [--buffered] [--until-eof] [--peer-echoes] [--keyed-bulks]\n       [--session [--heartbeat-interval MS] [--heartbeat-timeout MS] [--window MS]] [--token TOKEN] [--events N] [--requests N] [--big N]");
     std::process::exit(2);
 }
 
@@ -99,6 +144,16 @@ fn options() -> Options {
     };
     let (mut addr, mut json, mut buffered, mut until_eof, mut peer_echoes, mut keyed_bulks) =
         (None, false, false, false, false, false);
+    let mut session = false;
+    let mut token = None;
+    let (mut heartbeat_interval, mut heartbeat_timeout, mut window) = (None, None, None);
+    let (mut events, mut requests, mut big) = (0, 0, 0);
+    let number = |flag: &str, value: Option<String>| -> u64 {
+        value
+            .as_deref()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| usage(&format!("{flag} needs a number, got {value:?}")))
+    };
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--addr" => addr = args.next(),
@@ -111,6 +166,19 @@ fn options() -> Options {
             "--until-eof" => until_eof = true,
             "--peer-echoes" => peer_echoes = true,
             "--keyed-bulks" => keyed_bulks = true,
+            "--session" => session = true,
+            "--token" => {
+                token = Some(
+                    args.next()
+                        .unwrap_or_else(|| usage("--token needs a value")),
+                )
+            }
+            "--heartbeat-interval" => heartbeat_interval = Some(number(&arg, args.next())),
+            "--heartbeat-timeout" => heartbeat_timeout = Some(number(&arg, args.next())),
+            "--window" => window = Some(number(&arg, args.next())),
+            "--events" => events = number(&arg, args.next()),
+            "--requests" => requests = number(&arg, args.next()),
+            "--big" => big = number(&arg, args.next()),
             other => usage(&format!("unknown argument {other:?}")),
         }
     }
@@ -123,6 +191,14 @@ fn options() -> Options {
         until_eof,
         peer_echoes,
         keyed_bulks,
+        session,
+        heartbeat_interval,
+        heartbeat_timeout,
+        window,
+        token,
+        events,
+        requests,
+        big,
     }
 }
 
@@ -149,6 +225,31 @@ struct Tally {
     /// Frames received inside bulk messages.
     bulk_frames: AtomicU64,
     responses: Mutex<Responses>,
+    /// With `--session`: what became of the sessions ([`Tally::session_event`]).
+    sessions: Sessions,
+}
+
+/// Sessions seen (client and server events), for the report's session fields.
+#[derive(Debug, Default)]
+struct Sessions {
+    /// Sessions begun by a handshake that asked for none.
+    new: AtomicU64,
+    /// Handshakes that resumed a session.
+    resumed: AtomicU64,
+    /// Handshakes that asked to resume a session the server did not have.
+    expired: AtomicU64,
+    /// A client's sessions lost (its pending replies failed).
+    lost: AtomicU64,
+    /// Plain emits written again on a new session after a loss.
+    resent: AtomicU64,
+    /// Frames dropped at a loss.
+    dropped_on_loss: AtomicU64,
+    /// Connections that broke (the stream ended in the middle of a message,
+    /// or failed): in a session, the break the session repairs, not a
+    /// protocol error.
+    breaks: AtomicU64,
+    /// Whether this peer has sessions.
+    on: std::sync::atomic::AtomicBool,
 }
 
 /// `(r, f)` of every response received, and of those received more than once.
@@ -172,6 +273,11 @@ impl Tally {
     /// Counts an error the router reported.
     fn count(&self, error: &Error) {
         let counter = match error {
+            Error::Framing(FramingError::Truncated | FramingError::Io(_))
+                if self.sessions.on.load(Ordering::Relaxed) =>
+            {
+                &self.sessions.breaks
+            }
             Error::Protocol(_) | Error::Framing(_) => &self.protocol_errors,
             Error::StrayResponse { frame, position } => {
                 let responses = self.responses.lock().unwrap();
@@ -186,9 +292,44 @@ impl Tally {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a client's session event.
+    fn client_event(&self, event: &ClientEvent) {
+        let s = &self.sessions;
+        match event {
+            ClientEvent::SessionStarted { .. } => s.new.fetch_add(1, Ordering::Relaxed),
+            ClientEvent::Resumed { .. } => s.resumed.fetch_add(1, Ordering::Relaxed),
+            ClientEvent::SessionLost {
+                resent, dropped, ..
+            } => {
+                s.expired.fetch_add(1, Ordering::Relaxed);
+                s.resent.fetch_add(*resent as u64, Ordering::Relaxed);
+                s.dropped_on_loss
+                    .fetch_add(*dropped as u64, Ordering::Relaxed);
+                s.lost.fetch_add(1, Ordering::Relaxed)
+            }
+            _ => 0,
+        };
+    }
+
+    /// Counts a server's session event.
+    fn server_event(&self, event: &ServerEvent) {
+        let s = &self.sessions;
+        match event {
+            ServerEvent::SessionStarted { expired, .. } => {
+                if *expired {
+                    s.expired.fetch_add(1, Ordering::Relaxed)
+                } else {
+                    s.new.fetch_add(1, Ordering::Relaxed)
+                }
+            }
+            ServerEvent::Resumed { .. } => s.resumed.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
+    }
+
     /// `REPORT key=value ...`; `unclosed` is the server's count of connections
-    /// still open when it stopped.
-    fn report(&self, unclosed: Option<usize>) -> String {
+    /// still open when it stopped; with sessions, their fields follow.
+    fn report(&self, unclosed: Option<usize>, sessions: bool) -> String {
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut line = format!(
             "REPORT protocol_errors={} stray={} duplicates={} handler_failures={} unhandled={} bulks={} bulk_frames={}",
@@ -202,6 +343,19 @@ impl Tally {
         );
         if let Some(unclosed) = unclosed {
             line.push_str(&format!(" unclosed={unclosed}"));
+        }
+        if sessions {
+            let s = &self.sessions;
+            line.push_str(&format!(
+                " sessions_new={} sessions_resumed={} sessions_expired={} sessions_lost={} resent={} dropped_on_loss={} breaks={}",
+                n(&s.new),
+                n(&s.resumed),
+                n(&s.expired),
+                n(&s.lost),
+                n(&s.resent),
+                n(&s.dropped_on_loss),
+                n(&s.breaks),
+            ));
         }
         line
     }
@@ -305,11 +459,67 @@ async fn main() {
 
 async fn serve(opts: Options) -> i32 {
     let tally = Arc::new(Tally::default());
-    let server = Server::tcp(&opts.addr)
+    tally.sessions.on.store(opts.session, Ordering::Relaxed);
+    let mut builder = Server::tcp(&opts.addr)
         .buffering(opts.buffering())
         .router(|r| opts.router(r))
-        .codec(Observed::new(opts.json, tally.clone()))
-        .start();
+        .codec(Observed::new(opts.json, tally.clone()));
+    if let Some(session) = opts.session() {
+        builder = builder.session(session);
+    }
+    if let Some(token) = opts.token.clone() {
+        builder = builder.authenticate(move |request: nmsg::AuthRequest| {
+            let verdict = match request.credentials.as_str() {
+                Some(t) if t == token => Ok(None),
+                Some(_) => Err(nmsg::Reject::new("wrong token")),
+                None => Err(nmsg::Reject::new("the token must be a string")),
+            };
+            std::future::ready(verdict)
+        });
+    }
+    let server = builder.start();
+    let mut events = server.events();
+    let observed = tally.clone();
+    // With sessions, a socket whose client went away is kept for the window:
+    // the end waits for connections, not sockets.
+    let connected = Arc::new(Mutex::new(HashSet::new()));
+    let tracked = connected.clone();
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(event) => {
+                    observed.server_event(&event);
+                    if matches!(
+                        event,
+                        ServerEvent::Away { .. }
+                            | ServerEvent::Resumed { .. }
+                            | ServerEvent::SessionExpired { .. }
+                            | ServerEvent::SessionStarted { expired: true, .. }
+                            | ServerEvent::Lost { .. }
+                            | ServerEvent::AuthRejected { .. }
+                    ) {
+                        eprintln!("conformance server: {event:?}");
+                    }
+                    let mut up = tracked.lock().unwrap();
+                    match event {
+                        ServerEvent::Connected { socket, .. }
+                        | ServerEvent::Resumed { socket, .. } => {
+                            up.insert(socket);
+                        }
+                        ServerEvent::Away { socket, .. }
+                        | ServerEvent::Disconnected { socket, .. } => {
+                            up.remove(&socket);
+                        }
+                        _ => {}
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    eprintln!("conformance server: {n} server events missed")
+                }
+                Err(_) => break,
+            }
+        }
+    });
     let counted = tally.clone();
     server.on_socket(move |socket| install_handlers(socket, counted.clone()));
     match server.started().await {
@@ -328,7 +538,13 @@ async fn serve(opts: Options) -> i32 {
     // connections close: wait for that, so that the report counts all of it.
     let deadline = tokio::time::Instant::now() + CLOSE_TIMEOUT;
     let mut unclosed = 0;
-    for socket in server.sockets() {
+    if opts.session {
+        while !connected.lock().unwrap().is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        unclosed = connected.lock().unwrap().len();
+    }
+    for socket in server.sockets().into_iter().filter(|_| !opts.session) {
         if tokio::time::timeout_at(deadline, socket.closed())
             .await
             .is_err()
@@ -337,7 +553,7 @@ async fn serve(opts: Options) -> i32 {
         }
     }
     server.stop().await;
-    println!("{}", tally.report(Some(unclosed)));
+    println!("{}", tally.report(Some(unclosed), opts.session));
     0
 }
 
@@ -441,6 +657,7 @@ fn as_f64(v: &Value) -> Option<f64> {
 /// wildcard, which counts events for `stats`, runs only after `on` handlers.
 fn install_handlers(socket: Socket, tally: Arc<Tally>) {
     let router = socket.router();
+    install_sequences(router);
     router.on_error(move |e| {
         tally.count(&e);
         eprintln!("conformance server: {e}");
@@ -483,6 +700,65 @@ fn install_handlers(socket: Socket, tally: Arc<Tally>) {
     });
 }
 
+/// Order and exactly-once each way (the session tests' load): `seq(k)` events
+/// must come with k = 0, 1, 2, ...; `seq-check` answers how many came in
+/// order and how many did not; `flood(n, cb)` emits n `seq` events to the
+/// client, numbered on from the last flood, waiting for room in the queue,
+/// then answers `cb(n)`.
+fn install_sequences(router: &Router) {
+    #[derive(Default)]
+    struct Seq {
+        next: u64,
+        errors: u64,
+        sent: u64,
+    }
+    let seq = Arc::new(Mutex::new(Seq::default()));
+    let counted = seq.clone();
+    router.on("seq", move |args: Args| -> Result<(), Error> {
+        let (k,): (u64,) = args.parse()?;
+        let mut s = counted.lock().unwrap();
+        if k == s.next {
+            s.next += 1;
+        } else {
+            eprintln!("seq: expected {}, got {k}", s.next);
+            s.errors += 1;
+            s.next = k + 1;
+        }
+        Ok(())
+    });
+    let checked = seq.clone();
+    router.on("seq-check", move |args: Args| -> Result<(), Error> {
+        let (cb,): (RemoteCallback,) = args.parse()?;
+        let (next, errors) = {
+            let s = checked.lock().unwrap();
+            (s.next, s.errors)
+        };
+        cb.call((next, errors))
+    });
+    let to_client = router.clone();
+    router.on("flood", move |args: Args| -> Result<(), Error> {
+        let (n, cb): (u64, RemoteCallback) = args.parse()?;
+        let (router, seq) = (to_client.clone(), seq.clone());
+        tokio::spawn(async move {
+            for _ in 0..n {
+                let k = {
+                    let mut s = seq.lock().unwrap();
+                    s.sent += 1;
+                    s.sent - 1
+                };
+                if let Err(e) = router.emit_wait("seq", (k,)).await {
+                    eprintln!("flood: emit seq({k}) failed: {e}");
+                    return;
+                }
+            }
+            if let Err(e) = cb.call((n,)) {
+                eprintln!("flood: the callback failed: {e}");
+            }
+        });
+        Ok(())
+    });
+}
+
 fn countdown(n: u64, cb: RemoteCallback) -> Result<(), Error> {
     if n == 0 {
         return cb.call(("done",));
@@ -501,33 +777,94 @@ type Outcome = Result<(), String>;
 
 async fn connect(opts: Options) -> i32 {
     let tally = Arc::new(Tally::default());
-    let client = Client::tcp(&opts.addr)
+    tally.sessions.on.store(opts.session, Ordering::Relaxed);
+    let mut builder = Client::tcp(&opts.addr)
         .buffering(opts.buffering())
         .router(|r| opts.router(r))
-        .codec(Observed::new(opts.json, tally.clone()))
-        .start();
+        .codec(Observed::new(opts.json, tally.clone()));
+    if let Some(session) = opts.session() {
+        builder = builder.session(session);
+    }
+    if let Some(token) = opts.token.clone() {
+        builder = builder.credentials(move || token.clone());
+    }
+    let client = builder.start();
+    let mut events = client.events();
+    let observed = tally.clone();
+    // With a token: the first of served (connected, or a session welcomed)
+    // and rejected.
+    let (admitted, mut admission) = tokio::sync::mpsc::unbounded_channel();
+    let session = opts.session;
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(event) => {
+                    match &event {
+                        ClientEvent::AuthRejected { reason } => {
+                            let _ = admitted.send(Err(reason.clone()));
+                        }
+                        ClientEvent::Connected { .. } if !session => {
+                            let _ = admitted.send(Ok(()));
+                        }
+                        ClientEvent::SessionStarted { .. } => {
+                            let _ = admitted.send(Ok(()));
+                        }
+                        _ => {}
+                    }
+                    observed.client_event(&event);
+                    if matches!(
+                        event,
+                        ClientEvent::Disconnected { .. }
+                            | ClientEvent::Resumed { .. }
+                            | ClientEvent::SessionLost { .. }
+                            | ClientEvent::Lost { .. }
+                            | ClientEvent::Reconnecting { .. }
+                    ) {
+                        eprintln!("conformance client: {event:?}");
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    eprintln!("conformance client: {n} client events missed")
+                }
+                Err(_) => break,
+            }
+        }
+    });
     let router = client.router().clone();
     let counted = tally.clone();
     router.on_error(move |e| {
         counted.count(&e);
         eprintln!("conformance client: {e}");
     });
-    if tokio::time::timeout(SCENARIO_TIMEOUT, client.connected())
+    if opts.token.is_some() {
+        match tokio::time::timeout(SCENARIO_TIMEOUT, admission.recv()).await {
+            Ok(Some(Err(reason))) => {
+                println!("AUTH REJECTED {}", Error::AuthRejected { reason });
+                client.stop().await;
+                return 3;
+            }
+            Ok(Some(Ok(()))) => {}
+            _ => eprintln!("could not connect to {}", opts.addr),
+        }
+    } else if tokio::time::timeout(SCENARIO_TIMEOUT, client.connected())
         .await
         .is_err()
     {
         eprintln!("could not connect to {}", opts.addr);
     }
 
-    let mut results: Vec<(&str, Outcome)> = Vec::new();
+    let mut results: Vec<(String, Outcome)> = Vec::new();
     macro_rules! scenario {
-        ($name:expr, $body:expr) => {{
-            let outcome = run($body).await;
+        ($name:expr, $body:expr) => {
+            scenario!($name, $body, SCENARIO_TIMEOUT)
+        };
+        ($name:expr, $body:expr, $timeout:expr) => {{
+            let outcome = run_for($timeout, $body).await;
             match &outcome {
                 Ok(()) => println!("PASS {}", $name),
                 Err(why) => println!("FAIL {}: {}", $name, why),
             }
-            results.push(($name, outcome));
+            results.push(($name.to_string(), outcome));
         }};
     }
     let r = &router;
@@ -598,10 +935,31 @@ async fn connect(opts: Options) -> i32 {
     // events): one per echo, two each for echo-big-int, echo-float, add,
     // non-bmp and unknown-event, five for js-numbers, one for each other
     // scenario, and 2,000 in inflight-2000.
-    let emitted_so_far =
+    let mut emitted_so_far =
         2000 + if opts.json { 24 } else { 25 } - if opts.peer_echoes { 3 } else { 0 };
     // The last of them is the echo of unknown-event.
-    let last_so_far = "echo";
+    let mut last_so_far = "echo";
+    // The load scenarios (`--events`, `--requests`, `--big`), as the
+    // JavaScript peer's, before `stats`.
+    if opts.events > 0 {
+        let n = opts.events;
+        scenario!(format!("events-out-{n}"), events_out(r, n), LOAD_TIMEOUT);
+        scenario!(format!("events-in-{n}"), events_in(r, n), LOAD_TIMEOUT);
+        emitted_so_far += n + 2; // the seq events, seq-check, flood
+        last_so_far = "flood";
+    }
+    if opts.requests > 0 {
+        let n = opts.requests;
+        scenario!(format!("nested-{n}"), nested(r, n), LOAD_TIMEOUT);
+        emitted_so_far += n;
+        last_so_far = "countdown";
+    }
+    if opts.big > 0 {
+        let n = opts.big;
+        scenario!(format!("big-{n}"), big(r, n), LOAD_TIMEOUT);
+        emitted_so_far += n;
+        last_so_far = "echo";
+    }
     scenario!("stats", async move {
         let (stats,): (Value,) = r.request("stats", ()).await.map_err(|e| e.to_string())?;
         let got = (stats["events"].as_u64(), stats["last"].as_str());
@@ -632,7 +990,7 @@ async fn connect(opts: Options) -> i32 {
     tally
         .unhandled
         .fetch_add(router.unhandled_events(), Ordering::Relaxed);
-    println!("{}", tally.report(None));
+    println!("{}", tally.report(None, opts.session));
     if failed > 0 || last.is_err() {
         1
     } else {
@@ -641,10 +999,95 @@ async fn connect(opts: Options) -> i32 {
 }
 
 async fn run(body: impl Future<Output = Outcome>) -> Outcome {
-    match tokio::time::timeout(SCENARIO_TIMEOUT, body).await {
+    run_for(SCENARIO_TIMEOUT, body).await
+}
+
+async fn run_for(timeout: Duration, body: impl Future<Output = Outcome>) -> Outcome {
+    match tokio::time::timeout(timeout, body).await {
         Ok(outcome) => outcome,
-        Err(_) => Err(format!("no answer within {SCENARIO_TIMEOUT:?}")),
+        Err(_) => Err(format!("no answer within {timeout:?}")),
     }
+}
+
+/// `seq(0)` ... `seq(n - 1)`, waiting for room in the queue; then the server
+/// must have seen them all, in order.
+async fn events_out(r: &Router, n: u64) -> Outcome {
+    for k in 0..n {
+        r.emit_wait("seq", (k,))
+            .await
+            .map_err(|e| format!("emit seq({k}): {e}"))?;
+    }
+    let (next, errors): (u64, u64) = r
+        .request("seq-check", ())
+        .await
+        .map_err(|e| format!("seq-check: {e}"))?;
+    expect(
+        (next, errors) == (n, 0),
+        format!("seq-check gave ({next}, {errors}), expected ({n}, 0) (in order, out of order)"),
+    )
+}
+
+/// `flood(n)`: the server's `seq` events must come 0 ... n - 1, in order,
+/// all before the callback.
+async fn events_in(r: &Router, n: u64) -> Outcome {
+    let got = Arc::new(Mutex::new((0u64, 0u64)));
+    let seen = got.clone();
+    r.on("seq", move |args: Args| -> Result<(), Error> {
+        let (k,): (u64,) = args.parse()?;
+        let mut g = seen.lock().unwrap();
+        if k == g.0 {
+            g.0 += 1;
+        } else {
+            eprintln!("seq from the server: expected {}, got {k}", g.0);
+            g.1 += 1;
+            g.0 = k + 1;
+        }
+        Ok(())
+    });
+    let answer: Result<(u64,), Error> = r.request("flood", (n,)).await;
+    r.off("seq");
+    let (m,) = answer.map_err(|e| format!("flood({n}): {e}"))?;
+    expect(m == n, format!("flood({n}) answered {m}"))?;
+    let (next, errors) = *got.lock().unwrap();
+    expect(
+        (next, errors) == (n, 0),
+        format!("seq events from the server: ({next}, {errors}), expected ({n}, 0) (in order, out of order)"),
+    )
+}
+
+/// `n` requests of `countdown(1)`, 200 at a time: callbacks three deep.
+async fn nested(r: &Router, n: u64) -> Outcome {
+    use futures_util::stream::{self, StreamExt};
+    let mut answered = 0;
+    let mut calls = stream::iter(0..n)
+        .map(|k| async move {
+            countdown_scenario(r, 1)
+                .await
+                .map_err(|e| format!("request {k}: {e}"))
+        })
+        .buffer_unordered(200);
+    while let Some(outcome) = calls.next().await {
+        outcome?;
+        answered += 1;
+    }
+    expect(
+        answered == n,
+        format!("{answered} of {n} requests answered"),
+    )
+}
+
+/// `n` echoes of distinct 1 MiB strings, one at a time.
+async fn big(r: &Router, n: u64) -> Outcome {
+    for k in 0..n {
+        let prefix = format!("{k}:");
+        let fill = char::from(b'a' + (k % 26) as u8);
+        let s: String = prefix.clone()
+            + &std::iter::repeat_n(fill, (1 << 20) - prefix.len()).collect::<String>();
+        echo_same(r, Value::from(s))
+            .await
+            .map_err(|e| format!("echo(1 MiB #{k}): {e}"))?;
+    }
+    Ok(())
 }
 
 fn expect(ok: bool, why: String) -> Outcome {

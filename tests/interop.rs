@@ -1179,8 +1179,9 @@ fn check_vectors_with_js(file: &str, args: &[&str]) {
 
 /// The JavaScript peer's self-test: its client against its server in the four
 /// codec and buffering combinations, with msgpack-lite 0.1 and 0.2, in the 2016
-/// dialect, and against its echoing server, both reports clean; and the wire
-/// vectors of both dialects.
+/// dialect, with sessions (and a plain client of a session server), and
+/// against its echoing server, both reports clean; and the wire vectors of
+/// both dialects.
 #[test]
 fn js_self_test_passes() {
     let (_child, lines, status) = run_js_script("self-test.js", &[]);
@@ -1204,10 +1205,13 @@ fn js_self_test_passes() {
             "msgpack msgpack-lite-0.2 buffered",
             "2016 msgpack msgpack-lite-0.1",
             "nmsg-tcp msgpack-lite-0.2 buffered",
+            "msgpack session",
+            "json buffered session",
+            "session server, plain client",
             "2016 json echo-bug, later client",
             "wire vectors",
             "wire vectors 2016",
-            "11 passed, 0 failed"
+            "14 passed, 0 failed"
         ],
         "self-test.js:\n{output}"
     );

@@ -10,10 +10,13 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
+use crate::auth::{HelloFailed, DEFAULT_AUTH_TIMEOUT};
 use crate::backoff::Backoff;
 use crate::codec::Codec;
 use crate::lifecycle::{Ending, Events, Lifecycle, Status};
 use crate::router::{BadRequestOwner, BadRequestSink, Buffering, Router, RouterBuilder};
+use crate::session::{Notice, Session, SessionOptions, State};
+use crate::sync::MutexExt;
 use crate::transport::{
     Address, BoxStream, CloseReason, ConnectionOptions, Connector, Driver, Tcp, Unix,
 };
@@ -72,6 +75,48 @@ pub enum ClientEvent {
         /// What did not fit.
         error: String,
     },
+    /// A session began (a client with sessions,
+    /// [`ClientBuilder::session`]): the server welcomed a new one.
+    SessionStarted {
+        /// The session id.
+        session: String,
+    },
+    /// The session resumed on a new connection: what either side had not
+    /// received is sent again, and pending replies and callbacks go on.
+    Resumed {
+        /// The session id.
+        session: String,
+        /// Messages this side wrote again (written before, not acknowledged).
+        resent: usize,
+    },
+    /// The session could not resume (its window passed on the server, or
+    /// the server restarted): the server welcomed a new one. Frames that
+    /// waited for answers failed with
+    /// [`Error::SessionLost`](crate::Error::SessionLost); of the frames
+    /// written and not acknowledged, the plain emits were written again
+    /// (`resent`: the server may see them twice) or dropped, by option
+    /// ([`SessionOptions::unacked`]), and the others dropped (`dropped`).
+    /// Responses still queued for the old session come in a
+    /// [`ClientEvent::Lost`].
+    SessionLost {
+        /// The session that was lost.
+        old: String,
+        /// The new session.
+        session: String,
+        /// Frames written again on the new session, possibly duplicated.
+        resent: usize,
+        /// Frames dropped.
+        dropped: usize,
+    },
+    /// The server rejected the client's credentials
+    /// ([`ClientBuilder::credentials`]) and closed the connection; the
+    /// router's error hook gets [`Error::AuthRejected`](crate::Error::AuthRejected),
+    /// and the client tries again after its backoff (a
+    /// [`ClientEvent::Reconnecting`] follows), asking for credentials anew.
+    AuthRejected {
+        /// The server's reason.
+        reason: String,
+    },
     /// The client stopped.
     Stopped {
         /// Frames still in the client's queue when its router closed, never
@@ -90,6 +135,9 @@ pub struct ClientBuilder {
     router: RouterBuilder,
     connection: ConnectionOptions,
     backoff: Backoff,
+    session: Option<SessionOptions>,
+    credentials: Option<crate::auth::CredentialsFn>,
+    auth_timeout: Duration,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -98,6 +146,7 @@ impl std::fmt::Debug for ClientBuilder {
             .field("address", &self.connector.address())
             .field("router", &self.router)
             .field("backoff", &self.backoff)
+            .field("credentials", &self.credentials.is_some())
             .finish()
     }
 }
@@ -167,6 +216,83 @@ impl ClientBuilder {
         self
     }
 
+    /// Opens every connection with a session handshake (default: none, a
+    /// plain client): messages are numbered and kept until the server
+    /// acknowledges them, and after a break the client reconnects at once
+    /// and resumes, so that every message arrives once, in order, both ways,
+    /// and pending replies and callbacks survive the break. The server must
+    /// have sessions too ([`ServerBuilder::session`](crate::ServerBuilder::session));
+    /// one without does not answer the hello, and each attempt fails after
+    /// the [hello timeout](SessionOptions::hello_timeout) with
+    /// [`Error::SessionsUnsupported`](crate::Error::SessionsUnsupported)'s
+    /// message in a [`ClientEvent::Reconnecting`].
+    pub fn session(mut self, options: SessionOptions) -> Self {
+        self.session = Some(options);
+        self
+    }
+
+    /// Authenticates every connection with the credentials `credentials`
+    /// gives (default: none, a client that does not authenticate). It is
+    /// called on every connect and reconnect, so that a token can be
+    /// refreshed; what it gives (any serializable value: a token string in
+    /// most setups) rides on the hello, the first message of the connection
+    /// (with sessions, the session's hello; without, a hello of its own
+    /// that the server answers before anything else is written). The server
+    /// must authenticate ([`ServerBuilder::authenticate`](crate::ServerBuilder::authenticate)).
+    /// A rejection closes the connection, comes as a
+    /// [`ClientEvent::AuthRejected`] and [`Error::AuthRejected`](crate::Error::AuthRejected)
+    /// to the router's error hook, and counts as a failed attempt: the
+    /// client backs off. Without sessions a [`ClientEvent::Connected`]
+    /// means the server accepted the credentials; with sessions it comes
+    /// at the connection, and the verdict with the welcome
+    /// ([`ClientEvent::SessionStarted`] or [`ClientEvent::Resumed`]) or the
+    /// rejection.
+    ///
+    /// ```no_run
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// let client = nmsg::Client::tcp("127.0.0.1:8081")
+    ///     .credentials(|| std::env::var("TOKEN").unwrap_or_default())
+    ///     .start();
+    /// # client.stop().await;
+    /// # }
+    /// ```
+    pub fn credentials<F, T>(self, credentials: F) -> Self
+    where
+        F: Fn() -> T + Send + Sync + 'static,
+        T: serde::Serialize,
+    {
+        self.credentials_fn(crate::auth::credentials_fn(credentials))
+    }
+
+    /// [`credentials`](Self::credentials) from an async closure (a token
+    /// fetched anew for each connection). Its error fails the attempt, which
+    /// is retried after the backoff.
+    pub fn credentials_async<F, Fut, T>(self, credentials: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, crate::Error>> + Send + 'static,
+        T: serde::Serialize,
+    {
+        self.credentials_fn(crate::auth::credentials_async_fn(credentials))
+    }
+
+    fn credentials_fn(mut self, credentials: crate::auth::CredentialsFn) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    /// How long a client with credentials and without sessions waits for
+    /// the server's answer to its hello (default 5 s,
+    /// [`DEFAULT_AUTH_TIMEOUT`](crate::DEFAULT_AUTH_TIMEOUT)); past it the
+    /// attempt fails (the server does not authenticate) and the client
+    /// backs off. With sessions, the
+    /// [hello timeout](SessionOptions::hello_timeout) bounds the same wait.
+    pub fn auth_timeout(mut self, timeout: Duration) -> Self {
+        self.auth_timeout = timeout;
+        self
+    }
+
     /// Any other router option (timeouts, bounds), set on the client's own
     /// router options, so that what was set before stays:
     /// `.router(|r| r.max_pending(100))`.
@@ -180,7 +306,18 @@ impl ClientBuilder {
     /// is queued. Needs a tokio runtime.
     pub fn start(self) -> Client {
         let inner = Arc::new(ClientInner::new(self));
-        let me: std::sync::Weak<dyn BadRequestOwner> = Arc::downgrade(&inner) as _;
+        let me = Arc::downgrade(&inner);
+        if inner.session.is_some() {
+            let me = me.clone();
+            let notify: crate::session::Notify = Arc::new(move |notice| {
+                if let Some(inner) = me.upgrade() {
+                    inner.session_notice(notice);
+                }
+            });
+            // Set before the task starts: no connection reads it before.
+            inner.notify.set(notify).ok();
+        }
+        let me: std::sync::Weak<dyn BadRequestOwner> = me as _;
         inner.router.set_owner(Arc::new(BadRequestSink(me)));
         tokio::spawn(run(Ending::new(inner.clone())));
         Client { inner }
@@ -210,6 +347,69 @@ struct ClientInner {
     events: Events<ClientEvent>,
     /// Set at the first connection: the next ones are reconnections.
     connected_before: AtomicBool,
+    /// Where sessions' notices go (set at the start).
+    notify: std::sync::OnceLock<crate::session::Notify>,
+    /// Sessions' options and state, for a client with sessions.
+    session: Option<Box<ClientSession>>,
+    /// A client that authenticates.
+    auth: Option<Box<ClientAuth>>,
+}
+
+/// A client's authentication: where its credentials come from, and the
+/// bound on the answer to a plain hello.
+struct ClientAuth {
+    credentials: crate::auth::CredentialsFn,
+    timeout: Duration,
+    /// With sessions: the credentials asked for this connection, until its
+    /// session's hello takes them.
+    for_session: std::sync::Mutex<Option<crate::Value>>,
+}
+
+impl ClientAuth {
+    /// Asks for credentials; without sessions, says hello with them on
+    /// `stream` and reads the answer. Gives the credentials for the
+    /// session's hello (with sessions).
+    async fn connect(&self, inner: &ClientInner) -> std::io::Result<(BoxStream, Address)> {
+        let (stream, address) = inner.connector.connect().await?;
+        self.open(inner, stream)
+            .await
+            .map_err(|failed| {
+                if let HelloFailed::Rejected(crate::Error::AuthRejected { reason }) = &failed {
+                    inner.rejected(reason.clone());
+                }
+                std::io::Error::other(failed.to_string())
+            })
+            .map(|stream| (stream, address))
+    }
+
+    async fn open(
+        &self,
+        inner: &ClientInner,
+        mut stream: BoxStream,
+    ) -> Result<BoxStream, HelloFailed> {
+        let k = (self.credentials)()
+            .await
+            .map_err(|e| HelloFailed::Other(format!("the credentials closure failed: {e}")))?;
+        if inner.session.is_some() {
+            *self.for_session.locked() = Some(k);
+            return Ok(stream);
+        }
+        let codec = inner.router.codec_ref().name();
+        crate::auth::plain_hello(&mut stream, k, codec, self.timeout).await?;
+        Ok(stream)
+    }
+
+    /// The credentials asked for the session's hello of this connection.
+    fn session_credentials(&self) -> Option<crate::Value> {
+        self.for_session.locked().take()
+    }
+}
+
+/// A client's sessions: their options, and the state of the session that
+/// goes on between two connections.
+struct ClientSession {
+    options: Arc<SessionOptions>,
+    state: std::sync::Mutex<Option<Box<State>>>,
 }
 
 impl ClientInner {
@@ -217,6 +417,19 @@ impl ClientInner {
         let router = builder.router.build();
         router.keep_losses();
         ClientInner {
+            auth: builder.credentials.map(|credentials| {
+                Box::new(ClientAuth {
+                    credentials,
+                    timeout: builder.auth_timeout,
+                    for_session: std::sync::Mutex::new(None),
+                })
+            }),
+            session: builder.session.map(|options| {
+                Box::new(ClientSession {
+                    options: Arc::new(options),
+                    state: std::sync::Mutex::new(None),
+                })
+            }),
             router,
             connection: builder.connection,
             connector: builder.connector,
@@ -224,7 +437,42 @@ impl ClientInner {
             life: Lifecycle::new(ClientStatus::Connecting),
             events: Events::new(EVENT_CAPACITY),
             connected_before: AtomicBool::new(false),
+            notify: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sends the client event of a session's notice.
+    fn session_notice(&self, notice: Notice) {
+        let event = match notice {
+            Notice::Started { id } => ClientEvent::SessionStarted { session: id },
+            Notice::Resumed { id, resent, .. } => ClientEvent::Resumed {
+                session: id,
+                resent,
+            },
+            Notice::Lost {
+                old,
+                id,
+                resent,
+                dropped,
+            } => ClientEvent::SessionLost {
+                old,
+                session: id,
+                resent,
+                dropped,
+            },
+            Notice::Denied { reason } => return self.rejected(reason),
+            Notice::Away { .. } | Notice::Expired => return,
+        };
+        self.events.send(event);
+    }
+
+    /// The server rejected the credentials: the event, the error hook, a log.
+    fn rejected(&self, reason: String) {
+        tracing::warn!(%reason, address = %self.connector.address(), "nmsg client: the server rejected the authentication");
+        self.events.send(ClientEvent::AuthRejected {
+            reason: reason.clone(),
+        });
+        self.router.report(crate::Error::AuthRejected { reason });
     }
 
     /// Sends a [`ClientEvent::Lost`] for what was lost since the last one.
@@ -299,6 +547,9 @@ impl Client {
             router: RouterBuilder::default(),
             connection: ConnectionOptions::default(),
             backoff: Backoff::default(),
+            session: None,
+            credentials: None,
+            auth_timeout: DEFAULT_AUTH_TIMEOUT,
         }
     }
 
@@ -347,14 +598,21 @@ async fn run(task: Ending<ClientInner, ClientStatus>) {
         // The task's future is as large as its largest state: the connection
         // is awaited in place (through `&mut`), and nothing else that is large
         // is held across that await.
-        let mut connection = match inner.life.unless_stopped(inner.connector.connect()).await {
+        // A client that authenticates connects, then says hello: one boxed
+        // future as the connector's, so that the task's future is as small.
+        let connect: crate::transport::BoxFuture<'_, _> = match &inner.auth {
+            None => inner.connector.connect(),
+            Some(auth) => Box::pin(auth.connect(inner)),
+        };
+        let mut connection = match inner.life.unless_stopped(connect).await {
             None => break,
             Some(Ok((stream, address))) => {
+                let k = inner.auth.as_ref().and_then(|a| a.session_credentials());
                 connected(inner, &address);
                 inner.life.set(ClientStatus::Connected);
                 inner.events.send(ClientEvent::Connected { address });
                 // The connection runs on this task: a client holds one task, not two.
-                Ok(Connected::new(inner, stream))
+                Ok(Connected::new(inner, stream, k))
             }
             Some(Err(error)) => {
                 cannot_connect(inner, &error);
@@ -367,7 +625,14 @@ async fn run(task: Ending<ClientInner, ClientStatus>) {
                 let Some(reason) = (&mut *connected).await else {
                     break;
                 };
-                let reason = reason.to_string();
+                let reason = match reason {
+                    // A session's hello denied: the error's own words.
+                    CloseReason::Io {
+                        kind: std::io::ErrorKind::PermissionDenied,
+                        message,
+                    } => message,
+                    reason => reason.to_string(),
+                };
                 disconnected(inner, &reason);
                 inner.life.set(ClientStatus::Connecting);
                 inner.events.send(ClientEvent::Disconnected {
@@ -377,7 +642,12 @@ async fn run(task: Ending<ClientInner, ClientStatus>) {
                 // A connection that lived a while resets the schedule and is retried
                 // at once; one the server dropped right away counts as a failed
                 // attempt, so a server that accepts and closes is not hammered.
-                if connected.since.elapsed() >= inner.backoff.initial {
+                // A session's handshake that completed does too: a link that
+                // flaps costs a reconnection per break, not a backoff.
+                if connected.driver.handshake_completed()
+                    || (inner.session.is_none()
+                        && connected.since.elapsed() >= inner.backoff.initial)
+                {
                     failures = 0;
                     continue;
                 }
@@ -449,12 +719,34 @@ struct Connected<'a> {
 }
 
 impl<'a> Connected<'a> {
-    fn new(inner: &'a ClientInner, stream: BoxStream) -> Self {
+    /// `k`: the credentials for the session's hello.
+    fn new(inner: &'a ClientInner, stream: BoxStream, k: Option<crate::Value>) -> Self {
+        let mut driver = Driver::new(stream, inner.router.link(), inner.connection.clone());
+        if let (Some(session), Some(notify)) = (&inner.session, inner.notify.get()) {
+            let state = session.state.locked().take();
+            let codec = inner.router.codec_ref().name();
+            driver.set_session(Session::client(
+                state,
+                session.options.clone(),
+                codec,
+                notify.clone(),
+                k,
+            ));
+        }
         Connected {
             inner,
             since: tokio::time::Instant::now(),
-            driver: Driver::new(stream, inner.router.link(), inner.connection.clone()),
+            driver,
             stopping: false,
+        }
+    }
+}
+
+impl Drop for Connected<'_> {
+    fn drop(&mut self) {
+        // The session goes on to the next connection.
+        if let (Some(session), Some(state)) = (&self.inner.session, self.driver.take_session()) {
+            *session.state.locked() = Some(state.into_state());
         }
     }
 }

@@ -220,6 +220,29 @@ pub enum Error {
     /// The connection that carried the frame dropped before the answer came.
     #[error("disconnected before the answer came: {0}")]
     Disconnected(Disconnect),
+    /// The session that carried the frame was lost (its window passed on
+    /// the server, or the server restarted), so the answer will never come.
+    /// Within a session, a broken connection fails nothing: the client
+    /// resumes and the answer comes then ([`crate::SessionOptions`]).
+    #[error("the session was lost before the answer came ({reason}); the call may or may not have run on the peer")]
+    SessionLost {
+        /// Why the session was lost.
+        reason: String,
+    },
+    /// A client with sessions connected to a server that did not answer its
+    /// `hello` within the hello timeout: the server does not support
+    /// sessions. Start the server with sessions, or the client without.
+    #[error("the server does not support sessions: no welcome within {0:?}; start the server with `.session(..)`, or the client without it")]
+    SessionsUnsupported(Duration),
+    /// The server rejected this client's credentials
+    /// ([`ClientBuilder::credentials`](crate::ClientBuilder::credentials)),
+    /// or found none where it requires them; it closed the connection. The
+    /// client tries again after its backoff, with credentials asked anew.
+    #[error("the server rejected the authentication: {reason}")]
+    AuthRejected {
+        /// The server's reason.
+        reason: String,
+    },
     /// The router was closed.
     #[error("the router is closed")]
     Closed,
@@ -277,11 +300,11 @@ fn list_errors(errors: &[ProtocolError]) -> String {
 
 impl Error {
     /// True for errors that mean the peer is gone or never answered
-    /// (`Timeout`, `Disconnected`, `Closed`).
+    /// (`Timeout`, `Disconnected`, `SessionLost`, `Closed`).
     pub fn is_transport(&self) -> bool {
         matches!(
             self,
-            Error::Timeout(_) | Error::Disconnected(_) | Error::Closed
+            Error::Timeout(_) | Error::Disconnected(_) | Error::SessionLost { .. } | Error::Closed
         )
     }
 

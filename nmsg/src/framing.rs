@@ -56,6 +56,12 @@ impl MessageCodec {
         }
     }
 
+    /// Forgets a message begun: the next bytes start a new one (a session's
+    /// connection resumed on a new stream).
+    pub(crate) fn reset(&mut self) {
+        self.awaiting = None;
+    }
+
     /// The maximum message size this codec accepts.
     pub fn max_message_size(&self) -> usize {
         self.max as usize

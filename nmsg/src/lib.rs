@@ -45,6 +45,12 @@
 //! - [`Client`] and [`Server`]: connecting and accepting, backoff, the offline queue.
 //!   Client, server and each connection share one lifecycle mechanism: a status to
 //!   read or wait on, a stop request, and the end with its reason.
+//! - [`SessionOptions`] (`session`): sessions, opt-in on both ends: a
+//!   handshake, numbered messages kept until acknowledged, resume after a
+//!   break, heartbeats.
+//! - `auth`: authentication, opt-in on both ends: credentials on the hello
+//!   ([`ClientBuilder::credentials`]), checked by the server's authenticator
+//!   ([`ServerBuilder::authenticate`]) before it serves the connection.
 //! - [`Value`]: the dynamic value type.
 //! - [`observe`]: the tracing spans and the metrics nmsg records (one table).
 //! - [`typed`] and [`events`]: the typed layer, `#[nmsg::events]` traits over the router.
@@ -59,6 +65,7 @@
 )]
 
 mod args;
+mod auth;
 mod backoff;
 mod callback;
 mod client;
@@ -74,6 +81,7 @@ pub mod observe;
 pub mod protocol;
 mod router;
 mod server;
+mod session;
 mod sync;
 pub mod transport;
 pub mod typed;
@@ -82,6 +90,9 @@ pub mod typescript;
 mod value;
 
 pub use args::{Arg, Args, FromArg, FromArgs, IntoArgs, OutArgs, ToArg};
+pub use auth::{
+    AuthIdentity, AuthRequest, Reject, DEFAULT_AUTH_TIMEOUT, DEFAULT_MAX_CREDENTIALS_SIZE,
+};
 pub use backoff::{Backoff, DEFAULT_JITTER};
 pub use callback::{Callback, LocalCallback, RemoteCallback, Reply};
 pub use client::{Client, ClientBuilder, ClientEvent};
@@ -95,6 +106,11 @@ pub use router::{
 };
 pub use server::{
     Server, ServerBuilder, ServerEvent, Socket, DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_CONNECTIONS,
+};
+pub use session::{
+    SessionOptions, Unacked, DEFAULT_ACK_COUNT, DEFAULT_ACK_DELAY, DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_HELLO_TIMEOUT, DEFAULT_HELLO_WAIT, DEFAULT_MAX_REPLAY_AGE,
+    DEFAULT_MAX_REPLAY_BYTES, DEFAULT_MAX_REPLAY_MESSAGES, DEFAULT_SESSION_WINDOW,
 };
 pub use value::{from_value, to_value, Value};
 pub use {nmsg_macros::events, typed::Peer, typed::Response};

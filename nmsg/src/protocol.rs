@@ -189,6 +189,133 @@
 //!   queue is an error for the emitter ([`Error::QueueFull`](crate::Error::QueueFull)),
 //!   or a wait with `emit_wait`, never a silent drop.
 //!
+//! # Sessions
+//!
+//! An extension of nmsg's, opt-in on both ends
+//! ([`ClientBuilder::session`](crate::ClientBuilder::session),
+//! [`ServerBuilder::session`](crate::ServerBuilder::session),
+//! [`SessionOptions`](crate::SessionOptions)): exactly once, in order, both
+//! ways, callbacks included, across broken connections within a session
+//! window. A peer without it (the original) never receives an extension
+//! frame unless it sent a `hello` itself.
+//!
+//! **Extension frames** are maps with the kind under `x` (written first) and
+//! no `i`, each a message of its own (never in a bulk), in the connection's
+//! codec; unknown keys are ignored, and so are unknown kinds. In JSON:
+//!
+//! ```text
+//! {"x":"hello","v":1}                                     a client's first message: a new session
+//! {"x":"hello","v":1,"s":"5f0c…e1","n":1042}              resume session s, having received 1042 messages
+//! {"x":"welcome","v":1,"s":"5f0c…e1","n":977,"z":"resumed"}  the server received 977 of the client's
+//! {"x":"welcome","v":1,"s":"a9b1…07","n":0,"z":"new"}     a new session
+//! {"x":"welcome","v":1,"s":"a9b1…07","n":0,"z":"expired"} the session asked for is gone: a new one
+//! {"x":"ack","n":1043}                                    1043 data messages of this session received
+//! {"x":"ping","n":1043}  {"x":"pong","n":980}             heartbeat (n acknowledges too)
+//! ```
+//!
+//! (`s`: 128 random bits as 32 hex characters; `k` in a hello carries
+//! credentials: [Authentication](#authentication).) The same in MessagePack: `{"x":"ack","n":1043}` is
+//! `82 a1 78 a3 61 63 6b a1 6e cd 04 13`.
+//!
+//! **Numbering.** Within a session each direction numbers its data messages
+//! (every message that is not an extension frame: one frame, or one bulk)
+//! 1, 2, 3, … in the order written, across all the session's connections;
+//! the number is the count, never written. A sender keeps each data message
+//! it wrote, encoded as written, until the peer acknowledges it (`n` at or
+//! above its number), in a replay buffer bounded by
+//! [messages](crate::SessionOptions::max_replay_messages) (10,000),
+//! [bytes](crate::SessionOptions::max_replay_bytes) (64 MiB) and
+//! [age](crate::SessionOptions::max_replay_age) (2 minutes; older, the
+//! connection is closed as unresponsive). Full, it takes nothing more from
+//! its queue until acknowledgements come (checked before each take of the
+//! queue, so one take, within the queue's own bounds, may go past it).
+//! Nothing is dropped: the queue's own bounds hold what waits.
+//!
+//! **Acknowledgements** are cumulative: sent along with outgoing data when
+//! there is some, else alone after the [ack delay](crate::SessionOptions::ack_delay)
+//! (100 ms) or once [ack count](crate::SessionOptions::ack_count) (256)
+//! messages are unacknowledged.
+//!
+//! **Handshake.** A client with sessions writes `hello` first on every
+//! connection and nothing else before the `welcome`; no welcome within the
+//! [hello timeout](crate::SessionOptions::hello_timeout) (5 s) closes the
+//! connection with [`Error::SessionsUnsupported`](crate::Error::SessionsUnsupported)'s
+//! message, and the client backs off. A server with sessions reads the first
+//! message of a new connection (within the
+//! [hello wait](crate::SessionOptions::hello_wait), 1 s) before it makes a
+//! socket: a `hello` makes a session socket, which answers `welcome` before
+//! any data; anything else (or nothing within the wait) a plain socket,
+//! served as by a server without sessions.
+//!
+//! **Resume.** After a break the client reconnects at once (a connection
+//! whose handshake completed resets the backoff) and says hello with its
+//! session id and count. The server keeps a session socket whose connection
+//! broke, its router, handlers' state and queue, for the
+//! [window](crate::SessionOptions::window) (2 minutes); emits to it queue.
+//! If it has the session, it hands the new stream to the socket (the old
+//! one, if still open, is dropped), answers `welcome` `resumed` with its
+//! count, and each side first writes again, in order, what it kept above
+//! the other's count, then goes on. Within a session a break fails nothing:
+//! pending replies wait (their timeouts run on), callbacks stay callable,
+//! responses queued go out on the next connection of the session. A count
+//! above what the sender wrote, or below what it dropped already, cannot
+//! resume: the session ends.
+//!
+//! **A lost session** (the window passed, the server restarted): the server
+//! answers `welcome` `expired` with a new session. The client fails what
+//! waits for answers with [`Error::SessionLost`](crate::Error::SessionLost),
+//! drops the responses queued for the old session (counted in a
+//! [`ClientEvent::Lost`](crate::ClientEvent::Lost)), and of the messages it
+//! wrote and had not seen acknowledged writes the plain emits (events
+//! without callbacks) again on the new session, possibly a second time, or
+//! drops them ([`Unacked`](crate::Unacked)); the rest it drops. Both counts
+//! come in [`ClientEvent::SessionLost`](crate::ClientEvent::SessionLost).
+//!
+//! **Heartbeat** (session connections only): a side that wrote nothing for
+//! the [heartbeat interval](crate::SessionOptions::heartbeat_interval) (25 s)
+//! writes `ping`, answered at once with `pong`; nothing received within the
+//! [heartbeat timeout](crate::SessionOptions::heartbeat_timeout) (20 s) of a
+//! ping closes the connection, and the client resumes. Plain connections rely
+//! on TCP keepalive.
+//!
+//! ## Authentication
+//!
+//! Opt-in on both ends ([`ClientBuilder::credentials`](crate::ClientBuilder::credentials),
+//! [`ServerBuilder::authenticate`](crate::ServerBuilder::authenticate)),
+//! with or without sessions. The client's credentials, any value (a token
+//! string in most setups), ride on the `hello` under `k`; the client asks
+//! for them anew on every connection. A client without sessions says a
+//! hello of its own, marked `"p":1` (a plain connection: no session is
+//! asked for, and none is made even by a server with sessions), and writes
+//! nothing else before the answer, a `welcome` without a session:
+//!
+//! ```text
+//! {"x":"hello","v":1,"p":1,"k":"s3cr3t"}                  a plain client's hello with a token
+//! {"x":"welcome","v":1}                                   accepted: a plain connection
+//! {"x":"hello","v":1,"k":"s3cr3t"}                        a session client's hello, new session
+//! {"x":"hello","v":1,"s":"5f0c…e1","n":1042,"k":"s3cr3t"} resuming, with a fresh token
+//! {"x":"deny","m":"unknown token"}                        rejected (m: the server's reason); it closes
+//! ```
+//!
+//! A session client's hello is answered by the session's `welcome`, as
+//! without authentication. In MessagePack, `{"x":"welcome","v":1}` is
+//! `82 a1 78 a7 77 65 6c 63 6f 6d 65 a1 76 01`.
+//!
+//! A server that authenticates reads the first message of every new
+//! connection, within the [auth timeout](crate::ServerBuilder::auth_timeout)
+//! (5 s) and up to [64 KiB](crate::ServerBuilder::max_credentials_size),
+//! and makes no socket before its authenticator accepted the credentials
+//! (bounded by the same timeout). It answers `deny` and closes when the
+//! authenticator rejects them or the hello has none; it closes without a
+//! word a connection whose first message is not a hello (a peer without
+//! authentication, such as the original, which would not understand a
+//! `deny`), or that says nothing within the timeout. A server without
+//! authentication ignores `k`; one without sessions nor authentication does
+//! not read hellos, so that a client with credentials gets no answer and
+//! says so after its [auth timeout](crate::ClientBuilder::auth_timeout).
+//! A rejected client reports [`Error::AuthRejected`](crate::Error::AuthRejected)
+//! and backs off: a rejection counts as a failed attempt.
+//!
 //! # 8. Releases of the original
 //!
 //! Everything above is the original's later dialect (nmsg-rpc from mid-April

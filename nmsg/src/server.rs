@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
+use crate::auth::{
+    write_ext, Authenticator, ServerAuth, DEFAULT_AUTH_TIMEOUT, DEFAULT_MAX_CREDENTIALS_SIZE,
+};
 use crate::backoff::Backoff;
 use crate::codec::Codec;
 use crate::error::Error;
@@ -17,11 +20,14 @@ use crate::lifecycle::{Ending, Events, Lifecycle, Status, DEFAULT_STOP_TIMEOUT};
 use crate::router::{
     Api, BadRequestOwner, BadRequestSink, Buffering, InitialRoutes, Router, RouterBuilder,
 };
+use crate::session::handshake::{first_message, First, MAX_HELLO};
+use crate::session::wire::Ext;
+use crate::session::{Handover, Notice, Session, SessionOptions};
 use crate::sync::MutexExt;
 use crate::transport::{
-    Acceptor, Address, Binder, CloseReason, Connection, ConnectionOptions, Tcp, Unix,
+    Acceptor, Address, Binder, BoxStream, CloseReason, Connection, ConnectionOptions, Tcp, Unix,
 };
-use crate::Args;
+use crate::{Args, AuthIdentity, AuthRequest, Reject};
 
 /// Default [`ServerBuilder::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
@@ -122,6 +128,58 @@ pub enum ServerEvent {
         /// Why the connection ended.
         reason: String,
     },
+    /// A connection was refused by a server that authenticates
+    /// ([`ServerBuilder::authenticate`]): the authenticator rejected its
+    /// credentials, its hello had none, its first message was not a hello
+    /// (a client without authentication, the JavaScript original), or
+    /// nothing came within the [`auth_timeout`](ServerBuilder::auth_timeout).
+    /// No socket was made.
+    AuthRejected {
+        /// The peer's address.
+        peer: Address,
+        /// Why.
+        reason: String,
+    },
+    /// A session began on a new socket (a server with sessions,
+    /// [`ServerBuilder::session`]), just after its
+    /// [`ServerEvent::Connected`].
+    SessionStarted {
+        /// The socket's id.
+        socket: u64,
+        /// The session id.
+        session: String,
+        /// The client asked to resume a session this server does not have
+        /// (its window passed, or the server restarted): this is a new
+        /// session instead, and the client's pending replies of the old one
+        /// failed with [`Error::SessionLost`].
+        expired: bool,
+    },
+    /// A session socket's connection broke: the socket, its router and its
+    /// queue are kept for the [window](SessionOptions::window), emits to
+    /// it queue, and the client may resume.
+    Away {
+        /// The socket's id.
+        socket: u64,
+        /// Why the connection broke.
+        reason: String,
+    },
+    /// A session socket's client came back on a new connection: what it had
+    /// not received is sent again, and the socket goes on.
+    Resumed {
+        /// The socket's id.
+        socket: u64,
+        /// The new connection's peer address.
+        peer: Address,
+        /// Messages written again (written before, not acknowledged).
+        resent: usize,
+    },
+    /// A session socket's window passed without the client coming back:
+    /// the socket ends ([`ServerEvent::Disconnected`] follows, and
+    /// [`ServerEvent::Lost`] with what was still queued).
+    SessionExpired {
+        /// The socket's id.
+        socket: u64,
+    },
     /// The server stopped.
     Stopped,
 }
@@ -138,6 +196,10 @@ pub struct ServerBuilder {
     max_connections: usize,
     api: Api,
     stop_timeout: Duration,
+    session: Option<SessionOptions>,
+    authenticator: Option<Authenticator>,
+    auth_timeout: Duration,
+    max_credentials_size: usize,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -147,6 +209,7 @@ impl std::fmt::Debug for ServerBuilder {
             .field("router", &self.router)
             .field("backoff", &self.backoff)
             .field("max_connections", &self.max_connections)
+            .field("authenticates", &self.authenticator.is_some())
             .finish()
     }
 }
@@ -172,8 +235,9 @@ impl ServerBuilder {
     }
 
     /// At most this many connections at once (default
-    /// [`DEFAULT_MAX_CONNECTIONS`], 10,000); further ones are closed at once
-    /// and reported as [`ServerEvent::Refused`].
+    /// [`DEFAULT_MAX_CONNECTIONS`], 10,000), those still in their handshake
+    /// (a server with sessions or authentication) included; further ones
+    /// are closed at once and reported as [`ServerEvent::Refused`].
     pub fn max_connections(mut self, max: usize) -> Self {
         self.max_connections = max;
         self
@@ -239,6 +303,76 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves clients with sessions (default: none, plain sockets only):
+    /// a client that opens its connection with a hello gets a session
+    /// socket, which is kept for the [window](SessionOptions::window) when
+    /// its connection breaks, so that the client can resume it. Plain
+    /// clients are served as by a server without sessions, but that their
+    /// socket is made once their first message arrived, or after the
+    /// [hello wait](SessionOptions::hello_wait). A session socket lives as
+    /// long as its session: [`Socket::closed`] waits for the session's end
+    /// (the window passed, [`Socket::close`], the server's stop), not for
+    /// a connection's.
+    pub fn session(mut self, options: SessionOptions) -> Self {
+        self.session = Some(options);
+        self
+    }
+
+    /// Serves only clients that authenticate (default: any client): the
+    /// first message of a connection must be a hello with credentials
+    /// ([`ClientBuilder::credentials`](crate::ClientBuilder::credentials)),
+    /// which `check` accepts, with the [`AuthIdentity`] handlers read
+    /// ([`Socket::auth_identity`], [`Router::auth_identity`],
+    /// [`Peer::auth_identity`](crate::Peer::auth_identity)), or rejects: the
+    /// client is told the reason in a `deny` frame and the connection
+    /// closes. A client that sends anything else first (an nmsg client
+    /// without credentials, the JavaScript original), or nothing within the
+    /// [`auth_timeout`](Self::auth_timeout), is refused. Every refusal is a
+    /// [`ServerEvent::AuthRejected`] with its reason, and a warning in the
+    /// logs. No socket is made, and no handler runs, before `check` accepts.
+    ///
+    /// ```no_run
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// use nmsg::{AuthIdentity, AuthRequest, Reject};
+    /// let server = nmsg::Server::tcp("127.0.0.1:8081")
+    ///     .authenticate(|request: AuthRequest| async move {
+    ///         match request.credentials.as_str() {
+    ///             Some("secret") => Ok(Some(AuthIdentity::new("ann".to_string()))),
+    ///             _ => Err(Reject::new("unknown token")),
+    ///         }
+    ///     })
+    ///     .start();
+    /// # server.stop().await;
+    /// # }
+    /// ```
+    pub fn authenticate<F, Fut>(mut self, check: F) -> Self
+    where
+        F: Fn(AuthRequest) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<Option<AuthIdentity>, Reject>> + Send + 'static,
+    {
+        self.authenticator = Some(Arc::new(move |request| Box::pin(check(request))));
+        self
+    }
+
+    /// How long a server that authenticates gives a new connection to be
+    /// accepted (default 5 s, [`DEFAULT_AUTH_TIMEOUT`](crate::DEFAULT_AUTH_TIMEOUT)):
+    /// its hello to arrive and the authenticator to answer. Past it the
+    /// connection is refused.
+    pub fn auth_timeout(mut self, timeout: Duration) -> Self {
+        self.auth_timeout = timeout;
+        self
+    }
+
+    /// The largest hello a server that authenticates reads, credentials
+    /// included (default 64 KiB,
+    /// [`DEFAULT_MAX_CREDENTIALS_SIZE`](crate::DEFAULT_MAX_CREDENTIALS_SIZE));
+    /// a larger first message is refused from its length prefix alone.
+    pub fn max_credentials_size(mut self, max: usize) -> Self {
+        self.max_credentials_size = max;
+        self
+    }
+
     /// Any other option of the sockets' routers (timeouts, bounds), set on
     /// the server's own router options, so that what was set before and the
     /// server's defaults stay: `.router(|r| r.max_pending(100))`.
@@ -263,6 +397,20 @@ impl ServerBuilder {
             life: Lifecycle::new(ServerStatus::Binding),
             events: Events::new(EVENT_CAPACITY),
             next_id: AtomicU64::new(1),
+            handshakes: std::sync::atomic::AtomicUsize::new(0),
+            sessions: self.session.map(|options| {
+                Box::new(Sessions {
+                    options: Arc::new(options),
+                    table: Mutex::new(HashMap::new()),
+                })
+            }),
+            auth: self.authenticator.map(|check| {
+                Box::new(ServerAuth {
+                    check,
+                    timeout: self.auth_timeout,
+                    max_hello: self.max_credentials_size,
+                })
+            }),
         });
         tokio::spawn(run(Ending::new(inner.clone()), self.binder, self.backoff));
         Server { inner }
@@ -317,6 +465,21 @@ struct ServerInner {
     life: Lifecycle<ServerStatus>,
     events: Events<ServerEvent>,
     next_id: AtomicU64,
+    /// Connections whose first message (a hello, credentials) is awaited:
+    /// they count toward `max_connections`, so that silent peers cannot
+    /// pile up tasks while they wait out the auth timeout or hello wait.
+    handshakes: std::sync::atomic::AtomicUsize,
+    /// A server with sessions: their options, and the live ones.
+    sessions: Option<Box<Sessions>>,
+    /// A server that authenticates.
+    auth: Option<Box<ServerAuth>>,
+}
+
+/// A server's sessions: their options, and the hand-over of each live
+/// session's socket by session id, with the socket's id.
+struct Sessions {
+    options: Arc<SessionOptions>,
+    table: Mutex<HashMap<String, (u64, Arc<Handover>)>>,
 }
 
 impl AsRef<Lifecycle<ServerStatus>> for ServerInner {
@@ -330,6 +493,7 @@ impl AsRef<Lifecycle<ServerStatus>> for ServerInner {
 pub struct Socket {
     id: u64,
     peer: Address,
+    auth: Option<Arc<AuthIdentity>>,
     conn: Arc<Connection>,
 }
 
@@ -351,6 +515,14 @@ impl Socket {
     /// The peer's address.
     pub fn peer(&self) -> &Address {
         &self.peer
+    }
+
+    /// Who the peer authenticated as: what the server's authenticator
+    /// attached ([`ServerBuilder::authenticate`]). Handlers read the same
+    /// through [`Router::auth_identity`] and
+    /// [`Peer::auth_identity`](crate::Peer::auth_identity).
+    pub fn auth_identity(&self) -> Option<&AuthIdentity> {
+        self.auth.as_deref()
     }
 
     /// The socket's router: `emit` to this peer, `on` for this peer only.
@@ -427,6 +599,10 @@ impl Server {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             api: Api::new(),
             stop_timeout: DEFAULT_STOP_TIMEOUT,
+            session: None,
+            authenticator: None,
+            auth_timeout: DEFAULT_AUTH_TIMEOUT,
+            max_credentials_size: DEFAULT_MAX_CREDENTIALS_SIZE,
         }
     }
 
@@ -602,7 +778,9 @@ async fn run(inner: Ending<ServerInner, ServerStatus>, binder: Arc<dyn Binder>, 
             Ok((stream, peer)) => {
                 exhausted = 0;
                 in_a_row = 0;
-                let full = inner.sockets.locked().live.len() >= inner.max_connections;
+                let full = inner.sockets.locked().live.len()
+                    + inner.handshakes.load(Ordering::Relaxed)
+                    >= inner.max_connections;
                 if full {
                     tracing::warn!(%peer, limit = inner.max_connections, "nmsg server refused a connection: at its limit");
                     metrics::counter!(crate::observe::CONNECTIONS_REFUSED).increment(1);
@@ -610,7 +788,12 @@ async fn run(inner: Ending<ServerInner, ServerStatus>, binder: Arc<dyn Binder>, 
                     emit(ServerEvent::Refused { peer });
                     continue;
                 }
-                accept(inner.shared(), stream, peer);
+                if inner.sessions.is_some() || inner.auth.is_some() {
+                    inner.handshakes.fetch_add(1, Ordering::Relaxed);
+                    tokio::spawn(handshake(inner.shared().clone(), stream, peer));
+                } else {
+                    accept(inner.shared(), stream, peer, None, None);
+                }
             }
             Err(error) => {
                 in_a_row = in_a_row.saturating_add(1);
@@ -732,15 +915,173 @@ impl BadRequestOwner for ServerInner {
     }
 }
 
-fn accept(inner: &Arc<ServerInner>, stream: crate::transport::BoxStream, peer: Address) {
+/// A server with sessions or authentication: the first message of a new
+/// connection decides (a hello for a session, anything else, or nothing
+/// within the hello wait, for a plain socket); a hello that resumes a live
+/// session hands the stream to its socket. With authentication, the hello
+/// must come within the auth timeout with credentials the authenticator
+/// accepts; anything else is refused.
+async fn handshake(inner: Arc<ServerInner>, stream: BoxStream, peer: Address) {
+    /// The handshake ends (a socket counts from then on), however it ends.
+    struct Counted<'a>(&'a ServerInner);
+    impl Drop for Counted<'_> {
+        fn drop(&mut self) {
+            self.0.handshakes.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    let _counted = Counted(&inner);
+    let codec = inner.router.codec_name();
+    let (wait, max) = match (&inner.auth, &inner.sessions) {
+        (Some(auth), _) => (auth.timeout, auth.max_hello),
+        (None, Some(sessions)) => (sessions.options.hello_wait, MAX_HELLO),
+        (None, None) => return,
+    };
+    let begun = tokio::time::Instant::now();
+    let first = first_message(stream, wait, codec, max).await;
+    if inner.life.is_raised(crate::lifecycle::STOP) {
+        return;
+    }
+    let (s, n, plain, mut stream, identity) = match (first, &inner.auth) {
+        (First::Gone, None) => return,
+        (First::Plain(stream) | First::Silent(stream), None) => {
+            return accept(&inner, stream, peer, None, None)
+        }
+        (First::Gone, Some(_)) => {
+            return refuse_auth(&inner, peer, "the connection ended before its hello".into())
+        }
+        (First::Plain(_), Some(_)) => {
+            return refuse_auth(
+                &inner,
+                peer,
+                "its first message was not a hello with credentials (a client without \
+                 authentication: an nmsg client without credentials, or the JavaScript \
+                 original), and this server requires authentication"
+                    .into(),
+            )
+        }
+        (First::Silent(_), Some(auth)) => {
+            return refuse_auth(
+                &inner,
+                peer,
+                format!(
+                    "no hello with credentials within {:?} (auth_timeout), and this server \
+                     requires authentication",
+                    auth.timeout
+                ),
+            )
+        }
+        (
+            First::Hello {
+                s,
+                n,
+                k,
+                plain,
+                mut stream,
+            },
+            auth,
+        ) => {
+            let identity = match auth {
+                None => None,
+                Some(auth) => match auth.verdict(k, &peer, begun).await {
+                    Ok(identity) => identity.map(Arc::new),
+                    Err(reject) => {
+                        let deny = Ext::Deny(reject.reason().to_owned());
+                        let _ = write_ext(&mut stream, codec, &deny, auth.timeout).await;
+                        return refuse_auth(&inner, peer, reject.reason().to_owned());
+                    }
+                },
+            };
+            (s, n, plain, stream, identity)
+        }
+    };
+    // The verdict may come after the server's stop: nobody is served then.
+    if inner.life.is_raised(crate::lifecycle::STOP) {
+        return;
+    }
+    let Some(sessions) = inner.sessions.as_ref().filter(|_| !plain) else {
+        // A welcome without a session, then a plain socket.
+        let bound = inner.auth.as_ref().map_or(wait, |a| a.timeout);
+        if write_ext(&mut stream, codec, &Ext::Admit, bound)
+            .await
+            .is_ok()
+            && !inner.life.is_raised(crate::lifecycle::STOP)
+        {
+            accept(&inner, stream, peer, None, identity);
+        }
+        return;
+    };
+    let mut expired = false;
+    if let Some(s) = s {
+        let handover = sessions.table.locked().get(&s).map(|(_, h)| h.clone());
+        if let Some(handover) = handover {
+            // Given back when the session has just ended: a new one.
+            match handover.give(Box::new(stream), n, peer.clone()) {
+                Ok(()) => return,
+                Err(back) => match back.downcast::<BoxStream>() {
+                    Ok(back) => stream = *back,
+                    Err(_) => return,
+                },
+            }
+        }
+        expired = true;
+    }
+    accept(&inner, stream, peer, Some(expired), identity);
+}
+
+/// A connection refused by a server that authenticates: reported and logged.
+fn refuse_auth(inner: &ServerInner, peer: Address, reason: String) {
+    tracing::warn!(%peer, %reason, "nmsg server refused a connection: authentication");
+    inner
+        .events
+        .send(ServerEvent::AuthRejected { peer, reason });
+}
+
+/// Makes the socket of an accepted connection; `session`: a session socket,
+/// for a client that asked to resume a session this server does not have
+/// (`Some(true)`) or not.
+fn accept(
+    inner: &Arc<ServerInner>,
+    stream: crate::transport::BoxStream,
+    peer: Address,
+    session: Option<bool>,
+    auth: Option<Arc<AuthIdentity>>,
+) {
     let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
     let router = inner.router.build_with(&inner.routes);
     router.name_peer(&peer);
     tracing::debug!(%peer, socket = id, "nmsg server accepted a connection");
     metrics::gauge!(crate::observe::CONNECTIONS).increment(1.0);
+    if auth.is_some() {
+        router.set_auth_identity(auth.clone());
+    }
     // Reported at the socket's end, with what is still queued (`on_close`).
     router.keep_losses();
     router.set_owner(inner.bad_request.clone());
+    let mut started = None;
+    let session = match (session, &inner.sessions) {
+        (Some(expired), Some(sessions)) => {
+            let handover = Handover::new();
+            let session_id = crate::session::new_id();
+            sessions
+                .table
+                .locked()
+                .insert(session_id.clone(), (id, handover.clone()));
+            started = Some(ServerEvent::SessionStarted {
+                socket: id,
+                session: session_id.clone(),
+                expired,
+            });
+            Some(Session::server(
+                sessions.options.clone(),
+                router.codec_ref().name(),
+                session_notices(inner, id),
+                handover,
+                session_id,
+                expired,
+            ))
+        }
+        _ => None,
+    };
     // Held until the on_socket hook has set its handlers, so that no message
     // from this peer is routed before them.
     let (conn, start) = Connection::spawn_held_then(
@@ -748,11 +1089,13 @@ fn accept(inner: &Arc<ServerInner>, stream: crate::transport::BoxStream, peer: A
         router,
         inner.connection.clone(),
         on_close(inner, id),
+        session,
     );
     let conn = Arc::new(conn);
     let socket = Socket {
         id,
         peer: peer.clone(),
+        auth,
         conn: conn.clone(),
     };
     let hook = {
@@ -763,6 +1106,9 @@ fn accept(inner: &Arc<ServerInner>, stream: crate::transport::BoxStream, peer: A
     inner
         .events
         .send(ServerEvent::Connected { socket: id, peer });
+    if let Some(started) = started {
+        inner.events.send(started);
+    }
     if let Some(hook) = hook {
         if let Err(panic) =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(socket.clone())))
@@ -775,6 +1121,27 @@ fn accept(inner: &Arc<ServerInner>, stream: crate::transport::BoxStream, peer: A
         }
     }
     start.start();
+}
+
+/// Where the notices of socket `id`'s session go: the server's events.
+fn session_notices(inner: &Arc<ServerInner>, socket: u64) -> crate::session::Notify {
+    let watcher = Arc::downgrade(inner);
+    Arc::new(move |notice| {
+        let Some(inner) = watcher.upgrade() else {
+            return;
+        };
+        let event = match notice {
+            Notice::Away { reason } => ServerEvent::Away { socket, reason },
+            Notice::Resumed { resent, peer, .. } => ServerEvent::Resumed {
+                socket,
+                peer: peer.unwrap_or_else(|| Address::Other(String::new())),
+                resent,
+            },
+            Notice::Expired => ServerEvent::SessionExpired { socket },
+            Notice::Started { .. } | Notice::Lost { .. } | Notice::Denied { .. } => return,
+        };
+        inner.events.send(event);
+    })
 }
 
 /// The bookkeeping when socket `id` ends, run on its connection's task.
@@ -802,6 +1169,12 @@ fn on_close(
         }
         if let Some(inner) = watcher.upgrade() {
             inner.sockets.locked().live.remove(&id);
+            if let Some(sessions) = &inner.sessions {
+                sessions
+                    .table
+                    .locked()
+                    .retain(|_, (socket, _)| *socket != id);
+            }
             inner.events.send(ServerEvent::Disconnected {
                 socket: id,
                 reason: reason.to_string(),

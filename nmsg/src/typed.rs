@@ -122,6 +122,11 @@ impl Peer {
         &self.router
     }
 
+    /// Who the peer authenticated as (see [`Router::auth_identity`]).
+    pub fn auth_identity(&self) -> Option<std::sync::Arc<crate::AuthIdentity>> {
+        self.router.auth_identity()
+    }
+
     /// The router, by value.
     pub fn into_router(self) -> Router {
         self.router

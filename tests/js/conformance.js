@@ -42,7 +42,8 @@
 
 const net = require('node:net');
 const util = require('node:util');
-const { Peer, createTally, formatReport, DIALECTS, LIBRARIES } = require('./nmsg');
+const { Peer, createCodec, createTally, formatReport, DIALECTS, LIBRARIES } = require('./nmsg');
+const { SessionClient, SessionServer, sessionReport, admit, authHello, welcomePlain } = require('./session');
 
 const SCENARIO_TIMEOUT_MS = 10000;
 const CLOSE_TIMEOUT_MS = 10000; // serve: how long the open connections may take to close at the end
@@ -52,7 +53,9 @@ const CLOSE_TIMEOUT_MS = 10000; // serve: how long the open connections may take
 // ---------------------------------------------------------------------------
 
 const USAGE = 'usage: node conformance.js serve|connect --addr HOST:PORT [--codec msgpack|json] [--buffered] [--until-eof]\n'
-  + `       [--library ${LIBRARIES.join('|')}] [--dialect later|nmsg-tcp|2016] [--echo-bug] [--peer-echoes]`;
+  + `       [--library ${LIBRARIES.join('|')}] [--dialect later|nmsg-tcp|2016] [--echo-bug] [--peer-echoes]\n`
+  + '       [--session [--heartbeat-interval MS] [--heartbeat-timeout MS] [--window MS]] [--token TOKEN]\n'
+  + '       [--events N] [--requests N] [--big N] (connect: the load scenarios)';
 
 function usageError(msg) {
   process.stderr.write(`${msg}\n${USAGE}\n`);
@@ -70,6 +73,11 @@ function parseArgs(argv) {
     dialect: 'later',
     echoBug: false,
     peerEchoes: false,
+    session: false,
+    sessionOptions: {},
+    events: 0,
+    requests: 0,
+    big: 0,
   };
   if (opts.mode !== 'serve' && opts.mode !== 'connect') usageError(`unknown mode ${JSON.stringify(opts.mode)}`);
   for (let k = 1; k < argv.length; k++) {
@@ -88,6 +96,14 @@ function parseArgs(argv) {
     else if (flag === '--dialect') opts.dialect = value();
     else if (flag === '--echo-bug') opts.echoBug = true;
     else if (flag === '--peer-echoes') opts.peerEchoes = true;
+    else if (flag === '--session') opts.session = true;
+    else if (flag === '--token') opts.token = value();
+    else if (flag === '--heartbeat-interval') opts.sessionOptions.heartbeatIntervalMs = count(flag, value());
+    else if (flag === '--heartbeat-timeout') opts.sessionOptions.heartbeatTimeoutMs = count(flag, value());
+    else if (flag === '--window') opts.sessionOptions.windowMs = count(flag, value());
+    else if (flag === '--events') opts.events = count(flag, value());
+    else if (flag === '--requests') opts.requests = count(flag, value());
+    else if (flag === '--big') opts.big = count(flag, value());
     else if (flag === '--help' || flag === '-h') {
       process.stdout.write(`${USAGE}\n`);
       process.exit(0);
@@ -99,8 +115,17 @@ function parseArgs(argv) {
   if (!Object.hasOwn(DIALECTS, opts.dialect)) usageError(`unknown dialect ${JSON.stringify(opts.dialect)}`);
   if (opts.echoBug && opts.mode !== 'serve') usageError('--echo-bug is a server bug: serve only');
   if (opts.peerEchoes && opts.mode !== 'connect') usageError('--peer-echoes: connect only');
+  if (opts.session && opts.echoBug) usageError('--session and --echo-bug do not go together');
+  if (Object.keys(opts.sessionOptions).length > 0 && !opts.session) usageError('the heartbeat and window options need --session');
+  if ((opts.events || opts.requests || opts.big) && opts.mode !== 'connect') usageError('--events, --requests and --big: connect only');
   const { host, port } = parseAddr(opts.addr);
   return { ...opts, host, port };
+}
+
+function count(flag, text) {
+  const n = Number(text);
+  if (!Number.isSafeInteger(n) || n < 0) usageError(`${flag} needs a non-negative integer, got ${JSON.stringify(text)}`);
+  return n;
 }
 
 /** "127.0.0.1:0", "localhost:9000", "[::1]:9000" -> { host, port } */
@@ -221,15 +246,51 @@ function installConformanceHandlers(peer) {
     requireFn(cb, 'stats', 'first argument');
     cb({ events: stats.events, last: stats.last });
   });
+
+  // Order and exactly-once, each way (the session tests' load): `seq(k)`
+  // events must come with k = 0, 1, 2, ...; `seq-check` answers how many came
+  // in order and how many did not; `flood(n, cb)` emits n `seq` events to the
+  // client, numbered on from the last flood, then answers cb(n).
+  const seq = { next: 0, errors: 0, sent: 0 };
+  peer.on('seq', (k) => {
+    if (k === seq.next) seq.next += 1;
+    else {
+      seq.errors += 1;
+      log(`seq: expected ${seq.next}, got ${inspectValue(k)}`);
+      if (Number.isSafeInteger(k)) seq.next = k + 1;
+    }
+  });
+  peer.on('seq-check', (cb) => {
+    requireFn(cb, 'seq-check', 'first argument');
+    cb(seq.next, seq.errors);
+  });
+  peer.on('flood', (n, cb) => {
+    requireFn(cb, 'flood', 'second argument');
+    if (!Number.isSafeInteger(n) || n < 0) throw new TypeError(`flood: n must be a non-negative integer, got ${util.inspect(n)}`);
+    (async () => {
+      for (let k = 0; k < n; k++) {
+        // In a session, wait for acks rather than outgrow the replay buffer.
+        if (peer.session && !peer.session.drained()) await peer.session.whenDrained();
+        if (peer.closed) return;
+        peer.emit('seq', seq.sent++);
+      }
+      cb(n);
+    })().catch((err) => {
+      peer.tally.handlerFailures += 1;
+      log(`flood failed: ${err && err.stack ? err.stack : err}`);
+    });
+  });
+}
+
+function inspectValue(v) {
+  return util.inspect(v, { depth: 2, maxStringLength: 40, breakLength: Infinity });
 }
 
 function serve(opts) {
   let connections = 0;
   const tally = createTally(); // shared by every connection
-  const open = new Set();
-  const server = net.createServer((socket) => {
-    const label = `conn#${++connections} ${socket.remoteAddress}:${socket.remotePort}`;
-    socket.setNoDelay(true);
+  const open = new Set(); // peers (plain) or sockets (with --session) still open
+  const makePeer = (socket, label) => {
     const peer = new Peer(socket, {
       codec: opts.codec,
       library: opts.library,
@@ -241,12 +302,57 @@ function serve(opts) {
       tally,
     });
     installConformanceHandlers(peer);
-    open.add(peer);
+    return peer;
+  };
+  // --session: a hello makes a session connection (its peer, handlers and
+  // state outlive the connection for the window), any other first message a
+  // plain one, served as without the flag.
+  const sessions = opts.session
+    ? new SessionServer({
+      codec: createCodec(opts.codec, { library: opts.library, bulkForm: DIALECTS[opts.dialect].bulkForm }),
+      makePeer,
+      log,
+      tally,
+      ...opts.sessionOptions,
+      token: opts.token,
+    })
+    : null;
+  const server = net.createServer((socket) => {
+    const label = `conn#${++connections} ${socket.remoteAddress}:${socket.remotePort}`;
+    socket.setNoDelay(true);
     log(`${label}: connected`);
-    peer.onClose(() => {
-      open.delete(peer);
-      log(`${label}: closed`);
-    });
+    if (sessions) {
+      open.add(socket);
+      socket.on('error', () => {});
+      socket.on('close', () => {
+        open.delete(socket);
+        log(`${label}: closed`);
+      });
+      sessions.accept(socket, label);
+      return;
+    }
+    const served = (peer) => {
+      open.add(peer);
+      peer.onClose(() => {
+        open.delete(peer);
+        log(`${label}: closed`);
+      });
+    };
+    if (opts.token !== undefined) {
+      // --token: a hello with the token first, answered by a welcome
+      // without a session; anything else is refused.
+      socket.on('error', () => {});
+      const codec = createCodec(opts.codec, { library: opts.library, bulkForm: DIALECTS[opts.dialect].bulkForm });
+      admit(socket, { codec, token: opts.token, log, tally, label }).then((admitted) => {
+        if (!admitted) return;
+        welcomePlain(socket, codec);
+        const peer = makePeer(null, label);
+        peer._attach(socket, admitted.reader);
+        served(peer);
+      });
+      return;
+    }
+    served(makePeer(socket, label));
   });
   server.on('error', (err) => {
     log(`server error: ${err.message}`);
@@ -255,7 +361,7 @@ function serve(opts) {
   server.listen(opts.port, opts.host, () => {
     // The one line on stdout: a harness reads the real address from it.
     process.stdout.write(`LISTENING ${formatAddr(server.address())}\n`);
-    log(`serving codec=${opts.codec} library=${opts.library} dialect=${opts.dialect} buffered=${opts.buffered || DIALECTS[opts.dialect].alwaysBuffered} echo-bug=${opts.echoBug}`);
+    log(`serving codec=${opts.codec} library=${opts.library} dialect=${opts.dialect} buffered=${opts.buffered || DIALECTS[opts.dialect].alwaysBuffered} echo-bug=${opts.echoBug} session=${opts.session}`);
   });
   let finishing = false;
   const finish = async () => {
@@ -267,8 +373,10 @@ function serve(opts) {
     const deadline = Date.now() + CLOSE_TIMEOUT_MS;
     while (open.size > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
     const unclosed = open.size;
-    for (const peer of open) peer.close();
-    process.stdout.write(`${formatReport(tally, { unclosed })}\n`, () => process.exit(0));
+    for (const peerOrSocket of open) (peerOrSocket.close ? peerOrSocket.close() : peerOrSocket.destroy());
+    if (sessions) sessions.closeAll();
+    const extra = sessions ? { unclosed, ...sessionReport(tally) } : { unclosed };
+    process.stdout.write(`${formatReport(tally, extra)}\n`, () => process.exit(0));
   };
   if (opts.untilEof) {
     process.stdin.on('end', finish);
@@ -529,6 +637,98 @@ const SCENARIOS = [
   },
 ];
 
+const LOAD_TIMEOUT_MS = 120000; // a load scenario's timeout: it may run through many breaks
+
+/**
+ * The load scenarios (`--events N`, `--requests N`, `--big N`), run before
+ * `stats`: order and exactly-once each way, nested callbacks three deep, and
+ * 1 MiB messages. In a session they wait for acks rather than outgrow the
+ * replay buffer.
+ */
+function loadScenarios(opts) {
+  const list = [];
+  const paced = async (ctx) => {
+    const session = ctx.peer.session;
+    if (session && !session.drained()) await session.whenDrained();
+  };
+  if (opts.events > 0) {
+    const n = opts.events;
+    list.push({
+      name: `events-out-${n}`,
+      timeoutMs: LOAD_TIMEOUT_MS,
+      async run(ctx) {
+        for (let k = 0; k < n; k++) {
+          await paced(ctx);
+          ctx.emit('seq', k);
+        }
+        checkEqual(await ctx.call('seq-check'), [n, 0], 'seq-check (events in order, events out of order)');
+      },
+    });
+    list.push({
+      name: `events-in-${n}`,
+      timeoutMs: LOAD_TIMEOUT_MS,
+      async run(ctx) {
+        const got = { next: 0, errors: 0 };
+        ctx.peer.on('seq', (k) => {
+          if (k === got.next) got.next += 1;
+          else {
+            got.errors += 1;
+            log(`seq from the server: expected ${got.next}, got ${inspect(k)}`);
+            if (Number.isSafeInteger(k)) got.next = k + 1;
+          }
+        });
+        try {
+          checkEqual(await ctx.call('flood', n), [n], 'flood callback');
+          checkEqual(got, { next: n, errors: 0 }, 'seq events from the server (in order, out of order)');
+        } finally {
+          ctx.peer.off('seq');
+        }
+      },
+    });
+  }
+  if (opts.requests > 0) {
+    const n = opts.requests;
+    list.push({
+      name: `nested-${n}`,
+      timeoutMs: LOAD_TIMEOUT_MS,
+      async run(ctx) {
+        // countdown(1): the server calls cb(1, next), we call next(cb2), it
+        // calls cb2("done"): callbacks three deep. 200 requests in flight.
+        let next = 0;
+        let done = 0;
+        const worker = async () => {
+          while (next < n) {
+            const k = next++;
+            await paced(ctx);
+            const got = await ctx.call('countdown', 1);
+            check(got.length === 2 && got[0] === 1 && typeof got[1] === 'function', `request ${k}: expected cb(1, next), got ${inspect(got)}`);
+            checkEqual(await ctx.invoke(got[1]), ['done'], `request ${k}: next(cb2)`);
+            done += 1;
+          }
+        };
+        await Promise.all(Array.from({ length: 200 }, worker));
+        checkEqual(done, n, 'requests answered');
+      },
+    });
+  }
+  if (opts.big > 0) {
+    const n = opts.big;
+    list.push({
+      name: `big-${n}`,
+      timeoutMs: LOAD_TIMEOUT_MS,
+      async run(ctx) {
+        for (let k = 0; k < n; k++) {
+          const prefix = `${k}:`;
+          const s = prefix + String.fromCharCode(97 + (k % 26)).repeat(1048576 - prefix.length);
+          const got = await ctx.echo(s, `echo(1 MiB #${k})`);
+          check(got === s, `echo(1 MiB #${k}): ${typeof got === 'string' ? `length ${got.length}, content differs` : inspect(got)}`);
+        }
+      },
+    });
+  }
+  return list;
+}
+
 /** Connects, retrying with a doubling delay (1 s, 2 s, 4 s) before giving up. */
 async function connectWithRetry(host, port, attempts = 4) {
   let delay = 1000;
@@ -551,18 +751,33 @@ async function connectWithRetry(host, port, attempts = 4) {
   }
 }
 
-/** Runs one scenario against the 10 s timeout and the connection closing. */
+/**
+ * Runs one scenario against its timeout (10 s unless it says), the
+ * connection closing and, in a session, the session being lost.
+ */
 function runScenario(scenario, ctx, closedP) {
   let timer;
+  const ms = scenario.timeoutMs || SCENARIO_TIMEOUT_MS;
   const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${SCENARIO_TIMEOUT_MS / 1000} s`)), SCENARIO_TIMEOUT_MS);
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms / 1000} s`)), ms);
   });
-  return Promise.race([Promise.resolve().then(() => scenario.run(ctx)), timeout, closedP])
-    .finally(() => clearTimeout(timer));
+  const racers = [Promise.resolve().then(() => scenario.run(ctx)), timeout, closedP];
+  if (ctx.lost) racers.push(ctx.lost.promise);
+  return Promise.race(racers).finally(() => clearTimeout(timer));
+}
+
+/** A promise that rejects when the session is lost: its callbacks will never come. */
+function lostPromise() {
+  const d = {};
+  d.promise = new Promise((_, reject) => { d.reject = reject; });
+  d.promise.catch(() => {});
+  return d;
 }
 
 async function connect(opts) {
-  const scenarios = SCENARIOS.filter((s) => {
+  const load = loadScenarios(opts);
+  const all = [...SCENARIOS.slice(0, -1), ...load, SCENARIOS[SCENARIOS.length - 1]]; // stats last
+  const scenarios = all.filter((s) => {
     if (s.answersServerCallbacks && opts.peerEchoes) {
       log(`skipping ${s.name}: the server echoes (--peer-echoes), so the responses this client sends come back as responses to its own frames of the same ids`);
       return false;
@@ -587,17 +802,32 @@ async function connect(opts) {
     }
   };
 
-  let socket;
-  try {
-    socket = await connectWithRetry(opts.host, opts.port);
-  } catch (err) {
-    for (const s of scenarios) report(s.name, new Error(`cannot connect to ${opts.addr}: ${err.message}`));
-    process.stdout.write(`${passed} passed, ${failed} failed\n`);
-    process.stdout.write(`${formatReport(createTally())}\n`);
-    process.exit(1);
+  const denied = (reason) => {
+    process.stdout.write(`AUTH REJECTED the server rejected the authentication: ${reason}\n`);
+    process.exit(3);
+  };
+  let socket = null;
+  let reader = null;
+  if (!opts.session) {
+    try {
+      socket = await connectWithRetry(opts.host, opts.port);
+      if (opts.token !== undefined) {
+        const codec = createCodec(opts.codec, { library: opts.library, bulkForm: DIALECTS[opts.dialect].bulkForm });
+        socket.on('error', () => {});
+        reader = await authHello(socket, codec, undefined, opts.token).catch((err) => {
+          if (err.denied !== undefined) denied(err.denied);
+          throw err;
+        });
+      }
+    } catch (err) {
+      for (const s of scenarios) report(s.name, new Error(`cannot connect to ${opts.addr}: ${err.message}`));
+      process.stdout.write(`${passed} passed, ${failed} failed\n`);
+      process.stdout.write(`${formatReport(createTally())}\n`);
+      process.exit(1);
+    }
+    socket.setNoDelay(true);
   }
-  socket.setNoDelay(true);
-  const peer = new Peer(socket, {
+  const peer = new Peer(reader ? null : socket, {
     codec: opts.codec,
     library: opts.library,
     dialect: opts.dialect,
@@ -606,10 +836,24 @@ async function connect(opts) {
     label: 'client',
     log,
   });
+  if (reader) peer._attach(socket, reader);
+  const ctx = makeContext(peer, opts);
+  if (opts.session) {
+    // The session resumes after every break; only when it is lost (the
+    // server forgot it) does the scenario under way fail.
+    const client = new SessionClient(peer, { host: opts.host, port: opts.port, ...opts.sessionOptions, token: opts.token });
+    client.onDenied = denied;
+    ctx.lost = lostPromise();
+    peer.session.onLost((info) => {
+      const lost = ctx.lost;
+      ctx.lost = lostPromise();
+      lost.reject(new Error(`session lost: ${info.callbacks} callbacks void, ${info.resent} plain events sent again`));
+    });
+    await client.start();
+  }
   const closedP = new Promise((_, reject) => peer.onClose(() => reject(new Error('connection closed'))));
   closedP.catch(() => {}); // observed by each race; never an unhandled rejection
 
-  const ctx = makeContext(peer, opts);
   for (const s of scenarios) {
     if (peer.closed) {
       report(s.name, new Error('connection closed'));
@@ -634,7 +878,7 @@ async function connect(opts) {
       log(`the last round trip failed: ${err.message}`);
     }
   }
-  process.stdout.write(`${formatReport(peer.tally)}\n`);
+  process.stdout.write(`${formatReport(peer.tally, opts.session ? sessionReport(peer.tally) : {})}\n`);
   peer.close();
   process.exit(failed > 0 || !finalOk ? 1 : 0);
 }

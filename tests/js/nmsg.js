@@ -429,7 +429,7 @@ function describe(v) {
  */
 class Peer {
   constructor(socket, options = {}) {
-    this.socket = socket;
+    this.socket = null;
     const dialectName = options.dialect || 'later';
     this.dialect = DIALECTS[dialectName];
     if (!this.dialect) throw new Error(`unknown dialect "${dialectName}" (expected ${DIALECT_NAMES.join(', ')})`);
@@ -455,11 +455,33 @@ class Peer {
     this.flushScheduled = false;
     this.closed = false;
     this.closeListeners = [];
+    // The session extension (session.js), when this peer is one end of a
+    // session: it numbers, keeps and acknowledges data messages, and the peer
+    // outlives its connections. Null on a plain connection.
+    this.session = null;
+    this.epoch = 0; // bumped when a session is lost: callbacks of before are void
 
-    this.reader = new FrameReader(this.maxMessageSize);
-    socket.on('data', (chunk) => this._onData(chunk));
+    if (socket) this._attach(socket, new FrameReader(this.maxMessageSize));
+  }
+
+  /**
+   * Reads and writes `socket` from now on, `reader` holding what was already
+   * read from it. A plain peer has one socket for its life; a session's peer
+   * gets a new one on each resume (events of an earlier socket are ignored).
+   */
+  _attach(socket, reader) {
+    this.socket = socket;
+    this.reader = reader;
+    socket.on('data', (chunk) => {
+      if (this.socket === socket) this._onData(chunk);
+    });
     socket.on('error', (err) => this.log(`${this.label}: socket error: ${err.message}`));
-    socket.on('close', () => this._onClose());
+    socket.on('close', () => {
+      if (this.socket !== socket) return;
+      if (this.session) this.session.onSocketClose(socket);
+      else this._onClose();
+    });
+    if (reader.buffered > 0) this._onData(Buffer.alloc(0)); // what came with the handshake
   }
 
   // --- public API ----------------------------------------------------------
@@ -497,7 +519,8 @@ class Peer {
   }
 
   close() {
-    this.socket.destroy();
+    if (this.session) this.session.end();
+    if (this.socket) this.socket.destroy();
     this._onClose();
   }
 
@@ -560,8 +583,11 @@ class Peer {
     }
     if (this.closed) throw new Error('the connection is closed; nothing was sent');
     if (fns.size > 0) this._keepPending(frame.i, fns);
+    // A plain event (no callbacks) is what a lost session sends again on the
+    // next one (session.js); responses and calls are void there.
+    const plain = fns.size === 0 && frame.e !== undefined && frame.e !== '';
     if (this.buffered) {
-      this.queue.push(payload);
+      this.queue.push({ payload, plain });
       if (!this.flushScheduled) {
         this.flushScheduled = true;
         // Everything queued during this event-loop turn (later dialect) or
@@ -570,7 +596,7 @@ class Peer {
         else setImmediate(() => this._flush());
       }
     } else {
-      this._writeMessage(payload);
+      this._writeMessage(payload, plain ? [payload] : []);
     }
   }
 
@@ -596,20 +622,32 @@ class Peer {
     if (this.closed || frames.length === 0) return;
     const BULK_OVERHEAD = 16; // array header / brackets, and the map form's `{"b": }`
     let batch = [];
+    let plain = [];
     let size = BULK_OVERHEAD;
     for (const f of frames) {
-      if (batch.length > 0 && size + f.length + 1 > this.maxMessageSize) {
-        this._writeMessage(this.codec.encodeBulk(batch));
+      if (batch.length > 0 && size + f.payload.length + 1 > this.maxMessageSize) {
+        this._writeMessage(this.codec.encodeBulk(batch), plain);
         batch = [];
+        plain = [];
         size = BULK_OVERHEAD;
       }
-      batch.push(f);
-      size += f.length + 1; // +1 for a JSON comma
+      batch.push(f.payload);
+      if (f.plain) plain.push(f.payload);
+      size += f.payload.length + 1; // +1 for a JSON comma
     }
-    this._writeMessage(this.codec.encodeBulk(batch));
+    this._writeMessage(this.codec.encodeBulk(batch), plain);
   }
 
-  _writeMessage(payload) {
+  /**
+   * Writes one data message (a frame or a bulk). In a session it is numbered
+   * and kept until acknowledged; `plain` lists the encoded plain events in it,
+   * which a lost session sends again.
+   */
+  _writeMessage(payload, plain = []) {
+    if (this.session) {
+      if (!this.closed) this.session.writeData(payload, plain);
+      return;
+    }
     if (this.closed || this.socket.destroyed) return;
     this.socket.write(lengthPrefix(payload.length));
     this.socket.write(payload);
@@ -619,17 +657,19 @@ class Peer {
 
   _onData(chunk) {
     if (this.closed) return;
+    const socket = this.socket;
     let payloads;
     try {
       payloads = this.reader.push(chunk);
     } catch (err) {
       this.tally.protocolErrors += 1;
       this.log(`${this.label}: framing error, closing connection: ${err.message}`);
-      this.close();
+      this._closeConnection();
       return;
     }
+    if (this.session) this.session.onTraffic();
     for (const payload of payloads) {
-      if (this.closed) return;
+      if (this.closed || this.socket !== socket) return;
       if (this.echo) {
         // The bug of nmsg 1.0.2's TCP server, reproduced: the message goes
         // back to its sender as it came, before it is handled.
@@ -642,9 +682,12 @@ class Peer {
       } catch (err) {
         this.tally.protocolErrors += 1;
         this.log(`${this.label}: cannot decode a ${payload.length}-byte ${this.codec.name} message, closing connection: ${err.message}`);
-        this.close();
+        this._closeConnection();
         return;
       }
+      // The session takes its extension frames and counts data messages
+      // (dropping duplicates); false: not for the router.
+      if (this.session && !this.session.onMessage(message)) continue;
       this._onMessage(message);
     }
   }
@@ -758,8 +801,16 @@ class Peer {
    */
   _remoteCallback(frameId, pos) {
     let invoked = false;
+    const epoch = this.epoch;
     return (...args) => {
       if (invoked) throw new Error(`callback at position ${pos} of frame ${frameId} was already invoked`);
+      if (epoch !== this.epoch) {
+        // Its session was lost: the frame it answers is gone with it.
+        invoked = true;
+        this.tally.lostResponses = (this.tally.lostResponses || 0) + 1;
+        this.log(`${this.label}: callback ${pos} of frame ${frameId} invoked after its session was lost; nothing sent`);
+        return;
+      }
       // Marked only after _respond returns: if the arguments cannot be encoded,
       // nothing was sent and the callback is still usable.
       this._respond(frameId, pos, args);
@@ -809,6 +860,12 @@ class Peer {
       this.pending.delete(r);
     }
     fn(...args);
+  }
+
+  /** Closes the current connection: the peer too, unless a session resumes it. */
+  _closeConnection() {
+    if (this.session) this.session.dropSocket('protocol error');
+    else this.close();
   }
 
   _onClose() {

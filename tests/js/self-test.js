@@ -2,7 +2,7 @@
 'use strict';
 // Runs our JS conformance client against our JS conformance server in the
 // combinations of COMBINATIONS (codec, buffering, MsgPack library, dialect,
-// the 2016 server's echo bug), then the wire-vector checks (the project's
+// the 2016 server's echo bug, sessions), then the wire-vector checks (the project's
 // copies, tests/data/wire.json and, in the 2016 dialect, wire-2016.json):
 //
 //   node self-test.js
@@ -23,6 +23,7 @@ const SCRIPT = path.join(__dirname, 'conformance.js');
 const START_TIMEOUT_MS = 10000;
 const RUN_TIMEOUT_MS = 180000;
 const ERROR_FIELDS = ['protocol_errors', 'stray', 'duplicates', 'handler_failures', 'unhandled'];
+const SESSION_ERROR_FIELDS = ['sessions_expired', 'sessions_lost', 'lost_callbacks', 'lost_responses', 'dropped_on_loss', 'replay_overflow', 'session_duplicates', 'heartbeat_timeouts'];
 
 /** Starts `serve` on an ephemeral port; resolves with { child, addr, lines } once it prints LISTENING. */
 function startServer(flags) {
@@ -98,8 +99,14 @@ function parseReport(line) {
  * side buffered, maps when it wrote the 2016 dialect; `echoed`: the other side
  * wrote this one's messages back, so each event it sent came back unhandled.
  */
-function checkReport(side, report, { buffered, mapBulks = false, echoed = false }) {
+function checkReport(side, report, { buffered, mapBulks = false, echoed = false, session = false }) {
   if (!report) throw new Error(`the ${side} printed no report line`);
+  if (session) {
+    for (const key of SESSION_ERROR_FIELDS) {
+      if (report[key] !== 0) throw new Error(`the ${side} reported ${key}=${report[key]}, expected 0`);
+    }
+    if (report.sessions_new !== 1) throw new Error(`the ${side} reported sessions_new=${report.sessions_new}, expected 1`);
+  }
   for (const key of ERROR_FIELDS) {
     const want = key === 'unhandled' && echoed ? report.sent_events : 0;
     if (report[key] !== want) throw new Error(`the ${side} reported ${key}=${report[key]}, expected ${want}`);
@@ -150,6 +157,30 @@ COMBINATIONS.push(
     client: ['--dialect', 'nmsg-tcp', '--library', 'msgpack-lite-0.2', '--buffered'],
     serverSees: { buffered: true },
     clientSees: { buffered: true },
+  },
+  {
+    // Sessions (no break here: tests/session_interop.rs cuts them), with a
+    // little of the load scenarios.
+    name: 'msgpack session',
+    server: ['--session'],
+    client: ['--session', '--events', '2000', '--requests', '200', '--big', '1'],
+    serverSees: { buffered: false, session: true },
+    clientSees: { buffered: false, session: true },
+  },
+  {
+    name: 'json buffered session',
+    server: ['--session', '--codec', 'json', '--buffered'],
+    client: ['--session', '--codec', 'json', '--buffered', '--events', '2000'],
+    serverSees: { buffered: true, session: true },
+    clientSees: { buffered: true, session: true },
+  },
+  {
+    // A session server serves a plain client as before.
+    name: 'session server, plain client',
+    server: ['--session'],
+    client: [],
+    serverSees: { buffered: false },
+    clientSees: { buffered: false },
   },
   {
     name: '2016 json echo-bug, later client',

@@ -262,7 +262,23 @@ impl Link {
         self.router.inner.outbox.lock().stopping();
     }
 
+    /// A session is lost ([`crate::session`]): as a lost connection, but the
+    /// frames that wait for answers fail with [`Error::SessionLost`]. A
+    /// session's replay buffer keeps what a connection took, so nothing it
+    /// took is counted here.
+    pub(crate) fn session_lost(&self, why: Disconnect) {
+        let reason = why.reason().to_owned();
+        self.lose_with(why, Unwritten::Nothing, &|| Error::SessionLost {
+            reason: reason.clone(),
+        });
+    }
+
     fn lose(&self, why: Disconnect, unwritten: Unwritten<'_>) {
+        let error = why.clone();
+        self.lose_with(why, unwritten, &|| Error::Disconnected(error.clone()))
+    }
+
+    fn lose_with(&self, why: Disconnect, unwritten: Unwritten<'_>, error: &dyn Fn() -> Error) {
         let router = &self.router;
         let inner = &*router.inner;
         let opts = &*inner.opts;
@@ -287,7 +303,7 @@ impl Link {
                 lost,
             )
         };
-        fail_all(failed, || Error::Disconnected(why.clone()));
+        fail_all(failed, error);
         // The dropped responses made room.
         inner.outbox.notify_space();
         if let Some(lost) = lost {

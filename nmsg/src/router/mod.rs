@@ -64,9 +64,9 @@ struct Inner {
     /// The client or server the router is one's, told of requests a typed
     /// handler refused ([`Router::bad_request`]); one word while unset.
     owner: ArcSwapOption<BadRequestSink>,
-    /// The peer's address, when a client or a server connected the router
-    /// (for spans and lifecycle events); one word while unset.
-    peer: ArcSwapOption<Address>,
+    /// What the router knows of its connection's peer ([`PeerInfo`]); one
+    /// word while it knows nothing.
+    peer: ArcSwapOption<PeerInfo>,
 }
 
 impl Drop for Inner {
@@ -78,6 +78,17 @@ impl Drop for Inner {
         let waiting = pending::waiting(queue.table());
         meters().in_flight.decrement(waiting as f64);
     }
+}
+
+/// What a router knows of its connection's peer, in one allocation made
+/// only when there is something to know (an idle plain connection has none).
+#[derive(Clone, Default)]
+struct PeerInfo {
+    /// The peer's address, for spans: kept only while debug tracing is on
+    /// ([`Router::name_peer`]).
+    address: Option<Address>,
+    /// Who the peer authenticated as ([`Router::auth_identity`]).
+    auth: Option<Arc<crate::AuthIdentity>>,
 }
 
 /// Told of a request whose arguments did not fit its typed handler: the
@@ -328,14 +339,41 @@ impl Router {
     /// installed name no peer).
     pub(crate) fn name_peer(&self, peer: &Address) {
         if tracing::enabled!(tracing::Level::DEBUG) {
-            self.inner.peer.store(Some(Arc::new(peer.clone())));
+            self.update_peer(|info| info.address = Some(peer.clone()));
         }
     }
 
     /// The peer's address, if set: for span fields, read only when a span
     /// is enabled.
-    pub(crate) fn peer(&self) -> Option<tracing::field::DisplayValue<Arc<Address>>> {
-        self.inner.peer.load_full().map(tracing::field::display)
+    pub(crate) fn peer(&self) -> Option<tracing::field::DisplayValue<Address>> {
+        let info = self.inner.peer.load();
+        info.as_ref()
+            .and_then(|info| info.address.clone())
+            .map(tracing::field::display)
+    }
+
+    /// Who the peer of this router's connection authenticated as: what the
+    /// server's authenticator attached
+    /// ([`ServerBuilder::authenticate`](crate::ServerBuilder::authenticate)).
+    /// Set on a server's sockets; `None` on other routers and for peers
+    /// accepted without an identity.
+    pub fn auth_identity(&self) -> Option<Arc<crate::AuthIdentity>> {
+        let info = self.inner.peer.load();
+        info.as_ref().and_then(|info| info.auth.clone())
+    }
+
+    pub(crate) fn set_auth_identity(&self, identity: Option<Arc<crate::AuthIdentity>>) {
+        self.update_peer(|info| info.auth = identity.clone());
+    }
+
+    /// Changes what the router knows of its peer (rare: once or twice a
+    /// connection).
+    fn update_peer(&self, change: impl Fn(&mut PeerInfo)) {
+        self.inner.peer.rcu(|current| {
+            let mut info = current.as_deref().cloned().unwrap_or_default();
+            change(&mut info);
+            Some(Arc::new(info))
+        });
     }
 
     /// Tells `sink` of the requests a typed handler refuses on this router.

@@ -105,6 +105,11 @@ impl Default for RouterBuilder {
 }
 
 impl RouterBuilder {
+    /// The name of the codec set.
+    pub(crate) fn codec_name(&self) -> &'static str {
+        self.opts.codec.name()
+    }
+
     /// The codec (default [`MsgPack`]). Both ends must use the same.
     pub fn codec(mut self, codec: impl Codec) -> Self {
         Arc::make_mut(&mut self.opts).codec = Arc::new(codec);

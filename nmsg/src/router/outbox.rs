@@ -4,7 +4,10 @@
 //! the responses still queued, and what the connection took and did not write.
 //!
 //! Responses ({r, f}) mean something on one connection only: the peer that
-//! sent the frame they answer. At a loss every queued response belongs to the
+//! sent the frame they answer (with sessions, on one session: a break of a
+//! session's connection is not a loss, and what is queued, responses
+//! included, goes out when the session resumes; see [`crate::session`]).
+//! At a loss every queued response belongs to the
 //! lost connection (a response to a frame of an older connection is refused
 //! when it is queued), so all of them are dropped then, and the rest stays
 //! for the next connection. To find them without a cost per frame while

@@ -44,6 +44,7 @@ use crate::error::{Error, FramingError};
 use crate::framing::{MessageCodec, PREFIX_LEN};
 use crate::lifecycle::{Lifecycle, Status, START, STOP};
 use crate::router::{Pacer, Router};
+use crate::session::{Read, Session};
 use options::{Budget, Settings};
 
 pub mod memory;
@@ -140,7 +141,7 @@ impl Connection {
     {
         let on_close = |_: &Router, _: &CloseReason| {};
         let (conn, start) =
-            Connection::spawn_held_then(Box::pin(stream), router, options, on_close);
+            Connection::spawn_held_then(Box::pin(stream), router, options, on_close, None);
         start.start();
         conn
     }
@@ -154,7 +155,7 @@ impl Connection {
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
         let on_close = |_: &Router, _: &CloseReason| {};
-        Connection::spawn_held_then(Box::pin(stream), router, Default::default(), on_close)
+        Connection::spawn_held_then(Box::pin(stream), router, Default::default(), on_close, None)
     }
 
     /// [`Connection::spawn_held`] for a stream that needs no pinning, and
@@ -166,6 +167,7 @@ impl Connection {
         router: Router,
         options: ConnectionOptions,
         on_close: F,
+        session: Option<Box<Session>>,
     ) -> (Connection, Start)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -176,8 +178,12 @@ impl Connection {
             stop_bound: Default::default(),
         });
         shared.set_stop_bound(options.stop_bound());
+        let mut driver = Driver::new(stream, router.link(), options);
+        if let Some(session) = session {
+            driver.set_session(session);
+        }
         let task = tokio::spawn(ConnectionTask {
-            driver: Driver::new(stream, router.link(), options),
+            driver,
             shared: shared.clone(),
             on_close: Some(on_close),
         })
@@ -326,7 +332,7 @@ struct ConnectionTask<S, F> {
 
 impl<S, F> Future for ConnectionTask<S, F>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
     F: FnOnce(&Router, &CloseReason) + Unpin,
 {
     type Output = ();
@@ -386,6 +392,9 @@ enum Ending {
     Draining { stop: Stop, shut: bool },
     /// Shutting the stream down, then the connection has ended for this reason.
     Closing(CloseReason),
+    /// A server's session whose connection broke: waits for the client to
+    /// resume on a new stream, or for the window to pass.
+    Away,
     /// Ended.
     Done,
 }
@@ -485,7 +494,7 @@ where
 
 impl<S> Driver<S>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     pub(crate) fn new(stream: S, link: Link, options: ConnectionOptions) -> Self {
         let max = options.max_message_size_for(link.router().max_message_size());
@@ -504,9 +513,56 @@ where
         }
     }
 
-    /// True until a stop request or the end.
+    /// Makes this a session connection (before it is first polled).
+    pub(crate) fn set_session(&mut self, session: Box<Session>) {
+        self.timers.put_session(Some(session));
+    }
+
+    /// The session, once the connection has ended (a client's, for the next one).
+    pub(crate) fn take_session(&mut self) -> Option<Box<Session>> {
+        let session = self.timers.take_session();
+        self.timers.put_session(None);
+        session
+    }
+
+    /// True once a session handshake completed on this connection.
+    pub(crate) fn handshake_completed(&self) -> bool {
+        self.timers.session_ref().is_some_and(|s| s.completed)
+    }
+
+    /// True until a stop request or the end (a session away included).
     pub(crate) fn is_running(&self) -> bool {
-        matches!(self.phase, Phase::Running)
+        match &self.phase {
+            Phase::Running => true,
+            Phase::Ending(ending) => matches!(**ending, Ending::Away),
+        }
+    }
+
+    /// A server's session resumes on `stream`, whose client received `n`
+    /// messages: the old stream is dropped, and the new one starts with the
+    /// welcome and what the client has not received. When `n` does not fit,
+    /// the session ends.
+    fn resume(&mut self, stream: S, n: u64, peer: crate::transport::Address) {
+        let Some(session) = self.timers.session() else {
+            return;
+        };
+        if !session.resume(n, peer) {
+            session.stopped = true;
+            let reason = CloseReason::Framing(format!(
+                "the client asked to resume having received {n} messages, which does not fit what was written"
+            ));
+            self.phase = Phase::Ending(Box::new(Ending::Closing(reason)));
+            return;
+        }
+        self.reader.stream = stream;
+        self.reader.input = BytesMut::new();
+        self.reader.codec.reset();
+        self.timers.input_held(0);
+        self.timers.pause_reading();
+        out_done(&self.reader.settings, self.out.len());
+        self.out = Bytes::new();
+        self.written = 0;
+        self.phase = Phase::Running;
     }
 
     /// Begins closing gracefully, within `bound`: nothing more is
@@ -516,6 +572,18 @@ where
     /// never cancelled; at the bound the connection ends at once, and what it
     /// did not write is counted as lost.
     pub(crate) fn stop(&mut self, bound: std::time::Duration) {
+        if let Some(session) = self.timers.session() {
+            // The session ends with this connection: a client that comes
+            // back gets a new one.
+            session.stopped = true;
+            session.end();
+            if let Phase::Ending(ending) = &mut self.phase {
+                if let Ending::Away = **ending {
+                    **ending = Ending::Closing(CloseReason::Local);
+                    return;
+                }
+            }
+        }
         if let Phase::Running = self.phase {
             let tail = self.link.take_outgoing();
             // Nothing more is dispatched: a message begun is not needed.
@@ -534,6 +602,20 @@ where
 
     /// Drives the connection; ready with the reason once it has ended.
     pub(crate) fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<CloseReason> {
+        let handed = match self.timers.session() {
+            Some(session) if !session.stopped => session.poll_handover(cx),
+            _ => None,
+        };
+        if let Some((stream, n, peer)) = handed {
+            let live = match &self.phase {
+                Phase::Running => true,
+                Phase::Ending(ending) => matches!(**ending, Ending::Away | Ending::Closing(_)),
+            };
+            // A server's stream is a `BoxStream`, as handed over.
+            if let (true, Ok(stream)) = (live, stream.downcast::<S>()) {
+                self.resume(*stream, n, peer);
+            }
+        }
         loop {
             let ending = match &mut self.phase {
                 Phase::Running => None,
@@ -549,7 +631,7 @@ where
                         // Dropped at the bound, not shut down: a shutdown may
                         // have to write too.
                         let reason = CloseReason::unwritten_within(stop.bound);
-                        return self.finish(reason);
+                        return self.finish(reason, cx);
                     }
                     let reason = std::task::ready!(self.poll_stream(cx));
                     let next = match (reason, &mut self.phase) {
@@ -571,7 +653,7 @@ where
                 Some(Ending::Draining { stop, shut }) => {
                     // Everything was written: whatever ends it now, nothing is lost.
                     if stop.is_over(cx) {
-                        return self.finish(CloseReason::Local);
+                        return self.finish(CloseReason::Local, cx);
                     }
                     let stream = &mut self.reader.stream;
                     if !*shut {
@@ -582,7 +664,20 @@ where
                         // An error (the peer reset the connection) ends it too.
                         let _ = std::task::ready!(poll_discard(stream, cx));
                     }
-                    return self.finish(CloseReason::Local);
+                    return self.finish(CloseReason::Local, cx);
+                }
+                Some(Ending::Away) => {
+                    let session = self.timers.session().expect("away with a session");
+                    std::task::ready!(session.poll_window(cx));
+                    session.expired();
+                    let reason = CloseReason::Io {
+                        kind: std::io::ErrorKind::TimedOut,
+                        message: format!(
+                            "the session expired: the client did not resume within {:?}",
+                            session.window()
+                        ),
+                    };
+                    return self.finish(reason, cx);
                 }
                 Some(Ending::Closing(_)) => {
                     let _ = std::task::ready!(Pin::new(&mut self.reader.stream).poll_shutdown(cx));
@@ -593,7 +688,7 @@ where
                     else {
                         unreachable!("matched as Closing")
                     };
-                    return self.finish(reason);
+                    return self.finish(reason, cx);
                 }
                 Some(Ending::Done) => return Poll::Ready(CloseReason::Local),
             }
@@ -622,7 +717,26 @@ where
 
     /// Ends the connection for `reason`: tells the router, with what it took
     /// and did not write.
-    fn finish(&mut self, reason: CloseReason) -> Poll<CloseReason> {
+    fn finish(&mut self, reason: CloseReason, cx: &mut Context<'_>) -> Poll<CloseReason> {
+        if let Some(session) = self.timers.session() {
+            if !session.stopped && !self.link.router().is_closed() {
+                // A break of a session that goes on: what the connection
+                // took is in the replay buffer, nothing is lost, no
+                // callback fails.
+                tracing::debug!(%reason, "nmsg session connection broke");
+                out_done(&self.reader.settings, self.out.len());
+                self.out = Bytes::new();
+                self.written = 0;
+                session.broke(&reason);
+                if session.waits_away() {
+                    self.phase = Phase::Ending(Box::new(Ending::Away));
+                    return self.poll_run(cx);
+                }
+                self.phase = Phase::Ending(Box::new(Ending::Done));
+                return Poll::Ready(reason);
+            }
+            session.end();
+        }
         self.tail_to_out();
         self.phase = Phase::Ending(Box::new(Ending::Done));
         tracing::debug!(peer = self.link.router().peer(), %reason, "nmsg connection closed");
@@ -647,6 +761,21 @@ where
     /// with a message begun, or with an idle timeout, a deadline runs
     /// ([`Timers`]).
     fn poll_stream(&mut self, cx: &mut Context<'_>) -> Poll<CloseReason> {
+        // Out of its box while the stream is driven (one null check on a
+        // plain connection), so that the timers can be used beside it.
+        let mut session = self.timers.take_session();
+        let polled = self.poll_stream_with(cx, &mut session);
+        if session.is_some() {
+            self.timers.put_session(session);
+        }
+        polled
+    }
+
+    fn poll_stream_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        session: &mut Option<Box<Session>>,
+    ) -> Poll<CloseReason> {
         let link = &self.link;
         let reader = &mut self.reader;
         let timers = &mut self.timers;
@@ -670,6 +799,13 @@ where
             } else {
                 // Messages dispatched since the last write (see `dispatch_burst`).
                 let mut burst = 0;
+                // A session's: messages read, data among them.
+                let (mut heard, mut data) = (false, false);
+                // A session that may not take from the queue (before the
+                // welcome, with a full replay buffer) reads on whatever the
+                // queue's level: what it reads (the welcome, acks) is what
+                // lets it take again.
+                let blocked = session.as_ref().is_some_and(|s| !s.may_take());
                 let burst_limit = reader.settings.burst();
                 loop {
                     if self.out.len() > READ_BUFFER && over_budget(&reader.settings, cx) {
@@ -677,7 +813,7 @@ where
                         timers.pause_reading();
                         break;
                     }
-                    if link.poll_read_ready(cx).is_pending() {
+                    if !blocked && link.poll_read_ready(cx).is_pending() {
                         // Paused by the router, not by the peer: its deadlines wait too.
                         timers.pause_reading();
                         break;
@@ -716,7 +852,20 @@ where
                     match polled {
                         Poll::Ready(Ok(Some(payload))) => {
                             timers.message_whole();
-                            link.dispatch(payload);
+                            match session {
+                                None => link.dispatch(payload),
+                                Some(session) => {
+                                    heard = true;
+                                    match session.read(&payload, link) {
+                                        Read::Data => {
+                                            data = true;
+                                            link.dispatch(payload);
+                                        }
+                                        Read::Handled => {}
+                                        Read::Close(reason) => return Poll::Ready(reason),
+                                    }
+                                }
+                            }
                             progress = true;
                             burst += 1;
                             if burst == burst_limit || !holds_message(&reader.input) {
@@ -735,7 +884,19 @@ where
                         Poll::Pending => break,
                     }
                 }
+                if let Some(session) = session {
+                    if heard {
+                        session.heard();
+                    }
+                    if data {
+                        session.received_batch();
+                    }
+                    if let Poll::Ready(reason) = session.poll_timers(cx) {
+                        return Poll::Ready(reason);
+                    }
+                }
             }
+            let mut wrote = false;
             loop {
                 if self.written == self.out.len() {
                     let next = match &mut self.phase {
@@ -743,7 +904,10 @@ where
                             Ending::Stopping { tail, .. } => tail.take(),
                             _ => None,
                         },
-                        Phase::Running => timers.poll_take(link, cx),
+                        Phase::Running => match session {
+                            None => timers.poll_take(link, cx),
+                            Some(session) => session.next_out(|| timers.poll_take(link, cx)),
+                        },
                     };
                     out_done(&reader.settings, self.out.len());
                     match next {
@@ -770,6 +934,7 @@ where
                     Poll::Ready(Ok(n)) => {
                         self.written += n;
                         progress = true;
+                        wrote = true;
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(CloseReason::io(&e)),
                     Poll::Pending => break,
@@ -786,12 +951,20 @@ where
                 }
                 Phase::Running => false,
             };
+            if let Some(session) = session {
+                if wrote {
+                    session.wrote();
+                }
+            }
             if progress {
                 continue;
             }
+            // A session that may not take new data now (the handshake, a
+            // full replay buffer) is woken by what it reads.
+            let may_take = session.as_ref().is_none_or(|s| s.may_take());
             // Nothing moved: wait for bytes to read, room to write, a frame to
             // send, the cycle's end or a stop request (all registered above).
-            if self.written == self.out.len() && !stopping && !timers.is_cycling() {
+            if self.written == self.out.len() && !stopping && !timers.is_cycling() && may_take {
                 match link.poll_queued(cx) {
                     Poll::Ready(true) => continue,
                     Poll::Ready(false) => return Poll::Ready(CloseReason::Local),
@@ -832,6 +1005,11 @@ struct TimerState {
     /// What the input buffer holds beyond a read buffer, counted in `budget`.
     charged: usize,
     budget: Option<Arc<Budget>>,
+    /// A session connection's state ([`crate::session`]): a plain
+    /// connection holds none, and pays a null check per read and write batch.
+    session: Option<Box<Session>>,
+    /// The session is taken out while the stream is driven: the box stays.
+    session_out: bool,
 }
 
 impl Drop for TimerState {
@@ -917,6 +1095,34 @@ impl Timers {
         }
     }
 
+    /// The session, if this is a session connection.
+    fn session(&mut self) -> Option<&mut Session> {
+        self.0.as_mut()?.session.as_deref_mut()
+    }
+
+    fn session_ref(&self) -> Option<&Session> {
+        self.0.as_ref()?.session.as_deref()
+    }
+
+    /// Takes the session out for a while ([`Timers::put_session`] puts it back).
+    fn take_session(&mut self) -> Option<Box<Session>> {
+        let state = self.0.as_mut()?;
+        let session = state.session.take();
+        state.session_out = session.is_some();
+        session
+    }
+
+    fn put_session(&mut self, session: Option<Box<Session>>) {
+        if session.is_some() {
+            let state = self.0.get_or_insert_with(Default::default);
+            state.session = session;
+            state.session_out = false;
+        } else if let Some(state) = &mut self.0 {
+            state.session_out = false;
+            self.tidy();
+        }
+    }
+
     /// True while a cycle is open.
     fn is_cycling(&self) -> bool {
         self.0.as_ref().is_some_and(|s| s.pacer.is_timing())
@@ -929,6 +1135,8 @@ impl Timers {
                 && state.idle.is_none()
                 && state.charged == 0
                 && !state.pacer.is_timing()
+                && state.session.is_none()
+                && !state.session_out
             {
                 self.0 = None;
             }
@@ -1126,7 +1334,9 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// Polls `driver` once; true while it runs on.
-    async fn poll_once<S: AsyncRead + AsyncWrite + Unpin>(driver: &mut Driver<S>) -> bool {
+    async fn poll_once<S: AsyncRead + AsyncWrite + Unpin + 'static>(
+        driver: &mut Driver<S>,
+    ) -> bool {
         std::future::poll_fn(|cx| Poll::Ready(driver.poll_run(cx).is_pending())).await
     }
 

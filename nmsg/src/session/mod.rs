@@ -1,0 +1,748 @@
+//! Sessions: delivery that survives a broken connection (see
+//! [`protocol`](crate::protocol#sessions) for the wire form, and
+//! [`SessionOptions`] for the bounds).
+//!
+//! A session's state ([`State`]) outlives its connections: the messages
+//! written and not acknowledged (the replay buffer, encoded, as written),
+//! the counts of messages written and received, and the session id. While
+//! a connection is up its [`Driver`](crate::transport::Driver) holds the
+//! state in a [`Session`], one box beside the plain connection's fields, so
+//! that a plain connection pays one null check per read and write batch:
+//! the handshake, the numbering (a count: nothing is added to data
+//! messages), acknowledgements, heartbeats and resending are all here.
+//!
+//! The router knows nothing of sessions, but for two things: a broken
+//! connection of a live session is not a lost connection (no callback
+//! fails, no response is dropped, the epoch stays), and a lost session
+//! fails what waits with [`Error::SessionLost`](crate::Error::SessionLost)
+//! ([`Link::session_lost`](crate::router::Link)).
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::task::AtomicWaker;
+use tokio::time::{Instant, Sleep};
+
+use crate::error::Disconnect;
+use crate::frame::{FrameKind, Message};
+use crate::framing::PREFIX_LEN;
+use crate::router::Link;
+use crate::sync::MutexExt;
+use crate::transport::{Address, CloseReason};
+
+pub(crate) mod handshake;
+mod options;
+pub(crate) mod wire;
+
+pub use options::{
+    SessionOptions, Unacked, DEFAULT_ACK_COUNT, DEFAULT_ACK_DELAY, DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_HELLO_TIMEOUT, DEFAULT_HELLO_WAIT, DEFAULT_MAX_REPLAY_AGE,
+    DEFAULT_MAX_REPLAY_BYTES, DEFAULT_MAX_REPLAY_MESSAGES, DEFAULT_SESSION_WINDOW,
+};
+use wire::{Ext, Form, Outcome};
+
+/// A new session id: 128 random bits, as 32 hex characters.
+pub(crate) fn new_id() -> String {
+    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+/// What a session tells its owner (a client's or a server's events).
+#[derive(Debug, Clone)]
+pub(crate) enum Notice {
+    /// A handshake made a new session.
+    Started { id: String },
+    /// A handshake resumed the session; `resent` messages were written
+    /// again (a server's: on a new connection from `peer`).
+    Resumed {
+        id: String,
+        resent: usize,
+        peer: Option<Address>,
+    },
+    /// The session `old` was lost; `id` is the new one. Of the frames
+    /// written and not acknowledged, `resent` plain emits were written again
+    /// on the new session (maybe twice, then) and `dropped` were dropped.
+    Lost {
+        old: String,
+        id: String,
+        resent: usize,
+        dropped: usize,
+    },
+    /// The connection broke; the session is kept (a server's, for its window).
+    Away { reason: String },
+    /// A server's session: the window passed without the client coming back.
+    Expired,
+    /// A client's: the server rejected its credentials, saying why.
+    Denied { reason: String },
+}
+
+/// Where a session's notices go.
+pub(crate) type Notify = Arc<dyn Fn(Notice) + Send + Sync>;
+
+/// A message kept until acknowledged, with when it was written.
+struct Kept {
+    bytes: Bytes,
+    at: Instant,
+}
+
+/// What a session keeps across its connections.
+pub(crate) struct State {
+    pub(crate) id: String,
+    /// Data messages written (numbered 1 to `sent`).
+    sent: u64,
+    /// Acknowledged by the peer: `replay` holds `acked + 1 ..= sent`.
+    acked: u64,
+    /// Data messages received and handed on.
+    received: u64,
+    replay: VecDeque<Kept>,
+    replay_bytes: usize,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("id", &self.id)
+            .field("sent", &self.sent)
+            .field("acked", &self.acked)
+            .field("received", &self.received)
+            .finish()
+    }
+}
+
+impl State {
+    pub(crate) fn new(id: String) -> Box<State> {
+        Box::new(State {
+            id,
+            sent: 0,
+            acked: 0,
+            received: 0,
+            replay: VecDeque::new(),
+            replay_bytes: 0,
+        })
+    }
+
+    /// The peer acknowledged `n` messages: those are dropped from the
+    /// replay buffer. `false` if `n` is more than was written.
+    fn ack(&mut self, n: u64) -> bool {
+        if n > self.sent {
+            return false;
+        }
+        while self.acked < n {
+            if let Some(kept) = self.replay.pop_front() {
+                self.replay_bytes -= kept.bytes.len();
+            }
+            self.acked += 1;
+        }
+        true
+    }
+
+    /// Whether the peer's count `n` lets the session resume: not more than
+    /// was written, not less than what was dropped already.
+    fn can_resume(&self, n: u64) -> bool {
+        n >= self.acked && n <= self.sent
+    }
+
+    /// Appends every kept message to `out`; how many.
+    fn resend_into(&self, out: &mut BytesMut) -> usize {
+        for kept in &self.replay {
+            out.extend_from_slice(&kept.bytes);
+        }
+        self.replay.len()
+    }
+}
+
+/// The hand-over of a resuming client's new stream to the task of its
+/// session (a server's socket): set by the server's handshake, taken by the
+/// driver, which may still be on the old stream (a half-open connection it
+/// has not noticed) or away.
+pub(crate) struct Handover {
+    ready: AtomicBool,
+    /// The stream (the driver's type, boxed as `Any`: a server's is a
+    /// `BoxStream`), the client's count, its address.
+    slot: Mutex<Option<(AnyStream, u64, Address)>>,
+    waker: AtomicWaker,
+    /// The session has ended: no stream is taken any more.
+    ended: AtomicBool,
+}
+
+/// A stream handed over, of the driver's stream type.
+pub(crate) type AnyStream = Box<dyn std::any::Any + Send>;
+
+impl Handover {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Handover {
+            ready: AtomicBool::new(false),
+            slot: Mutex::new(None),
+            waker: AtomicWaker::new(),
+            ended: AtomicBool::new(false),
+        })
+    }
+
+    /// Hands `stream` (whose hello said the client received `n` messages)
+    /// to the session's task. Gives it back if the session has ended.
+    pub(crate) fn give(&self, stream: AnyStream, n: u64, peer: Address) -> Result<(), AnyStream> {
+        let mut slot = self.slot.locked();
+        if self.ended.load(Ordering::Acquire) {
+            return Err(stream);
+        }
+        // A stream handed over before and not taken yet is dropped: the newest wins.
+        *slot = Some((stream, n, peer));
+        self.ready.store(true, Ordering::Release);
+        drop(slot);
+        self.waker.wake();
+        Ok(())
+    }
+
+    fn poll_take(&self, cx: &mut Context<'_>) -> Option<(AnyStream, u64, Address)> {
+        self.waker.register(cx.waker());
+        if !self.ready.load(Ordering::Acquire) {
+            return None;
+        }
+        self.ready.store(false, Ordering::Relaxed);
+        self.slot.locked().take()
+    }
+
+    fn end(&self) {
+        let mut slot = self.slot.locked();
+        self.ended.store(true, Ordering::Release);
+        slot.take();
+    }
+}
+
+/// Which end of the session a connection is.
+enum Role {
+    Client,
+    Server(Arc<Handover>),
+}
+
+/// What the driver does with a message read on a session connection.
+pub(crate) enum Read {
+    /// A data message: dispatch it.
+    Data,
+    /// An extension frame, handled.
+    Handled,
+    /// The connection must close.
+    Close(CloseReason),
+}
+
+/// A session connection's state in its [`Driver`](crate::transport::Driver).
+pub(crate) struct Session {
+    state: Box<State>,
+    opts: Arc<SessionOptions>,
+    form: Form,
+    role: Role,
+    notify: Notify,
+    /// A client: the welcome arrived on this connection (a server: always).
+    welcomed: bool,
+    /// A handshake completed on this connection (a client resets its backoff).
+    pub(crate) completed: bool,
+    /// Extension frames and resent messages to write before new data.
+    ctl: BytesMut,
+    /// Received messages acknowledged so far.
+    ack_sent: u64,
+    ack_due: Option<Instant>,
+    hello_due: Option<Instant>,
+    last_write: Instant,
+    pong_due: Option<Instant>,
+    /// Wakes the task at the earliest deadline, or before it (moved back
+    /// only when it fires, so that writes cost no timer update).
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// A stop was asked: the session ends with this connection.
+    pub(crate) stopped: bool,
+    /// A server's session away: when its window ends.
+    away_until: Option<Instant>,
+}
+
+impl Session {
+    /// A client's session on a new connection: writes the hello (to resume
+    /// `state` if it has an id) and waits for the welcome.
+    /// `k`: the credentials the hello carries (a client with authentication).
+    pub(crate) fn client(
+        state: Option<Box<State>>,
+        opts: Arc<SessionOptions>,
+        codec: &str,
+        notify: Notify,
+        k: Option<rmpv::Value>,
+    ) -> Box<Self> {
+        let state = state.unwrap_or_else(|| State::new(String::new()));
+        let form = Form::of(codec);
+        let mut ctl = BytesMut::new();
+        let s = (!state.id.is_empty()).then(|| state.id.clone());
+        wire::put(
+            form,
+            &Ext::Hello {
+                s,
+                n: state.received,
+                k,
+                plain: false,
+            },
+            &mut ctl,
+        );
+        let now = Instant::now();
+        Box::new(Session {
+            ack_sent: state.received,
+            state,
+            hello_due: Some(now + opts.hello_timeout),
+            opts,
+            form,
+            role: Role::Client,
+            notify,
+            welcomed: false,
+            completed: false,
+            ctl,
+            ack_due: None,
+            last_write: now,
+            pong_due: None,
+            sleep: None,
+            stopped: false,
+            away_until: None,
+        })
+    }
+
+    /// A server's new session, on its first connection: writes the welcome
+    /// (`expired` when the client asked for a session the server does not have).
+    pub(crate) fn server(
+        opts: Arc<SessionOptions>,
+        codec: &str,
+        notify: Notify,
+        handover: Arc<Handover>,
+        id: String,
+        expired: bool,
+    ) -> Box<Self> {
+        let form = Form::of(codec);
+        let mut ctl = BytesMut::new();
+        let z = if expired {
+            Outcome::Expired
+        } else {
+            Outcome::New
+        };
+        wire::put(
+            form,
+            &Ext::Welcome {
+                s: id.clone(),
+                n: 0,
+                z,
+            },
+            &mut ctl,
+        );
+        Box::new(Session {
+            state: State::new(id),
+            opts,
+            form,
+            role: Role::Server(handover),
+            notify,
+            welcomed: true,
+            completed: true,
+            ctl,
+            ack_sent: 0,
+            ack_due: None,
+            hello_due: None,
+            last_write: Instant::now(),
+            pong_due: None,
+            sleep: None,
+            stopped: false,
+            away_until: None,
+        })
+    }
+
+    /// The state, for the next connection (a client's).
+    pub(crate) fn into_state(self) -> Box<State> {
+        self.state
+    }
+
+    /// True for a server's session, whose socket waits for the client to
+    /// come back after a break.
+    pub(crate) fn waits_away(&self) -> bool {
+        matches!(self.role, Role::Server(_)) && !self.stopped
+    }
+
+    /// A break of a session that goes on: told to the owner; a server's
+    /// waits for the window.
+    pub(crate) fn broke(&mut self, reason: &CloseReason) {
+        (self.notify)(Notice::Away {
+            reason: reason.to_string(),
+        });
+        if let Role::Server(_) = self.role {
+            self.away_until = Some(Instant::now() + self.opts.window);
+        }
+    }
+
+    /// The session ends for good: a server's takes no stream any more.
+    pub(crate) fn end(&mut self) {
+        if let Role::Server(handover) = &self.role {
+            handover.end();
+        }
+    }
+
+    /// A server's session: a resuming client's new stream, if one came.
+    pub(crate) fn poll_handover(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Option<(AnyStream, u64, Address)> {
+        match &self.role {
+            Role::Server(handover) => handover.poll_take(cx),
+            Role::Client => None,
+        }
+    }
+
+    /// A server's session away: ready once its window has passed.
+    pub(crate) fn poll_window(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(until) = self.away_until else {
+            return Poll::Pending;
+        };
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+        if sleep.deadline() != until {
+            sleep.as_mut().reset(until);
+        }
+        sleep.as_mut().poll(cx)
+    }
+
+    /// The window's length, for the reason a session expired.
+    pub(crate) fn window(&self) -> std::time::Duration {
+        self.opts.window
+    }
+
+    /// A server's session resumes on a new stream, whose client received
+    /// `n` messages: the welcome, then what it has not received. `false`
+    /// when `n` does not fit (the session cannot resume).
+    pub(crate) fn resume(&mut self, n: u64, peer: Address) -> bool {
+        if !self.state.can_resume(n) {
+            return false;
+        }
+        self.state.ack(n);
+        self.ctl.clear();
+        let welcome = Ext::Welcome {
+            s: self.state.id.clone(),
+            n: self.state.received,
+            z: Outcome::Resumed,
+        };
+        wire::put(self.form, &welcome, &mut self.ctl);
+        self.ack_sent = self.state.received;
+        let resent = self.state.resend_into(&mut self.ctl);
+        self.restart_timers();
+        (self.notify)(Notice::Resumed {
+            id: self.state.id.clone(),
+            resent,
+            peer: Some(peer),
+        });
+        true
+    }
+
+    /// A server's session: the window passed; it ends.
+    pub(crate) fn expired(&mut self) {
+        self.stopped = true;
+        (self.notify)(Notice::Expired);
+    }
+
+    fn restart_timers(&mut self) {
+        let now = Instant::now();
+        self.last_write = now;
+        self.ack_due = None;
+        self.pong_due = None;
+        self.away_until = None;
+        // Its deadline may be later than the next one: made again.
+        self.sleep = None;
+    }
+
+    /// What to write next, when what was taken is written: extension frames
+    /// and resent messages first; then, once the handshake is done and the
+    /// replay buffer has room, what `take` gives (the router's queue), kept
+    /// for resending and numbered, with an acknowledgement riding along.
+    pub(crate) fn next_out(&mut self, take: impl FnOnce() -> Option<Bytes>) -> Option<Bytes> {
+        if !self.ctl.is_empty() {
+            return Some(self.ctl.split().freeze());
+        }
+        if !self.may_take() {
+            return None;
+        }
+        let chunk = take()?;
+        let now = Instant::now();
+        let state = &mut *self.state;
+        let mut at = 0;
+        while at + PREFIX_LEN <= chunk.len() {
+            let prefix = [chunk[at], chunk[at + 1], chunk[at + 2], chunk[at + 3]];
+            let end = (at + PREFIX_LEN + u32::from_be_bytes(prefix) as usize).min(chunk.len());
+            state.replay.push_back(Kept {
+                bytes: chunk.slice(at..end),
+                at: now,
+            });
+            state.sent += 1;
+            at = end;
+        }
+        state.replay_bytes += chunk.len();
+        if state.received > self.ack_sent {
+            self.put_ack();
+        }
+        Some(chunk)
+    }
+
+    /// Whether new data may be taken now: the handshake is done and the
+    /// replay buffer has room (else the task is woken by what arrives).
+    pub(crate) fn may_take(&self) -> bool {
+        self.welcomed
+            && self.state.replay.len() < self.opts.max_replay_messages
+            && (self.state.replay_bytes < self.opts.max_replay_bytes
+                || self.state.replay.is_empty())
+    }
+
+    /// Something was written.
+    pub(crate) fn wrote(&mut self) {
+        self.last_write = Instant::now();
+    }
+
+    fn put_ack(&mut self) {
+        self.ack_sent = self.state.received;
+        self.ack_due = None;
+        wire::put(self.form, &Ext::Ack(self.state.received), &mut self.ctl);
+    }
+
+    /// Bytes arrived: the heartbeat's deadline is off.
+    pub(crate) fn heard(&mut self) {
+        self.pong_due = None;
+    }
+
+    /// A message read on the connection.
+    pub(crate) fn read(&mut self, payload: &[u8], link: &Link) -> Read {
+        if !wire::is_ext(payload) {
+            if !self.welcomed {
+                return Read::Close(CloseReason::Framing(
+                    "the server sent data before its welcome".into(),
+                ));
+            }
+            self.state.received += 1;
+            return Read::Data;
+        }
+        let Some(ext) = wire::decode(self.form, payload) else {
+            return Read::Handled;
+        };
+        let acked = match ext {
+            Ext::Ack(n) | Ext::Pong(n) => n,
+            Ext::Ping(n) => {
+                let pong = Ext::Pong(self.state.received);
+                self.ack_sent = self.state.received;
+                self.ack_due = None;
+                wire::put(self.form, &pong, &mut self.ctl);
+                n
+            }
+            Ext::Welcome { s, n, z } => return self.welcome(s, n, z, link),
+            Ext::Deny(reason) if !self.welcomed => {
+                let error = crate::Error::AuthRejected { reason };
+                let message = error.to_string();
+                if let crate::Error::AuthRejected { reason } = error {
+                    (self.notify)(Notice::Denied { reason });
+                }
+                return Read::Close(CloseReason::Io {
+                    kind: std::io::ErrorKind::PermissionDenied,
+                    message,
+                });
+            }
+            Ext::Admit if !self.welcomed => {
+                return Read::Close(CloseReason::Io {
+                    kind: std::io::ErrorKind::Unsupported,
+                    message: "the server answered the session hello with a welcome without a \
+                              session: it authenticates but does not support sessions; start \
+                              it with `.session(..)`, or the client without"
+                        .into(),
+                })
+            }
+            Ext::Hello { .. } | Ext::Admit | Ext::Deny(_) | Ext::Other => return Read::Handled,
+        };
+        if self.welcomed && !self.state.ack(acked) {
+            return Read::Close(CloseReason::Framing(format!(
+                "the peer acknowledged {acked} messages of {} written",
+                self.state.sent
+            )));
+        }
+        Read::Handled
+    }
+
+    /// A client's welcome: resumes, starts, or (the session asked for is
+    /// gone) loses the old session and starts the new one.
+    fn welcome(&mut self, s: String, n: u64, z: Outcome, link: &Link) -> Read {
+        if self.welcomed || matches!(self.role, Role::Server(_)) {
+            return Read::Handled;
+        }
+        self.welcomed = true;
+        self.completed = true;
+        self.hello_due = None;
+        self.restart_timers();
+        let state = &mut *self.state;
+        if z == Outcome::Resumed && s == state.id && state.can_resume(n) {
+            state.ack(n);
+            let resent = state.resend_into(&mut self.ctl);
+            (self.notify)(Notice::Resumed {
+                id: s,
+                resent,
+                peer: None,
+            });
+            return Read::Handled;
+        }
+        if state.id.is_empty() {
+            state.id = s.clone();
+            (self.notify)(Notice::Started { id: s });
+            return Read::Handled;
+        }
+        let old = std::mem::replace(&mut state.id, s.clone());
+        let (resent, dropped) = self.lose(link, &old);
+        (self.notify)(Notice::Lost {
+            old,
+            id: s,
+            resent,
+            dropped,
+        });
+        Read::Handled
+    }
+
+    /// The session `old` is lost: what waits for answers fails with
+    /// `SessionLost`, the responses queued are dropped (counted by the
+    /// router), and of the messages not acknowledged the plain emits are
+    /// kept to resend on the new session (or dropped, by option), the rest
+    /// dropped. Gives the frames resent and dropped.
+    fn lose(&mut self, link: &Link, old: &str) -> (usize, usize) {
+        let codec = link.router().codec();
+        let state = &mut *self.state;
+        let kept = std::mem::take(&mut state.replay);
+        let (mut resent, mut dropped) = (0, 0);
+        let now = Instant::now();
+        state.sent = 0;
+        state.acked = 0;
+        state.received = 0;
+        state.replay_bytes = 0;
+        self.ack_sent = 0;
+        for message in kept {
+            let (frames, plain) = match codec.decode_all(&message.bytes[PREFIX_LEN..]) {
+                Ok(Message::Single(frame)) => (1, frame.is_ok_and(is_plain_emit)),
+                Ok(Message::Bulk(frames)) => {
+                    let n = frames.len();
+                    (n, frames.into_iter().all(|f| f.is_ok_and(is_plain_emit)))
+                }
+                Err(_) => (1, false),
+            };
+            if plain && self.opts.unacked == Unacked::Resend {
+                resent += frames;
+                self.ctl.extend_from_slice(&message.bytes);
+                state.replay_bytes += message.bytes.len();
+                state.replay.push_back(Kept {
+                    bytes: message.bytes,
+                    at: now,
+                });
+                state.sent += 1;
+            } else {
+                dropped += frames;
+            }
+        }
+        link.session_lost(Disconnect::new(
+            None,
+            format!("the server no longer has session {old} (its window passed, or it restarted)"),
+        ));
+        (resent, dropped)
+    }
+
+    /// After a batch of reads of which some were data: acknowledges now
+    /// (the count is reached) or arms the delay.
+    pub(crate) fn received_batch(&mut self) {
+        let unacked = self.state.received - self.ack_sent;
+        if unacked == 0 {
+            return;
+        }
+        if unacked >= self.opts.ack_count {
+            self.put_ack();
+        } else if self.ack_due.is_none() {
+            self.ack_due = Some(Instant::now() + self.opts.ack_delay);
+        }
+    }
+
+    /// The session's deadlines: queues an ack or a ping when theirs comes;
+    /// ready with the reason to close when the welcome, the heartbeat or
+    /// the acknowledgement of the oldest message is late.
+    pub(crate) fn poll_timers(&mut self, cx: &mut Context<'_>) -> Poll<CloseReason> {
+        loop {
+            let mut deadline: Option<Instant> = None;
+            let mut at = |t: Option<Instant>| {
+                if let Some(t) = t {
+                    deadline = Some(deadline.map_or(t, |d| d.min(t)));
+                }
+            };
+            at(self.hello_due);
+            at(self.ack_due);
+            at(self.pong_due);
+            if self.welcomed {
+                at(self.last_write.checked_add(self.opts.heartbeat_interval));
+                at(self
+                    .state
+                    .replay
+                    .front()
+                    .and_then(|k| k.at.checked_add(self.opts.max_replay_age)));
+            }
+            let Some(deadline) = deadline else {
+                return Poll::Pending;
+            };
+            let sleep = self
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            if sleep.deadline() > deadline {
+                sleep.as_mut().reset(deadline);
+            }
+            std::task::ready!(sleep.as_mut().poll(cx));
+            let now = Instant::now();
+            if sleep.deadline() < deadline && now < deadline {
+                sleep.as_mut().reset(deadline);
+                continue;
+            }
+            if self.hello_due.is_some_and(|t| t <= now) {
+                return Poll::Ready(CloseReason::Io {
+                    kind: std::io::ErrorKind::Unsupported,
+                    message: crate::Error::SessionsUnsupported(self.opts.hello_timeout).to_string(),
+                });
+            }
+            if self.pong_due.is_some_and(|t| t <= now) {
+                return Poll::Ready(CloseReason::Io {
+                    kind: std::io::ErrorKind::TimedOut,
+                    message: format!(
+                        "no heartbeat: nothing arrived within {:?} of a ping",
+                        self.opts.heartbeat_timeout
+                    ),
+                });
+            }
+            if self.welcomed {
+                if let Some(kept) = self.state.replay.front() {
+                    if kept.at + self.opts.max_replay_age <= now {
+                        return Poll::Ready(CloseReason::Io {
+                            kind: std::io::ErrorKind::TimedOut,
+                            message: format!(
+                                "the peer acknowledged nothing within {:?}",
+                                self.opts.max_replay_age
+                            ),
+                        });
+                    }
+                }
+            }
+            if self.ack_due.is_some_and(|t| t <= now) {
+                self.put_ack();
+            }
+            if self.welcomed && self.last_write + self.opts.heartbeat_interval <= now {
+                wire::put(self.form, &Ext::Ping(self.state.received), &mut self.ctl);
+                self.ack_sent = self.state.received;
+                self.ack_due = None;
+                self.last_write = now;
+                if self.pong_due.is_none() {
+                    self.pong_due = Some(now + self.opts.heartbeat_timeout);
+                }
+            }
+            // Set again for the next deadline.
+            self.sleep = None;
+        }
+    }
+}
+
+/// An event frame without callbacks: what [`Unacked::Resend`] writes again
+/// when a session is lost.
+fn is_plain_emit(frame: crate::frame::Frame) -> bool {
+    matches!(frame.kind, FrameKind::Event(_)) && frame.callbacks.is_empty()
+}
