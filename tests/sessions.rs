@@ -752,3 +752,48 @@ async fn a_flapping_link_reconnects_at_once_after_each_handshake() {
     let took = start.elapsed();
     assert!(took < Duration::from_millis(500), "took {took:?}");
 }
+
+/// Messages kept through an absence longer than the replay age are written
+/// again on resume with their age counted from then: the resumed connection
+/// is not closed as unresponsive before the peer can acknowledge them.
+#[tokio::test(start_paused = true)]
+async fn an_absence_longer_than_the_replay_age_resumes_once() {
+    let net = Network::new();
+    let (server, _s) = server(
+        &net,
+        SessionOptions::default().window(Duration::from_secs(600)),
+    )
+    .await;
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let sink = got.clone();
+    server.on("up", move |args: Args| {
+        sink.lock().unwrap().push(args.get::<u64>(0).unwrap());
+    });
+    let cutter = Cutter::new(&net, "svc");
+    let (client, mut events) = client(&cutter, SessionOptions::default());
+    client_event(&mut events, |e| {
+        matches!(e, ClientEvent::SessionStarted { .. }).then_some(())
+    })
+    .await;
+    cutter.silence();
+    for i in 1..=5u64 {
+        client.router().emit("up", args![i]).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    cutter.refuse(true);
+    cutter.break_now();
+    tokio::time::sleep(nmsg::DEFAULT_MAX_REPLAY_AGE + Duration::from_secs(60)).await;
+    cutter.refuse(false);
+    until("the five events", || got.lock().unwrap().len() == 5).await;
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    let mut resumes = 0;
+    while let Ok(e) = events.try_recv() {
+        if let ClientEvent::Resumed { .. } = e {
+            resumes += 1;
+        }
+    }
+    assert_eq!(resumes, 1);
+    assert_eq!(*got.lock().unwrap(), [1, 2, 3, 4, 5]);
+    client.stop().await;
+    server.stop().await;
+}

@@ -144,10 +144,14 @@ impl State {
         n >= self.acked && n <= self.sent
     }
 
-    /// Appends every kept message to `out`; how many.
-    fn resend_into(&self, out: &mut BytesMut) -> usize {
-        for kept in &self.replay {
+    /// Appends every kept message to `out`, to be written again now (their
+    /// age counts from now: the peer could not acknowledge them while
+    /// away); how many.
+    fn resend_into(&mut self, out: &mut BytesMut) -> usize {
+        let now = Instant::now();
+        for kept in &mut self.replay {
             out.extend_from_slice(&kept.bytes);
+            kept.at = now;
         }
         self.replay.len()
     }
