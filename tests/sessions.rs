@@ -797,3 +797,92 @@ async fn an_absence_longer_than_the_replay_age_resumes_once() {
     client.stop().await;
     server.stop().await;
 }
+
+/// A hand-written session server: reads length-prefixed messages and
+/// answers with extension frames in MessagePack.
+mod fake {
+    use nmsg::transport::BoxStream;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    pub async fn read(stream: &mut BoxStream) -> Vec<u8> {
+        let mut prefix = [0u8; 4];
+        stream.read_exact(&mut prefix).await.unwrap();
+        let mut payload = vec![0u8; u32::from_be_bytes(prefix) as usize];
+        stream.read_exact(&mut payload).await.unwrap();
+        payload
+    }
+
+    pub fn value(payload: &[u8]) -> rmpv::Value {
+        rmpv::decode::read_value(&mut &payload[..]).unwrap()
+    }
+
+    pub fn get<'v>(map: &'v rmpv::Value, key: &str) -> Option<&'v rmpv::Value> {
+        map.as_map()?
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .map(|(_, v)| v)
+    }
+
+    pub async fn welcome(stream: &mut BoxStream, s: &str, n: u64, z: &str) {
+        use rmpv::Value;
+        let map = Value::Map(vec![
+            (Value::from("x"), Value::from("welcome")),
+            (Value::from("v"), Value::from(1)),
+            (Value::from("s"), Value::from(s)),
+            (Value::from("n"), Value::from(n)),
+            (Value::from("z"), Value::from(z)),
+        ]);
+        let mut payload = Vec::new();
+        rmpv::encode::write_value(&mut payload, &map).unwrap();
+        let mut out = (payload.len() as u32).to_be_bytes().to_vec();
+        out.extend(payload);
+        stream.write_all(&out).await.unwrap();
+    }
+}
+
+/// A server that says it resumed the session but counts messages the
+/// client never wrote: the session cannot resume, so the client loses it
+/// (its pending reply fails with `SessionLost`) and asks for a new one.
+#[tokio::test(start_paused = true)]
+async fn a_resume_with_a_count_that_does_not_fit_loses_the_session() {
+    use nmsg::transport::Binder;
+    let net = Network::new();
+    let mut acceptor = net.binder("svc").bind().await.unwrap();
+    let (client, mut events) = client(&Cutter::new(&net, "svc"), SessionOptions::default());
+    let (mut first, _) = acceptor.accept().await.unwrap();
+    let hello = fake::value(&fake::read(&mut first).await);
+    assert_eq!(
+        fake::get(&hello, "x").and_then(|v| v.as_str()),
+        Some("hello")
+    );
+    assert!(fake::get(&hello, "s").is_none());
+    fake::welcome(&mut first, "aa", 0, "new").await;
+    let reply = client.router().request::<(String,)>("ping", args![0]);
+    let request = fake::value(&fake::read(&mut first).await);
+    assert!(fake::get(&request, "i").is_some(), "{request}");
+    drop(first);
+
+    let (mut second, _) = acceptor.accept().await.unwrap();
+    let hello = fake::value(&fake::read(&mut second).await);
+    assert_eq!(fake::get(&hello, "s").and_then(|v| v.as_str()), Some("aa"));
+    fake::welcome(&mut second, "aa", 999, "resumed").await;
+    let error = tokio::time::timeout(LIMIT, reply)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(error, Error::SessionLost { .. }), "{error}");
+    let dropped = client_event(&mut events, |e| match e {
+        ClientEvent::SessionLost { dropped, .. } => Some(*dropped),
+        _ => None,
+    })
+    .await;
+    assert_eq!(dropped, 1);
+
+    let (mut third, _) = acceptor.accept().await.unwrap();
+    let hello = fake::value(&fake::read(&mut third).await);
+    assert!(
+        fake::get(&hello, "s").is_none(),
+        "asks for a new session: {hello}"
+    );
+    client.stop().await;
+}
