@@ -551,7 +551,8 @@ impl Session {
         self.hello_due = None;
         self.restart_timers();
         let state = &mut *self.state;
-        if z == Outcome::Resumed && s == state.id && state.can_resume(n) {
+        let same = z == Outcome::Resumed && s == state.id;
+        if same && state.can_resume(n) {
             state.ack(n);
             let resent = state.resend_into(&mut self.ctl);
             (self.notify)(Notice::Resumed {
@@ -562,9 +563,29 @@ impl Session {
             return Read::Handled;
         }
         if state.id.is_empty() {
+            // A new session; what a session lost before it kept to resend
+            // (its plain emits) goes out first.
             state.id = s.clone();
+            state.resend_into(&mut self.ctl);
             (self.notify)(Notice::Started { id: s });
             return Read::Handled;
+        }
+        if same {
+            // The server counts what this side never wrote, or what it
+            // dropped already: the session cannot resume. It is lost here,
+            // and the next connection asks for a new one.
+            let old = std::mem::take(&mut state.id);
+            let (resent, dropped) = self.lose(link, &old);
+            self.ctl.clear();
+            (self.notify)(Notice::Lost {
+                old,
+                id: String::new(),
+                resent,
+                dropped,
+            });
+            return Read::Close(CloseReason::Framing(format!(
+                "the server resumed the session having received {n} messages, which does not fit what was written"
+            )));
         }
         let old = std::mem::replace(&mut state.id, s.clone());
         let (resent, dropped) = self.lose(link, &old);
