@@ -886,3 +886,19 @@ async fn a_resume_with_a_count_that_does_not_fit_loses_the_session() {
     );
     client.stop().await;
 }
+
+/// A JSON client's hello is JSON, as its data is.
+#[tokio::test(start_paused = true)]
+async fn a_json_client_says_hello_in_json() {
+    use nmsg::transport::Binder;
+    let net = Network::new();
+    let mut acceptor = net.binder("svc").bind().await.unwrap();
+    let client = Client::builder(net.connector("svc"))
+        .codec(nmsg::Json)
+        .session(SessionOptions::default())
+        .start();
+    let (mut stream, _) = acceptor.accept().await.unwrap();
+    let hello = fake::read(&mut stream).await;
+    assert_eq!(String::from_utf8_lossy(&hello), r#"{"x":"hello","v":1}"#);
+    client.stop().await;
+}
