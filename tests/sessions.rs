@@ -902,3 +902,34 @@ async fn a_json_client_says_hello_in_json() {
     assert_eq!(String::from_utf8_lossy(&hello), r#"{"x":"hello","v":1}"#);
     client.stop().await;
 }
+
+/// While its client is away, a session socket keeps its router: what the
+/// server emits to it queues, and arrives, in order, when the client resumes.
+#[tokio::test(start_paused = true)]
+async fn emits_to_an_away_socket_arrive_on_return() {
+    let net = Network::new();
+    let (server, sockets) = server(&net, SessionOptions::default()).await;
+    let mut server_events = server.events();
+    let cutter = Cutter::new(&net, "svc");
+    let (client, mut events) = client(&cutter, SessionOptions::default());
+    let got = record(client.router(), "news");
+    let mut started = client.events();
+    let router = sockets.of(&client, &mut started).await;
+    cutter.refuse(true);
+    cutter.break_now();
+    server_event(&mut server_events, |e| {
+        matches!(e, ServerEvent::Away { .. }).then_some(())
+    })
+    .await;
+    for i in 1..=10u64 {
+        router.emit("news", args![i]).unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(got.lock().unwrap().is_empty());
+    cutter.refuse(false);
+    client_event(&mut events, resumed).await;
+    until("the news", || got.lock().unwrap().len() == 10).await;
+    assert_eq!(*got.lock().unwrap(), (1..=10).collect::<Vec<u64>>());
+    client.stop().await;
+    server.stop().await;
+}
