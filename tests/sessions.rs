@@ -933,3 +933,32 @@ async fn emits_to_an_away_socket_arrive_on_return() {
     client.stop().await;
     server.stop().await;
 }
+
+/// A session that expires with messages the server wrote and the client
+/// never acknowledged: they are counted as lost (nothing lost without a count).
+#[tokio::test(start_paused = true)]
+async fn an_expired_session_counts_what_the_client_never_acknowledged() {
+    let net = Network::new();
+    let window = Duration::from_secs(10);
+    let (server, sockets) = server(&net, SessionOptions::default().window(window)).await;
+    let mut server_events = server.events();
+    let cutter = Cutter::new(&net, "svc");
+    let (client, _events) = client(&cutter, SessionOptions::default());
+    let mut started = client.events();
+    let router = sockets.of(&client, &mut started).await;
+    cutter.silence();
+    for i in 1..=3u64 {
+        router.emit("news", args![i]).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    cutter.refuse(true);
+    cutter.break_now();
+    let lost = server_event(&mut server_events, |e| match e {
+        ServerEvent::Lost { frames, .. } => Some(*frames),
+        _ => None,
+    })
+    .await;
+    assert_eq!(lost, 3);
+    client.stop().await;
+    server.stop().await;
+}

@@ -432,9 +432,21 @@ impl Session {
         true
     }
 
-    /// A server's session: the window passed; it ends.
-    pub(crate) fn expired(&mut self) {
+    /// A server's session: the window passed; it ends. What it wrote and
+    /// the client never acknowledged is counted as lost, with `why`.
+    pub(crate) fn expired(&mut self, link: &Link, why: Disconnect) {
         self.stopped = true;
+        let codec = link.router().codec();
+        let (mut frames, mut bytes) = (0, 0);
+        for kept in std::mem::take(&mut self.state.replay) {
+            frames += match codec.decode_all(&kept.bytes[PREFIX_LEN..]) {
+                Ok(Message::Bulk(list)) => list.len(),
+                _ => 1,
+            };
+            bytes += kept.bytes.len();
+        }
+        self.state.replay_bytes = 0;
+        link.unacknowledged_lost(frames, bytes, why);
         (self.notify)(Notice::Expired);
     }
 
