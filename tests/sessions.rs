@@ -752,3 +752,213 @@ async fn a_flapping_link_reconnects_at_once_after_each_handshake() {
     let took = start.elapsed();
     assert!(took < Duration::from_millis(500), "took {took:?}");
 }
+
+/// Messages kept through an absence longer than the replay age are written
+/// again on resume with their age counted from then: the resumed connection
+/// is not closed as unresponsive before the peer can acknowledge them.
+#[tokio::test(start_paused = true)]
+async fn an_absence_longer_than_the_replay_age_resumes_once() {
+    let net = Network::new();
+    let (server, _s) = server(
+        &net,
+        SessionOptions::default().window(Duration::from_secs(600)),
+    )
+    .await;
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let sink = got.clone();
+    server.on("up", move |args: Args| {
+        sink.lock().unwrap().push(args.get::<u64>(0).unwrap());
+    });
+    let cutter = Cutter::new(&net, "svc");
+    let (client, mut events) = client(&cutter, SessionOptions::default());
+    client_event(&mut events, |e| {
+        matches!(e, ClientEvent::SessionStarted { .. }).then_some(())
+    })
+    .await;
+    cutter.silence();
+    for i in 1..=5u64 {
+        client.router().emit("up", args![i]).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    cutter.refuse(true);
+    cutter.break_now();
+    tokio::time::sleep(nmsg::DEFAULT_MAX_REPLAY_AGE + Duration::from_secs(60)).await;
+    cutter.refuse(false);
+    until("the five events", || got.lock().unwrap().len() == 5).await;
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    let mut resumes = 0;
+    while let Ok(e) = events.try_recv() {
+        if let ClientEvent::Resumed { .. } = e {
+            resumes += 1;
+        }
+    }
+    assert_eq!(resumes, 1);
+    assert_eq!(*got.lock().unwrap(), [1, 2, 3, 4, 5]);
+    client.stop().await;
+    server.stop().await;
+}
+
+/// A hand-written session server: reads length-prefixed messages and
+/// answers with extension frames in MessagePack.
+mod fake {
+    use nmsg::transport::BoxStream;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    pub async fn read(stream: &mut BoxStream) -> Vec<u8> {
+        let mut prefix = [0u8; 4];
+        stream.read_exact(&mut prefix).await.unwrap();
+        let mut payload = vec![0u8; u32::from_be_bytes(prefix) as usize];
+        stream.read_exact(&mut payload).await.unwrap();
+        payload
+    }
+
+    pub fn value(payload: &[u8]) -> rmpv::Value {
+        rmpv::decode::read_value(&mut &payload[..]).unwrap()
+    }
+
+    pub fn get<'v>(map: &'v rmpv::Value, key: &str) -> Option<&'v rmpv::Value> {
+        map.as_map()?
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .map(|(_, v)| v)
+    }
+
+    pub async fn welcome(stream: &mut BoxStream, s: &str, n: u64, z: &str) {
+        use rmpv::Value;
+        let map = Value::Map(vec![
+            (Value::from("x"), Value::from("welcome")),
+            (Value::from("v"), Value::from(1)),
+            (Value::from("s"), Value::from(s)),
+            (Value::from("n"), Value::from(n)),
+            (Value::from("z"), Value::from(z)),
+        ]);
+        let mut payload = Vec::new();
+        rmpv::encode::write_value(&mut payload, &map).unwrap();
+        let mut out = (payload.len() as u32).to_be_bytes().to_vec();
+        out.extend(payload);
+        stream.write_all(&out).await.unwrap();
+    }
+}
+
+/// A server that says it resumed the session but counts messages the
+/// client never wrote: the session cannot resume, so the client loses it
+/// (its pending reply fails with `SessionLost`) and asks for a new one.
+#[tokio::test(start_paused = true)]
+async fn a_resume_with_a_count_that_does_not_fit_loses_the_session() {
+    use nmsg::transport::Binder;
+    let net = Network::new();
+    let mut acceptor = net.binder("svc").bind().await.unwrap();
+    let (client, mut events) = client(&Cutter::new(&net, "svc"), SessionOptions::default());
+    let (mut first, _) = acceptor.accept().await.unwrap();
+    let hello = fake::value(&fake::read(&mut first).await);
+    assert_eq!(
+        fake::get(&hello, "x").and_then(|v| v.as_str()),
+        Some("hello")
+    );
+    assert!(fake::get(&hello, "s").is_none());
+    fake::welcome(&mut first, "aa", 0, "new").await;
+    let reply = client.router().request::<(String,)>("ping", args![0]);
+    let request = fake::value(&fake::read(&mut first).await);
+    assert!(fake::get(&request, "i").is_some(), "{request}");
+    drop(first);
+
+    let (mut second, _) = acceptor.accept().await.unwrap();
+    let hello = fake::value(&fake::read(&mut second).await);
+    assert_eq!(fake::get(&hello, "s").and_then(|v| v.as_str()), Some("aa"));
+    fake::welcome(&mut second, "aa", 999, "resumed").await;
+    let error = tokio::time::timeout(LIMIT, reply)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(error, Error::SessionLost { .. }), "{error}");
+    let dropped = client_event(&mut events, |e| match e {
+        ClientEvent::SessionLost { dropped, .. } => Some(*dropped),
+        _ => None,
+    })
+    .await;
+    assert_eq!(dropped, 1);
+
+    let (mut third, _) = acceptor.accept().await.unwrap();
+    let hello = fake::value(&fake::read(&mut third).await);
+    assert!(
+        fake::get(&hello, "s").is_none(),
+        "asks for a new session: {hello}"
+    );
+    client.stop().await;
+}
+
+/// A JSON client's hello is JSON, as its data is.
+#[tokio::test(start_paused = true)]
+async fn a_json_client_says_hello_in_json() {
+    use nmsg::transport::Binder;
+    let net = Network::new();
+    let mut acceptor = net.binder("svc").bind().await.unwrap();
+    let client = Client::builder(net.connector("svc"))
+        .codec(nmsg::Json)
+        .session(SessionOptions::default())
+        .start();
+    let (mut stream, _) = acceptor.accept().await.unwrap();
+    let hello = fake::read(&mut stream).await;
+    assert_eq!(String::from_utf8_lossy(&hello), r#"{"x":"hello","v":1}"#);
+    client.stop().await;
+}
+
+/// While its client is away, a session socket keeps its router: what the
+/// server emits to it queues, and arrives, in order, when the client resumes.
+#[tokio::test(start_paused = true)]
+async fn emits_to_an_away_socket_arrive_on_return() {
+    let net = Network::new();
+    let (server, sockets) = server(&net, SessionOptions::default()).await;
+    let mut server_events = server.events();
+    let cutter = Cutter::new(&net, "svc");
+    let (client, mut events) = client(&cutter, SessionOptions::default());
+    let got = record(client.router(), "news");
+    let mut started = client.events();
+    let router = sockets.of(&client, &mut started).await;
+    cutter.refuse(true);
+    cutter.break_now();
+    server_event(&mut server_events, |e| {
+        matches!(e, ServerEvent::Away { .. }).then_some(())
+    })
+    .await;
+    for i in 1..=10u64 {
+        router.emit("news", args![i]).unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(got.lock().unwrap().is_empty());
+    cutter.refuse(false);
+    client_event(&mut events, resumed).await;
+    until("the news", || got.lock().unwrap().len() == 10).await;
+    assert_eq!(*got.lock().unwrap(), (1..=10).collect::<Vec<u64>>());
+    client.stop().await;
+    server.stop().await;
+}
+
+/// A session that expires with messages the server wrote and the client
+/// never acknowledged: they are counted as lost (nothing lost without a count).
+#[tokio::test(start_paused = true)]
+async fn an_expired_session_counts_what_the_client_never_acknowledged() {
+    let net = Network::new();
+    let window = Duration::from_secs(10);
+    let (server, sockets) = server(&net, SessionOptions::default().window(window)).await;
+    let mut server_events = server.events();
+    let cutter = Cutter::new(&net, "svc");
+    let (client, _events) = client(&cutter, SessionOptions::default());
+    let mut started = client.events();
+    let router = sockets.of(&client, &mut started).await;
+    cutter.silence();
+    for i in 1..=3u64 {
+        router.emit("news", args![i]).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    cutter.refuse(true);
+    cutter.break_now();
+    let lost = server_event(&mut server_events, |e| match e {
+        ServerEvent::Lost { frames, .. } => Some(*frames),
+        _ => None,
+    })
+    .await;
+    assert_eq!(lost, 3);
+    client.stop().await;
+    server.stop().await;
+}

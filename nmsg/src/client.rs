@@ -101,7 +101,9 @@ pub enum ClientEvent {
     SessionLost {
         /// The session that was lost.
         old: String,
-        /// The new session.
+        /// The new session (empty when the server could not resume the
+        /// session it said it had: the next connection asks for a new one,
+        /// and [`ClientEvent::SessionStarted`] names it).
         session: String,
         /// Frames written again on the new session, possibly duplicated.
         resent: usize,

@@ -199,8 +199,9 @@
 //! window. A peer without it (the original) never receives an extension
 //! frame unless it sent a `hello` itself.
 //!
-//! **Extension frames** are maps with the kind under `x` (written first) and
-//! no `i`, each a message of its own (never in a bulk), in the connection's
+//! **Extension frames** are maps with the kind under `x` and no `i` (nmsg
+//! writes `x` first, which lets a reader tell one by its first bytes; one
+//! whose keys come in another order is still read), each a message of its own (never in a bulk), in the connection's
 //! codec; unknown keys are ignored, and so are unknown kinds. In JSON:
 //!
 //! ```text

@@ -273,6 +273,24 @@ impl Link {
         });
     }
 
+    /// Frames written on connections of a session that ended and never
+    /// acknowledged: counted as lost, as what a connection did not write is.
+    pub(crate) fn unacknowledged_lost(&self, frames: usize, bytes: usize, why: Disconnect) {
+        let router = &self.router;
+        let lost = router
+            .inner
+            .outbox
+            .lock()
+            .count_loss(super::Tally { frames, bytes }, &why);
+        if let Some(lost) = lost {
+            router.report(Error::FramesLost {
+                frames: lost.frames,
+                bytes: lost.bytes,
+                reason: why,
+            });
+        }
+    }
+
     fn lose(&self, why: Disconnect, unwritten: Unwritten<'_>) {
         let error = why.clone();
         self.lose_with(why, unwritten, &|| Error::Disconnected(error.clone()))

@@ -326,6 +326,12 @@ impl Queue {
             given.stopping = false;
         }
         lost.add(self.drop_responses(codec, bulks));
+        self.count_loss(lost, why)
+    }
+
+    /// Counts `lost` frames: given back to report to the error hook,
+    /// unless the owner keeps losses or nothing was lost.
+    pub(super) fn count_loss(&mut self, lost: Tally, why: &Disconnect) -> Option<Tally> {
         if lost.frames == 0 {
             return None;
         }

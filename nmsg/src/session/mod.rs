@@ -146,10 +146,14 @@ impl State {
         n >= self.acked && n <= self.sent
     }
 
-    /// Appends every kept message to `out`; how many.
-    fn resend_into(&self, out: &mut BytesMut) -> usize {
-        for kept in &self.replay {
+    /// Appends every kept message to `out`, to be written again now (their
+    /// age counts from now: the peer could not acknowledge them while
+    /// away); how many.
+    fn resend_into(&mut self, out: &mut BytesMut) -> usize {
+        let now = Instant::now();
+        for kept in &mut self.replay {
             out.extend_from_slice(&kept.bytes);
+            kept.at = now;
         }
         self.replay.len()
     }
@@ -434,9 +438,21 @@ impl Session {
         true
     }
 
-    /// A server's session: the window passed; it ends.
-    pub(crate) fn expired(&mut self) {
+    /// A server's session: the window passed; it ends. What it wrote and
+    /// the client never acknowledged is counted as lost, with `why`.
+    pub(crate) fn expired(&mut self, link: &Link, why: Disconnect) {
         self.stopped = true;
+        let codec = link.router().codec();
+        let (mut frames, mut bytes) = (0, 0);
+        for kept in std::mem::take(&mut self.state.replay) {
+            frames += match codec.decode_all(&kept.bytes[PREFIX_LEN..]) {
+                Ok(Message::Bulk(list)) => list.len(),
+                _ => 1,
+            };
+            bytes += kept.bytes.len();
+        }
+        self.state.replay_bytes = 0;
+        link.unacknowledged_lost(frames, bytes, why);
         (self.notify)(Notice::Expired);
     }
 
@@ -573,7 +589,8 @@ impl Session {
         self.hello_due = None;
         self.restart_timers();
         let state = &mut *self.state;
-        if z == Outcome::Resumed && s == state.id && state.can_resume(n) {
+        let same = z == Outcome::Resumed && s == state.id;
+        if same && state.can_resume(n) {
             state.ack(n);
             let resent = state.resend_into(&mut self.ctl);
             (self.notify)(Notice::Resumed {
@@ -584,9 +601,29 @@ impl Session {
             return Read::Handled;
         }
         if state.id.is_empty() {
+            // A new session; what a session lost before it kept to resend
+            // (its plain emits) goes out first.
             state.id = s.clone();
+            state.resend_into(&mut self.ctl);
             (self.notify)(Notice::Started { id: s });
             return Read::Handled;
+        }
+        if same {
+            // The server counts what this side never wrote, or what it
+            // dropped already: the session cannot resume. It is lost here,
+            // and the next connection asks for a new one.
+            let old = std::mem::take(&mut state.id);
+            let (resent, dropped) = self.lose(link, &old);
+            self.ctl.clear();
+            (self.notify)(Notice::Lost {
+                old,
+                id: String::new(),
+                resent,
+                dropped,
+            });
+            return Read::Close(CloseReason::Framing(format!(
+                "the server resumed the session having received {n} messages, which does not fit what was written"
+            )));
         }
         let old = std::mem::replace(&mut state.id, s.clone());
         let (resent, dropped) = self.lose(link, &old);

@@ -72,20 +72,50 @@ pub(crate) enum Ext {
     Other,
 }
 
-/// True when `payload` is an extension frame: a map whose first key is `x`
-/// (nmsg's writers, and the JavaScript peer's, put it first; a data frame's
-/// first key is never `x`). A look at a few bytes, no decoding.
+/// True when `payload` is an extension frame: a map with the key `x` and no
+/// `i`. nmsg's writers, and the JavaScript peer's, put `x` first, and a data
+/// frame's first key is `i`: a look at a few bytes decides those. A small map
+/// whose first key is another (an extension frame from a writer that orders
+/// its keys otherwise, or the first release's keyed bulk `{"b": [..]}`) is
+/// decoded to see.
 pub(crate) fn is_ext(payload: &[u8]) -> bool {
     match payload {
-        // A fixmap, then the fixstr "x".
+        // A fixmap, then the fixstr "x" or "i".
         [m, 0xa1, b'x', ..] if (0x81..=0x8f).contains(m) => true,
+        [m, 0xa1, b'i', ..] if (0x81..=0x8f).contains(m) => false,
+        [m, ..] if (0x81..=0x8f).contains(m) && payload.len() <= SMALL => {
+            let Ok(value) = rmpv::decode::read_value(&mut &payload[..]) else {
+                return false;
+            };
+            let keys = value.as_map().map(|m| {
+                m.iter()
+                    .filter_map(|(k, _)| k.as_str())
+                    .fold((false, false), |(x, i), k| (x || k == "x", i || k == "i"))
+            });
+            keys == Some((true, false))
+        }
         [b'{', rest @ ..] => {
             let rest = rest.trim_ascii_start();
-            rest.starts_with(b"\"x\"")
+            if rest.starts_with(b"\"x\"") {
+                return true;
+            }
+            if rest.starts_with(b"\"i\"") || payload.len() > SMALL {
+                return false;
+            }
+            match serde_json::from_slice::<serde_json::Value>(payload) {
+                Ok(serde_json::Value::Object(map)) => {
+                    map.contains_key("x") && !map.contains_key("i")
+                }
+                _ => false,
+            }
         }
         _ => false,
     }
 }
+
+/// Maps up to this size whose first key is neither `x` nor `i` are decoded
+/// to tell an extension frame (the largest, a welcome, is about 70 bytes).
+const SMALL: usize = 128;
 
 /// Decodes an extension frame (`is_ext` said it is one); `None` if it is
 /// not well formed.
@@ -325,6 +355,22 @@ mod tests {
         );
         assert_eq!(decode(Form::Json, br#"{"x":"what"}"#), Some(Ext::Other));
         assert!(!is_ext(br#"{"i":1,"x":"ack"}"#));
+        // Keys in another order.
+        assert!(is_ext(br#"{"n":5,"x":"ack"}"#));
+        assert_eq!(
+            decode(Form::Json, br#"{"n":5,"x":"ack"}"#),
+            Some(Ext::Ack(5))
+        );
+        let mut packed = Vec::new();
+        rmp::encode::write_map_len(&mut packed, 2).unwrap();
+        rmp::encode::write_str(&mut packed, "n").unwrap();
+        rmp::encode::write_uint(&mut packed, 5).unwrap();
+        rmp::encode::write_str(&mut packed, "x").unwrap();
+        rmp::encode::write_str(&mut packed, "ack").unwrap();
+        assert!(is_ext(&packed));
+        assert_eq!(decode(Form::MsgPack, &packed), Some(Ext::Ack(5)));
+        // The first release's keyed bulk is data.
+        assert!(!is_ext(br#"{"b":[{"i":1,"e":"x","a":[]}]}"#));
     }
 
     /// The bytes the protocol documentation shows.
@@ -402,10 +448,15 @@ mod tests {
             std::sync::Arc::new(crate::MsgPack) as std::sync::Arc<dyn crate::Codec>,
             std::sync::Arc::new(crate::Json),
         ] {
-            for buffering in [crate::Buffering::Off, crate::Buffering::Idle] {
+            for (buffering, form) in [
+                (crate::Buffering::Off, crate::BulkForm::Array),
+                (crate::Buffering::Idle, crate::BulkForm::Array),
+                (crate::Buffering::Idle, crate::BulkForm::Keyed),
+            ] {
                 let router = crate::Router::builder()
                     .codec_arc(codec.clone())
                     .buffering(buffering)
+                    .bulk_form(form)
                     .build();
                 router.emit("x", ("x",)).unwrap();
                 router.emit("x", ()).unwrap();

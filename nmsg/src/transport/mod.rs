@@ -669,7 +669,6 @@ where
                 Some(Ending::Away) => {
                     let session = self.timers.session().expect("away with a session");
                     std::task::ready!(session.poll_window(cx));
-                    session.expired();
                     let reason = CloseReason::Io {
                         kind: std::io::ErrorKind::TimedOut,
                         message: format!(
@@ -677,6 +676,7 @@ where
                             session.window()
                         ),
                     };
+                    session.expired(&self.link, reason.disconnect());
                     return self.finish(reason, cx);
                 }
                 Some(Ending::Closing(_)) => {
