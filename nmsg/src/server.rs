@@ -17,7 +17,8 @@ use crate::lifecycle::{Ending, Events, Lifecycle, Status, DEFAULT_STOP_TIMEOUT};
 use crate::router::{Api, BadRequestSink, Buffering, Router, RouterBuilder};
 use crate::sync::MutexExt;
 use crate::transport::{
-    Acceptor, Address, Binder, CloseReason, Connection, ConnectionOptions, Tcp, Unix,
+    Accepted, Acceptor, Address, Binder, BoxFuture, BoxStream, CloseReason, Connection,
+    ConnectionOptions, PeerIdentity, Tcp, Unix,
 };
 use crate::Args;
 
@@ -76,10 +77,22 @@ pub enum ServerEvent {
         /// The peer's address.
         peer: Address,
     },
-    /// A connection was refused because the server has `max_connections` already.
+    /// A connection was refused: the server has `max_connections` already,
+    /// or the peer is not allowed ([`ServerBuilder::allow_uids`]).
     Refused {
         /// The peer's address.
         peer: Address,
+        /// Why.
+        reason: String,
+    },
+    /// A connection's handshake failed (TLS: a client that does not speak
+    /// TLS, a certificate the server does not trust, no certificate where
+    /// one is required, the handshake timeout); the connection is dropped.
+    HandshakeFailed {
+        /// The peer's address.
+        peer: Address,
+        /// Why, saying which check failed.
+        error: String,
     },
     /// A request's arguments did not fit the typed handler of its event
     /// (`#[nmsg::events]`): the handler did not run, an error-first method
@@ -136,6 +149,7 @@ pub struct ServerBuilder {
     max_connections: usize,
     api: Api,
     stop_timeout: Duration,
+    allowed_uids: Option<Box<[u32]>>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -145,6 +159,7 @@ impl std::fmt::Debug for ServerBuilder {
             .field("router", &self.router)
             .field("backoff", &self.backoff)
             .field("max_connections", &self.max_connections)
+            .field("allowed_uids", &self.allowed_uids)
             .finish()
     }
 }
@@ -237,6 +252,26 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves only peers whose Unix credentials name one of these user ids
+    /// (default: any peer). For Unix socket servers, where the system says
+    /// which user the peer process runs as ([`PeerIdentity::Unix`]); a peer
+    /// of another transport has no uid, and is refused too. A refused peer
+    /// is closed at once, reported as [`ServerEvent::Refused`] with the
+    /// reason, and logged.
+    ///
+    /// ```no_run
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// // Only processes of the user this server runs as.
+    /// let me = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap();
+    /// let server = nmsg::Server::unix("/tmp/app.sock").allow_uids([me]).start();
+    /// # }
+    /// ```
+    pub fn allow_uids(mut self, uids: impl IntoIterator<Item = u32>) -> Self {
+        self.allowed_uids = Some(uids.into_iter().collect());
+        self
+    }
+
     /// Any other option of the sockets' routers (timeouts, bounds), set on
     /// the server's own router options, so that what was set before and the
     /// server's defaults stay: `.router(|r| r.max_pending(100))`.
@@ -254,6 +289,7 @@ impl ServerBuilder {
             router: self.router,
             connection: self.connection.stop_timeout(self.stop_timeout),
             max_connections: self.max_connections,
+            allowed_uids: self.allowed_uids,
             sockets: Mutex::new(Sockets::default()),
             life: Lifecycle::new(ServerStatus::Binding),
             events: Events::new(EVENT_CAPACITY),
@@ -304,6 +340,8 @@ struct ServerInner {
     /// The options of every socket's connection.
     connection: ConnectionOptions,
     max_connections: usize,
+    /// [`ServerBuilder::allow_uids`].
+    allowed_uids: Option<Box<[u32]>>,
     sockets: Mutex<Sockets>,
     /// The status, stopped by [`Server::stop`].
     life: Lifecycle<ServerStatus>,
@@ -322,6 +360,7 @@ impl AsRef<Lifecycle<ServerStatus>> for ServerInner {
 pub struct Socket {
     id: u64,
     peer: Address,
+    identity: Option<Arc<PeerIdentity>>,
     conn: Arc<Connection>,
 }
 
@@ -330,6 +369,7 @@ impl std::fmt::Debug for Socket {
         f.debug_struct("Socket")
             .field("id", &self.id)
             .field("peer", &self.peer)
+            .field("identity", &self.identity)
             .finish()
     }
 }
@@ -343,6 +383,15 @@ impl Socket {
     /// The peer's address.
     pub fn peer(&self) -> &Address {
         &self.peer
+    }
+
+    /// What the transport verified about the peer: the certificate of a
+    /// mutual TLS client ([`PeerIdentity::Certificate`]), the credentials of
+    /// a Unix socket's peer process ([`PeerIdentity::Unix`]). Handlers read
+    /// the same through [`Router::peer_identity`] and
+    /// [`Peer::identity`](crate::Peer::identity).
+    pub fn identity(&self) -> Option<&PeerIdentity> {
+        self.identity.as_deref()
     }
 
     /// The socket's router: `emit` to this peer, `on` for this peer only.
@@ -404,9 +453,26 @@ impl Server {
         Server::builder(Tcp::new(addr))
     }
 
-    /// A Unix domain socket server on `path`.
+    /// A Unix domain socket server on `path`. Each socket has the peer
+    /// process's credentials ([`Socket::identity`]); see also
+    /// [`ServerBuilder::allow_uids`].
     pub fn unix(path: impl Into<std::path::PathBuf>) -> ServerBuilder {
         Server::builder(Unix::new(path))
+    }
+
+    /// A TLS server over TCP on `addr` (feature `tls`), with this rustls
+    /// configuration ([`tls::server_config`](crate::transport::tls::server_config)
+    /// builds one from PEM files). The handshake is bounded by
+    /// [`DEFAULT_HANDSHAKE_TIMEOUT`](crate::transport::tls::DEFAULT_HANDSHAKE_TIMEOUT)
+    /// (10 s; [`TlsBinder::handshake_timeout`](crate::transport::tls::TlsBinder::handshake_timeout)
+    /// sets another, through [`Server::builder`]). With mutual TLS, each
+    /// socket has the client's verified certificate ([`Socket::identity`]).
+    #[cfg(feature = "tls")]
+    pub fn tls(
+        addr: impl Into<String>,
+        config: impl Into<Arc<crate::transport::tls::ServerConfig>>,
+    ) -> ServerBuilder {
+        Server::builder(crate::transport::tls::TlsBinder::tcp(addr, config))
     }
 
     /// A server over any transport.
@@ -419,6 +485,7 @@ impl Server {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             api: Api::new(),
             stop_timeout: DEFAULT_STOP_TIMEOUT,
+            allowed_uids: None,
         }
     }
 
@@ -587,21 +654,36 @@ async fn run(inner: Ending<ServerInner, ServerStatus>, binder: Arc<dyn Binder>, 
     let mut exhausted = 0u32;
     let mut in_a_row = 0u32;
     loop {
-        let Some(accepted) = life.unless_stopped(acceptor.accept()).await else {
+        let Some(accepted) = life.unless_stopped(acceptor.accept_peer()).await else {
             break;
         };
         match accepted {
-            Ok((stream, peer)) => {
+            Ok(accepted) => {
                 exhausted = 0;
                 in_a_row = 0;
                 let full = inner.sockets.locked().live.len() >= inner.max_connections;
                 if full {
+                    let peer = match accepted {
+                        Accepted::Ready { peer, .. } | Accepted::Handshake { peer, .. } => peer,
+                    };
+                    let reason = format!(
+                        "the server has {} connections, its limit (max_connections)",
+                        inner.max_connections
+                    );
                     tracing::warn!(%peer, limit = inner.max_connections, "nmsg server refused a connection: at its limit");
-                    drop(stream);
-                    emit(ServerEvent::Refused { peer });
+                    emit(ServerEvent::Refused { peer, reason });
                     continue;
                 }
-                accept(inner.shared(), stream, peer);
+                match accepted {
+                    Accepted::Ready {
+                        stream,
+                        peer,
+                        identity,
+                    } => admit(inner.shared(), stream, peer, identity),
+                    Accepted::Handshake { peer, handshake } => {
+                        tokio::spawn(handshake_then_admit(inner.shared().clone(), peer, handshake));
+                    }
+                }
             }
             Err(error) => {
                 in_a_row = in_a_row.saturating_add(1);
@@ -728,9 +810,65 @@ fn bad_request_events(server: std::sync::Weak<ServerInner>) -> Arc<BadRequestSin
     )))
 }
 
-fn accept(inner: &Arc<ServerInner>, stream: crate::transport::BoxStream, peer: Address) {
+/// Runs the handshake of an accepted stream (on a task of its own: a slow
+/// peer holds up no other), then serves it; a failed handshake is reported.
+async fn handshake_then_admit(
+    inner: Arc<ServerInner>,
+    peer: Address,
+    handshake: BoxFuture<'static, std::io::Result<(BoxStream, Option<PeerIdentity>)>>,
+) {
+    match inner.life.unless_stopped(handshake).await {
+        None => {}
+        Some(Ok((stream, identity))) => admit(&inner, stream, peer, identity),
+        Some(Err(error)) => {
+            tracing::warn!(%peer, %error, "nmsg server: a connection's handshake failed");
+            inner.events.send(ServerEvent::HandshakeFailed {
+                peer,
+                error: error.to_string(),
+            });
+        }
+    }
+}
+
+/// Serves an accepted stream whose peer the server allows; refuses it
+/// otherwise (closes it, and reports why).
+fn admit(
+    inner: &Arc<ServerInner>,
+    stream: BoxStream,
+    peer: Address,
+    identity: Option<PeerIdentity>,
+) {
+    if let Some(allowed) = &inner.allowed_uids {
+        let uid = identity.as_ref().and_then(|i| i.unix()).map(|c| c.uid);
+        let refused = match uid {
+            Some(uid) if allowed.contains(&uid) => None,
+            Some(uid) => Some(format!(
+                "the peer's uid {uid} is not one of the allowed uids {allowed:?} (allow_uids)"
+            )),
+            None => Some(format!(
+                "the peer has no Unix credentials, and only uids {allowed:?} are allowed \
+                 (allow_uids applies to Unix socket servers)"
+            )),
+        };
+        if let Some(reason) = refused {
+            tracing::warn!(%peer, %reason, "nmsg server refused a connection");
+            drop(stream);
+            inner.events.send(ServerEvent::Refused { peer, reason });
+            return;
+        }
+    }
+    accept(inner, stream, peer, identity.map(Arc::new));
+}
+
+fn accept(
+    inner: &Arc<ServerInner>,
+    stream: BoxStream,
+    peer: Address,
+    identity: Option<Arc<PeerIdentity>>,
+) {
     let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
     let router = inner.router.clone().build();
+    router.set_peer_identity(identity.clone());
     // Reported at the socket's end, with what is still queued (`on_close`).
     router.keep_losses();
     router.set_api(Some(inner.api.clone()));
@@ -747,10 +885,19 @@ fn accept(inner: &Arc<ServerInner>, stream: crate::transport::BoxStream, peer: A
     let socket = Socket {
         id,
         peer: peer.clone(),
+        identity,
         conn: conn.clone(),
     };
     let hook = {
         let mut sockets = inner.sockets.locked();
+        // After a handshake, on a task of its own, the server may be
+        // stopping: its end closes the sockets it finds under this lock,
+        // after the stop request, so one that comes later is not served.
+        if inner.life.is_raised(crate::lifecycle::STOP) {
+            drop(sockets);
+            conn.abort();
+            return;
+        }
         sockets.live.insert(id, socket.clone());
         sockets.hook.clone()
     };

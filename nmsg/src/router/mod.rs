@@ -61,6 +61,9 @@ struct Inner {
     /// The client or server the router is one's, told of requests a typed
     /// handler refused ([`Router::bad_request`]); one word while unset.
     owner: ArcSwapOption<BadRequestSink>,
+    /// What the transport verified about the peer (a server's socket);
+    /// one word while unset.
+    peer: ArcSwapOption<crate::transport::PeerIdentity>,
 }
 
 /// Told of a request whose arguments did not fit its typed handler: the
@@ -133,6 +136,7 @@ impl Router {
                 outbox,
                 pending: Pending::new(),
                 owner: ArcSwapOption::empty(),
+                peer: ArcSwapOption::empty(),
             }),
         }
     }
@@ -291,6 +295,18 @@ impl Router {
     /// Tells `sink` of the requests a typed handler refuses on this router.
     pub(crate) fn set_owner(&self, sink: Arc<BadRequestSink>) {
         self.inner.owner.store(Some(sink));
+    }
+
+    /// What the transport verified about the peer of this router's
+    /// connection: the certificate of a mutual TLS client, the credentials
+    /// of a Unix socket's peer process. Set on a server's sockets; `None` on
+    /// other routers, and for peers the transport knows nothing of.
+    pub fn peer_identity(&self) -> Option<Arc<crate::transport::PeerIdentity>> {
+        self.inner.peer.load_full()
+    }
+
+    pub(crate) fn set_peer_identity(&self, identity: Option<Arc<crate::transport::PeerIdentity>>) {
+        self.inner.peer.store(identity);
     }
 
     /// How many events arrived with no handler for them (no handler of the

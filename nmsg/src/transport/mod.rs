@@ -49,11 +49,16 @@ use options::{Budget, Settings};
 pub mod memory;
 mod net;
 mod options;
+mod peer;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use crate::router::Link;
 pub use net::{
-    Acceptor, Address, Binder, BoxFuture, BoxStream, Connector, Keepalive, Stream, Tcp, Unix,
+    Accepted, Acceptor, Address, Binder, BoxFuture, BoxStream, Connector, Keepalive, Stream, Tcp,
+    Unix,
 };
+pub use peer::{PeerCertificate, PeerIdentity, SubjectAltName, UnixCredentials};
 pub use options::{ConnectionOptions, DEFAULT_PARTIAL_MESSAGE_TIMEOUT};
 
 /// Why a connection ended.
