@@ -10,6 +10,11 @@
 //! cargo run --example conformance -- connect --addr 127.0.0.1:7000 [--codec msgpack|json] [--buffered] [--peer-echoes]
 //! ```
 //!
+//! Over TLS: `serve --tls-cert PEM --tls-key PEM` (the server's certificate
+//! chain and key), `connect --tls-ca PEM --server-name NAME` (the CA that
+//! signed the server's certificate, and the name the certificate must hold;
+//! default `localhost`).
+//!
 //! `--peer-echoes` (connect): the server writes every message back to its
 //! sender, as the TCP server of the original's nmsg 1.0.2 does. A response this
 //! client sends then comes back as a response to its own frame of the same id
@@ -63,6 +68,12 @@ struct Options {
     until_eof: bool,
     peer_echoes: bool,
     keyed_bulks: bool,
+    /// `--tls-cert`, `--tls-key` (serve).
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
+    /// `--tls-ca`, `--server-name` (connect).
+    tls_ca: Option<String>,
+    server_name: Option<String>,
 }
 
 impl Options {
@@ -86,7 +97,7 @@ impl Options {
 }
 
 fn usage(problem: &str) -> ! {
-    eprintln!("{problem}\nusage: conformance serve|connect --addr HOST:PORT [--codec msgpack|json] [--buffered] [--until-eof] [--peer-echoes] [--keyed-bulks]");
+    eprintln!("{problem}\nusage: conformance serve|connect --addr HOST:PORT [--codec msgpack|json] [--buffered] [--until-eof] [--peer-echoes] [--keyed-bulks] [--tls-cert PEM --tls-key PEM] [--tls-ca PEM [--server-name NAME]]");
     std::process::exit(2);
 }
 
@@ -99,6 +110,7 @@ fn options() -> Options {
     };
     let (mut addr, mut json, mut buffered, mut until_eof, mut peer_echoes, mut keyed_bulks) =
         (None, false, false, false, false, false);
+    let (mut tls_cert, mut tls_key, mut tls_ca, mut server_name) = (None, None, None, None);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--addr" => addr = args.next(),
@@ -111,10 +123,20 @@ fn options() -> Options {
             "--until-eof" => until_eof = true,
             "--peer-echoes" => peer_echoes = true,
             "--keyed-bulks" => keyed_bulks = true,
+            "--tls-cert" => tls_cert = args.next(),
+            "--tls-key" => tls_key = args.next(),
+            "--tls-ca" => tls_ca = args.next(),
+            "--server-name" => server_name = args.next(),
             other => usage(&format!("unknown argument {other:?}")),
         }
     }
     let addr = addr.unwrap_or_else(|| usage("--addr is required"));
+    if tls_cert.is_some() != tls_key.is_some() {
+        usage("--tls-cert and --tls-key go together");
+    }
+    if server_name.is_some() && tls_ca.is_none() {
+        usage("--server-name needs --tls-ca");
+    }
     Options {
         serve,
         addr,
@@ -123,7 +145,40 @@ fn options() -> Options {
         until_eof,
         peer_echoes,
         keyed_bulks,
+        tls_cert,
+        tls_key,
+        tls_ca,
+        server_name,
     }
+}
+
+/// `serve`'s server: over TLS with `--tls-cert` and `--tls-key`.
+fn server(opts: &Options) -> Result<nmsg::ServerBuilder, std::io::Error> {
+    use nmsg::transport::tls;
+    Ok(match (&opts.tls_cert, &opts.tls_key) {
+        (Some(cert), Some(key)) => {
+            let config = tls::server_config(
+                tls::load_certs(cert)?,
+                tls::load_private_key(key)?,
+                tls::ClientAuth::None,
+            )?;
+            Server::tls(&opts.addr, config)
+        }
+        _ => Server::tcp(&opts.addr),
+    })
+}
+
+/// `connect`'s client: over TLS with `--tls-ca`.
+fn client(opts: &Options) -> Result<nmsg::ClientBuilder, std::io::Error> {
+    use nmsg::transport::tls;
+    Ok(match &opts.tls_ca {
+        Some(ca) => {
+            let config = tls::client_config(tls::load_roots(ca)?, None)?;
+            let name = opts.server_name.as_deref().unwrap_or("localhost");
+            Client::tls(&opts.addr, name, config)
+        }
+        None => Client::tcp(&opts.addr),
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -305,7 +360,14 @@ async fn main() {
 
 async fn serve(opts: Options) -> i32 {
     let tally = Arc::new(Tally::default());
-    let server = Server::tcp(&opts.addr)
+    let server = match server(&opts) {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("cannot set up TLS: {e}");
+            return 2;
+        }
+    };
+    let server = server
         .buffering(opts.buffering())
         .router(|r| opts.router(r))
         .codec(Observed::new(opts.json, tally.clone()))
@@ -501,11 +563,19 @@ type Outcome = Result<(), String>;
 
 async fn connect(opts: Options) -> i32 {
     let tally = Arc::new(Tally::default());
-    let client = Client::tcp(&opts.addr)
+    let client = match client(&opts) {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("cannot set up TLS: {e}");
+            return 2;
+        }
+    };
+    let client = client
         .buffering(opts.buffering())
         .router(|r| opts.router(r))
         .codec(Observed::new(opts.json, tally.clone()))
         .start();
+    let mut events = client.events();
     let router = client.router().clone();
     let counted = tally.clone();
     router.on_error(move |e| {
@@ -516,7 +586,14 @@ async fn connect(opts: Options) -> i32 {
         .await
         .is_err()
     {
-        eprintln!("could not connect to {}", opts.addr);
+        // The last attempt's error (a TLS handshake's says which check failed).
+        let mut why = String::from("no attempt finished");
+        while let Ok(event) = events.try_recv() {
+            if let nmsg::ClientEvent::Reconnecting { error, .. } = event {
+                why = error;
+            }
+        }
+        eprintln!("could not connect to {}: {why}", opts.addr);
     }
 
     let mut results: Vec<(&str, Outcome)> = Vec::new();

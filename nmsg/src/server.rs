@@ -817,10 +817,12 @@ async fn handshake_then_admit(
     peer: Address,
     handshake: BoxFuture<'static, std::io::Result<(BoxStream, Option<PeerIdentity>)>>,
 ) {
-    match inner.life.unless_stopped(handshake).await {
-        None => {}
-        Some(Ok((stream, identity))) => admit(&inner, stream, peer, identity),
-        Some(Err(error)) => {
+    // Not `life.unless_stopped`: the stop request wakes one task, the
+    // server's. A handshake that ends after the stop is not served
+    // (`accept`); one in flight then ends within its own bound.
+    match handshake.await {
+        Ok((stream, identity)) => admit(&inner, stream, peer, identity),
+        Err(error) => {
             tracing::warn!(%peer, %error, "nmsg server: a connection's handshake failed");
             inner.events.send(ServerEvent::HandshakeFailed {
                 peer,
