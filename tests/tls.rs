@@ -109,7 +109,10 @@ async fn rust_client_and_server_talk_over_tls() {
         }
     });
     assert_eq!(server.broadcast("hello", ("there",)), 1);
-    assert_eq!(tokio::time::timeout(LIMIT, rx).await.unwrap().unwrap(), "there");
+    assert_eq!(
+        tokio::time::timeout(LIMIT, rx).await.unwrap().unwrap(),
+        "there"
+    );
     // Without mutual TLS, the client has no identity.
     assert_eq!(server.sockets()[0].identity(), None);
     client.stop().await;
@@ -136,11 +139,8 @@ impl WhoAmI for Names {
 #[tokio::test]
 async fn a_mutual_tls_client_certificate_reaches_socket_router_and_typed_peer() {
     let ca = Ca::new("test CA");
-    let (server, addr) = tls_server(
-        &ca.issue(&["localhost"]),
-        ClientAuth::Required(ca.roots()),
-    )
-    .await;
+    let (server, addr) =
+        tls_server(&ca.issue(&["localhost"]), ClientAuth::Required(ca.roots())).await;
     WhoAmIApi::new(Names).register(server.api());
     server.on("dynamic", |args: Args| -> Result<(), Error> {
         let identity = args.peer().peer_identity().expect("an identity");
@@ -184,11 +184,8 @@ async fn a_mutual_tls_client_certificate_reaches_socket_router_and_typed_peer() 
 #[tokio::test]
 async fn mutual_tls_refuses_a_client_without_a_certificate_saying_so() {
     let ca = Ca::new("test CA");
-    let (server, addr) = tls_server(
-        &ca.issue(&["localhost"]),
-        ClientAuth::Required(ca.roots()),
-    )
-    .await;
+    let (server, addr) =
+        tls_server(&ca.issue(&["localhost"]), ClientAuth::Required(ca.roots())).await;
     let mut server_events = server.events();
     let config = tls::client_config(ca.roots(), None).unwrap();
     let client = quick(Client::tls(&addr, "localhost", config));
@@ -207,11 +204,8 @@ async fn mutual_tls_refuses_a_client_without_a_certificate_saying_so() {
 #[tokio::test]
 async fn optional_mutual_tls_serves_clients_with_and_without_a_certificate() {
     let ca = Ca::new("test CA");
-    let (server, addr) = tls_server(
-        &ca.issue(&["localhost"]),
-        ClientAuth::Optional(ca.roots()),
-    )
-    .await;
+    let (server, addr) =
+        tls_server(&ca.issue(&["localhost"]), ClientAuth::Optional(ca.roots())).await;
     let anonymous = Client::tls(
         &addr,
         "localhost",
@@ -260,7 +254,10 @@ async fn rejected(cert: &Issued, roots: tls::RootCertStore, name: &str) -> (Stri
 async fn a_server_certificate_of_an_unknown_ca_fails_saying_unknown_issuer() {
     let (ca, other) = (Ca::new("test CA"), Ca::new("another CA"));
     let (failure, refusal) = rejected(&ca.issue(&["localhost"]), other.roots(), "localhost").await;
-    assert_mentions(&failure, &["unknown certificate authority", "unknown issuer"]);
+    assert_mentions(
+        &failure,
+        &["unknown certificate authority", "unknown issuer"],
+    );
     assert_mentions(&refusal, &["does not trust", "unknown CA"]);
 }
 
@@ -321,7 +318,10 @@ async fn a_tls_client_at_a_plain_server_fails_at_once_saying_why() {
         "took {:?}: the handshake timeout, not the server's answer, ended it",
         began.elapsed()
     );
-    assert_mentions(&failure, &["TLS handshake failed", "plain (non-TLS) nmsg server"]);
+    assert_mentions(
+        &failure,
+        &["TLS handshake failed", "plain (non-TLS) nmsg server"],
+    );
     client.stop().await;
     server.stop().await;
 }
@@ -331,7 +331,8 @@ async fn a_silent_peer_is_dropped_at_the_handshake_timeout_without_holding_up_ot
     let ca = Ca::new("test CA");
     let cert = ca.issue(&["localhost"]);
     let config = tls::server_config(cert.chain(), cert.key(), ClientAuth::None).unwrap();
-    let binder = TlsBinder::tcp("127.0.0.1:0", config).handshake_timeout(Duration::from_millis(300));
+    let binder =
+        TlsBinder::tcp("127.0.0.1:0", config).handshake_timeout(Duration::from_millis(300));
     let (server, addr) = start(Server::builder(binder)).await;
     let mut server_events = server.events();
     // Connects, and says nothing.
@@ -366,7 +367,10 @@ fn pem_files_load_and_bad_ones_say_what_is_wrong() {
     let error = tls::load_certs(&key_path).unwrap_err().to_string();
     assert_mentions(&error, &["no certificate in", "BEGIN CERTIFICATE"]);
     let error = tls::load_private_key(&cert_path).unwrap_err().to_string();
-    assert_mentions(&error, &["cannot read a private key", "key.pem"[..0].as_ref()]);
+    assert_mentions(
+        &error,
+        &["cannot read a private key", "key.pem"[..0].as_ref()],
+    );
     let missing = dir.path().join("missing.pem");
     let error = tls::load_certs(&missing).unwrap_err();
     assert_eq!(error.kind(), std::io::ErrorKind::NotFound);

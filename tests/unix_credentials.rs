@@ -23,13 +23,17 @@ fn me() -> UnixCredentials {
     }
 }
 
-async fn unix_server(dir: &TempDir, builder: impl FnOnce(nmsg::ServerBuilder) -> nmsg::ServerBuilder) -> (Server, std::path::PathBuf) {
+async fn unix_server(
+    dir: &TempDir,
+    builder: impl FnOnce(nmsg::ServerBuilder) -> nmsg::ServerBuilder,
+) -> (Server, std::path::PathBuf) {
     let path = dir.path().join("server.sock");
     let server = builder(Server::unix(&path)).start();
     server.on("whoami", |args: Args| -> Result<(), Error> {
         let identity = args.peer().peer_identity();
         let cred = identity.as_deref().and_then(PeerIdentity::unix).copied();
-        args.callback(0)?.call((cred.map(|c| (c.uid, c.gid, c.pid)),))
+        args.callback(0)?
+            .call((cred.map(|c| (c.uid, c.gid, c.pid)),))
     });
     server.started().await.unwrap();
     (server, path)
@@ -62,7 +66,9 @@ async fn allow_uids_with_this_user_serves_it() {
     let client = Client::unix(&path).start();
     let answer = tokio::time::timeout(
         LIMIT,
-        client.router().request::<(Option<(u32, u32, Option<i32>)>,)>("whoami", args![]),
+        client
+            .router()
+            .request::<(Option<(u32, u32, Option<i32>)>,)>("whoami", args![]),
     )
     .await
     .unwrap();
@@ -90,7 +96,9 @@ async fn allow_uids_without_this_user_refuses_it_saying_why() {
     .expect("no refusal");
     let uid = me().uid;
     assert!(
-        reason.contains(&format!("uid {uid} is not one of the allowed uids [{other}]")),
+        reason.contains(&format!(
+            "uid {uid} is not one of the allowed uids [{other}]"
+        )),
         "{reason}"
     );
     // The client's connection is closed at once.

@@ -681,7 +681,11 @@ async fn run(inner: Ending<ServerInner, ServerStatus>, binder: Arc<dyn Binder>, 
                         identity,
                     } => admit(inner.shared(), stream, peer, identity),
                     Accepted::Handshake { peer, handshake } => {
-                        tokio::spawn(handshake_then_admit(inner.shared().clone(), peer, handshake));
+                        tokio::spawn(handshake_then_admit(
+                            inner.shared().clone(),
+                            peer,
+                            handshake,
+                        ));
                     }
                 }
             }

@@ -80,7 +80,9 @@ impl Ca {
         params
             .distinguished_name
             .push(DnType::CommonName, names[0].clone());
-        params.distinguished_name.push(DnType::OrganizationName, "nmsg tests");
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "nmsg tests");
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
@@ -106,10 +108,7 @@ impl TempDir {
         use std::sync::atomic::{AtomicU32, Ordering};
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "nmsg-{label}-{}-{n}",
-            std::process::id()
-        ));
+        let dir = std::env::temp_dir().join(format!("nmsg-{label}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)

@@ -58,8 +58,8 @@ pub use net::{
     Accepted, Acceptor, Address, Binder, BoxFuture, BoxStream, Connector, Keepalive, Stream, Tcp,
     Unix,
 };
-pub use peer::{PeerCertificate, PeerIdentity, SubjectAltName, UnixCredentials};
 pub use options::{ConnectionOptions, DEFAULT_PARTIAL_MESSAGE_TIMEOUT};
+pub use peer::{PeerCertificate, PeerIdentity, SubjectAltName, UnixCredentials};
 
 /// Why a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

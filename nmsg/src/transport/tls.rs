@@ -110,11 +110,10 @@ pub fn server_config(
         ClientAuth::None => builder.with_no_client_auth(),
         ClientAuth::Optional(roots) | ClientAuth::Required(roots) => {
             let optional = matches!(&clients, ClientAuth::Optional(_));
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(
-                    Arc::new(roots.clone()),
-                    provider,
-                );
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots.clone()),
+                provider,
+            );
             let verifier = if optional {
                 verifier.allow_unauthenticated()
             } else {
@@ -201,7 +200,10 @@ fn pem_error(path: &Path, what: &str, e: rustls_pki_types::pem::Error) -> io::Er
     };
     io::Error::new(
         kind,
-        format!("cannot read {what} from PEM file {}: {detail}", path.display()),
+        format!(
+            "cannot read {what} from PEM file {}: {detail}",
+            path.display()
+        ),
     )
 }
 
@@ -429,9 +431,9 @@ fn explain(error: io::Error, side: Side) -> io::Error {
                 "TLS handshake failed: the server closed the connection ({error}); \
                  is it a plain (non-TLS) nmsg server?"
             ),
-            (io::ErrorKind::UnexpectedEof, Side::Server) => format!(
-                "TLS handshake failed: the client closed the connection ({error})"
-            ),
+            (io::ErrorKind::UnexpectedEof, Side::Server) => {
+                format!("TLS handshake failed: the client closed the connection ({error})")
+            }
             _ => format!("TLS handshake failed: {error}"),
         };
         return io::Error::new(error.kind(), text);
@@ -461,9 +463,9 @@ fn explain(error: io::Error, side: Side) -> io::Error {
             Cert::Expired | Cert::ExpiredContext { .. } => {
                 format!("{whose} certificate has expired: renew it")
             }
-            Cert::NotValidYet | Cert::NotValidYetContext { .. } => format!(
-                "{whose} certificate is not valid yet: check the clocks, or its start date"
-            ),
+            Cert::NotValidYet | Cert::NotValidYetContext { .. } => {
+                format!("{whose} certificate is not valid yet: check the clocks, or its start date")
+            }
             Cert::Revoked => format!("{whose} certificate is revoked"),
             Cert::BadSignature => format!("{whose} certificate has a bad signature"),
             other => format!("{whose} certificate is invalid: {other:?}"),
@@ -490,9 +492,9 @@ fn explain(error: io::Error, side: Side) -> io::Error {
                 "the client does not speak TLS ({tls}): is it a plain nmsg client? \
                  connect with Client::tls"
             ),
-            Side::Client => format!(
-                "the server does not speak TLS ({tls}): is it a plain nmsg server?"
-            ),
+            Side::Client => {
+                format!("the server does not speak TLS ({tls}): is it a plain nmsg server?")
+            }
         },
         other => other.to_string(),
     };
