@@ -119,6 +119,41 @@ async fn rust_client_and_server_talk_over_tls() {
     server.stop().await;
 }
 
+/// Many requests at once, and large ones: TLS buffers what it encrypts, and
+/// what a write left there goes out only with a flush, which a connection
+/// must make when it has nothing more to write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_requests_in_flight_and_large_ones_are_all_answered_over_tls() {
+    let ca = Ca::new("test CA");
+    let (server, addr) = tls_server(&ca.issue(&["localhost"]), ClientAuth::None).await;
+    let client = Client::tls(
+        &addr,
+        "localhost",
+        tls::client_config(ca.roots(), None).unwrap(),
+    )
+    .start();
+    let router = client.router();
+    for round in 0..5 {
+        let calls = (0..2000).map(|i| {
+            let text = if i % 100 == 0 {
+                "x".repeat(256 * 1024)
+            } else {
+                i.to_string()
+            };
+            let reply = router.request::<(String,)>("echo", args![text.clone()]);
+            async move { (reply.await.unwrap().0 == text) as usize }
+        });
+        let matched: usize = tokio::time::timeout(LIMIT, futures_util::future::join_all(calls))
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: not every request was answered in time"))
+            .into_iter()
+            .sum();
+        assert_eq!(matched, 2000);
+    }
+    client.stop().await;
+    server.stop().await;
+}
+
 #[nmsg::events]
 trait WhoAmI {
     /// The peer's certificate's common name, as a typed handler sees it.

@@ -761,6 +761,15 @@ where
                             // Written: let go of the buffer it came in.
                             self.out = Bytes::new();
                             self.written = 0;
+                            // A stream that buffers what it is given (TLS
+                            // keeps records it could not write yet) sends it
+                            // only when written to or flushed: flush, since
+                            // nothing more comes now. Pending registers for
+                            // room to write. A no-op on a socket.
+                            if let Poll::Ready(Err(e)) = Pin::new(&mut reader.stream).poll_flush(cx)
+                            {
+                                return Poll::Ready(CloseReason::io(&e));
+                            }
                             break;
                         }
                     }
