@@ -392,6 +392,28 @@ async fn a_silent_peer_is_dropped_at_the_handshake_timeout_without_holding_up_ot
     server.stop().await;
 }
 
+#[tokio::test]
+async fn connections_in_their_handshake_count_towards_max_connections() {
+    let ca = Ca::new("test CA");
+    let cert = ca.issue(&["localhost"]);
+    let config = tls::server_config(cert.chain(), cert.key(), ClientAuth::None).unwrap();
+    let (server, addr) = start(Server::tls("127.0.0.1:0", config).max_connections(1)).await;
+    let mut server_events = server.events();
+    // Accepted first (the listener's queue is in order), and in its
+    // handshake until the timeout: the one connection the server allows.
+    let silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let client = quick(Client::tls(
+        &addr,
+        "localhost",
+        tls::client_config(ca.roots(), None).unwrap(),
+    ));
+    let refusal = server_refusal(&mut server_events).await;
+    assert_mentions(&refusal, &["1 connections, its limit (max_connections)"]);
+    drop(silent);
+    client.stop().await;
+    server.stop().await;
+}
+
 #[test]
 fn pem_files_load_and_bad_ones_say_what_is_wrong() {
     let ca = Ca::new("test CA");

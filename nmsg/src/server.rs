@@ -185,8 +185,9 @@ impl ServerBuilder {
     }
 
     /// At most this many connections at once (default
-    /// [`DEFAULT_MAX_CONNECTIONS`], 10,000); further ones are closed at once
-    /// and reported as [`ServerEvent::Refused`].
+    /// [`DEFAULT_MAX_CONNECTIONS`], 10,000), those still in their handshake
+    /// (TLS) included; further ones are closed at once and reported as
+    /// [`ServerEvent::Refused`].
     pub fn max_connections(mut self, max: usize) -> Self {
         self.max_connections = max;
         self
@@ -290,6 +291,7 @@ impl ServerBuilder {
             connection: self.connection.stop_timeout(self.stop_timeout),
             max_connections: self.max_connections,
             allowed_uids: self.allowed_uids,
+            handshakes: Default::default(),
             sockets: Mutex::new(Sockets::default()),
             life: Lifecycle::new(ServerStatus::Binding),
             events: Events::new(EVENT_CAPACITY),
@@ -342,6 +344,9 @@ struct ServerInner {
     max_connections: usize,
     /// [`ServerBuilder::allow_uids`].
     allowed_uids: Option<Box<[u32]>>,
+    /// Connections in their handshake (TLS), which count towards
+    /// `max_connections`.
+    handshakes: std::sync::atomic::AtomicUsize,
     sockets: Mutex<Sockets>,
     /// The status, stopped by [`Server::stop`].
     life: Lifecycle<ServerStatus>,
@@ -661,7 +666,9 @@ async fn run(inner: Ending<ServerInner, ServerStatus>, binder: Arc<dyn Binder>, 
             Ok(accepted) => {
                 exhausted = 0;
                 in_a_row = 0;
-                let full = inner.sockets.locked().live.len() >= inner.max_connections;
+                let open =
+                    inner.sockets.locked().live.len() + inner.handshakes.load(Ordering::Relaxed);
+                let full = open >= inner.max_connections;
                 if full {
                     let peer = match accepted {
                         Accepted::Ready { peer, .. } | Accepted::Handshake { peer, .. } => peer,
@@ -681,6 +688,7 @@ async fn run(inner: Ending<ServerInner, ServerStatus>, binder: Arc<dyn Binder>, 
                         identity,
                     } => admit(inner.shared(), stream, peer, identity),
                     Accepted::Handshake { peer, handshake } => {
+                        inner.handshakes.fetch_add(1, Ordering::Relaxed);
                         tokio::spawn(handshake_then_admit(
                             inner.shared().clone(),
                             peer,
@@ -824,7 +832,9 @@ async fn handshake_then_admit(
     // Not `life.unless_stopped`: the stop request wakes one task, the
     // server's. A handshake that ends after the stop is not served
     // (`accept`); one in flight then ends within its own bound.
-    match handshake.await {
+    let done = handshake.await;
+    inner.handshakes.fetch_sub(1, Ordering::Relaxed);
+    match done {
         Ok((stream, identity)) => admit(&inner, stream, peer, identity),
         Err(error) => {
             tracing::warn!(%peer, %error, "nmsg server: a connection's handshake failed");
