@@ -393,6 +393,35 @@ async fn a_silent_peer_is_dropped_at_the_handshake_timeout_without_holding_up_ot
 }
 
 #[tokio::test]
+async fn a_tls_client_gives_up_a_silent_server_at_its_handshake_timeout() {
+    let ca = Ca::new("test CA");
+    // Accepts, and says nothing.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let held = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let connector = tls::TlsConnector::tcp(
+        &addr,
+        "localhost",
+        tls::client_config(ca.roots(), None).unwrap(),
+    )
+    .handshake_timeout(Duration::from_millis(300));
+    let client = quick(Client::builder(connector));
+    let mut events = client.events();
+    let failure = first_failure(&mut events).await;
+    assert_mentions(
+        &failure,
+        &["did not finish within 300ms", "is the server a TLS server?"],
+    );
+    client.stop().await;
+    held.abort();
+}
+
+#[tokio::test]
 async fn connections_in_their_handshake_count_towards_max_connections() {
     let ca = Ca::new("test CA");
     let cert = ca.issue(&["localhost"]);
