@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -11,8 +12,8 @@ use tokio::sync::broadcast;
 
 use crate::backoff::Backoff;
 use crate::codec::Codec;
-use crate::lifecycle::{Ending, Events, Lifecycle, Status, DEFAULT_STOP_TIMEOUT};
-use crate::router::{BadRequestSink, Buffering, Router, RouterBuilder};
+use crate::lifecycle::{Ending, Events, Lifecycle, Status};
+use crate::router::{BadRequestOwner, BadRequestSink, Buffering, Router, RouterBuilder};
 use crate::transport::{
     Address, BoxStream, CloseReason, ConnectionOptions, Connector, Driver, Tcp, Unix,
 };
@@ -89,7 +90,6 @@ pub struct ClientBuilder {
     router: RouterBuilder,
     connection: ConnectionOptions,
     backoff: Backoff,
-    stop_timeout: Duration,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -163,7 +163,7 @@ impl ClientBuilder {
     /// (and discarding) what the server still sends until it closes its side.
     /// What it could not write by then is reported in a [`ClientEvent::Lost`].
     pub fn stop_timeout(mut self, timeout: Duration) -> Self {
-        self.stop_timeout = timeout;
+        self.connection = self.connection.stop_timeout(timeout);
         self
     }
 
@@ -180,17 +180,8 @@ impl ClientBuilder {
     /// is queued. Needs a tokio runtime.
     pub fn start(self) -> Client {
         let inner = Arc::new(ClientInner::new(self));
-        let me = Arc::downgrade(&inner);
-        inner.router.set_owner(Arc::new(BadRequestSink(Box::new(
-            move |_: &Router, event: &str, error: &crate::Error| {
-                if let Some(inner) = me.upgrade() {
-                    inner.events.send(ClientEvent::BadRequest {
-                        event: event.to_owned(),
-                        error: error.to_string(),
-                    });
-                }
-            },
-        ))));
+        let me: std::sync::Weak<dyn BadRequestOwner> = Arc::downgrade(&inner) as _;
+        inner.router.set_owner(Arc::new(BadRequestSink(me)));
         tokio::spawn(run(Ending::new(inner.clone())));
         Client { inner }
     }
@@ -214,10 +205,11 @@ struct ClientInner {
     connection: ConnectionOptions,
     connector: Arc<dyn Connector>,
     backoff: Backoff,
-    stop_timeout: Duration,
     /// The status, stopped by [`Client::stop`].
     life: Lifecycle<ClientStatus>,
     events: Events<ClientEvent>,
+    /// Set at the first connection: the next ones are reconnections.
+    connected_before: AtomicBool,
 }
 
 impl ClientInner {
@@ -229,9 +221,9 @@ impl ClientInner {
             connection: builder.connection,
             connector: builder.connector,
             backoff: builder.backoff,
-            stop_timeout: builder.stop_timeout,
             life: Lifecycle::new(ClientStatus::Connecting),
             events: Events::new(EVENT_CAPACITY),
+            connected_before: AtomicBool::new(false),
         }
     }
 
@@ -244,6 +236,15 @@ impl ClientInner {
                 reason: reason.to_string(),
             });
         }
+    }
+}
+
+impl BadRequestOwner for ClientInner {
+    fn bad_request(&self, _: &Router, event: &str, error: &crate::Error) {
+        self.events.send(ClientEvent::BadRequest {
+            event: event.to_owned(),
+            error: error.to_string(),
+        });
     }
 }
 
@@ -323,7 +324,6 @@ impl Client {
             router: RouterBuilder::default(),
             connection: ConnectionOptions::default(),
             backoff: Backoff::default(),
-            stop_timeout: DEFAULT_STOP_TIMEOUT,
         }
     }
 
@@ -375,14 +375,14 @@ async fn run(task: Ending<ClientInner, ClientStatus>) {
         let mut connection = match inner.life.unless_stopped(inner.connector.connect()).await {
             None => break,
             Some(Ok((stream, address))) => {
-                tracing::debug!(%address, "nmsg client connected");
+                connected(inner, &address);
                 inner.life.set(ClientStatus::Connected);
                 inner.events.send(ClientEvent::Connected { address });
                 // The connection runs on this task: a client holds one task, not two.
                 Ok(Connected::new(inner, stream))
             }
             Some(Err(error)) => {
-                tracing::debug!(%error, delay = ?inner.backoff.delay(failures), address = %inner.connector.address(), "nmsg client cannot connect");
+                cannot_connect(inner, &error);
                 Err(error.to_string())
             }
         };
@@ -393,6 +393,7 @@ async fn run(task: Ending<ClientInner, ClientStatus>) {
                     break;
                 };
                 let reason = reason.to_string();
+                disconnected(inner, &reason);
                 inner.life.set(ClientStatus::Connecting);
                 inner.events.send(ClientEvent::Disconnected {
                     reason: reason.clone(),
@@ -412,6 +413,7 @@ async fn run(task: Ending<ClientInner, ClientStatus>) {
         drop(connection);
         let delay = inner.backoff.delay(failures);
         failures = failures.saturating_add(1);
+        backing_off(inner, failures, delay, &error);
         inner.events.send(ClientEvent::Reconnecting {
             attempt: failures,
             delay,
@@ -428,6 +430,34 @@ async fn run(task: Ending<ClientInner, ClientStatus>) {
     let unsent = inner.router.close_counting().frames;
     inner.events.send(ClientEvent::Stopped { unsent });
     // The guard's drop sets the status to stopped, with everything else done.
+}
+
+/// A connection is up: the lifecycle event, the reconnection counted, the
+/// peer named for spans. (Functions of their own, not lines of [`run`]: their
+/// temporaries would grow its future.)
+fn connected(inner: &ClientInner, address: &Address) {
+    let reconnect = inner.connected_before.swap(true, Ordering::Relaxed);
+    tracing::debug!(peer = %address, reconnect, "nmsg client connected");
+    if reconnect {
+        metrics::counter!(crate::observe::RECONNECTS).increment(1);
+    }
+    inner.router.name_peer(address);
+}
+
+fn cannot_connect(inner: &ClientInner, error: &std::io::Error) {
+    let peer = || inner.connector.address();
+    tracing::debug!(peer = %peer(), %error, "nmsg client cannot connect");
+}
+
+fn disconnected(inner: &ClientInner, reason: &str) {
+    let peer = || inner.connector.address();
+    tracing::debug!(peer = %peer(), reason, "nmsg client disconnected");
+}
+
+/// The wait before attempt `attempt`.
+fn backing_off(inner: &ClientInner, attempt: u32, delay: Duration, error: &str) {
+    let peer = || inner.connector.address();
+    tracing::debug!(peer = %peer(), attempt, ?delay, error, "nmsg client backing off");
 }
 
 /// One connection of a client, until it ends (with the reason) or the client
@@ -461,7 +491,7 @@ impl Future for Connected<'_> {
         let this = self.get_mut();
         if !this.stopping && this.inner.life.poll_stop(cx) {
             this.stopping = true;
-            this.driver.stop(this.inner.stop_timeout);
+            this.driver.stop(this.inner.connection.stop_bound());
         }
         let reason = std::task::ready!(this.driver.poll_run(cx));
         Poll::Ready((!this.stopping).then_some(reason))

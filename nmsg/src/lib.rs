@@ -48,6 +48,7 @@
 //!   Client, server and each connection share one lifecycle mechanism: a status to
 //!   read or wait on, a stop request, and the end with its reason.
 //! - [`Value`]: the dynamic value type.
+//! - [`observe`]: the tracing spans and the metrics nmsg records (one table).
 //! - [`typed`] and [`events`]: the typed layer, `#[nmsg::events]` traits over the router.
 //! - `src/bin/nmsg` (feature `cli`): the `nmsg` command line, a client and a
 //!   server of this crate for poking a live peer (README.md, `nmsg --help`).
@@ -71,6 +72,7 @@ pub mod framing;
 mod handler;
 mod jsnum;
 mod lifecycle;
+pub mod observe;
 pub mod protocol;
 mod router;
 mod server;

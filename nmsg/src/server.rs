@@ -14,7 +14,9 @@ use crate::codec::Codec;
 use crate::error::Error;
 use crate::handler::HandlerReturn;
 use crate::lifecycle::{Ending, Events, Lifecycle, Status, DEFAULT_STOP_TIMEOUT};
-use crate::router::{Api, BadRequestSink, Buffering, Router, RouterBuilder};
+use crate::router::{
+    Api, BadRequestOwner, BadRequestSink, Buffering, InitialRoutes, Router, RouterBuilder,
+};
 use crate::sync::MutexExt;
 use crate::transport::{
     Accepted, Acceptor, Address, Binder, BoxFuture, BoxStream, CloseReason, Connection,
@@ -285,8 +287,11 @@ impl ServerBuilder {
     /// retrying with backoff. Needs a tokio runtime.
     pub fn start(self) -> Server {
         let inner = Arc::new_cyclic(|me: &std::sync::Weak<ServerInner>| ServerInner {
+            routes: InitialRoutes::with_api(self.api.clone()),
             api: self.api,
-            bad_request: bad_request_events(me.clone()),
+            bad_request: Arc::new(BadRequestSink(
+                me.clone() as std::sync::Weak<dyn BadRequestOwner>
+            )),
             router: self.router,
             connection: self.connection.stop_timeout(self.stop_timeout),
             max_connections: self.max_connections,
@@ -335,6 +340,9 @@ struct Sockets {
 
 struct ServerInner {
     api: Api,
+    /// The routes every socket's router starts with (the `api`), one table
+    /// that they share until a socket sets its own handlers.
+    routes: InitialRoutes,
     /// Sends [`ServerEvent::BadRequest`]; every socket's router has it.
     bad_request: Arc<BadRequestSink>,
     /// The options of every socket's router (one copy, which they share).
@@ -620,7 +628,7 @@ async fn run(inner: Ending<ServerInner, ServerStatus>, binder: Arc<dyn Binder>, 
             Ok(acceptor) => break acceptor,
             Err(error) if !retrying_may_fix(&error) => {
                 let address = binder.address();
-                tracing::warn!(%error, %address, "nmsg server cannot bind, and retrying cannot fix it");
+                tracing::warn!(%address, %error, "nmsg server cannot bind, and retrying cannot fix it");
                 emit(ServerEvent::StartFailed {
                     error: error.to_string(),
                 });
@@ -634,7 +642,7 @@ async fn run(inner: Ending<ServerInner, ServerStatus>, binder: Arc<dyn Binder>, 
             Err(error) => {
                 let delay = backoff.delay(failures);
                 failures = failures.saturating_add(1);
-                tracing::debug!(%error, ?delay, address = %binder.address(), "nmsg server cannot bind");
+                tracing::debug!(address = %binder.address(), attempt = failures, ?delay, %error, "nmsg server cannot bind");
                 emit(ServerEvent::BindFailed {
                     attempt: failures,
                     delay,
@@ -678,6 +686,7 @@ async fn run(inner: Ending<ServerInner, ServerStatus>, binder: Arc<dyn Binder>, 
                         inner.max_connections
                     );
                     tracing::warn!(%peer, limit = inner.max_connections, "nmsg server refused a connection: at its limit");
+                    metrics::counter!(crate::observe::CONNECTIONS_REFUSED).increment(1);
                     emit(ServerEvent::Refused { peer, reason });
                     continue;
                 }
@@ -796,30 +805,25 @@ fn retrying_may_fix(error: &std::io::Error) -> bool {
 
 /// Sends a [`ServerEvent::BadRequest`] for a request one of the server's
 /// sockets refused.
-fn bad_request_events(server: std::sync::Weak<ServerInner>) -> Arc<BadRequestSink> {
-    Arc::new(BadRequestSink(Box::new(
-        move |router: &Router, event: &str, error: &Error| {
-            let Some(inner) = server.upgrade() else {
-                return;
-            };
-            // Rare: a look through the live sockets finds the one of the router.
-            let socket = inner
-                .sockets
-                .locked()
-                .live
-                .values()
-                .find(|s| s.router().same(router))
-                .map(|s| (s.id, s.peer.clone()));
-            if let Some((socket, peer)) = socket {
-                inner.events.send(ServerEvent::BadRequest {
-                    socket,
-                    peer,
-                    event: event.to_owned(),
-                    error: error.to_string(),
-                });
-            }
-        },
-    )))
+impl BadRequestOwner for ServerInner {
+    fn bad_request(&self, router: &Router, event: &str, error: &Error) {
+        // Rare: a look through the live sockets finds the one of the router.
+        let socket = self
+            .sockets
+            .locked()
+            .live
+            .values()
+            .find(|s| s.router().same(router))
+            .map(|s| (s.id, s.peer.clone()));
+        if let Some((socket, peer)) = socket {
+            self.events.send(ServerEvent::BadRequest {
+                socket,
+                peer,
+                event: event.to_owned(),
+                error: error.to_string(),
+            });
+        }
+    }
 }
 
 /// Runs the handshake of an accepted stream (on a task of its own: a slow
@@ -868,6 +872,7 @@ fn admit(
         };
         if let Some(reason) = refused {
             tracing::warn!(%peer, %reason, "nmsg server refused a connection");
+            metrics::counter!(crate::observe::CONNECTIONS_REFUSED).increment(1);
             drop(stream);
             inner.events.send(ServerEvent::Refused { peer, reason });
             return;
@@ -883,11 +888,12 @@ fn accept(
     identity: Option<Arc<PeerIdentity>>,
 ) {
     let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
-    let router = inner.router.clone().build();
-    router.set_peer_identity(identity.clone());
+    let router = inner.router.build_with(&inner.routes);
+    router.set_peer(&peer, identity.clone());
+    tracing::debug!(%peer, socket = id, "nmsg server accepted a connection");
+    metrics::gauge!(crate::observe::CONNECTIONS).increment(1.0);
     // Reported at the socket's end, with what is still queued (`on_close`).
     router.keep_losses();
-    router.set_api(Some(inner.api.clone()));
     router.set_owner(inner.bad_request.clone());
     // Held until the on_socket hook has set its handlers, so that no message
     // from this peer is routed before them.
@@ -911,7 +917,9 @@ fn accept(
         // after the stop request, so one that comes later is not served.
         if inner.life.is_raised(crate::lifecycle::STOP) {
             drop(sockets);
+            // Aborted before it started: its `on_close` does not run.
             conn.abort();
+            metrics::gauge!(crate::observe::CONNECTIONS).decrement(1.0);
             return;
         }
         sockets.live.insert(id, socket.clone());
@@ -948,6 +956,8 @@ fn on_close(
             Some((lost, _)) => (lost.frames + queued.frames, lost.bytes + queued.bytes),
             None => (queued.frames, queued.bytes),
         };
+        metrics::gauge!(crate::observe::CONNECTIONS).decrement(1.0);
+        crate::observe::lost(queued.frames as u64, queued.bytes as u64);
         if frames > 0 {
             router.report(Error::FramesLost {
                 frames,

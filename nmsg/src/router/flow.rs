@@ -17,7 +17,7 @@
 //! across a reconnection (still within the bound), until the client stops.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::task::{Context, Poll};
 
@@ -35,6 +35,11 @@ use super::{Link, Router};
 #[derive(Default)]
 pub(super) struct ReadGate {
     high: AtomicBool,
+    /// Not the gate's: the outbox's `bulk_form` is keyed, read without the
+    /// queue's lock so that a bulk received in the form already used takes
+    /// none. Kept here, where it fits in the padding after `high`, to keep
+    /// the router small.
+    pub(super) keyed: AtomicBool,
     reader: AtomicWaker,
 }
 
@@ -79,11 +84,17 @@ impl ReadGate {
 /// cancel when the router closes.
 #[derive(Default)]
 pub(super) struct Handlers {
-    running: AtomicUsize,
-    tasks: Mutex<Tasks>,
+    /// A `u32` (no process runs 4 billion tasks), to pair with `unhandled`
+    /// and keep the router small.
+    running: AtomicU32,
+    /// Events that arrived with no handler, and were ignored (the route
+    /// table's count, kept here beside `running`); saturates at `u32::MAX`.
+    pub(super) unhandled: AtomicU32,
+    /// Made at the first async handler, or at the close: a router that runs
+    /// none (most of a server's sockets) keeps one word for it.
+    tasks: Mutex<Option<Box<Tasks>>>,
 }
 
-#[derive(Default)]
 struct Tasks {
     /// The tasks spawned, some of them finished: pruned when the list has
     /// doubled since the last pruning, so it holds about twice the running ones.
@@ -91,6 +102,16 @@ struct Tasks {
     prune_at: usize,
     /// The router is closed: a task spawned now is cancelled at once.
     closed: bool,
+}
+
+impl Tasks {
+    fn new() -> Box<Tasks> {
+        Box::new(Tasks {
+            handles: Vec::new(),
+            prune_at: PRUNE_MIN,
+            closed: false,
+        })
+    }
 }
 
 /// The least length of the task list before it is pruned.
@@ -102,6 +123,7 @@ impl Handlers {
     pub(super) fn cancel(&self) {
         let handles = {
             let mut tasks = self.tasks.locked();
+            let tasks = tasks.get_or_insert_with(Tasks::new);
             tasks.closed = true;
             std::mem::take(&mut tasks.handles)
         };
@@ -128,7 +150,7 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         let inner = &*self.0.inner;
-        let before = inner.routes.handlers.running.fetch_sub(1, Ordering::AcqRel);
+        let before = inner.routes.handlers.running.fetch_sub(1, Ordering::AcqRel) as usize;
         if before >= inner.opts.max_running_handlers {
             inner.outbox.gate.wake_reader();
         }
@@ -148,9 +170,10 @@ impl Router {
         handlers.running.fetch_add(1, Ordering::AcqRel);
         // Made before the task: a task dropped unpolled still counts out.
         let task = runtime.spawn(task(Running(self.clone())));
-        let mut tasks = handlers.tasks.locked();
+        let mut guard = handlers.tasks.locked();
+        let tasks = guard.get_or_insert_with(Tasks::new);
         if tasks.closed {
-            drop(tasks);
+            drop(guard);
             return task.abort();
         }
         if tasks.handles.len() >= tasks.prune_at {
@@ -164,7 +187,7 @@ impl Router {
     /// ended). At most [`max_running_handlers`](super::RouterBuilder::max_running_handlers)
     /// when the transport waits for [`Link::poll_read_ready`] before each message.
     pub fn running_handlers(&self) -> usize {
-        self.inner.routes.handlers.running.load(Ordering::Acquire)
+        self.inner.routes.handlers.running.load(Ordering::Acquire) as usize
     }
 
     /// True when the transport may read: the queue is below its high-water
@@ -172,7 +195,7 @@ impl Router {
     fn may_read(&self) -> bool {
         let inner = &*self.inner;
         !inner.outbox.gate.is_high()
-            && inner.routes.handlers.running.load(Ordering::Acquire)
+            && (inner.routes.handlers.running.load(Ordering::Acquire) as usize)
                 < inner.opts.max_running_handlers
     }
 }

@@ -11,6 +11,7 @@ use crate::args::{Args, Received};
 use crate::codec::{BulkForm, Decoded};
 use crate::error::{Disconnect, Error, Panicked, ProtocolError};
 use crate::frame::{Frame, FrameKind, REPORTED_FRAME_ERRORS};
+use crate::framing::PREFIX_LEN;
 use crate::handler::panic_message;
 
 use super::options::Buffering;
@@ -61,22 +62,42 @@ impl Link {
         let router = &self.router;
         let epoch = router.epoch();
         let mut bad = BadFrames::default();
+        let meters = crate::observe::meters();
+        meters
+            .bytes_received
+            .increment((PREFIX_LEN + payload.len()) as u64);
+        let mut frames = 0u64;
         let decoded = router
             .inner
             .opts
             .codec
-            .decode_message(&payload, &mut |frame| match frame {
-                Ok(frame) => self.route_frame(payload.clone(), frame, epoch),
-                Err(e) => bad.add(e),
+            .decode_message(&payload, &mut |frame| {
+                frames += 1;
+                match frame {
+                    Ok(frame) => self.route_frame(payload.clone(), frame, epoch),
+                    Err(e) => bad.add(e),
+                }
             });
         match decoded {
             // A single frame (the common case) takes the payload, with no
             // call through the sink.
-            Ok(Decoded::Single(Ok(frame))) => self.route_frame(payload, frame, epoch),
-            Ok(Decoded::Single(Err(e))) | Err(e) => router.report(e.into()),
+            Ok(Decoded::Single(Ok(frame))) => {
+                meters.frames_received.increment(1);
+                self.route_frame(payload, frame, epoch)
+            }
+            Ok(Decoded::Single(Err(e))) | Err(e) => {
+                meters.frames_received.increment(frames.max(1));
+                router.report(e.into())
+            }
             // A peer is answered in the bulk form it uses (unless fixed).
-            Ok(Decoded::Bulk(_)) => self.heard_bulk(BulkForm::Array),
-            Ok(Decoded::KeyedBulk(_)) => self.heard_bulk(BulkForm::Keyed),
+            Ok(Decoded::Bulk(_)) => {
+                meters.frames_received.increment(frames);
+                self.heard_bulk(BulkForm::Array)
+            }
+            Ok(Decoded::KeyedBulk(_)) => {
+                meters.frames_received.increment(frames);
+                self.heard_bulk(BulkForm::Keyed)
+            }
         }
         if let Some(e) = bad.into_error() {
             router.report(e);
@@ -104,9 +125,39 @@ impl Link {
     /// Invokes the callback a response names; its errors and panics go to the
     /// error hook, as a handler's do.
     fn route_response(&self, to: u32, position: u32, args: Args) {
+        if crate::observe::spans_wanted() {
+            return self.route_response_traced(to, position, args);
+        }
+        self.invoke(to, position, args);
+    }
+
+    /// [`Link::route_response`] in an `nmsg.callback` span ([`crate::observe`]).
+    #[cold]
+    #[inline(never)]
+    fn route_response_traced(&self, to: u32, position: u32, args: Args) {
+        let frame = &args.received.frame;
+        let span = tracing::debug_span!(
+            "nmsg.callback",
+            otel.name = "nmsg.callback",
+            otel.kind = crate::observe::incoming_kind(!frame.callbacks.is_empty()),
+            rpc.system = "nmsg",
+            nmsg.frame_id = frame.id,
+            nmsg.callback.frame = to,
+            nmsg.callback.position = position,
+            network.peer.address = self.router.peer(),
+        );
+        span.in_scope(|| self.invoke(to, position, args));
+    }
+
+    fn invoke(&self, to: u32, position: u32, args: Args) {
         let router = &self.router;
         let inner = &*router.inner;
-        match inner.pending.take_callback(&inner.outbox, to, position) {
+        match (inner.pending).take_callback(
+            &inner.outbox,
+            to,
+            position,
+            &crate::observe::meters().in_flight,
+        ) {
             Some(cb) => match std::panic::catch_unwind(AssertUnwindSafe(|| cb.invoke(args))) {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => router.report(e),
@@ -127,7 +178,13 @@ impl Link {
     /// messages, ready to write in one go; `None` if nothing is.
     pub fn take_outgoing(&self) -> Option<Bytes> {
         let inner = &*self.router.inner;
-        inner.outbox.take(&*inner.opts.codec)
+        let (bytes, frames) = inner.outbox.take(&*inner.opts.codec)?;
+        // Counted once per take, not per frame.
+        let meters = crate::observe::meters();
+        meters.frames_sent.increment(frames as u64);
+        meters.bytes_sent.increment(bytes.len() as u64);
+        meters.queued.decrement(frames as f64);
+        Some(bytes)
     }
 
     /// Waits for outgoing bytes and takes all that are queued (with
@@ -214,10 +271,19 @@ impl Link {
             // none is taken meanwhile.
             let mut queue = inner.outbox.lock();
             let bulks = opts.buffering != Buffering::Off;
+            let (queued, _) = queue.level();
             let lost = queue.lose(unwritten, &why, &*opts.codec, bulks);
+            // The responses it dropped leave the queue.
+            let (left, _) = queue.level();
+            crate::observe::meters()
+                .queued
+                .decrement((queued - left) as f64);
             let taken = queue.taken();
+            let in_flight = &crate::observe::meters().in_flight;
             (
-                inner.pending.connection_lost(queue.table_mut(), taken),
+                inner
+                    .pending
+                    .connection_lost(queue.table_mut(), taken, in_flight),
                 lost,
             )
         };

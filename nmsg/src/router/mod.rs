@@ -29,6 +29,8 @@ use crate::args::Args;
 use crate::codec::Codec;
 use crate::error::Error;
 use crate::handler::HandlerReturn;
+use crate::observe::meters;
+use crate::transport::Address;
 
 mod flow;
 mod link;
@@ -44,6 +46,7 @@ pub use options::{
     Buffering, RouterBuilder, DEFAULT_LATENCY_ALLOWANCE, DEFAULT_MAX_PENDING,
     DEFAULT_MAX_QUEUED_BYTES, DEFAULT_MAX_QUEUED_FRAMES, DEFAULT_MAX_RUNNING_HANDLERS,
 };
+pub(crate) use routes::InitialRoutes;
 pub use routes::{Api, Flow, WILDCARD};
 
 use options::Options;
@@ -61,18 +64,50 @@ struct Inner {
     /// The client or server the router is one's, told of requests a typed
     /// handler refused ([`Router::bad_request`]); one word while unset.
     owner: ArcSwapOption<BadRequestSink>,
-    /// What the transport verified about the peer (a server's socket);
-    /// one word while unset.
-    peer: ArcSwapOption<crate::transport::PeerIdentity>,
+    /// What the router knows of its peer, when a client or a server
+    /// connected it: its address (for spans and lifecycle events, kept only
+    /// while debug tracing is on) and what the transport verified about it
+    /// ([`Router::peer_identity`]); one word while unset.
+    peer: ArcSwapOption<PeerInfo>,
+}
+
+/// What a router knows of its peer ([`Inner::peer`]).
+pub(crate) struct PeerInfo {
+    address: Option<Address>,
+    identity: Option<Arc<crate::transport::PeerIdentity>>,
+}
+
+impl fmt::Display for PeerInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.address {
+            Some(address) => address.fmt(f),
+            None => f.write_str("unknown"),
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // What the gauges still count of this router goes with it.
+        let queue = self.outbox.lock();
+        let (queued, _) = queue.level();
+        meters().queued.decrement(queued as f64);
+        let waiting = pending::waiting(queue.table());
+        meters().in_flight.decrement(waiting as f64);
+    }
 }
 
 /// Told of a request whose arguments did not fit its typed handler: the
 /// router it came on, the event and the error (a client's or server's
-/// `BadRequest` event). A server's sockets share one.
-pub(crate) struct BadRequestSink(pub(crate) Box<BadRequestFn>);
+/// `BadRequest` event). A server's sockets share one. It holds its owner
+/// weakly (the owner holds the router), and is the one allocation a client
+/// pays for it.
+pub(crate) struct BadRequestSink(pub(crate) std::sync::Weak<dyn BadRequestOwner>);
 
-/// What a [`BadRequestSink`] calls: the router, the event, the error.
-pub(crate) type BadRequestFn = dyn Fn(&Router, &str, &Error) + Send + Sync;
+/// The client or server a [`BadRequestSink`] tells.
+pub(crate) trait BadRequestOwner: Send + Sync {
+    fn bad_request(&self, router: &Router, event: &str, error: &Error);
+}
 
 /// Routes events and callbacks for one connection (or one client across its
 /// reconnections). Cheap to clone; usable from any task.
@@ -125,14 +160,20 @@ impl Router {
     }
 
     fn with_options(opts: Arc<Options>) -> Router {
+        Router::with_routes(opts, RouteTable::new())
+    }
+
+    fn with_routes(opts: Arc<Options>, routes: RouteTable) -> Router {
         let outbox = Outbox::new();
         if let Some(form) = opts.bulk_form {
             outbox.learn_bulk_form(form);
         }
+        // The process's metrics handles are registered with the first router.
+        meters();
         Router {
             inner: Arc::new(Inner {
                 opts,
-                routes: RouteTable::new(),
+                routes,
                 outbox,
                 pending: Pending::new(),
                 owner: ArcSwapOption::empty(),
@@ -244,7 +285,11 @@ impl Router {
             let mut queue = inner.outbox.lock();
             let writer = queue.close();
             let queued = queue.queued_on_wire(&*inner.opts.codec);
-            (queued, writer, inner.pending.close(queue.table_mut()))
+            (
+                queued,
+                writer,
+                inner.pending.close(queue.table_mut(), &meters().in_flight),
+            )
         };
         fail_all(failed, || Error::Closed);
         for waker in [waiting_writer, timer].into_iter().flatten() {
@@ -287,9 +332,42 @@ impl Router {
     /// A request on this router whose arguments did not fit its typed
     /// handler: tells the client's or server's events, if the router is one's.
     pub(crate) fn bad_request(&self, event: &str, error: &Error) {
-        if let Some(sink) = &*self.inner.owner.load() {
-            (sink.0)(self, event, error);
+        let owner = self.inner.owner.load().as_ref().and_then(|s| s.0.upgrade());
+        if let Some(owner) = owner {
+            owner.bad_request(self, event, error);
         }
+    }
+
+    /// Names the peer the router is now connected to, as its client or
+    /// server, for the spans' `network.peer.address`: only while debug
+    /// tracing is on (so that a connection pays for no copy of its address
+    /// otherwise; spans of a connection made before a subscriber was
+    /// installed name no peer).
+    pub(crate) fn name_peer(&self, peer: &Address) {
+        self.set_peer(peer, None);
+    }
+
+    /// Names the peer as [`Router::name_peer`] does, with what its
+    /// transport verified about it (a server's socket).
+    pub(crate) fn set_peer(
+        &self,
+        peer: &Address,
+        identity: Option<Arc<crate::transport::PeerIdentity>>,
+    ) {
+        let address = tracing::enabled!(tracing::Level::DEBUG).then(|| peer.clone());
+        if address.is_some() || identity.is_some() {
+            let info = PeerInfo { address, identity };
+            self.inner.peer.store(Some(Arc::new(info)));
+        }
+    }
+
+    /// The peer's address, if set: for span fields, read only when a span
+    /// is enabled.
+    pub(crate) fn peer(&self) -> Option<tracing::field::DisplayValue<Arc<PeerInfo>>> {
+        let peer = self.inner.peer.load_full()?;
+        peer.address
+            .is_some()
+            .then(|| tracing::field::display(peer))
     }
 
     /// Tells `sink` of the requests a typed handler refuses on this router.
@@ -302,18 +380,14 @@ impl Router {
     /// of a Unix socket's peer process. Set on a server's sockets; `None` on
     /// other routers, and for peers the transport knows nothing of.
     pub fn peer_identity(&self) -> Option<Arc<crate::transport::PeerIdentity>> {
-        self.inner.peer.load_full()
-    }
-
-    pub(crate) fn set_peer_identity(&self, identity: Option<Arc<crate::transport::PeerIdentity>>) {
-        self.inner.peer.store(identity);
+        self.inner.peer.load().as_ref()?.identity.clone()
     }
 
     /// How many events arrived with no handler for them (no handler of the
     /// router's, its [`Api`]'s or a wildcard). They are ignored, with a debug
     /// log and no report to the error hook: a peer may emit events this side
     /// does not serve, and the original's first TCP server even writes every
-    /// message back to its sender.
+    /// message back to its sender. The count stops at `u32::MAX`.
     pub fn unhandled_events(&self) -> u64 {
         self.inner.routes.unhandled()
     }
@@ -322,5 +396,19 @@ impl Router {
     /// handlers or its [`Api`]'s, sorted, each once (the contract listing).
     pub(crate) fn handled_with_prefix(&self, prefix: &str) -> Vec<String> {
         self.inner.routes.handled_with_prefix(prefix)
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod size {
+    /// Every connection has a router on each end (`idle10k` in
+    /// BENCHMARKS.md). Its `Arc` allocation is the two counts (16 bytes) and
+    /// `Inner`; glibc's malloc rounds a request of n bytes up to a chunk of
+    /// n + 8 rounded up to 16: an `Inner` of 328 bytes takes a 352-byte
+    /// chunk, one of 329 to 344 takes 368, and the 376 it once had took 400.
+    #[test]
+    fn a_router_stays_small() {
+        let size = std::mem::size_of::<super::Inner>();
+        assert!(size <= 328, "a router takes {size} bytes");
     }
 }

@@ -204,4 +204,13 @@ impl RouterBuilder {
     pub fn build(self) -> Router {
         Router::with_options(self.opts)
     }
+
+    /// Builds a router that starts with the routes of `initial`, sharing
+    /// them (no allocation) until it changes its own.
+    pub(crate) fn build_with(&self, initial: &super::routes::InitialRoutes) -> Router {
+        Router::with_routes(
+            self.opts.clone(),
+            super::routes::RouteTable::with_initial(initial),
+        )
+    }
 }

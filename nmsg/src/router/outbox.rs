@@ -14,7 +14,7 @@
 //! bulk); an unbuffered one keeps runs only from the first response queued
 //! to the next take, one per stretch of responses or of other frames.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -206,9 +206,6 @@ pub(super) struct Outbox {
     /// Whether the transport may read now, as far as the queue's level says
     /// ([`ReadGate`]): raised by a push, lowered by a take.
     pub(super) gate: ReadGate,
-    /// The queue's `bulk_form` is keyed: read without the lock, so that a
-    /// bulk received in the form already used takes none.
-    keyed: AtomicBool,
 }
 
 /// What [`Outbox`] guards: the queue, and the callback table of the frames
@@ -233,8 +230,9 @@ pub(super) struct Queue {
     bulk_frames: usize,
     bulk_bytes: usize,
     bulk_responses: bool,
-    /// Response frames queued (in `ready` and the open bulk).
-    responses: usize,
+    /// Response frames queued (in `ready` and the open bulk). A `u32`, which
+    /// the queue's bounds keep far from full, to keep the router small.
+    responses: u32,
     queued_frames: usize,
     queued_bytes: usize,
     /// What the last two takes gave out, for a lost connection to count what
@@ -328,6 +326,7 @@ impl Queue {
         if lost.frames == 0 {
             return None;
         }
+        crate::observe::lost(lost.frames as u64, lost.bytes as u64);
         if !self.keeps_losses {
             return Some(lost);
         }
@@ -393,7 +392,7 @@ impl Queue {
         self.seq += 1;
         self.queued_frames += 1;
         self.queued_bytes += frame.len();
-        self.responses += response as usize;
+        self.responses += response as u32;
         let codec = &*opts.codec;
         if opts.buffering == Buffering::Off {
             let start = self.ready.len();
@@ -503,7 +502,6 @@ impl Outbox {
             queue: Mutex::new(Queue::default()),
             space: Notify::new(),
             gate: ReadGate::default(),
-            keyed: AtomicBool::new(false),
         }
     }
 
@@ -511,9 +509,9 @@ impl Outbox {
     /// unless the options fix one ([`RouterBuilder::bulk_form`](super::RouterBuilder::bulk_form)).
     pub(super) fn learn_bulk_form(&self, form: BulkForm) {
         let keyed = form == BulkForm::Keyed;
-        if self.keyed.load(Ordering::Relaxed) != keyed {
+        if self.gate.keyed.load(Ordering::Relaxed) != keyed {
             self.lock().bulk_form = form;
-            self.keyed.store(keyed, Ordering::Relaxed);
+            self.gate.keyed.store(keyed, Ordering::Relaxed);
         }
     }
 
@@ -527,8 +525,9 @@ impl Outbox {
         self.space.notified()
     }
 
-    /// Takes all that is queued (sealing the open bulk); `None` if nothing is.
-    pub(super) fn take(&self, codec: &dyn Codec) -> Option<Bytes> {
+    /// Takes all that is queued (sealing the open bulk), with its count of
+    /// frames; `None` if nothing is.
+    pub(super) fn take(&self, codec: &dyn Codec) -> Option<(Bytes, usize)> {
         let (out, lowered) = {
             let mut guard = self.lock();
             let q = &mut *guard;
@@ -545,7 +544,7 @@ impl Outbox {
             let out = q.ready.split().freeze();
             let given = q.given.get_or_insert_with(Box::default);
             given.record(out.as_ptr() as usize, out.len(), frames, &mut q.runs);
-            (out, self.gate.lower())
+            ((out, frames), self.gate.lower())
         };
         self.space.notify_waiters();
         if lowered {

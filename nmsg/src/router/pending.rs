@@ -11,6 +11,7 @@ use std::sync::{Arc, Weak};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
+use metrics::Gauge;
 use tokio::time::Instant;
 
 use crate::callback::Registered;
@@ -203,6 +204,7 @@ impl Pending {
         outbox: &Outbox,
         to: u32,
         position: u32,
+        in_flight: &Gauge,
     ) -> Option<Registered> {
         let mut queue = outbox.lock();
         let calls = queue.table_mut().as_mut()?;
@@ -216,6 +218,7 @@ impl Pending {
         waiting.left -= 1;
         if waiting.left == 0 {
             calls.waiting.remove(&to);
+            in_flight.decrement(1.0);
         }
         Some(cb)
     }
@@ -228,10 +231,12 @@ impl Pending {
         &self,
         table: &mut Table,
         taken: u64,
+        in_flight: &Gauge,
     ) -> Vec<(u32, Option<Registered>)> {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         let mut failed = Vec::new();
         if let Some(calls) = table.as_mut() {
+            let before = calls.waiting.len();
             calls.waiting.retain(|_, waiting| {
                 let lost = waiting.seq <= taken || waiting.response;
                 if lost {
@@ -239,6 +244,7 @@ impl Pending {
                 }
                 !lost
             });
+            in_flight.decrement((before - calls.waiting.len()) as f64);
         }
         failed
     }
@@ -248,10 +254,12 @@ impl Pending {
     pub(super) fn close(
         &self,
         table: &mut Table,
+        in_flight: &Gauge,
     ) -> (Vec<(u32, Option<Registered>)>, Option<Waker>) {
         match table.as_mut() {
             Some(calls) => {
                 calls.earliest = None;
+                in_flight.decrement(calls.waiting.len() as f64);
                 let failed = calls
                     .waiting
                     .drain()
@@ -271,6 +279,11 @@ impl Pending {
             .as_ref()
             .map_or(0, |c| c.waiting.len())
     }
+}
+
+/// Frames that wait for answers in `table`.
+pub(super) fn waiting(table: &Table) -> usize {
+    table.as_ref().map_or(0, |c| c.waiting.len())
 }
 
 /// The router is gone: lets the timer task see it.
@@ -370,6 +383,12 @@ async fn run_timer(router: Weak<Inner>) {
             }
             (expired, next)
         };
+        if !expired.is_empty() {
+            crate::observe::meters()
+                .in_flight
+                .decrement(expired.len() as f64);
+            crate::observe::callback_timeouts(expired.len() as u64);
+        }
         drop(inner);
         for (timeout, callbacks) in expired {
             fail_all(callbacks, || Error::Timeout(timeout));

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -112,8 +112,6 @@ impl Api {
 pub(super) struct RouteTable {
     table: ArcSwap<Routes>,
     pub(super) handlers: Handlers,
-    /// Events that arrived with no handler, and were ignored.
-    unhandled: AtomicU64,
 }
 
 #[derive(Clone, Default)]
@@ -141,14 +139,39 @@ impl Routes {
     }
 }
 
+/// Routes that routers start with, shared until one of them changes its own
+/// (a server's sockets start with the server's [`Api`], and hold one table
+/// between them, not one each).
+#[derive(Clone)]
+pub(crate) struct InitialRoutes(Arc<Routes>);
+
+impl InitialRoutes {
+    /// No routes but `api`.
+    pub(crate) fn with_api(api: Api) -> Self {
+        InitialRoutes(Arc::new(Routes {
+            api: Some(api),
+            ..Routes::default()
+        }))
+    }
+}
+
 impl RouteTable {
     /// No routes; the empty table is shared.
     pub(super) fn new() -> Self {
         static EMPTY: std::sync::OnceLock<Arc<Routes>> = std::sync::OnceLock::new();
+        Self::starting_with(EMPTY.get_or_init(|| Arc::new(Routes::default())).clone())
+    }
+
+    /// The routes of `initial`, shared with the other routers made with it
+    /// until one of them changes.
+    pub(super) fn with_initial(initial: &InitialRoutes) -> Self {
+        Self::starting_with(initial.0.clone())
+    }
+
+    fn starting_with(routes: Arc<Routes>) -> Self {
         RouteTable {
-            table: ArcSwap::new(EMPTY.get_or_init(|| Arc::new(Routes::default())).clone()),
+            table: ArcSwap::new(routes),
             handlers: Handlers::default(),
-            unhandled: AtomicU64::new(0),
         }
     }
 
@@ -171,7 +194,7 @@ impl RouteTable {
 
     /// Events that arrived with no handler ([`Router::unhandled_events`]).
     pub(super) fn unhandled(&self) -> u64 {
-        self.unhandled.load(Ordering::Relaxed)
+        u64::from(self.handlers.unhandled.load(Ordering::Relaxed))
     }
 
     /// Applies `change` to a copy of the routes and puts the copy in place
@@ -271,7 +294,11 @@ impl RouteTable {
             // not serve (the original's first TCP server writes every
             // message back to its sender), and that is no error.
             (None, None) => {
-                self.unhandled.fetch_add(1, Ordering::Relaxed);
+                let _ = self.handlers.unhandled.fetch_update(
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                    |n| n.checked_add(1),
+                );
                 tracing::debug!(
                     event = event.as_str(),
                     "nmsg: no handler for the event; ignored"
@@ -292,7 +319,44 @@ impl RouteTable {
 /// runtime (counted among the router's running handlers, and cancelled when
 /// it closes); its errors and panics go to `router`'s error hook.
 fn run(router: &Router, event: &str, handler: &dyn ErasedHandler, args: Args) {
-    match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(args))) {
+    if crate::observe::spans_wanted() {
+        return run_traced(router, event, handler, args);
+    }
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(args)));
+    finish(router, event, outcome);
+}
+
+/// [`run`] in an `nmsg.handle` span ([`crate::observe`]); an async handler
+/// enters it at each poll.
+#[cold]
+#[inline(never)]
+fn run_traced(router: &Router, event: &str, handler: &dyn ErasedHandler, args: Args) {
+    let frame = &args.received.frame;
+    let span = tracing::debug_span!(
+        "nmsg.handle",
+        otel.name = event,
+        otel.kind = crate::observe::incoming_kind(!frame.callbacks.is_empty()),
+        rpc.system = "nmsg",
+        rpc.method = event,
+        nmsg.event = event,
+        nmsg.frame_id = frame.id,
+        network.peer.address = router.peer(),
+    );
+    let _entered = span.enter();
+    let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(args))) {
+        Ok(Outcome::Later(future)) => {
+            let future = tracing::Instrument::instrument(future, span.clone());
+            Ok(Outcome::Later(Box::pin(future)))
+        }
+        outcome => outcome,
+    };
+    finish(router, event, outcome);
+}
+
+/// What follows a handler's call: its error or panic reported, an async
+/// handler's future spawned.
+fn finish(router: &Router, event: &str, outcome: std::thread::Result<Outcome>) {
+    match outcome {
         Ok(Outcome::Done(Ok(()))) => {}
         Ok(Outcome::Done(Err(e))) => router.report(handler_error(event, e)),
         Ok(Outcome::Later(future)) => match tokio::runtime::Handle::try_current() {

@@ -110,13 +110,22 @@ impl Router {
     /// `Send` and `'static`) only waits for room. A frame that an empty queue
     /// cannot take (larger than `max_queued_bytes`) fails at once with
     /// [`Error::FrameExceedsQueue`], as with `emit`: no room would ever come for it.
+    // Inlined, so that the future is built in place in the caller's (a
+    // returned future is copied whole).
+    #[inline]
     pub fn emit_wait<'a>(
         &self,
         event: &str,
         args: impl IntoArgs<'a>,
     ) -> impl std::future::Future<Output = Result<(), Error>> + Send + 'static {
         let router = self.clone();
-        let encoded = self.encode(OutKind::Event(event), args.into_args(), None, None, None);
+        let kind = OutKind::Event(event);
+        let args = args.into_args();
+        let encoded = if crate::observe::spans_wanted() {
+            self.encode_traced(kind, args)
+        } else {
+            self.encode(kind, args, None, None, None)
+        };
         async move {
             let mut encoded = encoded?;
             loop {
@@ -209,10 +218,77 @@ impl Router {
         answer: Option<Arc<dyn AnswerSink>>,
         epoch: Option<u64>,
     ) -> Result<(), Error> {
+        if crate::observe::spans_wanted() {
+            return self.send_traced(kind, args, timeout, answer, epoch);
+        }
         let mut encoded = self.encode(kind, args, timeout, answer, epoch)?;
         self.enqueue(&mut encoded).inspect_err(|e| {
             fail_all(std::mem::take(&mut encoded.callbacks), || refusal(e));
         })
+    }
+
+    /// [`Router::send_from`] in its span.
+    #[cold]
+    #[inline(never)]
+    fn send_traced(
+        &self,
+        kind: OutKind<'_>,
+        args: OutArgs<'_>,
+        timeout: Option<Duration>,
+        answer: Option<Arc<dyn AnswerSink>>,
+        epoch: Option<u64>,
+    ) -> Result<(), Error> {
+        let span = self.send_span(kind, &args, answer.is_some());
+        let _entered = span.enter();
+        let mut encoded = self.encode(kind, args, timeout, answer, epoch)?;
+        span.record("nmsg.frame_id", encoded.id);
+        self.enqueue(&mut encoded).inspect_err(|e| {
+            fail_all(std::mem::take(&mut encoded.callbacks), || refusal(e));
+        })
+    }
+
+    /// [`Router::encode`] for [`Router::emit_wait`], in its span.
+    #[cold]
+    #[inline(never)]
+    fn encode_traced(&self, kind: OutKind<'_>, args: OutArgs<'_>) -> Result<Encoded, Error> {
+        let span = self.send_span(kind, &args, false);
+        let _entered = span.enter();
+        let encoded = self.encode(kind, args, None, None, None);
+        if let Ok(encoded) = &encoded {
+            span.record("nmsg.frame_id", encoded.id);
+        }
+        encoded
+    }
+
+    /// The span of a frame sent: `nmsg.emit` for an event, `nmsg.respond`
+    /// for a response ([`crate::observe`]).
+    #[cold]
+    fn send_span(&self, kind: OutKind<'_>, args: &OutArgs<'_>, answer: bool) -> tracing::Span {
+        use crate::observe::outgoing_kind;
+        use tracing::field::Empty;
+        let with_callbacks = || answer || args.items.iter().any(|a| matches!(a, Arg::Callback(_)));
+        match kind {
+            OutKind::Event(event) => tracing::debug_span!(
+                "nmsg.emit",
+                otel.name = event,
+                otel.kind = outgoing_kind(with_callbacks()),
+                rpc.system = "nmsg",
+                rpc.method = event,
+                nmsg.event = event,
+                nmsg.frame_id = Empty,
+                network.peer.address = self.peer(),
+            ),
+            OutKind::Response { to, position } => tracing::debug_span!(
+                "nmsg.respond",
+                otel.name = "nmsg.respond",
+                otel.kind = outgoing_kind(with_callbacks()),
+                rpc.system = "nmsg",
+                nmsg.frame_id = Empty,
+                nmsg.callback.frame = to,
+                nmsg.callback.position = position,
+                network.peer.address = self.peer(),
+            ),
+        }
     }
 
     /// Encodes a frame of `args`, and of `answer` as a last callback if given,
@@ -326,11 +402,12 @@ impl Router {
                 seq,
                 response,
             };
-            inner
-                .pending
-                .register(queue.table_mut(), frame, &self.inner)?
+            let timer = (inner.pending).register(queue.table_mut(), frame, &self.inner)?;
+            crate::observe::meters().in_flight.increment(1.0);
+            timer
         };
         let writer = queue.push(&encoded.bytes, response, opts);
+        crate::observe::meters().queued.increment(1.0);
         inner.outbox.gate.raise_at(queue.level(), opts);
         drop(queue);
         if let Some(waker) = writer {

@@ -630,7 +630,7 @@ where
     fn finish(&mut self, reason: CloseReason) -> Poll<CloseReason> {
         self.tail_to_out();
         self.phase = Phase::Ending(Box::new(Ending::Done));
-        tracing::debug!(%reason, "nmsg connection closed");
+        tracing::debug!(peer = self.link.router().peer(), %reason, "nmsg connection closed");
         let out = std::mem::take(&mut self.out);
         out_done(&self.reader.settings, out.len());
         self.link.lost_with(reason.disconnect(), &out, self.written);
