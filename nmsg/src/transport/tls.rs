@@ -429,7 +429,8 @@ fn explain(error: io::Error, side: Side) -> io::Error {
         let text = match (error.kind(), side) {
             (io::ErrorKind::UnexpectedEof, Side::Client) => format!(
                 "TLS handshake failed: the server closed the connection ({error}); \
-                 is it a plain (non-TLS) nmsg server?"
+                 is it a plain (non-TLS) nmsg server? (or one that refused the \
+                 connection: see its events)"
             ),
             (io::ErrorKind::UnexpectedEof, Side::Server) => {
                 format!("TLS handshake failed: the client closed the connection ({error})")
