@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example bench -- [--quick] [--json] [--scenario NAME,..] [--impl NAME,..]
-//!                                          [--split-runtimes] [--dispatch-burst N] [--session]
+//!                                          [--split-runtimes] [--dispatch-burst N] [--session] [--tls]
 //! ```
 //!
 //! Implementations:
@@ -11,7 +11,11 @@
 //! - `raw-tcp`: tokio, 4-byte length-prefixed echo, no serialization;
 //! - `nmsg`: dynamic `request`/`emit_wait`, answered by the server's `on` handler (MsgPack, defaults);
 //! - `nmsg-typed`: the same calls through an `#[nmsg::events]` trait;
-//! - `tarpc`: the same service with tarpc 0.37 (bincode, TCP_NODELAY as the others).
+//! - `tarpc`: the same service with tarpc 0.37 (bincode, TCP_NODELAY as the others);
+//! - `nmsg-tls`: `nmsg` over TLS (`Server::tls`, `Client::tls`: rustls with
+//!   aws-lc-rs, TLS 1.3, a certificate made at the start with rcgen). Not run
+//!   by default: `--tls` adds it, and without `--scenario` runs `seq`,
+//!   `inflight64` and `fire` only, so that TLS stands beside plain nmsg in one run.
 //!
 //! Scenarios (40-byte payloads unless noted):
 //!
@@ -113,10 +117,20 @@ enum Impl {
     Nmsg,
     Typed,
     Tarpc,
+    NmsgTls,
 }
 
 impl Impl {
+    /// The default implementations.
     const ALL: [Impl; 4] = [Impl::Raw, Impl::Nmsg, Impl::Typed, Impl::Tarpc];
+    /// Every implementation, in the table's order.
+    const EVERY: [Impl; 5] = [
+        Impl::Raw,
+        Impl::Nmsg,
+        Impl::NmsgTls,
+        Impl::Typed,
+        Impl::Tarpc,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -124,6 +138,7 @@ impl Impl {
             Impl::Nmsg => "nmsg",
             Impl::Typed => "nmsg-typed",
             Impl::Tarpc => "tarpc",
+            Impl::NmsgTls => "nmsg-tls",
         }
     }
 }
@@ -162,6 +177,7 @@ impl Config {
         let mut split_runtimes = false;
         let mut dispatch_burst = None;
         let mut session = false;
+        let (mut tls, mut scenarios_given) = (false, false);
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
             match arg.as_str() {
@@ -169,6 +185,7 @@ impl Config {
                 "--json" => json = true,
                 "--scenario" => {
                     let list = args.next().ok_or("--scenario needs a list")?;
+                    scenarios_given = true;
                     scenarios = list
                         .split(',')
                         .map(|n| {
@@ -184,7 +201,7 @@ impl Config {
                     impls = list
                         .split(',')
                         .map(|n| {
-                            Impl::ALL
+                            Impl::EVERY
                                 .into_iter()
                                 .find(|i| i.name() == n)
                                 .ok_or_else(|| format!("unknown implementation {n:?}"))
@@ -193,6 +210,7 @@ impl Config {
                 }
                 "--split-runtimes" => split_runtimes = true,
                 "--session" => session = true,
+                "--tls" => tls = true,
                 "--dispatch-burst" => {
                     let n = args.next().ok_or("--dispatch-burst needs a number")?;
                     dispatch_burst = Some(
@@ -203,9 +221,17 @@ impl Config {
                     );
                 }
                 "-h" | "--help" => {
-                    return Err("usage: bench [--quick] [--json] [--scenario seq,inflight64,fire,echo4k,echo256k,idle10k] [--impl raw-tcp,nmsg,nmsg-typed,tarpc] [--split-runtimes] [--dispatch-burst N] [--session]".into())
+                    return Err("usage: bench [--quick] [--json] [--scenario seq,inflight64,fire,echo4k,echo256k,idle10k] [--impl raw-tcp,nmsg,nmsg-typed,tarpc] [--split-runtimes] [--dispatch-burst N] [--session] [--tls]".into())
                 }
                 other => return Err(format!("unknown option {other:?} (try --help)")),
+            }
+        }
+        if tls {
+            if !impls.contains(&Impl::NmsgTls) {
+                impls.push(Impl::NmsgTls);
+            }
+            if !scenarios_given {
+                scenarios = vec![Scenario::Seq, Scenario::Inflight64, Scenario::Fire];
             }
         }
         let (warmup, window, windows, rounds, idle_rounds) = if quick {
@@ -455,7 +481,7 @@ impl Clients {
         const BATCH: usize = 100;
         let mut clients = match imp {
             Impl::Raw => Clients::Raw(Vec::with_capacity(n)),
-            Impl::Nmsg | Impl::Typed => Clients::Nmsg(Vec::with_capacity(n)),
+            Impl::Nmsg | Impl::Typed | Impl::NmsgTls => Clients::Nmsg(Vec::with_capacity(n)),
             Impl::Tarpc => Clients::Tarpc(Vec::with_capacity(n)),
         };
         let mut opened = 0;
@@ -518,7 +544,7 @@ impl IdleServer {
                     raw::server(raw::Mode::Echo, Arc::default(), accepted.clone()).await;
                 (IdleServer::Raw(task, accepted), addr)
             }
-            Impl::Nmsg | Impl::Typed => {
+            Impl::Nmsg | Impl::Typed | Impl::NmsgTls => {
                 let (server, addr) = dynamic::server(Arc::default()).await?;
                 (IdleServer::Nmsg(server), addr)
             }
@@ -681,7 +707,7 @@ fn idle_clients_main(args: &[String]) -> ! {
     let [imp, addr, n] = args else {
         fail("usage: --idle-clients IMPL ADDR N".into())
     };
-    let imp = Impl::ALL
+    let imp = Impl::EVERY
         .into_iter()
         .find(|i| i.name() == imp)
         .unwrap_or_else(|| fail(format!("unknown implementation {imp:?}")));
@@ -916,7 +942,11 @@ static NMSG_SESSION: std::sync::OnceLock<()> = std::sync::OnceLock::new();
 
 /// An nmsg server builder: the defaults, or `--dispatch-burst`, `--session`.
 fn nmsg_server() -> nmsg::ServerBuilder {
-    let mut server = nmsg::Server::tcp("127.0.0.1:0");
+    dispatch_burst(nmsg::Server::tcp("127.0.0.1:0"))
+}
+
+/// `--dispatch-burst` and `--session`, on any server builder.
+fn dispatch_burst(mut server: nmsg::ServerBuilder) -> nmsg::ServerBuilder {
     if NMSG_SESSION.get().is_some() {
         server = server.session(nmsg::SessionOptions::default());
     }
@@ -928,7 +958,11 @@ fn nmsg_server() -> nmsg::ServerBuilder {
 
 /// An nmsg client builder: the defaults, or `--dispatch-burst`, `--session`.
 fn nmsg_client(addr: SocketAddr) -> nmsg::ClientBuilder {
-    let mut client = nmsg::Client::tcp(addr.to_string());
+    client_dispatch_burst(nmsg::Client::tcp(addr.to_string()))
+}
+
+/// `--dispatch-burst` and `--session`, on any client builder.
+fn client_dispatch_burst(mut client: nmsg::ClientBuilder) -> nmsg::ClientBuilder {
     if NMSG_SESSION.get().is_some() {
         client = client.session(nmsg::SessionOptions::default());
     }
@@ -938,13 +972,65 @@ fn nmsg_client(addr: SocketAddr) -> nmsg::ClientBuilder {
     }
 }
 
+/// `nmsg-tls`: the server's and the client's TLS configurations, with a CA
+/// and a certificate for `localhost` it signed, made once with rcgen.
+fn tls_configs() -> &'static (
+    nmsg::transport::tls::ServerConfig,
+    nmsg::transport::tls::ClientConfig,
+) {
+    use nmsg::transport::tls;
+    static CONFIGS: std::sync::OnceLock<(tls::ServerConfig, tls::ClientConfig)> =
+        std::sync::OnceLock::new();
+    CONFIGS.get_or_init(|| {
+        let ca_key = rcgen::KeyPair::generate().expect("a key");
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).expect("a CA certificate");
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let key = rcgen::KeyPair::generate().expect("a key");
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .and_then(|params| params.signed_by(&key, &issuer))
+            .expect("a certificate");
+        let mut roots = tls::RootCertStore::empty();
+        roots.add(ca_cert.der().clone()).expect("a root");
+        let key = tls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        let server = tls::server_config(vec![cert.der().clone()], key, tls::ClientAuth::None)
+            .expect("a server configuration");
+        let client = tls::client_config(roots, None).expect("a client configuration");
+        (server, client)
+    })
+}
+
+/// An nmsg server builder over TLS (`nmsg-tls`).
+fn nmsg_tls_server() -> nmsg::ServerBuilder {
+    dispatch_burst(nmsg::Server::tls("127.0.0.1:0", tls_configs().0.clone()))
+}
+
+/// An nmsg client builder over TLS (`nmsg-tls`).
+fn nmsg_tls_client(addr: SocketAddr) -> nmsg::ClientBuilder {
+    let config = tls_configs().1.clone();
+    client_dispatch_burst(nmsg::Client::tls(addr.to_string(), "localhost", config))
+}
+
 mod dynamic {
     use super::*;
     use nmsg::{args, Args, Client, Error, RemoteCallback, Server, Value};
 
     /// A server with `echo(value, cb)` answering `cb(value)` and `fire(value)` counted.
     pub(super) async fn server(count: Arc<AtomicU64>) -> Result<(Server, SocketAddr), String> {
-        let server = nmsg_server().start();
+        serve(nmsg_server(), count).await
+    }
+
+    /// The same server over TLS (`nmsg-tls`).
+    pub(super) async fn tls_server(count: Arc<AtomicU64>) -> Result<(Server, SocketAddr), String> {
+        serve(nmsg_tls_server(), count).await
+    }
+
+    async fn serve(
+        server: nmsg::ServerBuilder,
+        count: Arc<AtomicU64>,
+    ) -> Result<(Server, SocketAddr), String> {
+        let server = server.start();
         server.on("echo", |args: Args| -> Result<(), Error> {
             let (v, cb): (Value, RemoteCallback) = args.parse()?;
             cb.call((v,))
@@ -960,6 +1046,13 @@ mod dynamic {
 
     pub(super) async fn client(addr: SocketAddr) -> Client {
         let client = nmsg_client(addr).start();
+        client.connected().await;
+        client
+    }
+
+    /// A client over TLS (`nmsg-tls`).
+    pub(super) async fn tls_client(addr: SocketAddr) -> Client {
+        let client = nmsg_tls_client(addr).start();
         client.connected().await;
         client
     }
@@ -1134,9 +1227,15 @@ async fn run(cfg: &Config, scenario: Scenario, imp: Impl) -> Result<Vec<f64>, St
             server.abort();
             rates
         }
-        Impl::Nmsg => {
-            let (server, addr) = on_server_runtime(dynamic::server(load.ops.clone())).await?;
-            let client = dynamic::client(addr).await;
+        Impl::Nmsg | Impl::NmsgTls => {
+            let (server, client) = if imp == Impl::NmsgTls {
+                let (server, addr) =
+                    on_server_runtime(dynamic::tls_server(load.ops.clone())).await?;
+                (server, dynamic::tls_client(addr).await)
+            } else {
+                let (server, addr) = on_server_runtime(dynamic::server(load.ops.clone())).await?;
+                (server, dynamic::client(addr).await)
+            };
             dynamic::check_echo(&client, &data).await?;
             let router = client.router().clone();
             let l = load.clone();
@@ -1416,6 +1515,8 @@ fn main() {
                 .copied()
                 // The typed layer adds nothing per connection: same client, same server.
                 .filter(|&imp| !(scenario == Scenario::Idle10k && imp == Impl::Typed))
+                // TLS is measured for throughput only.
+                .filter(|&imp| !(scenario == Scenario::Idle10k && imp == Impl::NmsgTls))
                 .collect();
             // idle10k has rounds of its own (run_idle).
             let rounds = if scenario == Scenario::Idle10k {
@@ -1483,7 +1584,7 @@ fn main() {
     figures.sort_by_key(|f| {
         (
             Scenario::ALL.iter().position(|s| *s == f.scenario),
-            Impl::ALL.iter().position(|i| *i == f.imp),
+            Impl::EVERY.iter().position(|i| *i == f.imp),
         )
     });
     let setup = if cfg.split_runtimes {

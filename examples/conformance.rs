@@ -10,6 +10,11 @@
 //! cargo run --example conformance -- connect --addr 127.0.0.1:7000 [--codec msgpack|json] [--buffered] [--peer-echoes]
 //! ```
 //!
+//! Over TLS: `serve --tls-cert PEM --tls-key PEM` (the server's certificate
+//! chain and key), `connect --tls-ca PEM --server-name NAME` (the CA that
+//! signed the server's certificate, and the name the certificate must hold;
+//! default `localhost`).
+//!
 //! `--peer-echoes` (connect): the server writes every message back to its
 //! sender, as the TCP server of the original's nmsg 1.0.2 does. A response this
 //! client sends then comes back as a response to its own frame of the same id
@@ -89,6 +94,12 @@ struct Options {
     events: u64,
     requests: u64,
     big: u64,
+    /// `--tls-cert`, `--tls-key` (serve).
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
+    /// `--tls-ca`, `--server-name` (connect).
+    tls_ca: Option<String>,
+    server_name: Option<String>,
 }
 
 impl Options {
@@ -131,7 +142,7 @@ impl Options {
 }
 
 fn usage(problem: &str) -> ! {
-    eprintln!("{problem}\nusage: conformance serve|connect --addr HOST:PORT [--codec msgpack|json] [--buffered] [--until-eof] [--peer-echoes] [--keyed-bulks]\n       [--session [--heartbeat-interval MS] [--heartbeat-timeout MS] [--window MS]] [--token TOKEN] [--events N] [--requests N] [--big N]");
+    eprintln!("{problem}\nusage: conformance serve|connect --addr HOST:PORT [--codec msgpack|json] [--buffered] [--until-eof] [--peer-echoes] [--keyed-bulks]\n       [--session [--heartbeat-interval MS] [--heartbeat-timeout MS] [--window MS]] [--token TOKEN]\n       [--tls-cert PEM --tls-key PEM] [--tls-ca PEM [--server-name NAME]] [--events N] [--requests N] [--big N]");
     std::process::exit(2);
 }
 
@@ -154,6 +165,7 @@ fn options() -> Options {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| usage(&format!("{flag} needs a number, got {value:?}")))
     };
+    let (mut tls_cert, mut tls_key, mut tls_ca, mut server_name) = (None, None, None, None);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--addr" => addr = args.next(),
@@ -179,10 +191,20 @@ fn options() -> Options {
             "--events" => events = number(&arg, args.next()),
             "--requests" => requests = number(&arg, args.next()),
             "--big" => big = number(&arg, args.next()),
+            "--tls-cert" => tls_cert = args.next(),
+            "--tls-key" => tls_key = args.next(),
+            "--tls-ca" => tls_ca = args.next(),
+            "--server-name" => server_name = args.next(),
             other => usage(&format!("unknown argument {other:?}")),
         }
     }
     let addr = addr.unwrap_or_else(|| usage("--addr is required"));
+    if tls_cert.is_some() != tls_key.is_some() {
+        usage("--tls-cert and --tls-key go together");
+    }
+    if server_name.is_some() && tls_ca.is_none() {
+        usage("--server-name needs --tls-ca");
+    }
     Options {
         serve,
         addr,
@@ -199,7 +221,40 @@ fn options() -> Options {
         events,
         requests,
         big,
+        tls_cert,
+        tls_key,
+        tls_ca,
+        server_name,
     }
+}
+
+/// `serve`'s server: over TLS with `--tls-cert` and `--tls-key`.
+fn server(opts: &Options) -> Result<nmsg::ServerBuilder, std::io::Error> {
+    use nmsg::transport::tls;
+    Ok(match (&opts.tls_cert, &opts.tls_key) {
+        (Some(cert), Some(key)) => {
+            let config = tls::server_config(
+                tls::load_certs(cert)?,
+                tls::load_private_key(key)?,
+                tls::ClientAuth::None,
+            )?;
+            Server::tls(&opts.addr, config)
+        }
+        _ => Server::tcp(&opts.addr),
+    })
+}
+
+/// `connect`'s client: over TLS with `--tls-ca`.
+fn client(opts: &Options) -> Result<nmsg::ClientBuilder, std::io::Error> {
+    use nmsg::transport::tls;
+    Ok(match &opts.tls_ca {
+        Some(ca) => {
+            let config = tls::client_config(tls::load_roots(ca)?, None)?;
+            let name = opts.server_name.as_deref().unwrap_or("localhost");
+            Client::tls(&opts.addr, name, config)
+        }
+        None => Client::tcp(&opts.addr),
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -460,7 +515,14 @@ async fn main() {
 async fn serve(opts: Options) -> i32 {
     let tally = Arc::new(Tally::default());
     tally.sessions.on.store(opts.session, Ordering::Relaxed);
-    let mut builder = Server::tcp(&opts.addr)
+    let builder = match server(&opts) {
+        Ok(builder) => builder,
+        Err(e) => {
+            eprintln!("cannot set up TLS: {e}");
+            return 2;
+        }
+    };
+    let mut builder = builder
         .buffering(opts.buffering())
         .router(|r| opts.router(r))
         .codec(Observed::new(opts.json, tally.clone()));
@@ -778,7 +840,14 @@ type Outcome = Result<(), String>;
 async fn connect(opts: Options) -> i32 {
     let tally = Arc::new(Tally::default());
     tally.sessions.on.store(opts.session, Ordering::Relaxed);
-    let mut builder = Client::tcp(&opts.addr)
+    let builder = match client(&opts) {
+        Ok(builder) => builder,
+        Err(e) => {
+            eprintln!("cannot set up TLS: {e}");
+            return 2;
+        }
+    };
+    let mut builder = builder
         .buffering(opts.buffering())
         .router(|r| opts.router(r))
         .codec(Observed::new(opts.json, tally.clone()));
@@ -790,6 +859,8 @@ async fn connect(opts: Options) -> i32 {
     }
     let client = builder.start();
     let mut events = client.events();
+    // Read if the connection does not come: the last attempt's error.
+    let mut attempts = client.events();
     let observed = tally.clone();
     // With a token: the first of served (connected, or a session welcomed)
     // and rejected.
@@ -850,7 +921,14 @@ async fn connect(opts: Options) -> i32 {
         .await
         .is_err()
     {
-        eprintln!("could not connect to {}", opts.addr);
+        // The last attempt's error (a TLS handshake's says which check failed).
+        let mut why = String::from("no attempt finished");
+        while let Ok(event) = attempts.try_recv() {
+            if let nmsg::ClientEvent::Reconnecting { error, .. } = event {
+                why = error;
+            }
+        }
+        eprintln!("could not connect to {}: {why}", opts.addr);
     }
 
     let mut results: Vec<(String, Outcome)> = Vec::new();

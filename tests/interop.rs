@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 mod js_support;
 use js_support::{js_dir, js_ready};
+mod tls_support;
 
 /// How long a peer may take to start and print its address.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -263,6 +264,9 @@ struct Setup {
     dialect: Dialect,
     /// The Rust peer's bulks are always `{"b": [...]}` (`--keyed-bulks`).
     keyed_bulks: bool,
+    /// Over TLS: the server with `--tls-cert`/`--tls-key`, the client with
+    /// `--tls-ca`/`--server-name` ([`pem_files`]).
+    tls: bool,
 }
 
 impl Setup {
@@ -274,6 +278,15 @@ impl Setup {
             library: Library::MsgpackJs,
             dialect: Dialect::Later,
             keyed_bulks: false,
+            tls: false,
+        }
+    }
+
+    /// Today's runs over TLS.
+    fn tls(codec: &'static str, buffered: bool) -> Setup {
+        Setup {
+            tls: true,
+            ..Setup::plain(codec, buffered)
         }
     }
 
@@ -294,6 +307,9 @@ impl Setup {
         );
         if self.keyed_bulks {
             label.push_str(", keyed bulks");
+        }
+        if self.tls {
+            label.push_str(", TLS");
         }
         if server == Peer::Js || client == Peer::Js {
             if self.codec == "msgpack" {
@@ -349,7 +365,24 @@ fn command(peer: Peer, mode: &str, addr: &str, setup: &Setup, peer_echoes: bool)
     if peer == Peer::Rust && setup.keyed_bulks {
         cmd.arg("--keyed-bulks");
     }
+    if setup.tls {
+        let pem = pem_files();
+        if mode == "serve" {
+            cmd.arg("--tls-cert").arg(&pem.cert);
+            cmd.arg("--tls-key").arg(&pem.key);
+        } else {
+            cmd.arg("--tls-ca").arg(&pem.ca);
+            cmd.args(["--server-name", "localhost"]);
+        }
+    }
     cmd
+}
+
+/// A CA, and a certificate it signed for `localhost` and its key, as PEM
+/// files for the peers of the TLS runs: made once per test run.
+fn pem_files() -> &'static tls_support::PemFiles {
+    static FILES: std::sync::OnceLock<tls_support::PemFiles> = std::sync::OnceLock::new();
+    FILES.get_or_init(|| tls_support::pem_files("interop-tls"))
 }
 
 /// A peer's report line, `REPORT key=value ...`, as a map.
@@ -648,6 +681,20 @@ interop_tests! {
     js_client_to_rust_server_msgpack_buffered: Rust <- Js, "msgpack", true;
     js_client_to_rust_server_json: Rust <- Js, "json", false;
     js_client_to_rust_server_json_buffered: Rust <- Js, "json", true;
+}
+
+/// The conformance scenarios over TLS, each way between the Rust and the
+/// JavaScript peer (Node's `tls` module) and between two Rust peers.
+#[test]
+fn conformance_scenarios_pass_over_tls() {
+    interop_all(&[
+        (Peer::Rust, Peer::Rust, Setup::tls("msgpack", false)),
+        (Peer::Rust, Peer::Rust, Setup::tls("json", true)),
+        (Peer::Js, Peer::Rust, Setup::tls("msgpack", false)),
+        (Peer::Js, Peer::Rust, Setup::tls("msgpack", true)),
+        (Peer::Rust, Peer::Js, Setup::tls("msgpack", false)),
+        (Peer::Rust, Peer::Js, Setup::tls("json", true)),
+    ]);
 }
 
 /// Runs interop combinations at once, each on its own thread (the runs wait on

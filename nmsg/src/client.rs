@@ -542,6 +542,31 @@ impl Client {
         Client::builder(Unix::new(path))
     }
 
+    /// A TLS client over TCP for `addr` (feature `tls`), expecting a server
+    /// certificate valid for `server_name` (a DNS name or an IP address),
+    /// with this rustls configuration
+    /// ([`tls::client_config`](crate::transport::tls::client_config) builds
+    /// one from PEM files, with a client certificate for mutual TLS). A
+    /// failed handshake (an untrusted or expired certificate, a wrong name, a
+    /// server that does not speak TLS) fails the attempt, with an error that
+    /// says which ([`ClientEvent::Reconnecting`]), and the client retries
+    /// with its backoff. The handshake is bounded by
+    /// [`DEFAULT_HANDSHAKE_TIMEOUT`](crate::transport::tls::DEFAULT_HANDSHAKE_TIMEOUT)
+    /// (10 s; [`TlsConnector::handshake_timeout`](crate::transport::tls::TlsConnector::handshake_timeout)
+    /// sets another, through [`Client::builder`]).
+    #[cfg(feature = "tls")]
+    pub fn tls(
+        addr: impl Into<String>,
+        server_name: impl Into<String>,
+        config: impl Into<Arc<crate::transport::tls::ClientConfig>>,
+    ) -> ClientBuilder {
+        Client::builder(crate::transport::tls::TlsConnector::tcp(
+            addr,
+            server_name,
+            config,
+        ))
+    }
+
     /// A client over any transport.
     pub fn builder(connector: impl Connector) -> ClientBuilder {
         ClientBuilder {

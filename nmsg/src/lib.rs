@@ -41,7 +41,9 @@
 //!   callbacks (ids, deadlines, connection lost) and the transport's `Link`.
 //! - [`transport`]: driving a router over a stream through its [`Link`](transport::Link)
 //!   (the transport's handle, apart from the user's `Router`), with a connection's
-//!   own [`ConnectionOptions`](transport::ConnectionOptions); TCP, Unix sockets, in-memory.
+//!   own [`ConnectionOptions`](transport::ConnectionOptions); TCP, Unix sockets, in-memory,
+//!   and TLS (feature `tls`: `transport::tls`); what a transport verified about the
+//!   peer ([`PeerIdentity`](transport::PeerIdentity): a TLS certificate, Unix credentials).
 //! - [`Client`] and [`Server`]: connecting and accepting, backoff, the offline queue.
 //!   Client, server and each connection share one lifecycle mechanism: a status to
 //!   read or wait on, a stop request, and the end with its reason.

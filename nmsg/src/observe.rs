@@ -82,7 +82,7 @@ pub const BYTES_LOST: &str = "nmsg_bytes_lost_total";
 pub const RECONNECTS: &str = "nmsg_reconnects_total";
 /// Connections open on servers (a gauge).
 pub const CONNECTIONS: &str = "nmsg_connections";
-/// Connections a server refused at its limit.
+/// Connections a server refused: at its limit, or a peer `allow_uids` does not allow.
 pub const CONNECTIONS_REFUSED: &str = "nmsg_connections_refused_total";
 
 /// Gives the installed recorder the description and unit of every metric
@@ -140,7 +140,7 @@ pub fn describe_metrics() {
     describe_counter!(
         CONNECTIONS_REFUSED,
         Unit::Count,
-        "Connections a server refused at its limit."
+        "Connections a server refused: at its limit, or not allowed."
     );
 }
 

@@ -25,7 +25,8 @@ use crate::session::wire::Ext;
 use crate::session::{Handover, Notice, Session, SessionOptions};
 use crate::sync::MutexExt;
 use crate::transport::{
-    Acceptor, Address, Binder, BoxStream, CloseReason, Connection, ConnectionOptions, Tcp, Unix,
+    Accepted, Acceptor, Address, Binder, BoxFuture, BoxStream, CloseReason, Connection,
+    ConnectionOptions, PeerIdentity, Tcp, Unix,
 };
 use crate::{Args, AuthIdentity, AuthRequest, Reject};
 
@@ -84,10 +85,22 @@ pub enum ServerEvent {
         /// The peer's address.
         peer: Address,
     },
-    /// A connection was refused because the server has `max_connections` already.
+    /// A connection was refused: the server has `max_connections` already,
+    /// or the peer is not allowed ([`ServerBuilder::allow_uids`]).
     Refused {
         /// The peer's address.
         peer: Address,
+        /// Why.
+        reason: String,
+    },
+    /// A connection's handshake failed (TLS: a client that does not speak
+    /// TLS, a certificate the server does not trust, no certificate where
+    /// one is required, the handshake timeout); the connection is dropped.
+    HandshakeFailed {
+        /// The peer's address.
+        peer: Address,
+        /// Why, saying which check failed.
+        error: String,
     },
     /// A request's arguments did not fit the typed handler of its event
     /// (`#[nmsg::events]`): the handler did not run, an error-first method
@@ -200,6 +213,7 @@ pub struct ServerBuilder {
     authenticator: Option<Authenticator>,
     auth_timeout: Duration,
     max_credentials_size: usize,
+    allowed_uids: Option<Box<[u32]>>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -210,6 +224,7 @@ impl std::fmt::Debug for ServerBuilder {
             .field("backoff", &self.backoff)
             .field("max_connections", &self.max_connections)
             .field("authenticates", &self.authenticator.is_some())
+            .field("allowed_uids", &self.allowed_uids)
             .finish()
     }
 }
@@ -236,8 +251,8 @@ impl ServerBuilder {
 
     /// At most this many connections at once (default
     /// [`DEFAULT_MAX_CONNECTIONS`], 10,000), those still in their handshake
-    /// (a server with sessions or authentication) included; further ones
-    /// are closed at once and reported as [`ServerEvent::Refused`].
+    /// (TLS, or a server with sessions or authentication) included; further
+    /// ones are closed at once and reported as [`ServerEvent::Refused`].
     pub fn max_connections(mut self, max: usize) -> Self {
         self.max_connections = max;
         self
@@ -373,6 +388,26 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves only peers whose Unix credentials name one of these user ids
+    /// (default: any peer). For Unix socket servers, where the system says
+    /// which user the peer process runs as ([`PeerIdentity::Unix`]); a peer
+    /// of another transport has no uid, and is refused too. A refused peer
+    /// is closed at once, reported as [`ServerEvent::Refused`] with the
+    /// reason, and logged.
+    ///
+    /// ```no_run
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// // Only processes of the user this server runs as.
+    /// let me = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap();
+    /// let server = nmsg::Server::unix("/tmp/app.sock").allow_uids([me]).start();
+    /// # }
+    /// ```
+    pub fn allow_uids(mut self, uids: impl IntoIterator<Item = u32>) -> Self {
+        self.allowed_uids = Some(uids.into_iter().collect());
+        self
+    }
+
     /// Any other option of the sockets' routers (timeouts, bounds), set on
     /// the server's own router options, so that what was set before and the
     /// server's defaults stay: `.router(|r| r.max_pending(100))`.
@@ -393,6 +428,7 @@ impl ServerBuilder {
             router: self.router,
             connection: self.connection.stop_timeout(self.stop_timeout),
             max_connections: self.max_connections,
+            allowed_uids: self.allowed_uids,
             sockets: Mutex::new(Sockets::default()),
             life: Lifecycle::new(ServerStatus::Binding),
             events: Events::new(EVENT_CAPACITY),
@@ -460,14 +496,17 @@ struct ServerInner {
     /// The options of every socket's connection.
     connection: ConnectionOptions,
     max_connections: usize,
+    /// [`ServerBuilder::allow_uids`].
+    allowed_uids: Option<Box<[u32]>>,
     sockets: Mutex<Sockets>,
     /// The status, stopped by [`Server::stop`].
     life: Lifecycle<ServerStatus>,
     events: Events<ServerEvent>,
     next_id: AtomicU64,
-    /// Connections whose first message (a hello, credentials) is awaited:
-    /// they count toward `max_connections`, so that silent peers cannot
-    /// pile up tasks while they wait out the auth timeout or hello wait.
+    /// Connections in a handshake (TLS's, or the wait for a first message: a
+    /// hello, credentials): they count toward `max_connections`, so that
+    /// silent peers cannot pile up tasks while they wait out a handshake
+    /// timeout, the auth timeout or the hello wait.
     handshakes: std::sync::atomic::AtomicUsize,
     /// A server with sessions: their options, and the live ones.
     sessions: Option<Box<Sessions>>,
@@ -494,6 +533,7 @@ pub struct Socket {
     id: u64,
     peer: Address,
     auth: Option<Arc<AuthIdentity>>,
+    identity: Option<Arc<PeerIdentity>>,
     conn: Arc<Connection>,
 }
 
@@ -502,6 +542,7 @@ impl std::fmt::Debug for Socket {
         f.debug_struct("Socket")
             .field("id", &self.id)
             .field("peer", &self.peer)
+            .field("identity", &self.identity)
             .finish()
     }
 }
@@ -523,6 +564,15 @@ impl Socket {
     /// [`Peer::auth_identity`](crate::Peer::auth_identity).
     pub fn auth_identity(&self) -> Option<&AuthIdentity> {
         self.auth.as_deref()
+    }
+
+    /// What the transport verified about the peer: the certificate of a
+    /// mutual TLS client ([`PeerIdentity::Certificate`]), the credentials of
+    /// a Unix socket's peer process ([`PeerIdentity::Unix`]). Handlers read
+    /// the same through [`Router::peer_identity`] and
+    /// [`Peer::identity`](crate::Peer::identity).
+    pub fn identity(&self) -> Option<&PeerIdentity> {
+        self.identity.as_deref()
     }
 
     /// The socket's router: `emit` to this peer, `on` for this peer only.
@@ -584,9 +634,26 @@ impl Server {
         Server::builder(Tcp::new(addr))
     }
 
-    /// A Unix domain socket server on `path`.
+    /// A Unix domain socket server on `path`. Each socket has the peer
+    /// process's credentials ([`Socket::identity`]); see also
+    /// [`ServerBuilder::allow_uids`].
     pub fn unix(path: impl Into<std::path::PathBuf>) -> ServerBuilder {
         Server::builder(Unix::new(path))
+    }
+
+    /// A TLS server over TCP on `addr` (feature `tls`), with this rustls
+    /// configuration ([`tls::server_config`](crate::transport::tls::server_config)
+    /// builds one from PEM files). The handshake is bounded by
+    /// [`DEFAULT_HANDSHAKE_TIMEOUT`](crate::transport::tls::DEFAULT_HANDSHAKE_TIMEOUT)
+    /// (10 s; [`TlsBinder::handshake_timeout`](crate::transport::tls::TlsBinder::handshake_timeout)
+    /// sets another, through [`Server::builder`]). With mutual TLS, each
+    /// socket has the client's verified certificate ([`Socket::identity`]).
+    #[cfg(feature = "tls")]
+    pub fn tls(
+        addr: impl Into<String>,
+        config: impl Into<Arc<crate::transport::tls::ServerConfig>>,
+    ) -> ServerBuilder {
+        Server::builder(crate::transport::tls::TlsBinder::tcp(addr, config))
     }
 
     /// A server over any transport.
@@ -603,6 +670,7 @@ impl Server {
             authenticator: None,
             auth_timeout: DEFAULT_AUTH_TIMEOUT,
             max_credentials_size: DEFAULT_MAX_CREDENTIALS_SIZE,
+            allowed_uids: None,
         }
     }
 
@@ -771,28 +839,43 @@ async fn run(inner: Ending<ServerInner, ServerStatus>, binder: Arc<dyn Binder>, 
     let mut exhausted = 0u32;
     let mut in_a_row = 0u32;
     loop {
-        let Some(accepted) = life.unless_stopped(acceptor.accept()).await else {
+        let Some(accepted) = life.unless_stopped(acceptor.accept_peer()).await else {
             break;
         };
         match accepted {
-            Ok((stream, peer)) => {
+            Ok(accepted) => {
                 exhausted = 0;
                 in_a_row = 0;
-                let full = inner.sockets.locked().live.len()
-                    + inner.handshakes.load(Ordering::Relaxed)
-                    >= inner.max_connections;
+                let open =
+                    inner.sockets.locked().live.len() + inner.handshakes.load(Ordering::Relaxed);
+                let full = open >= inner.max_connections;
                 if full {
+                    let peer = match accepted {
+                        Accepted::Ready { peer, .. } | Accepted::Handshake { peer, .. } => peer,
+                    };
+                    let reason = format!(
+                        "the server has {} connections, its limit (max_connections)",
+                        inner.max_connections
+                    );
                     tracing::warn!(%peer, limit = inner.max_connections, "nmsg server refused a connection: at its limit");
                     metrics::counter!(crate::observe::CONNECTIONS_REFUSED).increment(1);
-                    drop(stream);
-                    emit(ServerEvent::Refused { peer });
+                    emit(ServerEvent::Refused { peer, reason });
                     continue;
                 }
-                if inner.sessions.is_some() || inner.auth.is_some() {
-                    inner.handshakes.fetch_add(1, Ordering::Relaxed);
-                    tokio::spawn(handshake(inner.shared().clone(), stream, peer));
-                } else {
-                    accept(inner.shared(), stream, peer, None, None);
+                match accepted {
+                    Accepted::Ready {
+                        stream,
+                        peer,
+                        identity,
+                    } => admit(inner.shared(), stream, peer, identity),
+                    Accepted::Handshake { peer, handshake } => {
+                        inner.handshakes.fetch_add(1, Ordering::Relaxed);
+                        tokio::spawn(handshake_then_admit(
+                            inner.shared().clone(),
+                            peer,
+                            handshake,
+                        ));
+                    }
                 }
             }
             Err(error) => {
@@ -921,7 +1004,12 @@ impl BadRequestOwner for ServerInner {
 /// session hands the stream to its socket. With authentication, the hello
 /// must come within the auth timeout with credentials the authenticator
 /// accepts; anything else is refused.
-async fn handshake(inner: Arc<ServerInner>, stream: BoxStream, peer: Address) {
+async fn handshake(
+    inner: Arc<ServerInner>,
+    stream: BoxStream,
+    peer: Address,
+    transport_identity: Option<Arc<PeerIdentity>>,
+) {
     /// The handshake ends (a socket counts from then on), however it ends.
     struct Counted<'a>(&'a ServerInner);
     impl Drop for Counted<'_> {
@@ -944,7 +1032,7 @@ async fn handshake(inner: Arc<ServerInner>, stream: BoxStream, peer: Address) {
     let (s, n, plain, mut stream, identity) = match (first, &inner.auth) {
         (First::Gone, None) => return,
         (First::Plain(stream) | First::Silent(stream), None) => {
-            return accept(&inner, stream, peer, None, None)
+            return accept(&inner, stream, peer, None, None, transport_identity)
         }
         (First::Gone, Some(_)) => {
             return refuse_auth(&inner, peer, "the connection ended before its hello".into())
@@ -1006,7 +1094,7 @@ async fn handshake(inner: Arc<ServerInner>, stream: BoxStream, peer: Address) {
             .is_ok()
             && !inner.life.is_raised(crate::lifecycle::STOP)
         {
-            accept(&inner, stream, peer, None, identity);
+            accept(&inner, stream, peer, None, identity, transport_identity);
         }
         return;
     };
@@ -1025,7 +1113,7 @@ async fn handshake(inner: Arc<ServerInner>, stream: BoxStream, peer: Address) {
         }
         expired = true;
     }
-    accept(&inner, stream, peer, Some(expired), identity);
+    accept(&inner, stream, peer, Some(expired), identity, transport_identity);
 }
 
 /// A connection refused by a server that authenticates: reported and logged.
@@ -1036,19 +1124,82 @@ fn refuse_auth(inner: &ServerInner, peer: Address, reason: String) {
         .send(ServerEvent::AuthRejected { peer, reason });
 }
 
+/// Runs the handshake of an accepted stream (on a task of its own: a slow
+/// peer holds up no other), then serves it; a failed handshake is reported.
+async fn handshake_then_admit(
+    inner: Arc<ServerInner>,
+    peer: Address,
+    handshake: BoxFuture<'static, std::io::Result<(BoxStream, Option<PeerIdentity>)>>,
+) {
+    // Not `life.unless_stopped`: the stop request wakes one task, the
+    // server's. A handshake that ends after the stop is not served
+    // (`accept`); one in flight then ends within its own bound.
+    let done = handshake.await;
+    inner.handshakes.fetch_sub(1, Ordering::Relaxed);
+    match done {
+        Ok((stream, identity)) => admit(&inner, stream, peer, identity),
+        Err(error) => {
+            tracing::warn!(%peer, %error, "nmsg server: a connection's handshake failed");
+            inner.events.send(ServerEvent::HandshakeFailed {
+                peer,
+                error: error.to_string(),
+            });
+        }
+    }
+}
+
+/// Serves an accepted stream whose peer the server allows; refuses it
+/// otherwise (closes it, and reports why).
+fn admit(
+    inner: &Arc<ServerInner>,
+    stream: BoxStream,
+    peer: Address,
+    identity: Option<PeerIdentity>,
+) {
+    if let Some(allowed) = &inner.allowed_uids {
+        let uid = identity.as_ref().and_then(|i| i.unix()).map(|c| c.uid);
+        let refused = match uid {
+            Some(uid) if allowed.contains(&uid) => None,
+            Some(uid) => Some(format!(
+                "the peer's uid {uid} is not one of the allowed uids {allowed:?} (allow_uids)"
+            )),
+            None => Some(format!(
+                "the peer has no Unix credentials, and only uids {allowed:?} are allowed \
+                 (allow_uids applies to Unix socket servers)"
+            )),
+        };
+        if let Some(reason) = refused {
+            tracing::warn!(%peer, %reason, "nmsg server refused a connection");
+            metrics::counter!(crate::observe::CONNECTIONS_REFUSED).increment(1);
+            drop(stream);
+            inner.events.send(ServerEvent::Refused { peer, reason });
+            return;
+        }
+    }
+    let identity = identity.map(Arc::new);
+    if inner.sessions.is_some() || inner.auth.is_some() {
+        inner.handshakes.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(handshake(inner.clone(), stream, peer, identity));
+    } else {
+        accept(inner, stream, peer, None, None, identity);
+    }
+}
+
 /// Makes the socket of an accepted connection; `session`: a session socket,
 /// for a client that asked to resume a session this server does not have
-/// (`Some(true)`) or not.
+/// (`Some(true)`) or not; `auth`: who the peer authenticated as; `identity`:
+/// what the transport verified about it.
 fn accept(
     inner: &Arc<ServerInner>,
-    stream: crate::transport::BoxStream,
+    stream: BoxStream,
     peer: Address,
     session: Option<bool>,
     auth: Option<Arc<AuthIdentity>>,
+    identity: Option<Arc<PeerIdentity>>,
 ) {
     let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
     let router = inner.router.build_with(&inner.routes);
-    router.name_peer(&peer);
+    router.set_peer(&peer, identity.clone());
     tracing::debug!(%peer, socket = id, "nmsg server accepted a connection");
     metrics::gauge!(crate::observe::CONNECTIONS).increment(1.0);
     if auth.is_some() {
@@ -1096,10 +1247,21 @@ fn accept(
         id,
         peer: peer.clone(),
         auth,
+        identity,
         conn: conn.clone(),
     };
     let hook = {
         let mut sockets = inner.sockets.locked();
+        // After a handshake, on a task of its own, the server may be
+        // stopping: its end closes the sockets it finds under this lock,
+        // after the stop request, so one that comes later is not served.
+        if inner.life.is_raised(crate::lifecycle::STOP) {
+            drop(sockets);
+            // Aborted before it started: its `on_close` does not run.
+            conn.abort();
+            metrics::gauge!(crate::observe::CONNECTIONS).decrement(1.0);
+            return;
+        }
         sockets.live.insert(id, socket.clone());
         sockets.hook.clone()
     };

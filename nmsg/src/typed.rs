@@ -127,6 +127,13 @@ impl Peer {
         self.router.auth_identity()
     }
 
+    /// What the transport verified about the peer: the certificate of a
+    /// mutual TLS client, the credentials of a Unix socket's peer process
+    /// (see [`Router::peer_identity`]).
+    pub fn identity(&self) -> Option<std::sync::Arc<crate::transport::PeerIdentity>> {
+        self.router.peer_identity()
+    }
+
     /// The router, by value.
     pub fn into_router(self) -> Router {
         self.router

@@ -9,6 +9,10 @@
 //   node conformance.js connect --addr HOST:PORT [--codec msgpack|json] [--buffered]
 //                               [--library NAME] [--dialect later|nmsg-tcp|2016] [--peer-echoes]
 //
+// Over TLS (Node's `tls` module), as the Rust peer: serve --tls-cert PEM --tls-key PEM
+// (the server's certificate chain and key); connect --tls-ca PEM [--server-name NAME]
+// (the CA that signed the server's certificate; the name it must hold, default localhost).
+//
 // --library: the MsgPack library that writes: @msgpack/msgpack (default),
 //            msgpack-lite-0.1 (0.1.17) or msgpack-lite-0.2 (0.2.2), which write
 //            numbers as the original did (float64 beyond 32-bit integers).
@@ -40,7 +44,9 @@
 //   REPORT protocol_errors=0 stray=0 duplicates=0 handler_failures=0 unhandled=0 bulks=N bulk_frames=M
 //          map_bulks=K echoed=E sent_events=S sent_responses=R [unclosed=0]
 
+const fs = require('node:fs');
 const net = require('node:net');
+const tls = require('node:tls');
 const util = require('node:util');
 const { Peer, createCodec, createTally, formatReport, DIALECTS, LIBRARIES } = require('./nmsg');
 const { SessionClient, SessionServer, sessionReport, admit, authHello, welcomePlain } = require('./session');
@@ -55,7 +61,8 @@ const CLOSE_TIMEOUT_MS = 10000; // serve: how long the open connections may take
 const USAGE = 'usage: node conformance.js serve|connect --addr HOST:PORT [--codec msgpack|json] [--buffered] [--until-eof]\n'
   + `       [--library ${LIBRARIES.join('|')}] [--dialect later|nmsg-tcp|2016] [--echo-bug] [--peer-echoes]\n`
   + '       [--session [--heartbeat-interval MS] [--heartbeat-timeout MS] [--window MS]] [--token TOKEN]\n'
-  + '       [--events N] [--requests N] [--big N] (connect: the load scenarios)';
+  + '       [--events N] [--requests N] [--big N] (connect: the load scenarios)\n'
+  + '       [--tls-cert PEM --tls-key PEM] [--tls-ca PEM [--server-name NAME]]';
 
 function usageError(msg) {
   process.stderr.write(`${msg}\n${USAGE}\n`);
@@ -78,6 +85,10 @@ function parseArgs(argv) {
     events: 0,
     requests: 0,
     big: 0,
+    tlsCert: undefined,
+    tlsKey: undefined,
+    tlsCa: undefined,
+    serverName: undefined,
   };
   if (opts.mode !== 'serve' && opts.mode !== 'connect') usageError(`unknown mode ${JSON.stringify(opts.mode)}`);
   for (let k = 1; k < argv.length; k++) {
@@ -104,6 +115,10 @@ function parseArgs(argv) {
     else if (flag === '--events') opts.events = count(flag, value());
     else if (flag === '--requests') opts.requests = count(flag, value());
     else if (flag === '--big') opts.big = count(flag, value());
+    else if (flag === '--tls-cert') opts.tlsCert = value();
+    else if (flag === '--tls-key') opts.tlsKey = value();
+    else if (flag === '--tls-ca') opts.tlsCa = value();
+    else if (flag === '--server-name') opts.serverName = value();
     else if (flag === '--help' || flag === '-h') {
       process.stdout.write(`${USAGE}\n`);
       process.exit(0);
@@ -118,6 +133,9 @@ function parseArgs(argv) {
   if (opts.session && opts.echoBug) usageError('--session and --echo-bug do not go together');
   if (Object.keys(opts.sessionOptions).length > 0 && !opts.session) usageError('the heartbeat and window options need --session');
   if ((opts.events || opts.requests || opts.big) && opts.mode !== 'connect') usageError('--events, --requests and --big: connect only');
+  if ((opts.tlsCert === undefined) !== (opts.tlsKey === undefined)) usageError('--tls-cert and --tls-key go together');
+  if (opts.serverName !== undefined && opts.tlsCa === undefined) usageError('--server-name needs --tls-ca');
+  if (opts.session && (opts.tlsCert !== undefined || opts.tlsCa !== undefined)) usageError('--session does not go with TLS in this peer');
   const { host, port } = parseAddr(opts.addr);
   return { ...opts, host, port };
 }
@@ -317,7 +335,7 @@ function serve(opts) {
       token: opts.token,
     })
     : null;
-  const server = net.createServer((socket) => {
+  const onSocket = (socket) => {
     const label = `conn#${++connections} ${socket.remoteAddress}:${socket.remotePort}`;
     socket.setNoDelay(true);
     log(`${label}: connected`);
@@ -353,7 +371,12 @@ function serve(opts) {
       return;
     }
     served(makePeer(socket, label));
-  });
+  };
+  // Over TLS, a connection is served once its handshake is done ('secureConnection').
+  const server = opts.tlsCert !== undefined
+    ? tls.createServer({ cert: fs.readFileSync(opts.tlsCert), key: fs.readFileSync(opts.tlsKey) }, onSocket)
+    : net.createServer(onSocket);
+  server.on('tlsClientError', (err) => log(`TLS handshake failed: ${err.message}`));
   server.on('error', (err) => {
     log(`server error: ${err.message}`);
     process.exit(1);
@@ -729,14 +752,15 @@ function loadScenarios(opts) {
   return list;
 }
 
-/** Connects, retrying with a doubling delay (1 s, 2 s, 4 s) before giving up. */
-async function connectWithRetry(host, port, attempts = 4) {
+/** Connects, retrying with a doubling delay (1 s, 2 s, 4 s) before giving up.
+ *  With `secure` (tls.connect's options), over TLS: connected once the handshake is done. */
+async function connectWithRetry(host, port, secure, attempts = 4) {
   let delay = 1000;
   for (let attempt = 1; ; attempt++) {
     try {
       return await new Promise((resolve, reject) => {
-        const socket = net.connect({ host, port });
-        socket.once('connect', () => {
+        const socket = secure ? tls.connect({ host, port, ...secure }) : net.connect({ host, port });
+        socket.once(secure ? 'secureConnect' : 'connect', () => {
           socket.removeListener('error', reject);
           resolve(socket);
         });
@@ -810,7 +834,9 @@ async function connect(opts) {
   let reader = null;
   if (!opts.session) {
     try {
-      socket = await connectWithRetry(opts.host, opts.port);
+      const secure = opts.tlsCa === undefined ? undefined
+        : { ca: fs.readFileSync(opts.tlsCa), servername: opts.serverName || 'localhost' };
+      socket = await connectWithRetry(opts.host, opts.port, secure);
       if (opts.token !== undefined) {
         const codec = createCodec(opts.codec, { library: opts.library, bulkForm: DIALECTS[opts.dialect].bulkForm });
         socket.on('error', () => {});

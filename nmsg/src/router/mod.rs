@@ -87,6 +87,8 @@ struct PeerInfo {
     /// The peer's address, for spans: kept only while debug tracing is on
     /// ([`Router::name_peer`]).
     address: Option<Address>,
+    /// What the transport verified about the peer ([`Router::peer_identity`]).
+    identity: Option<Arc<crate::transport::PeerIdentity>>,
     /// Who the peer authenticated as ([`Router::auth_identity`]).
     auth: Option<Arc<crate::AuthIdentity>>,
 }
@@ -343,6 +345,22 @@ impl Router {
         }
     }
 
+    /// Names the peer as [`Router::name_peer`] does, with what its
+    /// transport verified about it (a server's socket).
+    pub(crate) fn set_peer(
+        &self,
+        peer: &Address,
+        identity: Option<Arc<crate::transport::PeerIdentity>>,
+    ) {
+        let address = tracing::enabled!(tracing::Level::DEBUG).then(|| peer.clone());
+        if address.is_some() || identity.is_some() {
+            self.update_peer(|info| {
+                info.address = address.clone();
+                info.identity = identity.clone();
+            });
+        }
+    }
+
     /// The peer's address, if set: for span fields, read only when a span
     /// is enabled.
     pub(crate) fn peer(&self) -> Option<tracing::field::DisplayValue<Address>> {
@@ -379,6 +397,14 @@ impl Router {
     /// Tells `sink` of the requests a typed handler refuses on this router.
     pub(crate) fn set_owner(&self, sink: Arc<BadRequestSink>) {
         self.inner.owner.store(Some(sink));
+    }
+
+    /// What the transport verified about the peer of this router's
+    /// connection: the certificate of a mutual TLS client, the credentials
+    /// of a Unix socket's peer process. Set on a server's sockets; `None` on
+    /// other routers, and for peers the transport knows nothing of.
+    pub fn peer_identity(&self) -> Option<Arc<crate::transport::PeerIdentity>> {
+        self.inner.peer.load().as_ref()?.identity.clone()
     }
 
     /// How many events arrived with no handler for them (no handler of the

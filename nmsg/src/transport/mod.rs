@@ -50,12 +50,17 @@ use options::{Budget, Settings};
 pub mod memory;
 mod net;
 mod options;
+mod peer;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use crate::router::Link;
 pub use net::{
-    Acceptor, Address, Binder, BoxFuture, BoxStream, Connector, Keepalive, Stream, Tcp, Unix,
+    Accepted, Acceptor, Address, Binder, BoxFuture, BoxStream, Connector, Keepalive, Stream, Tcp,
+    Unix,
 };
 pub use options::{ConnectionOptions, DEFAULT_PARTIAL_MESSAGE_TIMEOUT};
+pub use peer::{PeerCertificate, PeerIdentity, SubjectAltName, UnixCredentials};
 
 /// Why a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -920,6 +925,15 @@ where
                             // Written: let go of the buffer it came in.
                             self.out = Bytes::new();
                             self.written = 0;
+                            // A stream that buffers what it is given (TLS
+                            // keeps records it could not write yet) sends it
+                            // only when written to or flushed: flush, since
+                            // nothing more comes now. Pending registers for
+                            // room to write. A no-op on a socket.
+                            if let Poll::Ready(Err(e)) = Pin::new(&mut reader.stream).poll_flush(cx)
+                            {
+                                return Poll::Ready(CloseReason::io(&e));
+                            }
                             break;
                         }
                     }

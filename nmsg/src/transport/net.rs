@@ -9,6 +9,8 @@ use std::pin::Pin;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::peer::PeerIdentity;
+
 /// A byte stream a connection runs over.
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
@@ -63,10 +65,61 @@ pub trait Binder: Send + Sync + 'static {
 pub trait Acceptor: Send + 'static {
     /// Accepts the next stream, with the peer's address.
     fn accept(&mut self) -> BoxFuture<'_, io::Result<(BoxStream, Address)>>;
+    /// Accepts the next stream, with what the transport knows of the peer,
+    /// or with the handshake that must come first (TLS). A server calls
+    /// this one. Default: [`Acceptor::accept`], with no identity.
+    fn accept_peer(&mut self) -> BoxFuture<'_, io::Result<Accepted>> {
+        Box::pin(async move {
+            let (stream, peer) = self.accept().await?;
+            Ok(Accepted::Ready {
+                stream,
+                peer,
+                identity: None,
+            })
+        })
+    }
     /// The address it is bound to (with the real port when bound to port 0).
     fn local_addr(&self) -> Address;
     /// Called once when the server stops (a Unix listener removes its socket file).
     fn close(&mut self) {}
+}
+
+/// A stream an [`Acceptor`] accepted, before it is served.
+#[non_exhaustive]
+pub enum Accepted {
+    /// Ready to serve.
+    Ready {
+        /// The stream.
+        stream: BoxStream,
+        /// The peer's address.
+        peer: Address,
+        /// What the transport verified about the peer, if anything.
+        identity: Option<PeerIdentity>,
+    },
+    /// Ready once `handshake` is done (TLS). A server runs it on a task of
+    /// its own, so that a slow peer holds up no other; it bounds its own
+    /// time. It gives the stream to serve and the peer's identity.
+    Handshake {
+        /// The peer's address.
+        peer: Address,
+        /// The handshake.
+        handshake: BoxFuture<'static, io::Result<(BoxStream, Option<PeerIdentity>)>>,
+    },
+}
+
+impl fmt::Debug for Accepted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Accepted::Ready { peer, identity, .. } => f
+                .debug_struct("Ready")
+                .field("peer", peer)
+                .field("identity", identity)
+                .finish(),
+            Accepted::Handshake { peer, .. } => {
+                f.debug_struct("Handshake").field("peer", peer).finish()
+            }
+        }
+    }
 }
 
 /// TCP: connects to or binds a `host:port` address. Sets `TCP_NODELAY` on
@@ -336,6 +389,24 @@ impl Acceptor for UnixAcceptor {
                 Box::new(stream) as BoxStream,
                 Address::Unix(self.path.clone()),
             ))
+        })
+    }
+
+    /// With the peer process's credentials ([`PeerIdentity::Unix`]).
+    fn accept_peer(&mut self) -> BoxFuture<'_, io::Result<Accepted>> {
+        Box::pin(async move {
+            let (stream, _) = self.listener.accept().await?;
+            let cred = stream.peer_cred()?;
+            let identity = PeerIdentity::Unix(super::peer::UnixCredentials {
+                uid: cred.uid(),
+                gid: cred.gid(),
+                pid: cred.pid(),
+            });
+            Ok(Accepted::Ready {
+                stream: Box::new(stream) as BoxStream,
+                peer: Address::Unix(self.path.clone()),
+                identity: Some(identity),
+            })
         })
     }
 
