@@ -203,7 +203,8 @@ async fn a_mutual_tls_client_certificate_reaches_socket_router_and_typed_peer() 
     assert_eq!(dns, ["alice.example"]);
 
     let socket = &server.sockets()[0];
-    let cert = socket.identity().and_then(|i| i.certificate()).unwrap();
+    let identity = socket.identity().unwrap();
+    let cert = identity.certificate().unwrap();
     assert_eq!(cert.der, alice.cert.as_ref());
     assert_eq!(
         cert.subject_alt_names,
@@ -260,7 +261,8 @@ async fn optional_mutual_tls_serves_clients_with_and_without_a_certificate() {
     .start();
     assert_eq!(echo(&named).await.unwrap(), "hi");
     let sockets = server.sockets();
-    let cert = sockets[0].identity().and_then(|i| i.certificate()).unwrap();
+    let identity = sockets[0].identity().unwrap();
+    let cert = identity.certificate().unwrap();
     assert_eq!(cert.common_name.as_deref(), Some("bob.example"));
     named.stop().await;
     server.stop().await;

@@ -52,7 +52,7 @@ async fn a_unix_socket_gives_handlers_the_peer_process_uid_gid_and_pid() {
     let me = me();
     assert_eq!(cred, Some((me.uid, me.gid, me.pid)));
     assert_eq!(
-        server.sockets()[0].identity(),
+        server.sockets()[0].identity().as_deref(),
         Some(&PeerIdentity::Unix(me))
     );
     client.stop().await;

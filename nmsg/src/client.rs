@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -309,7 +308,7 @@ impl ClientBuilder {
     pub fn start(self) -> Client {
         let inner = Arc::new(ClientInner::new(self));
         let me = Arc::downgrade(&inner);
-        if inner.session.is_some() {
+        if let Some(session) = inner.session() {
             let me = me.clone();
             let notify: crate::session::Notify = Arc::new(move |notice| {
                 if let Some(inner) = me.upgrade() {
@@ -317,7 +316,7 @@ impl ClientBuilder {
                 }
             });
             // Set before the task starts: no connection reads it before.
-            inner.notify.set(notify).ok();
+            session.notify.set(notify).ok();
         }
         let me: std::sync::Weak<dyn BadRequestOwner> = me as _;
         inner.router.set_owner(Arc::new(BadRequestSink(me)));
@@ -347,14 +346,17 @@ struct ClientInner {
     /// The status, stopped by [`Client::stop`].
     life: Lifecycle<ClientStatus>,
     events: Events<ClientEvent>,
-    /// Set at the first connection: the next ones are reconnections.
-    connected_before: AtomicBool,
-    /// Where sessions' notices go (set at the start).
-    notify: std::sync::OnceLock<crate::session::Notify>,
+    /// Sessions and authentication, in one box made for a client with
+    /// either (a plain client keeps one word for them).
+    extensions: Option<Box<Extensions>>,
+}
+
+/// What a client with sessions or authentication has.
+struct Extensions {
     /// Sessions' options and state, for a client with sessions.
-    session: Option<Box<ClientSession>>,
+    session: Option<ClientSession>,
     /// A client that authenticates.
-    auth: Option<Box<ClientAuth>>,
+    auth: Option<ClientAuth>,
 }
 
 /// A client's authentication: where its credentials come from, and the
@@ -392,7 +394,7 @@ impl ClientAuth {
         let k = (self.credentials)()
             .await
             .map_err(|e| HelloFailed::Other(format!("the credentials closure failed: {e}")))?;
-        if inner.session.is_some() {
+        if inner.session().is_some() {
             *self.for_session.locked() = Some(k);
             return Ok(stream);
         }
@@ -412,34 +414,44 @@ impl ClientAuth {
 struct ClientSession {
     options: Arc<SessionOptions>,
     state: std::sync::Mutex<Option<Box<State>>>,
+    /// Where sessions' notices go (set at the start).
+    notify: std::sync::OnceLock<crate::session::Notify>,
 }
 
 impl ClientInner {
+    /// The client's sessions, if it has them.
+    fn session(&self) -> Option<&ClientSession> {
+        self.extensions.as_ref()?.session.as_ref()
+    }
+
+    /// The client's authentication, if it authenticates.
+    fn auth(&self) -> Option<&ClientAuth> {
+        self.extensions.as_ref()?.auth.as_ref()
+    }
+
     fn new(builder: ClientBuilder) -> Self {
         let router = builder.router.build();
         router.keep_losses();
+        let auth = builder.credentials.map(|credentials| ClientAuth {
+            credentials,
+            timeout: builder.auth_timeout,
+            for_session: std::sync::Mutex::new(None),
+        });
+        let session = builder.session.map(|options| ClientSession {
+            options: Arc::new(options),
+            state: std::sync::Mutex::new(None),
+            notify: std::sync::OnceLock::new(),
+        });
+        let extensions =
+            (auth.is_some() || session.is_some()).then(|| Box::new(Extensions { session, auth }));
         ClientInner {
-            auth: builder.credentials.map(|credentials| {
-                Box::new(ClientAuth {
-                    credentials,
-                    timeout: builder.auth_timeout,
-                    for_session: std::sync::Mutex::new(None),
-                })
-            }),
-            session: builder.session.map(|options| {
-                Box::new(ClientSession {
-                    options: Arc::new(options),
-                    state: std::sync::Mutex::new(None),
-                })
-            }),
+            extensions,
             router,
             connection: builder.connection,
             connector: builder.connector,
             backoff: builder.backoff,
             life: Lifecycle::new(ClientStatus::Connecting),
             events: Events::new(EVENT_CAPACITY),
-            connected_before: AtomicBool::new(false),
-            notify: std::sync::OnceLock::new(),
         }
     }
 
@@ -621,21 +633,24 @@ impl Client {
 async fn run(task: Ending<ClientInner, ClientStatus>) {
     let inner = &*task;
     let mut failures: u32 = 0;
+    // Connected before: the next connections are reconnections.
+    let mut reconnect = false;
     loop {
         // The task's future is as large as its largest state: the connection
         // is awaited in place (through `&mut`), and nothing else that is large
         // is held across that await.
         // A client that authenticates connects, then says hello: one boxed
         // future as the connector's, so that the task's future is as small.
-        let connect: crate::transport::BoxFuture<'_, _> = match &inner.auth {
+        let connect: crate::transport::BoxFuture<'_, _> = match inner.auth() {
             None => inner.connector.connect(),
             Some(auth) => Box::pin(auth.connect(inner)),
         };
         let mut connection = match inner.life.unless_stopped(connect).await {
             None => break,
             Some(Ok((stream, address))) => {
-                let k = inner.auth.as_ref().and_then(|a| a.session_credentials());
-                connected(inner, &address);
+                let k = inner.auth().and_then(|a| a.session_credentials());
+                connected(inner, &address, reconnect);
+                reconnect = true;
                 inner.life.set(ClientStatus::Connected);
                 inner.events.send(ClientEvent::Connected { address });
                 // The connection runs on this task: a client holds one task, not two.
@@ -672,7 +687,7 @@ async fn run(task: Ending<ClientInner, ClientStatus>) {
                 // A session's handshake that completed does too: a link that
                 // flaps costs a reconnection per break, not a backoff.
                 if connected.driver.handshake_completed()
-                    || (inner.session.is_none()
+                    || (inner.session().is_none()
                         && connected.since.elapsed() >= inner.backoff.initial)
                 {
                     failures = 0;
@@ -707,8 +722,7 @@ async fn run(task: Ending<ClientInner, ClientStatus>) {
 /// A connection is up: the lifecycle event, the reconnection counted, the
 /// peer named for spans. (Functions of their own, not lines of [`run`]: their
 /// temporaries would grow its future.)
-fn connected(inner: &ClientInner, address: &Address) {
-    let reconnect = inner.connected_before.swap(true, Ordering::Relaxed);
+fn connected(inner: &ClientInner, address: &Address, reconnect: bool) {
     tracing::debug!(peer = %address, reconnect, "nmsg client connected");
     if reconnect {
         metrics::counter!(crate::observe::RECONNECTS).increment(1);
@@ -749,7 +763,10 @@ impl<'a> Connected<'a> {
     /// `k`: the credentials for the session's hello.
     fn new(inner: &'a ClientInner, stream: BoxStream, k: Option<crate::Value>) -> Self {
         let mut driver = Driver::new(stream, inner.router.link(), inner.connection.clone());
-        if let (Some(session), Some(notify)) = (&inner.session, inner.notify.get()) {
+        if let Some((session, notify)) = inner
+            .session()
+            .and_then(|session| Some((session, session.notify.get()?)))
+        {
             let state = session.state.locked().take();
             let codec = inner.router.codec_ref().name();
             driver.set_session(Session::client(
@@ -772,7 +789,7 @@ impl<'a> Connected<'a> {
 impl Drop for Connected<'_> {
     fn drop(&mut self) {
         // The session goes on to the next connection.
-        if let (Some(session), Some(state)) = (&self.inner.session, self.driver.take_session()) {
+        if let (Some(session), Some(state)) = (self.inner.session(), self.driver.take_session()) {
             *session.state.locked() = Some(state.into_state());
         }
     }
@@ -800,6 +817,16 @@ mod tests {
     /// bytes of its own, rounded up to a multiple of 128 on x86-64: a client's
     /// task future of at most 280 bytes takes 384, one byte more takes 512.
     /// Every client holds one (`idle10k` in BENCHMARKS.md).
+    /// A client's shared part is one `Arc` allocation of 16 bytes of counts
+    /// and `ClientInner`; glibc serves a request of n bytes from a chunk of
+    /// n + 8 rounded up to 16: up to 200 bytes of `ClientInner` take 224,
+    /// 201 to 216 take 240 (`idle10k`: every client has one).
+    #[test]
+    fn a_client_stays_small() {
+        let size = std::mem::size_of::<ClientInner>();
+        assert!(size <= 200, "a client takes {size} bytes");
+    }
+
     #[test]
     fn the_task_of_a_client_stays_small() {
         let inner = Arc::new(ClientInner::new(Client::tcp("127.0.0.1:1")));

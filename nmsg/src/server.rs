@@ -532,8 +532,6 @@ impl AsRef<Lifecycle<ServerStatus>> for ServerInner {
 pub struct Socket {
     id: u64,
     peer: Address,
-    auth: Option<Arc<AuthIdentity>>,
-    identity: Option<Arc<PeerIdentity>>,
     conn: Arc<Connection>,
 }
 
@@ -542,7 +540,7 @@ impl std::fmt::Debug for Socket {
         f.debug_struct("Socket")
             .field("id", &self.id)
             .field("peer", &self.peer)
-            .field("identity", &self.identity)
+            .field("identity", &self.identity())
             .finish()
     }
 }
@@ -562,8 +560,8 @@ impl Socket {
     /// attached ([`ServerBuilder::authenticate`]). Handlers read the same
     /// through [`Router::auth_identity`] and
     /// [`Peer::auth_identity`](crate::Peer::auth_identity).
-    pub fn auth_identity(&self) -> Option<&AuthIdentity> {
-        self.auth.as_deref()
+    pub fn auth_identity(&self) -> Option<Arc<AuthIdentity>> {
+        self.router().auth_identity()
     }
 
     /// What the transport verified about the peer: the certificate of a
@@ -571,8 +569,8 @@ impl Socket {
     /// a Unix socket's peer process ([`PeerIdentity::Unix`]). Handlers read
     /// the same through [`Router::peer_identity`] and
     /// [`Peer::identity`](crate::Peer::identity).
-    pub fn identity(&self) -> Option<&PeerIdentity> {
-        self.identity.as_deref()
+    pub fn identity(&self) -> Option<Arc<PeerIdentity>> {
+        self.router().peer_identity()
     }
 
     /// The socket's router: `emit` to this peer, `on` for this peer only.
@@ -1113,7 +1111,14 @@ async fn handshake(
         }
         expired = true;
     }
-    accept(&inner, stream, peer, Some(expired), identity, transport_identity);
+    accept(
+        &inner,
+        stream,
+        peer,
+        Some(expired),
+        identity,
+        transport_identity,
+    );
 }
 
 /// A connection refused by a server that authenticates: reported and logged.
@@ -1246,8 +1251,6 @@ fn accept(
     let socket = Socket {
         id,
         peer: peer.clone(),
-        auth,
-        identity,
         conn: conn.clone(),
     };
     let hook = {
