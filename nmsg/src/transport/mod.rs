@@ -470,6 +470,27 @@ where
             if let Some(message) = self.codec.decode(&mut self.input)? {
                 return Poll::Ready(Ok(Some(message)));
             }
+            if self.input.capacity() == 0 {
+                // No read buffer (a new or idle connection): the first bytes
+                // are read on the stack, and the buffer is taken only once
+                // some arrive, so that a connection that waits holds none
+                // and a wake-up with nothing to read allocates nothing.
+                let mut first = [std::mem::MaybeUninit::<u8>::uninit(); FIRST_READ];
+                let mut first = tokio::io::ReadBuf::uninit(&mut first);
+                match std::task::ready!(Pin::new(&mut self.stream).poll_read(cx, &mut first)) {
+                    Ok(()) if first.filled().is_empty() => {
+                        return Poll::Ready(self.codec.decode_eof(&mut self.input))
+                    }
+                    Ok(()) => {
+                        *arrived = true;
+                        self.input.reserve(READ_BUFFER);
+                        self.input.extend_from_slice(first.filled());
+                        timers.input_held(self.input.capacity());
+                        continue;
+                    }
+                    Err(e) => return Poll::Ready(Err(FramingError::Io(e))),
+                }
+            }
             let missing = self.codec.missing(&self.input);
             match room(&self.input, missing) {
                 Room::Enough => {}
@@ -1287,6 +1308,10 @@ const DISCARD_READS: usize = 16;
 
 /// The read buffer a connection takes when bytes arrive (and gives back when idle).
 const READ_BUFFER: usize = 8 * 1024;
+
+/// The most a connection without a read buffer reads on the stack before it
+/// takes one ([`READ_BUFFER`]).
+const FIRST_READ: usize = 2048;
 
 /// Below this much free room a read buffer is grown before the next read.
 const MIN_ROOM: usize = 1024;
