@@ -129,10 +129,11 @@ impl SessionOptions {
         self
     }
 
-    /// Received messages are acknowledged on the next message written, or
-    /// alone this long after the first one not acknowledged arrived (default
-    /// [`DEFAULT_ACK_DELAY`], 100 ms), so that an idle connection still
-    /// acknowledges.
+    /// Received messages are acknowledged after the next data written once
+    /// an eighth of [`ack_count`](Self::ack_count) of them are not
+    /// acknowledged (32 by default), or alone this long after the first one
+    /// not acknowledged arrived (default [`DEFAULT_ACK_DELAY`], 100 ms), so
+    /// that an idle connection still acknowledges.
     pub fn ack_delay(mut self, delay: Duration) -> Self {
         self.ack_delay = delay;
         self
