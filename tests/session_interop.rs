@@ -797,3 +797,201 @@ fn a_rust_session_client_of_the_plain_js_server_says_the_server_does_not_support
         client.stop().await;
     });
 }
+
+// ---------------------------------------------------------------------------
+// a stale connection's hello, by hand
+// ---------------------------------------------------------------------------
+
+/// A hand-written session client over TCP (MessagePack, blocking, each
+/// read bounded).
+mod raw {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::time::Duration;
+
+    use rmpv::Value;
+
+    pub fn connect(addr: SocketAddr) -> TcpStream {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+    }
+
+    pub fn write(stream: &mut TcpStream, pairs: &[(&str, Value)]) {
+        let map = Value::Map(
+            pairs
+                .iter()
+                .map(|(k, v)| (Value::from(*k), v.clone()))
+                .collect(),
+        );
+        let mut payload = Vec::new();
+        rmpv::encode::write_value(&mut payload, &map).unwrap();
+        let mut out = (payload.len() as u32).to_be_bytes().to_vec();
+        out.extend(payload);
+        stream.write_all(&out).unwrap();
+    }
+
+    /// The next message; `Err` when the stream ended (or failed, or
+    /// nothing came within the bound: `TimedOut`/`WouldBlock`).
+    pub fn read(stream: &mut TcpStream) -> std::io::Result<Value> {
+        let mut prefix = [0u8; 4];
+        stream.read_exact(&mut prefix)?;
+        let mut payload = vec![0u8; u32::from_be_bytes(prefix) as usize];
+        stream.read_exact(&mut payload)?;
+        Ok(rmpv::decode::read_value(&mut &payload[..]).unwrap())
+    }
+
+    pub fn get<'v>(map: &'v Value, key: &str) -> Option<&'v Value> {
+        map.as_map()?
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .map(|(_, v)| v)
+    }
+
+    pub fn kind(map: &Value) -> Option<&str> {
+        get(map, "x").and_then(Value::as_str)
+    }
+
+    pub fn hello(stream: &mut TcpStream, s: Option<&str>, n: u64) {
+        let mut pairs = vec![("x", Value::from("hello")), ("v", Value::from(1))];
+        if let Some(s) = s {
+            pairs.push(("s", Value::from(s)));
+            pairs.push(("n", Value::from(n)));
+        }
+        write(stream, &pairs);
+    }
+
+    /// The `echo` request numbered `i`, with its callback.
+    pub fn echo(stream: &mut TcpStream, i: u64) {
+        let pairs = [
+            ("i", Value::from(i)),
+            ("e", Value::from("echo")),
+            ("a", Value::Array(vec![Value::from("hi")])),
+            ("c", Value::Array(vec![Value::from(1)])),
+        ];
+        write(stream, &pairs);
+    }
+
+    /// Reads up to the next data message (a message without `x`), counting
+    /// it; extension frames on the way are skipped.
+    pub fn data(stream: &mut TcpStream, received: &mut u64) -> std::io::Result<Value> {
+        loop {
+            let message = read(stream)?;
+            if kind(&message).is_none() {
+                *received += 1;
+                return Ok(message);
+            }
+        }
+    }
+
+    /// Reads up to the next extension frame of kind `x`, counting the data
+    /// messages on the way.
+    pub fn until(stream: &mut TcpStream, x: &str, received: &mut u64) -> Value {
+        loop {
+            let message = read(stream).unwrap_or_else(|e| panic!("waiting for {x}: {e}"));
+            match kind(&message) {
+                Some(k) if k == x => return message,
+                Some(_) => {}
+                None => *received += 1,
+            }
+        }
+    }
+}
+
+/// A hello read after that of a newer connection of the same session (a
+/// server busy when the client's connection was cut before its welcome
+/// reads the hello the client wrote on it after the one it wrote on its next
+/// connection, which acknowledged more since): the stale connection is
+/// closed and the session goes on. Both servers ended the session (the
+/// Rust one: "the client asked to resume having received 0 messages,
+/// which does not fit what was written"; the JavaScript one expired it and
+/// welcomed the stale connection to a new session), so the client's next
+/// connection found it expired.
+fn a_stale_hello_does_not_end_the_session(server: Peer) {
+    use rmpv::Value;
+    let _serial = serial();
+    let label = format!("{server:?} server");
+    let (server_proc, addr) = start_server(&label, conformance(server, "serve", "127.0.0.1:0"));
+    let mut first = raw::connect(addr);
+    raw::hello(&mut first, None, 0);
+    let mut received = 0;
+    let welcome = raw::until(&mut first, "welcome", &mut received);
+    let s = raw::get(&welcome, "s")
+        .and_then(Value::as_str)
+        .unwrap()
+        .to_owned();
+    drop(first);
+
+    // The server reads a first message within its hello wait (1 s): this
+    // one comes after the next connection's.
+    let mut stale = raw::connect(addr);
+    let mut live = raw::connect(addr);
+    raw::hello(&mut live, Some(&s), received);
+    let welcome = raw::until(&mut live, "welcome", &mut received);
+    assert_eq!(
+        raw::get(&welcome, "z").and_then(Value::as_str),
+        Some("resumed"),
+        "{welcome}"
+    );
+    raw::echo(&mut live, 1);
+    let reply = raw::data(&mut live, &mut received).expect("the echo's reply");
+    assert_eq!(
+        raw::get(&reply, "r").and_then(Value::as_u64),
+        Some(1),
+        "{reply}"
+    );
+    raw::write(
+        &mut live,
+        &[("x", Value::from("ack")), ("n", Value::from(received))],
+    );
+    // Answered once the ack before it was read.
+    raw::write(
+        &mut live,
+        &[("x", Value::from("ping")), ("n", Value::from(received))],
+    );
+    raw::until(&mut live, "pong", &mut received);
+
+    raw::hello(&mut stale, Some(&s), 0);
+    // The server closes the stale connection, without a welcome.
+    match raw::read(&mut stale) {
+        Err(e)
+            if e.kind() != std::io::ErrorKind::WouldBlock
+                && e.kind() != std::io::ErrorKind::TimedOut => {}
+        Err(e) => panic!("{label} left the stale connection open: {e}"),
+        Ok(m) => panic!("{label} answered the stale connection: {m}"),
+    }
+    drop(stale);
+    raw::echo(&mut live, 2);
+    let reply = raw::data(&mut live, &mut received)
+        .unwrap_or_else(|e| panic!("{label} ended the live connection: {e}"));
+    assert_eq!(
+        raw::get(&reply, "r").and_then(Value::as_u64),
+        Some(2),
+        "{reply}"
+    );
+
+    // And the client's next connection resumes the session.
+    drop(live);
+    let mut next = raw::connect(addr);
+    raw::hello(&mut next, Some(&s), received);
+    let welcome = raw::until(&mut next, "welcome", &mut received);
+    assert_eq!(
+        raw::get(&welcome, "z").and_then(Value::as_str),
+        Some("resumed"),
+        "{welcome}"
+    );
+    drop(next);
+    finish_server(server_proc);
+}
+
+#[test]
+fn a_stale_hello_does_not_end_a_session_of_the_rust_server() {
+    a_stale_hello_does_not_end_the_session(Peer::Rust);
+}
+
+#[test]
+fn a_stale_hello_does_not_end_a_session_of_the_js_server() {
+    a_stale_hello_does_not_end_the_session(Peer::Js);
+}

@@ -60,6 +60,19 @@ struct Sockets {
 }
 
 impl Sockets {
+    /// The router of the socket of session `s` (once it has one).
+    async fn by_session(&self, s: &str) -> Router {
+        loop {
+            let socket = self.sessions.lock().unwrap().get(s).copied();
+            if let Some(socket) = socket {
+                if let Some(router) = self.routers.lock().unwrap().get(&socket) {
+                    return router.clone();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     /// The router of the socket of the client's session (once it has one).
     async fn of(&self, client: &Client, events: &mut broadcast::Receiver<ClientEvent>) -> Router {
         let session = loop {
@@ -823,6 +836,41 @@ mod fake {
             .map(|(_, v)| v)
     }
 
+    /// The next message, or `None` when the stream ended first.
+    pub async fn try_read(stream: &mut BoxStream) -> Option<Vec<u8>> {
+        let mut prefix = [0u8; 4];
+        stream.read_exact(&mut prefix).await.ok()?;
+        let mut payload = vec![0u8; u32::from_be_bytes(prefix) as usize];
+        stream.read_exact(&mut payload).await.ok()?;
+        Some(payload)
+    }
+
+    /// Writes an extension frame of kind `x` with these keys.
+    pub async fn ext(stream: &mut BoxStream, x: &str, keys: &[(&str, rmpv::Value)]) {
+        use rmpv::Value;
+        let mut map = vec![(Value::from("x"), Value::from(x))];
+        map.extend(keys.iter().map(|(k, v)| (Value::from(*k), v.clone())));
+        let mut payload = Vec::new();
+        rmpv::encode::write_value(&mut payload, &Value::Map(map)).unwrap();
+        let mut out = (payload.len() as u32).to_be_bytes().to_vec();
+        out.extend(payload);
+        stream.write_all(&out).await.unwrap();
+    }
+
+    /// A hello that resumes session `s` having received `n` messages.
+    pub async fn resume(stream: &mut BoxStream, s: &str, n: u64) {
+        let keys = [
+            ("v", rmpv::Value::from(1)),
+            ("s", rmpv::Value::from(s)),
+            ("n", rmpv::Value::from(n)),
+        ];
+        ext(stream, "hello", &keys).await;
+    }
+
+    pub fn str<'v>(map: &'v rmpv::Value, key: &str) -> Option<&'v str> {
+        get(map, key).and_then(|v| v.as_str())
+    }
+
     pub async fn welcome(stream: &mut BoxStream, s: &str, n: u64, z: &str) {
         use rmpv::Value;
         let map = Value::Map(vec![
@@ -960,5 +1008,67 @@ async fn an_expired_session_counts_what_the_client_never_acknowledged() {
     .await;
     assert_eq!(lost, 3);
     client.stop().await;
+    server.stop().await;
+}
+
+/// A hello read late, after a newer connection of the same client resumed
+/// the session: the server reads each connection's first message on a task
+/// of its own, and a busy server may get to a connection the client gave
+/// up on (cut before its welcome) after the one the client uses now, which
+/// has acknowledged more since. That stale connection is dropped; the
+/// session goes on. (It ended the session: "the client asked to resume
+/// having received 0 messages, which does not fit what was written", and
+/// the client's next hello got `expired`.)
+#[tokio::test(start_paused = true)]
+async fn a_stale_hello_read_after_a_newer_resume_does_not_end_the_session() {
+    use nmsg::transport::Connector;
+    let net = Network::new();
+    // The stale connection's hello is read whenever the test writes it.
+    let (server, sockets) = server(&net, SessionOptions::default().hello_wait(LIMIT)).await;
+    let mut server_events = server.events();
+    let connector = net.connector("svc");
+    let (mut first, _) = connector.connect().await.unwrap();
+    fake::ext(&mut first, "hello", &[("v", rmpv::Value::from(1))]).await;
+    let welcome = fake::value(&fake::read(&mut first).await);
+    assert_eq!(fake::str(&welcome, "z"), Some("new"), "{welcome}");
+    let s = fake::str(&welcome, "s").unwrap().to_owned();
+    let router = sockets.by_session(&s).await;
+    drop(first);
+    server_event(&mut server_events, |e| {
+        matches!(e, ServerEvent::Away { .. }).then_some(())
+    })
+    .await;
+
+    // Cut before its welcome, as the client sees it: its hello is read
+    // only after the next connection's.
+    let (mut stale, _) = connector.connect().await.unwrap();
+    let (mut live, _) = connector.connect().await.unwrap();
+    fake::resume(&mut live, &s, 0).await;
+    let welcome = fake::value(&fake::read(&mut live).await);
+    assert_eq!(fake::str(&welcome, "z"), Some("resumed"), "{welcome}");
+    router.emit("news", args![1]).unwrap();
+    let news = fake::value(&fake::read(&mut live).await);
+    assert!(fake::get(&news, "x").is_none(), "data: {news}");
+    fake::ext(&mut live, "ack", &[("n", rmpv::Value::from(1))]).await;
+    // Answered once the ack before it was read.
+    fake::ext(&mut live, "ping", &[("n", rmpv::Value::from(1))]).await;
+    let pong = fake::value(&fake::read(&mut live).await);
+    assert_eq!(fake::str(&pong, "x"), Some("pong"), "{pong}");
+
+    fake::resume(&mut stale, &s, 0).await;
+    drop(stale);
+    router.emit("news", args![2]).unwrap();
+    let news = fake::try_read(&mut live)
+        .await
+        .map(|m| fake::value(&m))
+        .expect("the live connection carries the session on, but the server closed it");
+    assert!(fake::get(&news, "x").is_none(), "data: {news}");
+
+    // And the client's next connection resumes it.
+    drop(live);
+    let (mut next, _) = connector.connect().await.unwrap();
+    fake::resume(&mut next, &s, 2).await;
+    let welcome = fake::value(&fake::read(&mut next).await);
+    assert_eq!(fake::str(&welcome, "z"), Some("resumed"), "{welcome}");
     server.stop().await;
 }

@@ -256,7 +256,12 @@
 //! If it has the session, it hands the new stream to the socket (the old
 //! one, if still open, is dropped), answers `welcome` `resumed` with its
 //! count, and each side first writes again, in order, what it kept above
-//! the other's count, then goes on. Within a session a break fails nothing:
+//! the other's count, then goes on. A client opens a connection only once
+//! it gave up on the last, so the server takes a session's connections in
+//! the order it accepted them: a hello it reads after that of a newer
+//! connection of the session (a connection cut before its welcome, read
+//! late by a busy server) is stale, and its connection is closed without a
+//! word; the session goes on. Within a session a break fails nothing:
 //! pending replies wait (their timeouts run on), callbacks stay callable,
 //! responses queued go out on the next connection of the session. A count
 //! above what the sender wrote, or below what it dropped already, cannot

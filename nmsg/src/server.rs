@@ -836,6 +836,9 @@ async fn run(inner: Ending<ServerInner, ServerStatus>, binder: Arc<dyn Binder>, 
     // of any kind (a listener that fails every time is not spun on).
     let mut exhausted = 0u32;
     let mut in_a_row = 0u32;
+    // Connections accepted: each one's place in the order (a resuming
+    // client's newest connection is the one it uses, see `Handover`).
+    let mut order = 0u64;
     loop {
         let Some(accepted) = life.unless_stopped(acceptor.accept_peer()).await else {
             break;
@@ -844,6 +847,7 @@ async fn run(inner: Ending<ServerInner, ServerStatus>, binder: Arc<dyn Binder>, 
             Ok(accepted) => {
                 exhausted = 0;
                 in_a_row = 0;
+                order += 1;
                 let open =
                     inner.sockets.locked().live.len() + inner.handshakes.load(Ordering::Relaxed);
                 let full = open >= inner.max_connections;
@@ -865,13 +869,14 @@ async fn run(inner: Ending<ServerInner, ServerStatus>, binder: Arc<dyn Binder>, 
                         stream,
                         peer,
                         identity,
-                    } => admit(inner.shared(), stream, peer, identity),
+                    } => admit(inner.shared(), stream, peer, identity, order),
                     Accepted::Handshake { peer, handshake } => {
                         inner.handshakes.fetch_add(1, Ordering::Relaxed);
                         tokio::spawn(handshake_then_admit(
                             inner.shared().clone(),
                             peer,
                             handshake,
+                            order,
                         ));
                     }
                 }
@@ -1001,12 +1006,14 @@ impl BadRequestOwner for ServerInner {
 /// within the hello wait, for a plain socket); a hello that resumes a live
 /// session hands the stream to its socket. With authentication, the hello
 /// must come within the auth timeout with credentials the authenticator
-/// accepts; anything else is refused.
+/// accepts; anything else is refused. `order`: the connection's place in
+/// the order of acceptance.
 async fn handshake(
     inner: Arc<ServerInner>,
     stream: BoxStream,
     peer: Address,
     transport_identity: Option<Arc<PeerIdentity>>,
+    order: u64,
 ) {
     /// The handshake ends (a socket counts from then on), however it ends.
     struct Counted<'a>(&'a ServerInner);
@@ -1101,7 +1108,7 @@ async fn handshake(
         let handover = sessions.table.locked().get(&s).map(|(_, h)| h.clone());
         if let Some(handover) = handover {
             // Given back when the session has just ended: a new one.
-            match handover.give(Box::new(stream), n, peer.clone()) {
+            match handover.give(Box::new(stream), n, peer.clone(), order) {
                 Ok(()) => return,
                 Err(back) => match back.downcast::<BoxStream>() {
                     Ok(back) => stream = *back,
@@ -1111,11 +1118,12 @@ async fn handshake(
         }
         expired = true;
     }
+    let session = NewSession { expired, order };
     accept(
         &inner,
         stream,
         peer,
-        Some(expired),
+        Some(session),
         identity,
         transport_identity,
     );
@@ -1135,6 +1143,7 @@ async fn handshake_then_admit(
     inner: Arc<ServerInner>,
     peer: Address,
     handshake: BoxFuture<'static, std::io::Result<(BoxStream, Option<PeerIdentity>)>>,
+    order: u64,
 ) {
     // Not `life.unless_stopped`: the stop request wakes one task, the
     // server's. A handshake that ends after the stop is not served
@@ -1142,7 +1151,7 @@ async fn handshake_then_admit(
     let done = handshake.await;
     inner.handshakes.fetch_sub(1, Ordering::Relaxed);
     match done {
-        Ok((stream, identity)) => admit(&inner, stream, peer, identity),
+        Ok((stream, identity)) => admit(&inner, stream, peer, identity, order),
         Err(error) => {
             tracing::warn!(%peer, %error, "nmsg server: a connection's handshake failed");
             inner.events.send(ServerEvent::HandshakeFailed {
@@ -1160,6 +1169,7 @@ fn admit(
     stream: BoxStream,
     peer: Address,
     identity: Option<PeerIdentity>,
+    order: u64,
 ) {
     if let Some(allowed) = &inner.allowed_uids {
         let uid = identity.as_ref().and_then(|i| i.unix()).map(|c| c.uid);
@@ -1184,21 +1194,28 @@ fn admit(
     let identity = identity.map(Arc::new);
     if inner.sessions.is_some() || inner.auth.is_some() {
         inner.handshakes.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(handshake(inner.clone(), stream, peer, identity));
+        tokio::spawn(handshake(inner.clone(), stream, peer, identity, order));
     } else {
         accept(inner, stream, peer, None, None, identity);
     }
 }
 
-/// Makes the socket of an accepted connection; `session`: a session socket,
-/// for a client that asked to resume a session this server does not have
-/// (`Some(true)`) or not; `auth`: who the peer authenticated as; `identity`:
+/// A new session, for [`accept`]: whether the client asked to resume a
+/// session this server does not have, and the place of its first
+/// connection in the order of acceptance.
+struct NewSession {
+    expired: bool,
+    order: u64,
+}
+
+/// Makes the socket of an accepted connection; `session`: a session socket
+/// (a [`NewSession`]); `auth`: who the peer authenticated as; `identity`:
 /// what the transport verified about it.
 fn accept(
     inner: &Arc<ServerInner>,
     stream: BoxStream,
     peer: Address,
-    session: Option<bool>,
+    session: Option<NewSession>,
     auth: Option<Arc<AuthIdentity>>,
     identity: Option<Arc<PeerIdentity>>,
 ) {
@@ -1215,8 +1232,8 @@ fn accept(
     router.set_owner(inner.bad_request.clone());
     let mut started = None;
     let session = match (session, &inner.sessions) {
-        (Some(expired), Some(sessions)) => {
-            let handover = Handover::new();
+        (Some(NewSession { expired, order }), Some(sessions)) => {
+            let handover = Handover::new(order);
             let session_id = crate::session::new_id();
             sessions
                 .table

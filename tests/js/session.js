@@ -686,10 +686,14 @@ class SessionServer {
     this.log = log;
     this.tally = tally;
     this.opts = { ...SESSION_DEFAULTS, ...options };
-    this.sessions = new Map(); // id -> { peer, expiry }
+    this.sessions = new Map(); // id -> { peer, expiry, order }
+    this.accepted = 0;
   }
 
   async accept(socket, label) {
+    // The connection's place in the order of acceptance (taken before any
+    // wait): a session resumes only on a connection newer than its last.
+    const order = ++this.accepted;
     if (this.opts.token !== undefined) {
       const admitted = await admit(socket, {
         codec: this.codec,
@@ -705,7 +709,7 @@ class SessionServer {
         welcomePlain(socket, this.codec);
         return this._plain(socket, admitted.reader, null, label);
       }
-      return this._hello(socket, admitted.reader, admitted.hello, label);
+      return this._hello(socket, admitted.reader, admitted.hello, label, order);
     }
     let first;
     try {
@@ -725,7 +729,7 @@ class SessionServer {
     if (!isExtension(first.message) || first.message.x !== 'hello') {
       return this._plain(socket, first.reader, first.payload, label);
     }
-    return this._hello(socket, first.reader, first.message, label);
+    return this._hello(socket, first.reader, first.message, label, order);
   }
 
   _plain(socket, reader, payload, label) {
@@ -738,11 +742,19 @@ class SessionServer {
     return { peer, kind: 'plain' };
   }
 
-  _hello(socket, reader, hello, label) {
+  _hello(socket, reader, hello, label, order) {
     const tally = this.tally;
     let kind;
     let entry = typeof hello.s === 'string' ? this.sessions.get(hello.s) : undefined;
     const theirN = isCount(hello.n) ? hello.n : 0;
+    if (entry && order < entry.order) {
+      // A connection the client gave up on, whose hello was read after
+      // that of a newer one: stale, dropped (resumed, it would take the
+      // session from the live connection, with an old count).
+      this.log(`${label}: session ${hello.s}: a stale connection's hello (n=${theirN}), read after a newer one's: dropped`);
+      socket.destroy();
+      return null;
+    }
     if (entry && !entry.peer.session.canResume(theirN)) {
       this.log(`${label}: session ${hello.s} cannot resume from ${theirN} (kept ${entry.peer.session.droppedUpTo}..${entry.peer.session.sent}): expired`);
       this._expire(hello.s);
@@ -771,6 +783,7 @@ class SessionServer {
       });
     }
     const session = entry.peer.session;
+    entry.order = order;
     entry.peer.label = label;
     socket.write(session._encodeExtension({ x: 'welcome', v: VERSION, s: session.id, n: session.received, z: kind }));
     session.attach(socket, reader, kind === 'resumed' ? theirN : 0);

@@ -163,38 +163,74 @@ impl State {
 /// session (a server's socket): set by the server's handshake, taken by the
 /// driver, which may still be on the old stream (a half-open connection it
 /// has not noticed) or away.
+///
+/// Streams are ordered by when the server accepted them: a client opens
+/// its next connection only once it gave up on the last, so the newest is
+/// the one it uses. The handshakes run on tasks of their own, in any order
+/// (a busy server may read the hello of a connection cut before its
+/// welcome after that of the next one), so a stream older than one handed
+/// over before is stale: dropped, not resumed. (Resumed, it would take the
+/// session away from the live connection, and its count, older than what
+/// the client acknowledged since, would end the session.)
 pub(crate) struct Handover {
     ready: AtomicBool,
-    /// The stream (the driver's type, boxed as `Any`: a server's is a
-    /// `BoxStream`), the client's count, its address.
-    slot: Mutex<Option<(AnyStream, u64, Address)>>,
+    slot: Mutex<Slot>,
     waker: AtomicWaker,
     /// The session has ended: no stream is taken any more.
     ended: AtomicBool,
+}
+
+/// What a [`Handover`] holds.
+struct Slot {
+    /// The stream (the driver's type, boxed as `Any`: a server's is a
+    /// `BoxStream`), the client's count, its address.
+    given: Option<(AnyStream, u64, Address)>,
+    /// The accept order of the newest stream of the session: its first,
+    /// or the last handed over.
+    newest: u64,
 }
 
 /// A stream handed over, of the driver's stream type.
 pub(crate) type AnyStream = Box<dyn std::any::Any + Send>;
 
 impl Handover {
-    pub(crate) fn new() -> Arc<Self> {
+    /// The hand-over of a session whose first stream the server accepted
+    /// `order`th.
+    pub(crate) fn new(order: u64) -> Arc<Self> {
         Arc::new(Handover {
             ready: AtomicBool::new(false),
-            slot: Mutex::new(None),
+            slot: Mutex::new(Slot {
+                given: None,
+                newest: order,
+            }),
             waker: AtomicWaker::new(),
             ended: AtomicBool::new(false),
         })
     }
 
-    /// Hands `stream` (whose hello said the client received `n` messages)
-    /// to the session's task. Gives it back if the session has ended.
-    pub(crate) fn give(&self, stream: AnyStream, n: u64, peer: Address) -> Result<(), AnyStream> {
+    /// Hands `stream` (accepted `order`th, whose hello said the client
+    /// received `n` messages) to the session's task; drops it if the
+    /// session has a newer one (it is stale). Gives it back if the session
+    /// has ended.
+    pub(crate) fn give(
+        &self,
+        stream: AnyStream,
+        n: u64,
+        peer: Address,
+        order: u64,
+    ) -> Result<(), AnyStream> {
         let mut slot = self.slot.locked();
         if self.ended.load(Ordering::Acquire) {
             return Err(stream);
         }
+        if order < slot.newest {
+            drop(slot);
+            tracing::debug!(%peer, n, "nmsg session: a stale connection's hello, read after a newer one's, is dropped");
+            return Ok(());
+        }
+        slot.newest = order;
         // A stream handed over before and not taken yet is dropped: the newest wins.
-        *slot = Some((stream, n, peer));
+        slot.given = Some((stream, n, peer));
         self.ready.store(true, Ordering::Release);
         drop(slot);
         self.waker.wake();
@@ -207,13 +243,13 @@ impl Handover {
             return None;
         }
         self.ready.store(false, Ordering::Relaxed);
-        self.slot.locked().take()
+        self.slot.locked().given.take()
     }
 
     fn end(&self) {
         let mut slot = self.slot.locked();
         self.ended.store(true, Ordering::Release);
-        slot.take();
+        slot.given.take();
     }
 }
 
