@@ -709,10 +709,16 @@ fn a_js_client_of_a_restarted_server_voids_its_callbacks_and_sends_the_emits_aga
     assert_eq!(probe.line(RUN_TIMEOUT, "SEQ"), "SEQ next=500 errors=0");
     probe.send("report");
     let report = parse_report(&probe.line(RUN_TIMEOUT, "report")).unwrap();
+    // `dropped_on_loss`: the same calls, counted (0 to 6, as the acks came).
     assert_clean_but(
         "js probe",
         &report,
-        &["sessions_expired", "sessions_lost", "lost_callbacks"],
+        &[
+            "sessions_expired",
+            "sessions_lost",
+            "lost_callbacks",
+            "dropped_on_loss",
+        ],
     );
     assert_eq!(
         (
