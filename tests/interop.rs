@@ -267,6 +267,8 @@ struct Setup {
     /// Over TLS: the server with `--tls-cert`/`--tls-key`, the client with
     /// `--tls-ca`/`--server-name` ([`pem_files`]).
     tls: bool,
+    /// `--token` on both peers: the server requires it, the client sends it.
+    token: Option<&'static str>,
 }
 
 impl Setup {
@@ -279,6 +281,7 @@ impl Setup {
             dialect: Dialect::Later,
             keyed_bulks: false,
             tls: false,
+            token: None,
         }
     }
 
@@ -310,6 +313,9 @@ impl Setup {
         }
         if self.tls {
             label.push_str(", TLS");
+        }
+        if self.token.is_some() {
+            label.push_str(", token");
         }
         if server == Peer::Js || client == Peer::Js {
             if self.codec == "msgpack" {
@@ -374,6 +380,9 @@ fn command(peer: Peer, mode: &str, addr: &str, setup: &Setup, peer_echoes: bool)
             cmd.arg("--tls-ca").arg(&pem.ca);
             cmd.args(["--server-name", "localhost"]);
         }
+    }
+    if let Some(token) = setup.token {
+        cmd.args(["--token", token]);
     }
     cmd
 }
@@ -694,6 +703,21 @@ fn conformance_scenarios_pass_over_tls() {
         (Peer::Js, Peer::Rust, Setup::tls("msgpack", true)),
         (Peer::Rust, Peer::Js, Setup::tls("msgpack", false)),
         (Peer::Rust, Peer::Js, Setup::tls("json", true)),
+    ]);
+}
+
+/// Over TLS with authentication: the server requires a token, the client
+/// sends it, Rust and Node.js each way.
+#[test]
+fn conformance_scenarios_pass_over_tls_with_a_token() {
+    let with_token = |codec, buffered| Setup {
+        token: Some("s3cr3t"),
+        ..Setup::tls(codec, buffered)
+    };
+    interop_all(&[
+        (Peer::Rust, Peer::Rust, with_token("msgpack", false)),
+        (Peer::Js, Peer::Rust, with_token("msgpack", true)),
+        (Peer::Rust, Peer::Js, with_token("json", false)),
     ]);
 }
 
