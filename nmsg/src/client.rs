@@ -727,7 +727,7 @@ fn connected(inner: &ClientInner, address: &Address, reconnect: bool) {
     if reconnect {
         metrics::counter!(crate::observe::RECONNECTS).increment(1);
     }
-    inner.router.name_peer(address);
+    inner.router.set_peer(address, None, None);
 }
 
 fn cannot_connect(inner: &ClientInner, error: &std::io::Error) {

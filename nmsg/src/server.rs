@@ -1221,12 +1221,9 @@ fn accept(
 ) {
     let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
     let router = inner.router.build_with(&inner.routes);
-    router.set_peer(&peer, identity.clone());
+    router.set_peer(&peer, identity, auth);
     tracing::debug!(%peer, socket = id, "nmsg server accepted a connection");
     metrics::gauge!(crate::observe::CONNECTIONS).increment(1.0);
-    if auth.is_some() {
-        router.set_auth_identity(auth.clone());
-    }
     // Reported at the socket's end, with what is still queued (`on_close`).
     router.keep_losses();
     router.set_owner(inner.bad_request.clone());

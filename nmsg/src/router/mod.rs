@@ -82,10 +82,9 @@ impl Drop for Inner {
 
 /// What a router knows of its connection's peer, in one allocation made
 /// only when there is something to know (an idle plain connection has none).
-#[derive(Clone, Default)]
 struct PeerInfo {
     /// The peer's address, for spans: kept only while debug tracing is on
-    /// ([`Router::name_peer`]).
+    /// ([`Router::set_peer`]).
     address: Option<Address>,
     /// What the transport verified about the peer ([`Router::peer_identity`]).
     identity: Option<Arc<crate::transport::PeerIdentity>>,
@@ -334,31 +333,29 @@ impl Router {
         }
     }
 
-    /// Names the peer the router is now connected to, as its client or
-    /// server, for the spans' `network.peer.address`: only while debug
-    /// tracing is on (so that a connection pays for no copy of its address
-    /// otherwise; spans of a connection made before a subscriber was
-    /// installed name no peer).
-    pub(crate) fn name_peer(&self, peer: &Address) {
-        if tracing::enabled!(tracing::Level::DEBUG) {
-            self.update_peer(|info| info.address = Some(peer.clone()));
-        }
-    }
-
-    /// Names the peer as [`Router::name_peer`] does, with what its
-    /// transport verified about it (a server's socket).
+    /// Tells the router who its connection's peer is (a client's or a
+    /// server socket's, at each connection): its address, for the spans'
+    /// `network.peer.address`, kept only while debug tracing is on (so that a
+    /// connection pays for no copy of it otherwise; spans of a connection
+    /// made before a subscriber was installed name no peer); what the
+    /// transport verified about it; who it authenticated as. One allocation,
+    /// made only when there is something to keep.
     pub(crate) fn set_peer(
         &self,
         peer: &Address,
         identity: Option<Arc<crate::transport::PeerIdentity>>,
+        auth: Option<Arc<crate::AuthIdentity>>,
     ) {
         let address = tracing::enabled!(tracing::Level::DEBUG).then(|| peer.clone());
-        if address.is_some() || identity.is_some() {
-            self.update_peer(|info| {
-                info.address = address.clone();
-                info.identity = identity.clone();
-            });
-        }
+        let known = address.is_some() || identity.is_some() || auth.is_some();
+        let info = known.then(|| {
+            Arc::new(PeerInfo {
+                address,
+                identity,
+                auth,
+            })
+        });
+        self.inner.peer.store(info);
     }
 
     /// The peer's address, if set: for span fields, read only when a span
@@ -378,20 +375,6 @@ impl Router {
     pub fn auth_identity(&self) -> Option<Arc<crate::AuthIdentity>> {
         let info = self.inner.peer.load();
         info.as_ref().and_then(|info| info.auth.clone())
-    }
-
-    pub(crate) fn set_auth_identity(&self, identity: Option<Arc<crate::AuthIdentity>>) {
-        self.update_peer(|info| info.auth = identity.clone());
-    }
-
-    /// Changes what the router knows of its peer (rare: once or twice a
-    /// connection).
-    fn update_peer(&self, change: impl Fn(&mut PeerInfo)) {
-        self.inner.peer.rcu(|current| {
-            let mut info = current.as_deref().cloned().unwrap_or_default();
-            change(&mut info);
-            Some(Arc::new(info))
-        });
     }
 
     /// Tells `sink` of the requests a typed handler refuses on this router.
