@@ -2,7 +2,7 @@
 //! client and the server in this process over loopback TCP.
 //!
 //! ```text
-//! cargo run --release --example cost -- [inflight|fire] [COUNT] [--threads N]
+//! cargo run --release --example cost -- [inflight|fire] [COUNT] [--threads N] [--session]
 //! ```
 //!
 //! - `inflight` (the default): `request("echo", [40 bytes])` with 64 calls
@@ -17,13 +17,15 @@
 //! enough for `valgrind --tool=callgrind`: the difference in instructions
 //! between two COUNTs, divided by the difference in COUNT, is the instructions
 //! per operation (BENCHMARKS.md). `--threads 2` uses a multi-threaded runtime.
+//! `--session` builds the client and the server with sessions
+//! (`.session(SessionOptions::default())`), for what a session costs.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use nmsg::{args, Args, Client, Error, RemoteCallback, Router, Server, Value};
+use nmsg::{args, Args, Client, Error, RemoteCallback, Router, Server, SessionOptions, Value};
 use serde_bytes::ByteBuf;
 
 #[path = "support/in_flight.rs"]
@@ -67,6 +69,7 @@ struct Options {
     mode: Mode,
     count: u64,
     threads: usize,
+    session: bool,
 }
 
 fn options() -> Result<Options, String> {
@@ -74,12 +77,14 @@ fn options() -> Result<Options, String> {
         mode: Mode::Inflight,
         count: 300_000,
         threads: 0,
+        session: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "inflight" => opts.mode = Mode::Inflight,
             "fire" => opts.mode = Mode::Fire,
+            "--session" => opts.session = true,
             "--threads" => {
                 opts.threads = args
                     .next()
@@ -88,7 +93,9 @@ fn options() -> Result<Options, String> {
             }
             n => {
                 opts.count = n.parse().map_err(|_| {
-                    format!("usage: cost [inflight|fire] [COUNT] [--threads N]; got {n:?}")
+                    format!(
+                        "usage: cost [inflight|fire] [COUNT] [--threads N] [--session]; got {n:?}"
+                    )
                 })?
             }
         }
@@ -116,7 +123,11 @@ async fn run(router: Router, fired: Arc<AtomicU64>, mode: Mode, count: u64) -> R
 
 async fn measure(opts: Options) -> Result<(), String> {
     let fired = Arc::new(AtomicU64::new(0));
-    let server = Server::tcp("127.0.0.1:0").start();
+    let mut server = Server::tcp("127.0.0.1:0");
+    if opts.session {
+        server = server.session(SessionOptions::default());
+    }
+    let server = server.start();
     server.on("echo", |args: Args| -> Result<(), Error> {
         let (v, cb): (Value, RemoteCallback) = args.parse()?;
         cb.call((v,))
@@ -128,7 +139,11 @@ async fn measure(opts: Options) -> Result<(), String> {
     let Ok(nmsg::transport::Address::Tcp(addr)) = server.started().await else {
         return Err("the server did not start on TCP".into());
     };
-    let client = Client::tcp(addr.to_string()).start();
+    let mut client = Client::tcp(addr.to_string());
+    if opts.session {
+        client = client.session(SessionOptions::default());
+    }
+    let client = client.start();
     client.connected().await;
     // On a task of its own, as an application's caller would be.
     let go = |count| {

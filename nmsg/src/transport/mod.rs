@@ -1310,8 +1310,11 @@ const DISCARD_READS: usize = 16;
 const READ_BUFFER: usize = 8 * 1024;
 
 /// The most a connection without a read buffer reads on the stack before it
-/// takes one ([`READ_BUFFER`]).
-const FIRST_READ: usize = 2048;
+/// takes one: a read buffer's worth, so that a busy connection, which gives
+/// its buffer back whenever it has read all there was, reads as much in the
+/// first read of a wake-up as in the others (a smaller first read costs a
+/// second read, a syscall, on every wake-up).
+const FIRST_READ: usize = READ_BUFFER;
 
 /// Below this much free room a read buffer is grown before the next read.
 const MIN_ROOM: usize = 1024;
@@ -1461,5 +1464,97 @@ mod tests {
         }
         assert_eq!(driver.reader.input.len(), sent);
         assert!(most <= LEN, "a message of {LEN} bytes held {most}");
+    }
+
+    /// A stream that counts the reads that gave bytes.
+    struct CountingReads {
+        inner: tokio::io::DuplexStream,
+        reads: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl AsyncRead for CountingReads {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            let before = buf.filled().len();
+            let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+            if buf.filled().len() > before {
+                self.reads
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            polled
+        }
+    }
+
+    impl AsyncWrite for CountingReads {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            Pin::new(&mut self.inner).poll_write(cx, buf)
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    /// A connection that wakes to a read buffer's worth of bytes reads them
+    /// in one read, as it does with its buffer: the first read of a wake-up
+    /// (made on the stack, when the connection holds no buffer) is not a
+    /// smaller one that a second read must follow, a syscall more per
+    /// wake-up of a busy connection.
+    #[tokio::test]
+    async fn a_wake_up_reads_a_read_buffer_of_bytes_in_one_read() {
+        const ROUNDS: usize = 10;
+        // `{"i":1,"e":"x"}`, length-prefixed: 12 bytes.
+        const MESSAGE: [u8; 12] = [0, 0, 0, 8, 0x82, 0xa1, b'i', 1, 0xa1, b'e', 0xa1, b'x'];
+        let router = Router::new();
+        let heard = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = heard.clone();
+        router.on("x", move |_args: crate::Args| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        });
+        let (ours, mut peer) = tokio::io::duplex(64 * 1024);
+        let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stream = CountingReads {
+            inner: ours,
+            reads: reads.clone(),
+        };
+        let mut driver = Driver::new(stream, router.link(), ConnectionOptions::default());
+        // Just under a read buffer of whole messages.
+        let per_round = (READ_BUFFER - 64) / MESSAGE.len();
+        let bytes = MESSAGE.repeat(per_round);
+        for round in 1..=ROUNDS {
+            peer.write_all(&bytes).await.unwrap();
+            for _ in 0..100 {
+                assert!(poll_once(&mut driver).await);
+                if heard.load(std::sync::atomic::Ordering::Relaxed) == round * per_round {
+                    break;
+                }
+            }
+            assert_eq!(
+                heard.load(std::sync::atomic::Ordering::Relaxed),
+                round * per_round
+            );
+            // Idle again: the connection holds no read buffer.
+            assert_eq!(driver.reader.input.capacity(), 0);
+        }
+        assert_eq!(
+            reads.load(std::sync::atomic::Ordering::Relaxed),
+            ROUNDS,
+            "{ROUNDS} wake-ups of {} bytes each",
+            bytes.len()
+        );
     }
 }
