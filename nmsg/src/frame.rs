@@ -107,6 +107,7 @@ impl FrameFields {
     /// Applies the protocol's rules: `i` required; `e` makes an event (but an
     /// empty `e` beside `r` does not), else `r` and `f` are required; callback positions strictly ascending and within the
     /// argument list; `t` a finite, non-negative number.
+    #[inline]
     pub fn validate(self) -> Result<Frame, ProtocolError> {
         let id = id_u32("i", self.id.ok_or(ProtocolError::MissingKey { key: "i" })?)?;
         // The original's first release and its TCP stack write `e: ""` on
