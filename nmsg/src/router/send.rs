@@ -128,11 +128,16 @@ impl Router {
         };
         async move {
             let mut encoded = encoded?;
+            // The wait for room is made only once the queue was found full,
+            // before the frame is tried again (so that no wake-up is missed).
+            let mut room = None;
             loop {
-                let room = router.inner.outbox.room();
                 match router.enqueue(&mut encoded) {
                     Ok(()) => return Ok(()),
-                    Err(Error::QueueFull { frames, .. }) if frames > 0 => room.await,
+                    Err(Error::QueueFull { frames, .. }) if frames > 0 => match room.take() {
+                        None => room = Some(router.inner.outbox.room()),
+                        Some(room) => room.await,
+                    },
                     Err(e) => {
                         fail_all(std::mem::take(&mut encoded.callbacks), || refusal(&e));
                         return Err(e);
