@@ -80,13 +80,60 @@ pub(crate) enum Notice {
     Denied { reason: String },
 }
 
+/// The most bytes of messages an acknowledgement is copied after, to go out
+/// in the same write: a copy of this much costs less than a write of its own.
+const ACK_RIDES_WITHIN: usize = 16 * 1024;
+
 /// Where a session's notices go.
 pub(crate) type Notify = Arc<dyn Fn(Notice) + Send + Sync>;
 
-/// A message kept until acknowledged, with when it was written.
+/// Messages written together (one take of the router's queue), kept until
+/// acknowledged, with when they were written. One entry per write, not per
+/// message: keeping a message costs no reference count of its own, and an
+/// acknowledgement drops whole writes at a time.
 struct Kept {
+    /// The messages not acknowledged yet, length-prefixed, as written.
     bytes: Bytes,
+    /// How many messages `bytes` holds (at least one).
+    count: u64,
     at: Instant,
+}
+
+impl Kept {
+    /// The messages, one at a time.
+    fn messages(&self) -> impl Iterator<Item = Bytes> + '_ {
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            if at >= self.bytes.len() {
+                return None;
+            }
+            let end = message_end(&self.bytes, at);
+            let message = self.bytes.slice(at..end);
+            at = end;
+            Some(message)
+        })
+    }
+}
+
+/// Where the length-prefixed message at `at` of `bytes` ends (at most at
+/// the end of `bytes`).
+fn message_end(bytes: &[u8], at: usize) -> usize {
+    match bytes.get(at..at + PREFIX_LEN) {
+        Some(&[a, b, c, d]) => {
+            (at + PREFIX_LEN + u32::from_be_bytes([a, b, c, d]) as usize).min(bytes.len())
+        }
+        _ => bytes.len(),
+    }
+}
+
+/// How many length-prefixed messages `bytes` holds.
+fn count_messages(bytes: &[u8]) -> u64 {
+    let (mut at, mut count) = (0, 0);
+    while at < bytes.len() {
+        at = message_end(bytes, at);
+        count += 1;
+    }
+    count
 }
 
 /// What a session keeps across its connections.
@@ -99,6 +146,7 @@ pub(crate) struct State {
     /// Data messages received and handed on.
     received: u64,
     replay: VecDeque<Kept>,
+    /// The bytes `replay` holds.
     replay_bytes: usize,
 }
 
@@ -125,17 +173,51 @@ impl State {
         })
     }
 
+    /// Keeps `bytes`, complete length-prefixed messages just written, for
+    /// resending; numbers them.
+    fn keep(&mut self, bytes: Bytes, at: Instant) {
+        let count = count_messages(&bytes);
+        if count == 0 {
+            return;
+        }
+        self.sent += count;
+        self.replay_bytes += bytes.len();
+        self.replay.push_back(Kept { bytes, count, at });
+    }
+
+    /// Messages written and not acknowledged.
+    fn unacked(&self) -> u64 {
+        self.sent - self.acked
+    }
+
     /// The peer acknowledged `n` messages: those are dropped from the
-    /// replay buffer. `false` if `n` is more than was written.
+    /// replay buffer (the writes it acknowledged whole, and the first
+    /// messages of the one it acknowledged in part). `false` if `n` is
+    /// more than was written.
     fn ack(&mut self, n: u64) -> bool {
         if n > self.sent {
             return false;
         }
         while self.acked < n {
-            if let Some(kept) = self.replay.pop_front() {
-                self.replay_bytes -= kept.bytes.len();
+            let Some(front) = self.replay.front_mut() else {
+                self.acked = n;
+                break;
+            };
+            let left = n - self.acked;
+            if front.count <= left {
+                self.acked += front.count;
+                self.replay_bytes -= front.bytes.len();
+                self.replay.pop_front();
+            } else {
+                let mut offset = 0;
+                for _ in 0..left {
+                    offset = message_end(&front.bytes, offset);
+                }
+                bytes::Buf::advance(&mut front.bytes, offset);
+                front.count -= left;
+                self.replay_bytes -= offset;
+                self.acked = n;
             }
-            self.acked += 1;
         }
         true
     }
@@ -155,7 +237,7 @@ impl State {
             out.extend_from_slice(&kept.bytes);
             kept.at = now;
         }
-        self.replay.len()
+        self.unacked() as usize
     }
 }
 
@@ -481,10 +563,12 @@ impl Session {
         let codec = link.router().codec();
         let (mut frames, mut bytes) = (0, 0);
         for kept in std::mem::take(&mut self.state.replay) {
-            frames += match codec.decode_all(&kept.bytes[PREFIX_LEN..]) {
-                Ok(Message::Bulk(list)) => list.len(),
-                _ => 1,
-            };
+            for message in kept.messages() {
+                frames += match codec.decode_all(&message[PREFIX_LEN..]) {
+                    Ok(Message::Bulk(list)) => list.len(),
+                    _ => 1,
+                };
+            }
             bytes += kept.bytes.len();
         }
         self.state.replay_bytes = 0;
@@ -514,25 +598,20 @@ impl Session {
             return None;
         }
         let chunk = take()?;
-        let now = Instant::now();
         let state = &mut *self.state;
-        let mut at = 0;
-        while at + PREFIX_LEN <= chunk.len() {
-            let prefix = [chunk[at], chunk[at + 1], chunk[at + 2], chunk[at + 3]];
-            let end = (at + PREFIX_LEN + u32::from_be_bytes(prefix) as usize).min(chunk.len());
-            state.replay.push_back(Kept {
-                bytes: chunk.slice(at..end),
-                at: now,
-            });
-            state.sent += 1;
-            at = end;
-        }
-        state.replay_bytes += chunk.len();
+        state.keep(chunk.clone(), Instant::now());
         // An ack rides on traffic once an eighth of `ack_count` is
-        // unacknowledged: it is written after the chunk, a write of its own,
-        // which on every chunk would double a busy connection's writes.
+        // unacknowledged: after the messages, in the same write when they
+        // are few (a copy of them), else in a write of its own.
         if state.received - self.ack_sent >= self.opts.ack_count.div_ceil(8) {
             self.put_ack();
+            if chunk.len() <= ACK_RIDES_WITHIN {
+                let mut both = BytesMut::with_capacity(chunk.len() + self.ctl.len());
+                both.extend_from_slice(&chunk);
+                both.extend_from_slice(&self.ctl);
+                self.ctl.clear();
+                return Some(both.freeze());
+            }
         }
         Some(chunk)
     }
@@ -541,7 +620,7 @@ impl Session {
     /// replay buffer has room (else the task is woken by what arrives).
     pub(crate) fn may_take(&self) -> bool {
         self.welcomed
-            && self.state.replay.len() < self.opts.max_replay_messages
+            && self.state.unacked() < self.opts.max_replay_messages as u64
             && (self.state.replay_bytes < self.opts.max_replay_bytes
                 || self.state.replay.is_empty())
     }
@@ -691,8 +770,8 @@ impl Session {
         state.received = 0;
         state.replay_bytes = 0;
         self.ack_sent = 0;
-        for message in kept {
-            let (frames, plain) = match codec.decode_all(&message.bytes[PREFIX_LEN..]) {
+        for message in kept.iter().flat_map(Kept::messages) {
+            let (frames, plain) = match codec.decode_all(&message[PREFIX_LEN..]) {
                 Ok(Message::Single(frame)) => (1, frame.is_ok_and(is_plain_emit)),
                 Ok(Message::Bulk(frames)) => {
                     let n = frames.len();
@@ -702,13 +781,8 @@ impl Session {
             };
             if plain && self.opts.unacked == Unacked::Resend {
                 resent += frames;
-                self.ctl.extend_from_slice(&message.bytes);
-                state.replay_bytes += message.bytes.len();
-                state.replay.push_back(Kept {
-                    bytes: message.bytes,
-                    at: now,
-                });
-                state.sent += 1;
+                self.ctl.extend_from_slice(&message);
+                state.keep(message, now);
             } else {
                 dropped += frames;
             }
@@ -821,4 +895,108 @@ impl Session {
 /// when a session is lost.
 fn is_plain_emit(frame: crate::frame::Frame) -> bool {
     matches!(frame.kind, FrameKind::Event(_)) && frame.callbacks.is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Length-prefixed messages of one byte each: `b"a"`, `b"b"`, ...
+    fn messages(letters: &str) -> Bytes {
+        let mut out = Vec::new();
+        for letter in letters.bytes() {
+            out.extend_from_slice(&1u32.to_be_bytes());
+            out.push(letter);
+        }
+        Bytes::from(out)
+    }
+
+    fn resent(state: &mut State) -> (usize, Bytes) {
+        let mut out = BytesMut::new();
+        let count = state.resend_into(&mut out);
+        (count, out.freeze())
+    }
+
+    /// Writes are kept whole and numbered by their messages; an
+    /// acknowledgement within a write drops its first messages and keeps
+    /// the rest, which are what a resume writes again.
+    #[test]
+    fn an_ack_within_a_write_keeps_only_its_later_messages() {
+        let mut state = State::new("s".into());
+        let now = Instant::now();
+        state.keep(messages("abc"), now);
+        state.keep(messages("de"), now);
+        assert_eq!(
+            (state.sent, state.unacked(), state.replay_bytes),
+            (5, 5, 25)
+        );
+        assert!(state.ack(2));
+        assert_eq!((state.unacked(), state.replay_bytes), (3, 15));
+        assert_eq!(resent(&mut state), (3, messages("cde")));
+        assert!(state.ack(4));
+        assert_eq!((state.unacked(), state.replay_bytes), (1, 5));
+        assert_eq!(resent(&mut state), (1, messages("e")));
+        // An old count changes nothing; a count beyond what was written is refused.
+        assert!(state.ack(3));
+        assert_eq!(state.unacked(), 1);
+        assert!(!state.ack(6));
+        assert!(state.ack(5));
+        assert_eq!(
+            (state.unacked(), state.replay_bytes, state.replay.len()),
+            (0, 0, 0)
+        );
+        assert_eq!(resent(&mut state), (0, Bytes::new()));
+    }
+
+    /// A client's session, welcomed, that has received `received` messages.
+    fn welcomed_client(received: u64) -> Box<Session> {
+        let notify: Notify = Arc::new(|_| {});
+        let opts = Arc::new(SessionOptions::default());
+        let mut session = Session::client(None, opts, "msgpack", notify, None);
+        session.ctl.clear();
+        session.welcomed = true;
+        session.state.received = received;
+        session
+    }
+
+    /// An ack that is due rides in the write of the data it follows, not
+    /// in a write of its own (a syscall more on a busy connection); after
+    /// a large write it goes alone.
+    #[test]
+    fn a_due_ack_goes_out_in_the_same_write_as_the_data() {
+        let due = SessionOptions::default().ack_count.div_ceil(8);
+        let data = messages("ab");
+        let mut session = welcomed_client(due);
+        let written = session.next_out(|| Some(data.clone())).unwrap();
+        let mut ack = BytesMut::new();
+        wire::put(Form::MsgPack, &Ext::Ack(due), &mut ack);
+        assert_eq!(&written[..data.len()], &data[..]);
+        assert_eq!(&written[data.len()..], &ack[..]);
+        assert!(session.ctl.is_empty());
+        assert_eq!(session.state.sent, 2);
+
+        // Not due yet: the data alone.
+        let mut session = welcomed_client(due - 1);
+        assert_eq!(session.next_out(|| Some(data.clone())).unwrap(), data);
+        assert!(session.ctl.is_empty());
+
+        // After a large write: the ack alone, next.
+        let large = Bytes::from(vec![b'x'; ACK_RIDES_WITHIN + 1]);
+        let mut session = welcomed_client(due);
+        assert_eq!(session.next_out(|| Some(large.clone())).unwrap(), large);
+        assert_eq!(session.next_out(|| None).unwrap(), ack.freeze());
+    }
+
+    #[test]
+    fn a_kept_write_gives_its_messages_one_at_a_time() {
+        let kept = Kept {
+            bytes: messages("xyz"),
+            count: 3,
+            at: Instant::now(),
+        };
+        let each: Vec<Bytes> = kept.messages().collect();
+        assert_eq!(each, [messages("x"), messages("y"), messages("z")]);
+        assert_eq!(count_messages(&messages("xyz")), 3);
+        assert_eq!(count_messages(&[]), 0);
+    }
 }
