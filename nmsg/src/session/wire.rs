@@ -78,11 +78,20 @@ pub(crate) enum Ext {
 /// whose first key is another (an extension frame from a writer that orders
 /// its keys otherwise, or the first release's keyed bulk `{"b": [..]}`) is
 /// decoded to see.
+#[inline]
 pub(crate) fn is_ext(payload: &[u8]) -> bool {
     match payload {
         // A fixmap, then the fixstr "x" or "i".
-        [m, 0xa1, b'x', ..] if (0x81..=0x8f).contains(m) => true,
-        [m, 0xa1, b'i', ..] if (0x81..=0x8f).contains(m) => false,
+        [0x81..=0x8f, 0xa1, b'i', ..] => false,
+        [0x81..=0x8f, 0xa1, b'x', ..] => true,
+        _ => is_ext_looked_into(payload),
+    }
+}
+
+/// [`is_ext`] for a payload whose first bytes do not decide.
+#[inline(never)]
+fn is_ext_looked_into(payload: &[u8]) -> bool {
+    match payload {
         [m, ..] if (0x81..=0x8f).contains(m) && payload.len() <= SMALL => {
             let Ok(value) = rmpv::decode::read_value(&mut &payload[..]) else {
                 return false;
