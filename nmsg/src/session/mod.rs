@@ -641,8 +641,20 @@ impl Session {
         self.pong_due = None;
     }
 
-    /// A message read on the connection.
+    /// A message read on the connection. Inline for the common case, a data
+    /// message once welcomed: a count and a few byte compares.
+    #[inline]
     pub(crate) fn read(&mut self, payload: &[u8], link: &Link) -> Read {
+        if self.welcomed && !wire::is_ext(payload) {
+            self.state.received += 1;
+            return Read::Data;
+        }
+        self.read_other(payload, link)
+    }
+
+    /// [`Session::read`] for an extension frame, or data before the welcome.
+    #[inline(never)]
+    fn read_other(&mut self, payload: &[u8], link: &Link) -> Read {
         if !wire::is_ext(payload) {
             if !self.welcomed {
                 return Read::Close(CloseReason::Framing(

@@ -878,19 +878,22 @@ where
                     match polled {
                         Poll::Ready(Ok(Some(payload))) => {
                             timers.message_whole();
-                            match session {
-                                None => link.dispatch(payload),
+                            let is_data = match session {
+                                None => true,
                                 Some(session) => {
                                     heard = true;
                                     match session.read(&payload, link) {
                                         Read::Data => {
                                             data = true;
-                                            link.dispatch(payload);
+                                            true
                                         }
-                                        Read::Handled => {}
+                                        Read::Handled => false,
                                         Read::Close(reason) => return Poll::Ready(reason),
                                     }
                                 }
+                            };
+                            if is_data {
+                                link.dispatch(payload);
                             }
                             progress = true;
                             burst += 1;
