@@ -232,10 +232,11 @@
 //! queue, so one take, within the queue's own bounds, may go past it).
 //! Nothing is dropped: the queue's own bounds hold what waits.
 //!
-//! **Acknowledgements** are cumulative: sent along with outgoing data when
-//! there is some, else alone after the [ack delay](crate::SessionOptions::ack_delay)
-//! (100 ms) or once [ack count](crate::SessionOptions::ack_count) (256)
-//! messages are unacknowledged.
+//! **Acknowledgements** are cumulative: sent along with outgoing data once
+//! 32 messages are unacknowledged, else alone after the
+//! [ack delay](crate::SessionOptions::ack_delay) (100 ms), or once
+//! [ack count](crate::SessionOptions::ack_count) (2,048) messages, or an
+//! eighth of the replay bound's bytes (8 MiB), are unacknowledged.
 //!
 //! **Handshake.** A client with sessions writes `hello` first on every
 //! connection and nothing else before the `welcome`; no welcome within the

@@ -80,9 +80,16 @@ pub(crate) enum Notice {
     Denied { reason: String },
 }
 
-/// The most bytes of messages an acknowledgement is copied after, to go out
-/// in the same write: a copy of this much costs less than a write of its own.
-const ACK_RIDES_WITHIN: usize = 16 * 1024;
+/// The most bytes of messages written that a session keeps as a copy (with an
+/// acknowledgement after them, when one is due, in the same write); more are
+/// kept as they came from the queue. A copy of this much costs less than the
+/// queue's allocating a new buffer (the old one kept), or a write of its own
+/// for the acknowledgement.
+const COPY_WITHIN: usize = 16 * 1024;
+
+/// Unacknowledged messages received at which an acknowledgement rides on the
+/// next data written ([`SessionOptions::ack_count`] if that is lower).
+const ACK_RIDES_AFTER: u64 = 32;
 
 /// Where a session's notices go.
 pub(crate) type Notify = Arc<dyn Fn(Notice) + Send + Sync>;
@@ -366,6 +373,8 @@ pub(crate) struct Session {
     ctl: BytesMut,
     /// Received messages acknowledged so far.
     ack_sent: u64,
+    /// Bytes of the messages received since the last acknowledgement.
+    unacked_bytes: usize,
     ack_due: Option<Instant>,
     hello_due: Option<Instant>,
     last_write: Instant,
@@ -407,6 +416,7 @@ impl Session {
         let now = Instant::now();
         Box::new(Session {
             ack_sent: state.received,
+            unacked_bytes: 0,
             state,
             hello_due: Some(now + opts.hello_timeout),
             opts,
@@ -461,6 +471,7 @@ impl Session {
             completed: true,
             ctl,
             ack_sent: 0,
+            unacked_bytes: 0,
             ack_due: None,
             hello_due: None,
             last_write: Instant::now(),
@@ -546,6 +557,7 @@ impl Session {
         };
         wire::put(self.form, &welcome, &mut self.ctl);
         self.ack_sent = self.state.received;
+        self.unacked_bytes = 0;
         let resent = self.state.resend_into(&mut self.ctl);
         self.restart_timers();
         (self.notify)(Notice::Resumed {
@@ -598,21 +610,29 @@ impl Session {
             return None;
         }
         let chunk = take()?;
-        let state = &mut *self.state;
-        state.keep(chunk.clone(), Instant::now());
-        // An ack rides on traffic once an eighth of `ack_count` is
-        // unacknowledged: after the messages, in the same write when they
-        // are few (a copy of them), else in a write of its own.
-        if state.received - self.ack_sent >= self.opts.ack_count.div_ceil(8) {
+        let at = Instant::now();
+        // An ack rides on traffic once `ACK_RIDES_AFTER` messages (or
+        // `ack_count`, if fewer) are unacknowledged, after the messages.
+        let due = self.opts.ack_count.min(ACK_RIDES_AFTER);
+        if self.state.received - self.ack_sent >= due {
             self.put_ack();
-            if chunk.len() <= ACK_RIDES_WITHIN {
-                let mut both = BytesMut::with_capacity(chunk.len() + self.ctl.len());
-                both.extend_from_slice(&chunk);
-                both.extend_from_slice(&self.ctl);
-                self.ctl.clear();
-                return Some(both.freeze());
-            }
         }
+        if chunk.len() <= COPY_WITHIN {
+            // A few messages: kept and written as a copy of their own size,
+            // with the ack if one is due. The queue's buffer they came in is
+            // free again once `chunk` drops, and the queue reuses it, as on
+            // a plain connection; kept, it would make the queue allocate a
+            // new one for every write.
+            let mut copy = BytesMut::with_capacity(chunk.len() + self.ctl.len());
+            copy.extend_from_slice(&chunk);
+            copy.extend_from_slice(&self.ctl);
+            self.ctl.clear();
+            let copy = copy.freeze();
+            self.state.keep(copy.slice(..chunk.len()), at);
+            return Some(copy);
+        }
+        // Many: kept as they are (no copy); an ack goes in the next write.
+        self.state.keep(chunk.clone(), at);
         Some(chunk)
     }
 
@@ -632,6 +652,7 @@ impl Session {
 
     fn put_ack(&mut self) {
         self.ack_sent = self.state.received;
+        self.unacked_bytes = 0;
         self.ack_due = None;
         wire::put(self.form, &Ext::Ack(self.state.received), &mut self.ctl);
     }
@@ -647,6 +668,7 @@ impl Session {
     pub(crate) fn read(&mut self, payload: &[u8], link: &Link) -> Read {
         if self.welcomed && !wire::is_ext(payload) {
             self.state.received += 1;
+            self.unacked_bytes += payload.len();
             return Read::Data;
         }
         self.read_other(payload, link)
@@ -672,6 +694,7 @@ impl Session {
             Ext::Ping(n) => {
                 let pong = Ext::Pong(self.state.received);
                 self.ack_sent = self.state.received;
+                self.unacked_bytes = 0;
                 self.ack_due = None;
                 wire::put(self.form, &pong, &mut self.ctl);
                 n
@@ -782,6 +805,7 @@ impl Session {
         state.received = 0;
         state.replay_bytes = 0;
         self.ack_sent = 0;
+        self.unacked_bytes = 0;
         for message in kept.iter().flat_map(Kept::messages) {
             let (frames, plain) = match codec.decode_all(&message[PREFIX_LEN..]) {
                 Ok(Message::Single(frame)) => (1, frame.is_ok_and(is_plain_emit)),
@@ -813,7 +837,7 @@ impl Session {
         if unacked == 0 {
             return;
         }
-        if unacked >= self.opts.ack_count {
+        if unacked >= self.opts.ack_count || self.unacked_bytes >= self.opts.ack_bytes() {
             self.put_ack();
         } else if self.ack_due.is_none() {
             self.ack_due = Some(Instant::now() + self.opts.ack_delay);
@@ -891,6 +915,7 @@ impl Session {
             if self.welcomed && self.last_write + self.opts.heartbeat_interval <= now {
                 wire::put(self.form, &Ext::Ping(self.state.received), &mut self.ctl);
                 self.ack_sent = self.state.received;
+                self.unacked_bytes = 0;
                 self.ack_due = None;
                 self.last_write = now;
                 if self.pong_due.is_none() {
@@ -962,8 +987,12 @@ mod tests {
 
     /// A client's session, welcomed, that has received `received` messages.
     fn welcomed_client(received: u64) -> Box<Session> {
+        welcomed_client_with(received, SessionOptions::default())
+    }
+
+    fn welcomed_client_with(received: u64, opts: SessionOptions) -> Box<Session> {
         let notify: Notify = Arc::new(|_| {});
-        let opts = Arc::new(SessionOptions::default());
+        let opts = Arc::new(opts);
         let mut session = Session::client(None, opts, "msgpack", notify, None);
         session.ctl.clear();
         session.welcomed = true;
@@ -976,7 +1005,7 @@ mod tests {
     /// a large write it goes alone.
     #[test]
     fn a_due_ack_goes_out_in_the_same_write_as_the_data() {
-        let due = SessionOptions::default().ack_count.div_ceil(8);
+        let due = ACK_RIDES_AFTER;
         let data = messages("ab");
         let mut session = welcomed_client(due);
         let written = session.next_out(|| Some(data.clone())).unwrap();
@@ -993,10 +1022,81 @@ mod tests {
         assert!(session.ctl.is_empty());
 
         // After a large write: the ack alone, next.
-        let large = Bytes::from(vec![b'x'; ACK_RIDES_WITHIN + 1]);
+        let large = Bytes::from(vec![b'x'; COPY_WITHIN + 1]);
         let mut session = welcomed_client(due);
         assert_eq!(session.next_out(|| Some(large.clone())).unwrap(), large);
         assert_eq!(session.next_out(|| None).unwrap(), ack.freeze());
+    }
+
+    /// A data message is counted and handed on once the welcome came; one
+    /// before the welcome closes the connection (the client cannot number
+    /// it within a session yet). Extension frames are never handed on.
+    #[test]
+    fn data_before_the_welcome_closes_and_after_it_is_counted() {
+        let router = crate::Router::new();
+        let link = router.link();
+        let data: &[u8] = &[0x81, 0xa1, b'i', 0xa1, b'e'];
+        let notify: Notify = Arc::new(|_| {});
+        let opts = Arc::new(SessionOptions::default());
+        let mut session = Session::client(None, opts, "msgpack", notify, None);
+        match session.read(data, &link) {
+            Read::Close(CloseReason::Framing(why)) => assert!(why.contains("before its welcome")),
+            _ => panic!("data before the welcome must close the connection"),
+        }
+        assert_eq!(session.state.received, 0);
+
+        let mut session = welcomed_client(7);
+        assert!(matches!(session.read(data, &link), Read::Data));
+        assert_eq!(session.state.received, 8);
+        let mut ack = BytesMut::new();
+        wire::put(Form::MsgPack, &Ext::Ack(0), &mut ack);
+        assert!(matches!(
+            session.read(&ack[PREFIX_LEN..], &link),
+            Read::Handled
+        ));
+        assert_eq!(session.state.received, 8);
+    }
+
+    /// A small write is kept as a copy: the buffer it came in (the queue's)
+    /// is let go at once, for the queue to reuse. A large one is kept as it is.
+    #[test]
+    fn a_small_write_is_kept_as_a_copy_and_its_buffer_let_go() {
+        let mut session = welcomed_client(0);
+        let small = messages("ab");
+        assert_eq!(session.next_out(|| Some(small.clone())).unwrap(), small);
+        assert!(small.is_unique(), "the session holds the queue's buffer");
+        assert_eq!(session.state.unacked(), 2);
+        assert_eq!(resent(&mut session.state), (2, small));
+
+        let large = Bytes::from(vec![b'x'; COPY_WITHIN + 1]);
+        assert_eq!(session.next_out(|| Some(large.clone())).unwrap(), large);
+        assert!(!large.is_unique());
+    }
+
+    /// Received messages are acknowledged alone once their bytes reach an
+    /// eighth of the replay buffer's bound in bytes, however few they are
+    /// (the peer keeps them until then, and pauses at its bound).
+    #[test]
+    fn an_ack_goes_alone_once_the_bytes_received_reach_an_eighth_of_the_replay_bound() {
+        let router = crate::Router::new();
+        let link = router.link();
+        let opts = SessionOptions::default().max_replay_bytes(800);
+        let mut session = welcomed_client_with(0, opts);
+        let mut data = vec![0x81, 0xa1, b'i'];
+        data.resize(60, 0);
+        assert!(matches!(session.read(&data, &link), Read::Data));
+        session.received_batch();
+        assert!(session.ctl.is_empty(), "60 bytes of 100: no ack yet");
+        assert!(matches!(session.read(&data, &link), Read::Data));
+        session.received_batch();
+        let mut ack = BytesMut::new();
+        wire::put(Form::MsgPack, &Ext::Ack(2), &mut ack);
+        assert_eq!(session.ctl, ack);
+        assert_eq!(session.next_out(|| None).unwrap(), ack.freeze());
+        // Counted from the ack on.
+        assert!(matches!(session.read(&data, &link), Read::Data));
+        session.received_batch();
+        assert!(session.ctl.is_empty());
     }
 
     #[test]

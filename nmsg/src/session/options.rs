@@ -13,7 +13,7 @@ pub const DEFAULT_SESSION_WINDOW: Duration = Duration::from_secs(120);
 /// Default [`SessionOptions::ack_delay`]: 100 ms.
 pub const DEFAULT_ACK_DELAY: Duration = Duration::from_millis(100);
 /// Default [`SessionOptions::ack_count`].
-pub const DEFAULT_ACK_COUNT: u64 = 256;
+pub const DEFAULT_ACK_COUNT: u64 = 2048;
 /// Default [`SessionOptions::heartbeat_interval`]: 25 s.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(25);
 /// Default [`SessionOptions::heartbeat_timeout`]: 20 s.
@@ -85,6 +85,11 @@ impl Default for SessionOptions {
 }
 
 impl SessionOptions {
+    /// Bytes received unacknowledged at which an acknowledgement goes alone.
+    pub(crate) fn ack_bytes(&self) -> usize {
+        (self.max_replay_bytes / 8).max(1)
+    }
+
     /// The defaults.
     pub fn new() -> Self {
         Self::default()
@@ -130,17 +135,22 @@ impl SessionOptions {
     }
 
     /// Received messages are acknowledged after the next data written once
-    /// an eighth of [`ack_count`](Self::ack_count) of them are not
-    /// acknowledged (32 by default), or alone this long after the first one
-    /// not acknowledged arrived (default [`DEFAULT_ACK_DELAY`], 100 ms), so
-    /// that an idle connection still acknowledges.
+    /// 32 of them (or [`ack_count`](Self::ack_count), if lower) are not
+    /// acknowledged, or alone this long after the first one not acknowledged
+    /// arrived (default [`DEFAULT_ACK_DELAY`], 100 ms), so that an idle
+    /// connection still acknowledges.
     pub fn ack_delay(mut self, delay: Duration) -> Self {
         self.ack_delay = delay;
         self
     }
 
-    /// ... or as soon as this many received messages are not acknowledged
-    /// (default [`DEFAULT_ACK_COUNT`], 256).
+    /// ... or alone as soon as this many received messages are not
+    /// acknowledged (default [`DEFAULT_ACK_COUNT`], 2,048), or their bytes
+    /// reach an eighth of [`max_replay_bytes`](Self::max_replay_bytes) (8 MiB
+    /// by default), whichever comes first: the peer keeps what it wrote until
+    /// then. An acknowledgement alone is a write (a system call) on one side
+    /// and a read on the other; on a connection busy in one direction,
+    /// fewer cost less, and the peer keeps more.
     pub fn ack_count(mut self, count: u64) -> Self {
         self.ack_count = count.max(1);
         self
