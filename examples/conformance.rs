@@ -766,7 +766,7 @@ fn install_handlers(socket: Socket, tally: Arc<Tally>) {
 /// must come with k = 0, 1, 2, ...; `seq-check` answers how many came in
 /// order and how many did not; `flood(n, cb)` emits n `seq` events to the
 /// client, numbered on from the last flood, waiting for room in the queue,
-/// then answers `cb(n)`.
+/// then answers `cb(n)` (waiting for room too, with `call_wait`).
 fn install_sequences(router: &Router) {
     #[derive(Default)]
     struct Seq {
@@ -813,7 +813,9 @@ fn install_sequences(router: &Router) {
                     return;
                 }
             }
-            if let Err(e) = cb.call((n,)) {
+            // The queue may be full right after the last seq event (a
+            // connection away, a slow reader): wait for room, as for the events.
+            if let Err(e) = cb.call_wait((n,)).await {
                 eprintln!("flood: the callback failed: {e}");
             }
         });

@@ -700,3 +700,68 @@ fn answers_before_a_blocked_request(burst: Option<usize>, blocked_at: u64, early
     assert_eq!(seen, (1..=20).collect::<Vec<u64>>());
     rt.block_on(server.stop());
 }
+
+/// A callback invoked while the outgoing queue is full: `call` fails with
+/// `QueueFull` and sends nothing; `call_wait` waits for room, and the answer
+/// arrives once the peer reads again.
+#[tokio::test(flavor = "current_thread")]
+async fn call_wait_waits_for_room_where_call_fails_on_a_full_queue() {
+    // The asking side: a router whose frames are carried by hand.
+    let asker = nmsg::Router::new();
+    let answer = asker.request::<(u32,)>("ask", ());
+    let ask = asker.link().take_outgoing().expect("the request is queued");
+
+    // The answering side: a connection on a small pipe nobody reads yet.
+    let answerer = nmsg::Router::builder().max_queued_frames(4).build();
+    let (kept_tx, mut kept_rx) = mpsc::unbounded_channel::<RemoteCallback>();
+    answerer.on("ask", move |args: Args| -> Result<(), Error> {
+        kept_tx.send(args.callback(0)?).unwrap();
+        Ok(())
+    });
+    let (mut ours, theirs) = tokio::io::duplex(64);
+    let _connection = nmsg::transport::Connection::spawn(theirs, answerer.clone());
+    ours.write_all(&ask).await.unwrap();
+    let callback = kept_rx.recv().await.unwrap();
+
+    // Fill the pipe and then the queue: the connection task writes what it
+    // can at each yield, until the pipe is full and its write waits.
+    for _ in 0..16 {
+        while answerer.emit("filler", ()).is_ok() {}
+        tokio::task::yield_now().await;
+    }
+    while answerer.emit("filler", ()).is_ok() {}
+    assert!(matches!(
+        callback.call((7u32,)),
+        Err(Error::QueueFull { frames: 4, .. })
+    ));
+    assert!(
+        !callback.is_invoked(),
+        "a failed call leaves the callback to call again"
+    );
+    let waiting = tokio::spawn(callback.call_wait((7u32,)));
+    tokio::task::yield_now().await;
+    assert!(!waiting.is_finished(), "the queue is full: call_wait waits");
+
+    // Read what the answerer writes, message by message, into the asker.
+    let reader = tokio::spawn(async move {
+        loop {
+            let mut prefix = [0u8; 4];
+            if ours.read_exact(&mut prefix).await.is_err() {
+                return;
+            }
+            let mut payload = vec![0u8; u32::from_be_bytes(prefix) as usize];
+            ours.read_exact(&mut payload).await.unwrap();
+            asker.link().dispatch(payload.into());
+        }
+    });
+    waiting
+        .await
+        .unwrap()
+        .expect("call_wait sends once there is room");
+    let (n,) = tokio::time::timeout(Duration::from_secs(10), answer)
+        .await
+        .expect("the answer arrives")
+        .unwrap();
+    assert_eq!(n, 7);
+    reader.abort();
+}

@@ -395,4 +395,40 @@ impl RemoteCallback {
             .send_response(kind, args.into_args(), received.epoch)
             .inspect_err(|_| received.release(self.slot))
     }
+
+    /// [`call`](Self::call), but waits for room when the outgoing queue is
+    /// full instead of failing with [`Error::QueueFull`], as
+    /// [`Router::emit_wait`](crate::Router::emit_wait) does for events. The
+    /// arguments are encoded at once; the future (`Send` and `'static`) only
+    /// waits for room. A response that an empty queue cannot take fails at
+    /// once, and one whose connection closes while it waits fails with
+    /// [`Error::Disconnected`]; then nothing was sent, and the callback may be
+    /// called again.
+    pub fn call_wait<'a>(
+        &self,
+        args: impl IntoArgs<'a>,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+        let received = self.received.clone();
+        let slot = self.slot;
+        let claimed = if !received.claim(slot) {
+            Err(Error::AlreadyInvoked {
+                frame: self.frame_id(),
+                position: self.position(),
+            })
+        } else if received.router.epoch() != received.epoch {
+            received.release(slot);
+            Err(Error::disconnected(
+                "the connection this callback came on has closed",
+            ))
+        } else {
+            let kind = OutKind::Response {
+                to: self.frame_id(),
+                position: self.position(),
+            };
+            Ok(received
+                .router
+                .send_response_wait(kind, args.into_args(), received.epoch))
+        };
+        async move { claimed?.await.inspect_err(|_| received.release(slot)) }
+    }
 }

@@ -203,6 +203,35 @@ impl Router {
         self.send_from(kind, args, None, None, Some(epoch))
     }
 
+    /// [`Router::send_response`], waiting for room when the outgoing queue is
+    /// full, as [`Router::emit_wait`] does. The frame is encoded at once.
+    pub(crate) fn send_response_wait(
+        &self,
+        kind: OutKind<'_>,
+        args: OutArgs<'_>,
+        epoch: u64,
+    ) -> impl std::future::Future<Output = Result<(), Error>> + Send + 'static {
+        let router = self.clone();
+        let encoded = self.encode(kind, args, None, None, Some(epoch));
+        async move {
+            let mut encoded = encoded?;
+            let mut room = None;
+            loop {
+                match router.enqueue(&mut encoded) {
+                    Ok(()) => return Ok(()),
+                    Err(Error::QueueFull { frames, .. }) if frames > 0 => match room.take() {
+                        None => room = Some(router.inner.outbox.room()),
+                        Some(room) => room.await,
+                    },
+                    Err(e) => {
+                        fail_all(std::mem::take(&mut encoded.callbacks), || refusal(&e));
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
     /// [`Router::send`], with `answer` as a last callback after `args`.
     fn send_with(
         &self,
