@@ -738,6 +738,11 @@ async fn call_wait_waits_for_room_where_call_fails_on_a_full_queue() {
         !callback.is_invoked(),
         "a failed call leaves the callback to call again"
     );
+    // Claimed at once; dropped before it sent, it gives the callback back.
+    let dropped = callback.call_wait((7u32,));
+    assert!(callback.is_invoked());
+    drop(dropped);
+    assert!(!callback.is_invoked(), "a dropped call_wait sent nothing");
     let waiting = tokio::spawn(callback.call_wait((7u32,)));
     tokio::task::yield_now().await;
     assert!(!waiting.is_finished(), "the queue is full: call_wait waits");

@@ -402,33 +402,61 @@ impl RemoteCallback {
     /// arguments are encoded at once; the future (`Send` and `'static`) only
     /// waits for room. A response that an empty queue cannot take fails at
     /// once, and one whose connection closes while it waits fails with
-    /// [`Error::Disconnected`]; then nothing was sent, and the callback may be
-    /// called again.
+    /// [`Error::Disconnected`]. When it fails, or is dropped before it
+    /// completes, nothing was sent and the callback may be called again.
     pub fn call_wait<'a>(
         &self,
         args: impl IntoArgs<'a>,
     ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
-        let received = self.received.clone();
-        let slot = self.slot;
-        let claimed = if !received.claim(slot) {
+        let received = &self.received;
+        let send = if !received.claim(self.slot) {
             Err(Error::AlreadyInvoked {
                 frame: self.frame_id(),
                 position: self.position(),
             })
-        } else if received.router.epoch() != received.epoch {
-            received.release(slot);
-            Err(Error::disconnected(
-                "the connection this callback came on has closed",
-            ))
         } else {
-            let kind = OutKind::Response {
-                to: self.frame_id(),
-                position: self.position(),
+            let claim = Claim {
+                received: received.clone(),
+                slot: self.slot,
+                sent: false,
             };
-            Ok(received
-                .router
-                .send_response_wait(kind, args.into_args(), received.epoch))
+            if received.router.epoch() != received.epoch {
+                Err(Error::disconnected(
+                    "the connection this callback came on has closed",
+                ))
+            } else {
+                let kind = OutKind::Response {
+                    to: self.frame_id(),
+                    position: self.position(),
+                };
+                let args = args.into_args();
+                let sending = received
+                    .router
+                    .send_response_wait(kind, args, received.epoch);
+                Ok((claim, sending))
+            }
         };
-        async move { claimed?.await.inspect_err(|_| received.release(slot)) }
+        async move {
+            let (mut claim, sending) = send?;
+            sending.await?;
+            claim.sent = true;
+            Ok(())
+        }
+    }
+}
+
+/// A callback's slot claimed by [`RemoteCallback::call_wait`]: released
+/// again when dropped before its response was queued.
+struct Claim {
+    received: Arc<Received>,
+    slot: usize,
+    sent: bool,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if !self.sent {
+            self.received.release(self.slot);
+        }
     }
 }
