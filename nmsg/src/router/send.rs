@@ -118,13 +118,24 @@ impl Router {
         event: &str,
         args: impl IntoArgs<'a>,
     ) -> impl std::future::Future<Output = Result<(), Error>> + Send + 'static {
+        self.send_wait(OutKind::Event(event), args.into_args(), None)
+    }
+
+    /// [`Router::emit_wait`] for any frame: an event, or a response when
+    /// `epoch` is given ([`Router::send_response_wait`]). Encoded at once (in
+    /// its span when spans are wanted); the future only waits for room.
+    #[inline]
+    fn send_wait(
+        &self,
+        kind: OutKind<'_>,
+        args: OutArgs<'_>,
+        epoch: Option<u64>,
+    ) -> impl std::future::Future<Output = Result<(), Error>> + Send + 'static {
         let router = self.clone();
-        let kind = OutKind::Event(event);
-        let args = args.into_args();
         let encoded = if crate::observe::spans_wanted() {
-            self.encode_traced(kind, args)
+            self.encode_traced(kind, args, epoch)
         } else {
-            self.encode(kind, args, None, None, None)
+            self.encode(kind, args, None, None, epoch)
         };
         async move {
             let mut encoded = encoded?;
@@ -211,25 +222,7 @@ impl Router {
         args: OutArgs<'_>,
         epoch: u64,
     ) -> impl std::future::Future<Output = Result<(), Error>> + Send + 'static {
-        let router = self.clone();
-        let encoded = self.encode(kind, args, None, None, Some(epoch));
-        async move {
-            let mut encoded = encoded?;
-            let mut room = None;
-            loop {
-                match router.enqueue(&mut encoded) {
-                    Ok(()) => return Ok(()),
-                    Err(Error::QueueFull { frames, .. }) if frames > 0 => match room.take() {
-                        None => room = Some(router.inner.outbox.room()),
-                        Some(room) => room.await,
-                    },
-                    Err(e) => {
-                        fail_all(std::mem::take(&mut encoded.callbacks), || refusal(&e));
-                        return Err(e);
-                    }
-                }
-            }
-        }
+        self.send_wait(kind, args, Some(epoch))
     }
 
     /// [`Router::send`], with `answer` as a last callback after `args`.
@@ -281,13 +274,18 @@ impl Router {
         })
     }
 
-    /// [`Router::encode`] for [`Router::emit_wait`], in its span.
+    /// [`Router::encode`] for [`Router::send_wait`], in its span.
     #[cold]
     #[inline(never)]
-    fn encode_traced(&self, kind: OutKind<'_>, args: OutArgs<'_>) -> Result<Encoded, Error> {
+    fn encode_traced(
+        &self,
+        kind: OutKind<'_>,
+        args: OutArgs<'_>,
+        epoch: Option<u64>,
+    ) -> Result<Encoded, Error> {
         let span = self.send_span(kind, &args, false);
         let _entered = span.enter();
-        let encoded = self.encode(kind, args, None, None, None);
+        let encoded = self.encode(kind, args, None, None, epoch);
         if let Ok(encoded) = &encoded {
             span.record("nmsg.frame_id", encoded.id);
         }
